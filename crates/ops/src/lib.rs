@@ -1,1 +1,14 @@
-//! placeholder
+//! Tensor operations for the ResNet crates, on top of candle-core.
+//!
+//! This crate is the lowest layer of the workspace: it chooses the device a
+//! model runs on and provides the pooling and resampling operations that
+//! candle lacks or cannot differentiate (candle's max-pool backward only
+//! supports kernel == stride, which rules out the ImageNet stem's 3x3/s2 pool).
+
+mod device;
+mod error;
+mod pool;
+
+pub use device::DeviceSpec;
+pub use error::OpsError;
+pub use pool::{global_avg_pool, max_pool_3x3_s2, subsample2};

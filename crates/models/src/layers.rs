@@ -1,0 +1,226 @@
+//! The typed layers of a ResNet: conv + batch norm pairs and the fc head.
+
+use candle_core::{Tensor, Var};
+
+use crate::init::Initializer;
+use crate::plan::ConvPlan;
+use crate::ModelError;
+
+/// Whether a tensor is learned by the optimizer or tracked by batch norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorKind {
+    /// A learnable parameter (conv/fc weight, fc bias, BN weight/bias).
+    Parameter,
+    /// A BN running statistic (`running_mean`, `running_var`): saved, not learned.
+    RunningStat,
+}
+
+/// A model tensor with its torchvision name.
+#[derive(Debug, Clone)]
+pub struct NamedVar {
+    /// Full name, e.g. `layer1.0.bn1.running_mean`.
+    pub name: String,
+    /// The tensor itself (shared with the model: setting it changes the model).
+    pub var: Var,
+    /// Parameter or running statistic.
+    pub kind: TensorKind,
+}
+
+/// What a traced forward pass records besides its output.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// The response of every 3x3 conv after its BN and before the ReLU or the
+    /// addition (the paper's Fig. 7), named by the BN, in network order.
+    pub responses: Vec<(String, Tensor)>,
+    /// Multiply-adds of the convs and fc per image, counted from the tensors
+    /// that actually flowed through the net.
+    pub macs: usize,
+}
+
+fn push(out: &mut Vec<NamedVar>, prefix: &str, field: &str, var: &Var, kind: TensorKind) {
+    out.push(NamedVar {
+        name: format!("{prefix}.{field}"),
+        var: var.clone(),
+        kind,
+    });
+}
+
+/// Batch normalisation with running statistics (PyTorch semantics: eps 1e-5,
+/// momentum 0.1, running variance updated with the unbiased batch variance).
+#[derive(Debug)]
+pub(crate) struct BatchNorm {
+    name: String,
+    weight: Var,
+    bias: Var,
+    running_mean: Var,
+    running_var: Var,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    fn new(name: String, channels: usize, init: &Initializer) -> Result<BatchNorm, ModelError> {
+        Ok(BatchNorm {
+            name,
+            weight: init.constant(&[channels], 1.0)?,
+            bias: init.constant(&[channels], 0.0)?,
+            running_mean: init.constant(&[channels], 0.0)?,
+            running_var: init.constant(&[channels], 1.0)?,
+        })
+    }
+
+    /// Train mode normalises with the batch statistics and updates the
+    /// running ones; eval mode normalises with the running statistics.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        let channels = self.weight.dim(0)?;
+        let per_channel = |t: &Tensor| t.reshape((1, channels, 1, 1));
+        let (mean, var) = if train {
+            let mean = x.mean_keepdim((0, 2, 3))?;
+            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
+            let n = (x.elem_count() / channels) as f64;
+            let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+            let update = |running: &Var, batch: &Tensor| -> Result<(), ModelError> {
+                let next = ((running.as_tensor() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?;
+                Ok(running.set(&next)?)
+            };
+            update(&self.running_mean, &mean.detach().flatten_all()?)?;
+            update(&self.running_var, &unbiased)?;
+            (mean, var)
+        } else {
+            (
+                per_channel(self.running_mean.as_tensor())?,
+                per_channel(self.running_var.as_tensor())?,
+            )
+        };
+        let scale = per_channel(&self.weight)?.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
+        let shift = (per_channel(&self.bias)? - mean.broadcast_mul(&scale)?)?;
+        Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift)?)
+    }
+
+    fn collect(&self, out: &mut Vec<NamedVar>) {
+        push(
+            out,
+            &self.name,
+            "weight",
+            &self.weight,
+            TensorKind::Parameter,
+        );
+        push(out, &self.name, "bias", &self.bias, TensorKind::Parameter);
+        push(
+            out,
+            &self.name,
+            "running_mean",
+            &self.running_mean,
+            TensorKind::RunningStat,
+        );
+        push(
+            out,
+            &self.name,
+            "running_var",
+            &self.running_var,
+            TensorKind::RunningStat,
+        );
+    }
+}
+
+/// A bias-free conv and the batch norm that follows it.
+#[derive(Debug)]
+pub(crate) struct ConvBn {
+    conv_name: String,
+    plan: ConvPlan,
+    weight: Var,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    /// A conv named `conv_name` followed by a BN named `bn_name`.
+    pub(crate) fn new(
+        conv_name: String,
+        bn_name: String,
+        plan: ConvPlan,
+        init: &mut Initializer,
+    ) -> Result<ConvBn, ModelError> {
+        let weight = init.he_normal_fan_out(&[
+            plan.out_channels,
+            plan.in_channels,
+            plan.kernel,
+            plan.kernel,
+        ])?;
+        let bn = BatchNorm::new(bn_name, plan.out_channels, init)?;
+        Ok(ConvBn {
+            conv_name,
+            plan,
+            weight,
+            bn,
+        })
+    }
+
+    /// conv then BN (no ReLU); a traced pass records 3x3 responses and MACs.
+    pub(crate) fn forward_t(
+        &self,
+        x: &Tensor,
+        train: bool,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor, ModelError> {
+        let y = x.conv2d(&self.weight, self.plan.padding, self.plan.stride, 1, 1)?;
+        let y = self.bn.forward_t(&y, train)?;
+        if let Some(trace) = trace {
+            let (_, _, h, w) = y.dims4()?;
+            trace.macs += h * w * self.plan.params();
+            if self.plan.kernel == 3 {
+                trace.responses.push((self.bn.name.clone(), y.clone()));
+            }
+        }
+        Ok(y)
+    }
+
+    pub(crate) fn collect(&self, out: &mut Vec<NamedVar>) {
+        push(
+            out,
+            &self.conv_name,
+            "weight",
+            &self.weight,
+            TensorKind::Parameter,
+        );
+        self.bn.collect(out);
+    }
+}
+
+/// The fully connected classifier `fc`.
+#[derive(Debug)]
+pub(crate) struct Linear {
+    weight: Var,
+    bias: Var,
+}
+
+impl Linear {
+    /// PyTorch's default init: weight and bias uniform in ±1/sqrt(in_features).
+    pub(crate) fn new(
+        in_features: usize,
+        out_features: usize,
+        init: &mut Initializer,
+    ) -> Result<Linear, ModelError> {
+        let bound = 1.0 / (in_features as f64).sqrt();
+        Ok(Linear {
+            weight: init.uniform(&[out_features, in_features], bound)?,
+            bias: init.uniform(&[out_features], bound)?,
+        })
+    }
+
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor, ModelError> {
+        if let Some(trace) = trace {
+            trace.macs += self.weight.elem_count();
+        }
+        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+
+    pub(crate) fn collect(&self, out: &mut Vec<NamedVar>) {
+        push(out, "fc", "weight", &self.weight, TensorKind::Parameter);
+        push(out, "fc", "bias", &self.bias, TensorKind::Parameter);
+    }
+}

@@ -1,0 +1,227 @@
+//! The [`ResNet`] module: any net of the zoo, built from its plan.
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::ModuleT;
+
+use crate::init::Initializer;
+use crate::layers::{ConvBn, Linear, NamedVar, TensorKind, Trace};
+use crate::plan::{BlockPlan, ShortcutPlan};
+use crate::{ArchSpec, ModelError};
+
+/// A block's shortcut as built: the plan's variants with their layers.
+#[derive(Debug)]
+enum ShortcutPath {
+    None,
+    Identity,
+    PadSubsample {
+        stride: usize,
+        pad_before: usize,
+        pad_after: usize,
+    },
+    Projection(ConvBn),
+}
+
+/// One residual (or plain) block, named `layerN.i`.
+#[derive(Debug)]
+struct Block {
+    convs: Vec<ConvBn>,
+    shortcut: ShortcutPath,
+}
+
+impl Block {
+    fn new(prefix: &str, plan: &BlockPlan, init: &mut Initializer) -> Result<Block, ModelError> {
+        let convs = plan
+            .convs
+            .iter()
+            .enumerate()
+            .map(|(k, conv)| {
+                ConvBn::new(
+                    format!("{prefix}.conv{}", k + 1),
+                    format!("{prefix}.bn{}", k + 1),
+                    *conv,
+                    init,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let shortcut = match plan.shortcut {
+            ShortcutPlan::None => ShortcutPath::None,
+            ShortcutPlan::Identity => ShortcutPath::Identity,
+            ShortcutPlan::PadSubsample {
+                stride,
+                in_channels,
+                out_channels,
+            } => {
+                // Symmetric zero channels, as the common PyTorch CIFAR ResNets
+                // do, so that their weights behave identically here.
+                let extra = out_channels - in_channels;
+                ShortcutPath::PadSubsample {
+                    stride,
+                    pad_before: extra / 2,
+                    pad_after: extra - extra / 2,
+                }
+            }
+            ShortcutPlan::Projection(conv) => ShortcutPath::Projection(ConvBn::new(
+                format!("{prefix}.downsample.0"),
+                format!("{prefix}.downsample.1"),
+                conv,
+                init,
+            )?),
+        };
+        Ok(Block { convs, shortcut })
+    }
+
+    fn forward_t(
+        &self,
+        x: &Tensor,
+        train: bool,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor, ModelError> {
+        let last = self.convs.len() - 1;
+        let mut y = x.clone();
+        for (k, conv) in self.convs.iter().enumerate() {
+            y = conv.forward_t(&y, train, trace.as_deref_mut())?;
+            if k < last {
+                y = y.relu()?;
+            }
+        }
+        let y = match &self.shortcut {
+            ShortcutPath::None => y,
+            ShortcutPath::Identity => (y + x)?,
+            ShortcutPath::PadSubsample {
+                stride,
+                pad_before,
+                pad_after,
+            } => {
+                let s = if *stride == 2 {
+                    resnet_ops::subsample2(x)?
+                } else {
+                    x.clone()
+                };
+                (y + s.pad_with_zeros(1, *pad_before, *pad_after)?)?
+            }
+            ShortcutPath::Projection(conv) => (y + conv.forward_t(x, train, trace)?)?,
+        };
+        Ok(y.relu()?)
+    }
+
+    fn collect(&self, out: &mut Vec<NamedVar>) {
+        for conv in &self.convs {
+            conv.collect(out);
+        }
+        if let ShortcutPath::Projection(conv) = &self.shortcut {
+            conv.collect(out);
+        }
+    }
+}
+
+/// A ResNet or plain net of any spec, with torchvision tensor names.
+///
+/// `forward_t(x, train)` runs batch norm in train mode (batch statistics,
+/// running statistics updated) or eval mode (running statistics).
+#[derive(Debug)]
+pub struct ResNet {
+    spec: ArchSpec,
+    stem: ConvBn,
+    stem_max_pool: bool,
+    stages: Vec<Vec<Block>>,
+    fc: Linear,
+}
+
+impl ResNet {
+    /// Builds the net with freshly initialised weights (He fan-out for convs,
+    /// BN weight 1 and bias 0, PyTorch's default for fc), drawn from `seed`.
+    pub fn new(spec: &ArchSpec, seed: u64, device: &Device) -> Result<ResNet, ModelError> {
+        let plan = spec.plan();
+        let mut init = Initializer::new(seed, device);
+        let stem = ConvBn::new("conv1".into(), "bn1".into(), plan.stem, &mut init)?;
+        let mut stages = Vec::with_capacity(plan.stages.len());
+        for (s, stage) in plan.stages.iter().enumerate() {
+            let blocks = stage
+                .iter()
+                .enumerate()
+                .map(|(i, block)| Block::new(&format!("layer{}.{i}", s + 1), block, &mut init))
+                .collect::<Result<Vec<_>, _>>()?;
+            stages.push(blocks);
+        }
+        let fc = Linear::new(plan.fc_in, plan.num_classes, &mut init)?;
+        Ok(ResNet {
+            spec: spec.clone(),
+            stem,
+            stem_max_pool: plan.stem_max_pool,
+            stages,
+            fc,
+        })
+    }
+
+    /// The spec this net was built from.
+    pub fn spec(&self) -> &ArchSpec {
+        &self.spec
+    }
+
+    /// Logits `(N, num_classes)` for images `(N, 3, H, W)`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        self.forward_impl(x, train, None)
+    }
+
+    /// Like [`ResNet::forward_t`], and also records every 3x3 layer's
+    /// response and the multiply-adds in `trace` (used for the paper's Fig. 7).
+    pub fn forward_traced(
+        &self,
+        x: &Tensor,
+        train: bool,
+        trace: &mut Trace,
+    ) -> Result<Tensor, ModelError> {
+        self.forward_impl(x, train, Some(trace))
+    }
+
+    fn forward_impl(
+        &self,
+        x: &Tensor,
+        train: bool,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor, ModelError> {
+        let mut y = self
+            .stem
+            .forward_t(x, train, trace.as_deref_mut())?
+            .relu()?;
+        if self.stem_max_pool {
+            y = resnet_ops::max_pool_3x3_s2(&y)?;
+        }
+        for block in self.stages.iter().flatten() {
+            y = block.forward_t(&y, train, trace.as_deref_mut())?;
+        }
+        self.fc.forward(&resnet_ops::global_avg_pool(&y)?, trace)
+    }
+
+    /// Every tensor of the model (parameters and BN running statistics) with
+    /// its torchvision name, in network order.
+    pub fn named_vars(&self) -> Vec<NamedVar> {
+        let mut out = Vec::new();
+        self.stem.collect(&mut out);
+        for block in self.stages.iter().flatten() {
+            block.collect(&mut out);
+        }
+        self.fc.collect(&mut out);
+        out
+    }
+
+    /// The learnable parameters with their names: what an optimizer updates.
+    pub fn parameters(&self) -> Vec<(String, Var)> {
+        self.named_vars()
+            .into_iter()
+            .filter(|v| v.kind == TensorKind::Parameter)
+            .map(|v| (v.name, v.var))
+            .collect()
+    }
+
+    /// Number of learnable scalars (BN running statistics excluded).
+    pub fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+}
+
+impl ModuleT for ResNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        ResNet::forward_t(self, xs, train).map_err(candle_core::Error::wrap)
+    }
+}

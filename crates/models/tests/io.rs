@@ -1,0 +1,121 @@
+//! Saving and loading weights: round trips and the errors for bad files.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use resnet_models::{ArchSpec, ResNet};
+
+fn model(id: &str, seed: u64) -> ResNet {
+    ResNet::new(&ArchSpec::from_id(id).unwrap(), seed, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn save_then_load_gives_identical_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let trained = model("resnet20", 1);
+    let x = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu).unwrap();
+    trained.forward_t(&x, true).unwrap(); // move the running statistics off their defaults
+    trained.save(&path).unwrap();
+    assert!(!dir.path().join("w.safetensors.tmp").exists());
+
+    let fresh = model("resnet20", 2);
+    assert!(
+        max_abs_diff(
+            &fresh.forward_t(&x, false).unwrap(),
+            &trained.forward_t(&x, false).unwrap()
+        ) > 1e-3
+    );
+    fresh.load(&path).unwrap();
+    assert_eq!(
+        max_abs_diff(
+            &fresh.forward_t(&x, false).unwrap(),
+            &trained.forward_t(&x, false).unwrap()
+        ),
+        0.0
+    );
+}
+
+fn error_for(tensors: &HashMap<String, Tensor>) -> String {
+    let target = model("resnet20", 0);
+    let before = target.state_tensors();
+    let err = target
+        .load_tensors(tensors, "test.safetensors")
+        .unwrap_err()
+        .to_string();
+    // A failed load leaves the model as it was.
+    let after = target.state_tensors();
+    for (name, t) in before {
+        assert_eq!(
+            max_abs_diff(&t, &after[&name]),
+            0.0,
+            "{name} changed by a failed load"
+        );
+    }
+    err
+}
+
+#[test]
+fn missing_extra_and_misshapen_tensors_are_named_errors() {
+    let good = model("resnet20", 5).state_tensors();
+
+    let mut missing = good.clone();
+    missing.remove("layer2.1.bn2.running_var");
+    let err = error_for(&missing);
+    assert!(
+        err.contains("test.safetensors")
+            && err.contains("missing tensor `layer2.1.bn2.running_var`")
+            && err.contains("[32]"),
+        "{err}"
+    );
+
+    let mut extra = good.clone();
+    extra.insert(
+        "layer9.0.conv1.weight".into(),
+        Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err = error_for(&extra);
+    assert!(
+        err.contains("unexpected tensor `layer9.0.conv1.weight`") && err.contains("[2, 2]"),
+        "{err}"
+    );
+
+    let mut wrong = good.clone();
+    wrong.insert(
+        "fc.weight".into(),
+        Tensor::zeros((100, 64), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err = error_for(&wrong);
+    assert!(
+        err.contains("`fc.weight`") && err.contains("[100, 64]") && err.contains("[10, 64]"),
+        "{err}"
+    );
+
+    // PyTorch's BN counters are not an error.
+    let mut torch = good.clone();
+    torch.insert(
+        "bn1.num_batches_tracked".into(),
+        Tensor::new(&[3i64], &Device::Cpu).unwrap(),
+    );
+    model("resnet20", 0).load_tensors(&torch, "torch").unwrap();
+}
+
+#[test]
+fn loading_a_file_that_is_not_safetensors_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.safetensors");
+    std::fs::write(&path, b"not a safetensors file").unwrap();
+    let err = model("resnet20", 0).load(&path).unwrap_err().to_string();
+    assert!(err.contains("junk.safetensors"), "{err}");
+}

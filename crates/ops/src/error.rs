@@ -1,0 +1,33 @@
+//! Errors of the tensor-ops crate.
+
+/// Everything that can go wrong when choosing a device or running an op.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// A `--device` string that is not `cpu`, `cuda[:N]` or `metal[:N]`.
+    #[error("invalid device `{spec}`: expected `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N`")]
+    InvalidDevice {
+        /// The string that was given.
+        spec: String,
+    },
+    /// The device exists as a name but could not be opened (not compiled in, no GPU, ...).
+    #[error("cannot open device `{spec}`: {source}")]
+    Unavailable {
+        /// The device that was asked for.
+        spec: String,
+        /// What candle reported.
+        source: candle_core::Error,
+    },
+    /// An op got a tensor of a rank or shape it does not handle.
+    #[error("{op}: expected {expected}, got shape {got:?}")]
+    BadShape {
+        /// The op that refused the tensor.
+        op: &'static str,
+        /// What the op expects.
+        expected: &'static str,
+        /// The shape it was given.
+        got: Vec<usize>,
+    },
+    /// An error from candle itself.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
