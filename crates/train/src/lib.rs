@@ -1,0 +1,19 @@
+//! Training pieces for the ResNet reference implementation.
+//!
+//! * [`sgd`]: stochastic gradient descent with momentum and weight decay, with
+//!   exactly the semantics of PyTorch's `torch.optim.SGD` (the optimizer of the
+//!   paper, He et al. 2015, section 3.4 and section 4.2), and a state that can
+//!   be checkpointed and resumed bit for bit.
+//! * [`schedule`]: the paper's learning-rate schedules: the CIFAR-10 step
+//!   schedule, the ResNet-110 warm-up and the ImageNet "divide by 10 when the
+//!   error plateaus" rule, with a serialisable state for resuming.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod schedule;
+pub mod sgd;
+
+pub use error::{Result, TrainError};
+pub use schedule::{LrSchedule, PlateauState, ScheduleConfig, Scheduler, SchedulerState, Warmup};
+pub use sgd::{Sgd, SgdConfig, MOMENTUM_PREFIX};

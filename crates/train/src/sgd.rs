@@ -1,0 +1,238 @@
+//! Stochastic gradient descent with momentum and weight decay.
+
+use std::collections::{HashMap, HashSet};
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// Prefix of the optimizer's tensors in a checkpoint: the momentum buffer of
+/// parameter `layer1.0.conv1.weight` is stored as
+/// `momentum.layer1.0.conv1.weight`.
+pub const MOMENTUM_PREFIX: &str = "momentum.";
+
+/// Hyper-parameters of [`Sgd`].
+///
+/// The defaults are the paper's (He et al. 2015, sections 3.4 and 4.2):
+/// learning rate 0.1, momentum 0.9, weight decay 0.0001.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SgdConfig {
+    /// Learning rate at construction; a [`crate::Scheduler`] normally
+    /// overrides it through [`Sgd::set_lr`] before every step.
+    pub lr: f64,
+    /// Momentum factor (0 disables momentum).
+    pub momentum: f64,
+    /// L2 weight-decay factor, added to the gradient (0 disables it).
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        }
+    }
+}
+
+impl SgdConfig {
+    /// Checks that every value is finite and non-negative.
+    pub fn validate(&self) -> Result<()> {
+        check_non_negative("sgd.lr", self.lr)?;
+        check_non_negative("sgd.momentum", self.momentum)?;
+        check_non_negative("sgd.weight_decay", self.weight_decay)
+    }
+}
+
+fn check_non_negative(what: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(TrainError::InvalidConfig(format!(
+            "{what} must be finite and >= 0, got {value}"
+        )))
+    }
+}
+
+/// One learnable parameter and its momentum buffer.
+#[derive(Debug)]
+struct Param {
+    name: String,
+    var: Var,
+    /// Momentum buffer `v`, detached, same shape/dtype/device as `var`.
+    momentum: Tensor,
+}
+
+/// SGD with momentum and weight decay, with the semantics of PyTorch's
+/// `torch.optim.SGD` (dampening 0, no Nesterov).
+///
+/// For every parameter `w` with gradient `grad`, one [`step`](Sgd::step) does
+///
+/// ```text
+/// g = grad + weight_decay * w
+/// v = momentum * v + g
+/// w = w - lr * v
+/// ```
+///
+/// PyTorch initialises the buffer `v` to `g` on the first step; this
+/// implementation starts `v` at zero, which gives the same value
+/// (`momentum * 0 + g = g`) and makes the state complete from the start.
+///
+/// **Which tensors are decayed.** Weight decay applies to every parameter
+/// handed to [`Sgd::new`]; the caller passes all learnable parameters: the
+/// convolution and fully-connected weights, the fully-connected bias and the
+/// batch-norm scale (gamma) and shift (beta). This is what the paper's Caffe
+/// setup, PyTorch's default and torchvision's reference training script do.
+/// Batch-norm running means and variances are buffers, not parameters: they
+/// never reach the optimizer.
+///
+/// The update runs outside the autograd graph: it works on detached tensors
+/// and writes the new values in place with [`Var::set`].
+#[derive(Debug)]
+pub struct Sgd {
+    config: SgdConfig,
+    params: Vec<Param>,
+}
+
+impl Sgd {
+    /// Creates an optimizer over named parameters, with zero momentum buffers.
+    ///
+    /// Names must be unique: they key the saved state. Fails on a duplicate
+    /// name or an invalid configuration.
+    pub fn new(params: Vec<(String, Var)>, config: SgdConfig) -> Result<Self> {
+        config.validate()?;
+        let mut seen = HashSet::new();
+        let params = params
+            .into_iter()
+            .map(|(name, var)| {
+                if !seen.insert(name.clone()) {
+                    return Err(TrainError::DuplicateParameter(name));
+                }
+                let momentum = var.as_tensor().zeros_like()?.detach();
+                Ok(Param {
+                    name,
+                    var,
+                    momentum,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { config, params })
+    }
+
+    /// Applies one update to every parameter that has a gradient in `grads`.
+    ///
+    /// A parameter without a gradient is left unchanged and keeps its
+    /// momentum buffer as it is (as in PyTorch).
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let SgdConfig {
+            lr,
+            momentum,
+            weight_decay,
+        } = self.config;
+        for param in &mut self.params {
+            let Some(grad) = grads.get(param.var.as_tensor()) else {
+                continue;
+            };
+            let w = param.var.as_tensor().detach();
+            let mut g = grad.detach();
+            if weight_decay != 0.0 {
+                g = g.add(&w.affine(weight_decay, 0.0)?)?;
+            }
+            let v = if momentum != 0.0 {
+                param.momentum.affine(momentum, 0.0)?.add(&g)?
+            } else {
+                g
+            };
+            let updated = w.sub(&v.affine(lr, 0.0)?)?;
+            param.var.set(&updated)?;
+            param.momentum = v;
+        }
+        Ok(())
+    }
+
+    /// Current learning rate.
+    pub fn lr(&self) -> f64 {
+        self.config.lr
+    }
+
+    /// Sets the learning rate used by the following steps.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
+    /// Current hyper-parameters.
+    pub fn config(&self) -> &SgdConfig {
+        &self.config
+    }
+
+    /// Names of the parameters, in the order given to [`Sgd::new`].
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|p| p.name.as_str())
+    }
+
+    /// The momentum buffers keyed by parameter name (no prefix), in
+    /// parameter order.
+    pub fn momentum_buffers(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.momentum.clone()))
+            .collect()
+    }
+
+    /// The optimizer state as checkpoint tensors: the momentum buffer of
+    /// every parameter under `momentum.<parameter name>`
+    /// (see [`MOMENTUM_PREFIX`]); ready for `candle_core::safetensors::save`.
+    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+        self.params
+            .iter()
+            .map(|p| (format!("{MOMENTUM_PREFIX}{}", p.name), p.momentum.clone()))
+            .collect()
+    }
+
+    /// Restores a state written by [`Sgd::state_tensors`].
+    ///
+    /// `state` must hold exactly one `momentum.<name>` tensor per parameter,
+    /// with the parameter's shape and dtype; the tensors are moved to the
+    /// parameter's device. A checkpoint that also holds model weights must be
+    /// filtered on [`MOMENTUM_PREFIX`] first. On error nothing is changed.
+    pub fn load_state(&mut self, mut state: HashMap<String, Tensor>) -> Result<()> {
+        let mut loaded = Vec::with_capacity(self.params.len());
+        for param in &self.params {
+            let name = format!("{MOMENTUM_PREFIX}{}", param.name);
+            let expected = param.var.shape().clone();
+            let Some(tensor) = state.remove(&name) else {
+                return Err(TrainError::MissingState { name, expected });
+            };
+            if tensor.shape() != &expected {
+                return Err(TrainError::StateShapeMismatch {
+                    name,
+                    expected,
+                    found: tensor.shape().clone(),
+                });
+            }
+            if tensor.dtype() != param.var.dtype() {
+                return Err(TrainError::StateDTypeMismatch {
+                    name,
+                    expected: param.var.dtype(),
+                    found: tensor.dtype(),
+                });
+            }
+            loaded.push(tensor.to_device(param.var.device())?.detach());
+        }
+        if let Some(name) = state.keys().min() {
+            let found = state[name].shape().clone();
+            return Err(TrainError::UnexpectedState {
+                name: name.clone(),
+                found,
+            });
+        }
+        for (param, momentum) in self.params.iter_mut().zip(loaded) {
+            param.momentum = momentum;
+        }
+        Ok(())
+    }
+}

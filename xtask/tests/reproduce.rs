@@ -1,0 +1,57 @@
+//! `cargo xtask reproduce table1` end to end: files written and parseable.
+
+use std::process::Command;
+
+#[test]
+fn table1_writes_markdown_and_json_with_every_net() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["reproduce", "table1", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("table1.json")).unwrap())
+            .unwrap();
+    let archs: Vec<&str> = records
+        .iter()
+        .map(|r| r["arch"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs.len(), 13);
+    for id in ["resnet18", "resnet152", "plain34", "resnet20", "resnet1202"] {
+        assert!(archs.contains(&id), "{archs:?}");
+    }
+    for r in records.iter().filter(|r| r["dataset"] == "imagenet") {
+        let (ours, paper) = (
+            r["flops"].as_f64().unwrap(),
+            r["paper_flops"].as_f64().unwrap(),
+        );
+        assert!((ours / paper - 1.0).abs() < 0.03, "{r}");
+    }
+    let md = std::fs::read_to_string(dir.path().join("table1.md")).unwrap();
+    assert!(
+        md.contains("| conv3_x | 28x28 |") && md.contains("11689512") && md.contains("19.40M"),
+        "{md}"
+    );
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn unknown_target_fails_with_usage() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["reproduce", "table9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown reproduction target `table9`"));
+}
