@@ -1,7 +1,11 @@
 //! `resnet`: the command-line front end of the ResNet crates.
 
 mod arch;
+mod data;
+mod eval;
 mod info;
+mod progress;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +21,13 @@ struct Cli {
 enum Command {
     /// Print an architecture's layer table, parameter count and FLOPs.
     Info(info::InfoArgs),
+    /// Evaluate weights on a CIFAR-10 split: top-1 and top-5 error.
+    Eval(eval::EvalArgs),
+    /// Train a CIFAR-10 net (or resume a run) with the paper's recipe.
+    Train(train::TrainArgs),
+    /// Download datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 fn main() {
@@ -25,11 +36,14 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Data(command) => data::run(&command),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

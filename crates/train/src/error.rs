@@ -1,5 +1,7 @@
 //! The error type of this crate.
 
+use std::path::PathBuf;
+
 use candle_core::Shape;
 
 /// Everything that can go wrong in this crate.
@@ -62,6 +64,76 @@ pub enum TrainError {
     /// A saved scheduler state does not fit the scheduler's configuration.
     #[error("scheduler state does not match its configuration: {0}")]
     SchedulerStateMismatch(String),
+
+    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    #[error("training diverged: loss is {loss} at iteration {iteration}; the last good checkpoint is kept")]
+    NonFiniteLoss {
+        /// The iteration (1-based step count) whose loss was not finite.
+        iteration: u64,
+        /// The loss value.
+        loss: f64,
+    },
+
+    /// A new run was asked for in a folder that already holds one.
+    #[error("{path} already holds a run (config.json exists); resume it or choose another folder")]
+    RunExists {
+        /// The run folder.
+        path: PathBuf,
+    },
+
+    /// Resuming a folder that holds no run.
+    #[error("{path} holds no run to resume (no config.json)")]
+    NoRun {
+        /// The folder given.
+        path: PathBuf,
+    },
+
+    /// The training loader ended, which an endless loader never should.
+    #[error("the training data loader stopped unexpectedly")]
+    LoaderStopped,
+
+    /// A file of the run folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// A JSON file of the run folder is malformed.
+    #[error("{path}: {message}")]
+    Json {
+        /// The file concerned.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+
+    /// A checkpoint's tensors file could not be read or written.
+    #[error("{path}: {source}")]
+    Tensors {
+        /// The file concerned.
+        path: PathBuf,
+        /// What candle reported.
+        source: candle_core::Error,
+    },
+
+    /// Building or loading the model failed.
+    #[error(transparent)]
+    Model(#[from] resnet_models::ModelError),
+
+    /// Reading or preparing the data failed.
+    #[error(transparent)]
+    Data(#[from] resnet_data::DataError),
+
+    /// Evaluating or saving weights failed.
+    #[error(transparent)]
+    Eval(#[from] resnet_eval::EvalError),
+
+    /// The device could not be opened.
+    #[error(transparent)]
+    Device(#[from] resnet_ops::OpsError),
 }
 
 /// Result type of this crate.

@@ -7,13 +7,24 @@
 //! * [`schedule`]: the paper's learning-rate schedules: the CIFAR-10 step
 //!   schedule, the ResNet-110 warm-up and the ImageNet "divide by 10 when the
 //!   error plateaus" rule, with a serialisable state for resuming.
+//! * [`trainer`]: the loop that steps, evaluates, logs ([`metrics`]) and
+//!   checkpoints ([`checkpoint`]) a run in its own folder ([`run_dir`]), from a
+//!   [`config::TrainConfig`], resumable bit for bit on the CPU.
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
+pub mod config;
 pub mod error;
+pub mod metrics;
+pub mod run_dir;
 pub mod schedule;
 pub mod sgd;
+pub mod trainer;
 
+pub use config::{NormalizationKind, TrainConfig};
 pub use error::{Result, TrainError};
+pub use metrics::{read_metrics, MetricRecord};
 pub use schedule::{LrSchedule, PlateauState, ScheduleConfig, Scheduler, SchedulerState, Warmup};
 pub use sgd::{Sgd, SgdConfig, MOMENTUM_PREFIX};
+pub use trainer::{build_model, resume, train, NoObserver, RunSummary, TrainObserver};

@@ -1,0 +1,137 @@
+//! The trained-weights file: model tensors and input normalisation in one safetensors file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use resnet_data::Normalization;
+use resnet_models::ResNet;
+
+use crate::normalization::{
+    normalization_from_tensors, normalization_tensors, NORMALIZATION_PREFIX,
+};
+use crate::rename::torchvision_name;
+use crate::{EvalError, Result};
+
+/// The file a training run writes into its folder at the end: the final weights.
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// Prefix of the SGD momentum buffers in a trainer checkpoint (`momentum.<tensor name>`);
+/// such entries are skipped when a checkpoint is loaded as weights.
+pub const MOMENTUM_PREFIX: &str = "momentum.";
+
+/// Writes every tensor of `model` and, if given, the input normalisation to a
+/// safetensors file at `path`, atomically: a temporary file beside `path` is
+/// written first and then renamed over it.
+pub fn save_weights(model: &ResNet, norm: Option<&Normalization>, path: &Path) -> Result<()> {
+    let mut tensors = model.state_tensors();
+    if let Some(norm) = norm {
+        tensors.extend(normalization_tensors(norm)?);
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let io = |action: &'static str| {
+        move |error: std::io::Error| EvalError::Io {
+            action,
+            path: path.to_path_buf(),
+            error,
+        }
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".weights-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io("creating a temporary file beside"))?;
+    candle_core::safetensors::save(&tensors, tmp.path()).map_err(|e| EvalError::Safetensors {
+        action: "writing",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    tmp.persist(path)
+        .map_err(|e| io("renaming the temporary file to")(e.error))?;
+    Ok(())
+}
+
+/// Loads the weights file at `path` into `model` and returns the input
+/// normalisation stored in it, if any.
+///
+/// Accepted besides what [`save_weights`] writes: trainer checkpoints (their
+/// `momentum.*` entries are skipped) and the PyTorch CIFAR layout (a leading
+/// `module.` is stripped, `linear.*` is read as `fc.*`, BN
+/// `num_batches_tracked` counters are ignored). A missing, misshapen or
+/// unexpected tensor is an error naming the file and the tensor; on error the
+/// model is left unchanged.
+pub fn load_weights(model: &ResNet, path: &Path) -> Result<Option<Normalization>> {
+    let bytes = std::fs::read(path).map_err(|error| EvalError::Io {
+        action: "reading weights",
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let file =
+        candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).map_err(|e| {
+            EvalError::Safetensors {
+                action: "reading",
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+    let mut originals: HashMap<String, String> = HashMap::new();
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut names: Vec<&String> = file.keys().collect();
+    names.sort();
+    for original in names {
+        let name = torchvision_name(original);
+        if name.starts_with(MOMENTUM_PREFIX) {
+            continue;
+        }
+        if let Some(first) = originals.insert(name.to_string(), original.clone()) {
+            return Err(EvalError::DuplicateTensor {
+                path: path.to_path_buf(),
+                first,
+                second: original.clone(),
+                name: name.to_string(),
+            });
+        }
+        tensors.insert(name.to_string(), file[original].clone());
+    }
+    let norm = normalization_from_tensors(&tensors).map_err(|e| EvalError::InFile {
+        path: path.to_path_buf(),
+        error: Box::new(e),
+    })?;
+    tensors.retain(|name, _| !name.starts_with(NORMALIZATION_PREFIX));
+    model.load_tensors(&tensors, &path.display().to_string())?;
+    Ok(norm)
+}
+
+/// The weights file named by `path`: a file as it is; a folder (a run
+/// folder) means its [`MODEL_FILE`], which must exist.
+pub fn resolve_weights(path: &Path) -> Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.is_dir() {
+        return Err(EvalError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let model = path.join(MODEL_FILE);
+    if model.is_file() {
+        return Ok(model);
+    }
+    let mut found: Vec<String> = std::fs::read_dir(path)
+        .map_err(|error| EvalError::Io {
+            action: "listing",
+            path: path.to_path_buf(),
+            error,
+        })?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".safetensors"))
+        .collect();
+    found.sort();
+    Err(EvalError::NoModelFile {
+        dir: path.to_path_buf(),
+        found,
+    })
+}

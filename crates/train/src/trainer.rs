@@ -1,0 +1,349 @@
+//! The training loop: step, evaluate, log and checkpoint, resumable bit for bit.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use resnet_data::{
+    Augment, Cifar10, LoaderConfig, LoaderPosition, MeanImage, Normalization, Split, TrainLoader,
+};
+use resnet_eval::{EvalReport, MODEL_FILE, NORMALIZATION_PREFIX};
+use resnet_models::{ArchSpec, ResNet};
+use resnet_ops::DeviceSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{
+    load_checkpoint_tensors, read_checkpoint, save_checkpoint, CheckpointState,
+};
+use crate::config::{NormalizationKind, RunConfigFile, TrainConfig};
+use crate::metrics::{MetricRecord, MetricsLog};
+use crate::run_dir::{read_json, write_json, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
+use crate::{Result, Scheduler, Sgd, TrainError, MOMENTUM_PREFIX};
+
+/// Receives progress from the loop (a progress bar, a logger, a test probe).
+pub trait TrainObserver {
+    /// Before the first step: the iteration the run starts at and the total.
+    fn on_start(&mut self, _start: u64, _total: u64) {}
+    /// After every step: iterations done, the step's loss and learning rate.
+    fn on_step(&mut self, _done: u64, _loss: f64, _lr: f64) {}
+    /// After every metric record is written.
+    fn on_record(&mut self, _record: &MetricRecord) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl TrainObserver for NoObserver {}
+
+/// What a finished run reports (`summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Architecture id.
+    pub arch: String,
+    /// Learnable parameters of the model.
+    pub params: usize,
+    /// SGD steps done.
+    pub iterations: u64,
+    /// Training images (after the validation split).
+    pub train_images: usize,
+    /// Mean training loss over the last logging window.
+    pub final_train_loss: f64,
+    /// Training top-1 error over the last logging window.
+    pub final_train_error: f64,
+    /// Final validation evaluation, if the run holds a validation split out.
+    pub val: Option<EvalReport>,
+    /// Final test evaluation.
+    pub test: EvalReport,
+    /// Seconds of training, across resumes.
+    pub wall_time: f64,
+}
+
+/// Starts a new run in `run_dir`, which must not already hold one.
+pub fn train(
+    config: &TrainConfig,
+    run_dir: &Path,
+    observer: &mut dyn TrainObserver,
+) -> Result<RunSummary> {
+    config.validate()?;
+    let config_path = run_dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        return Err(TrainError::RunExists {
+            path: run_dir.to_path_buf(),
+        });
+    }
+    std::fs::create_dir_all(run_dir).map_err(crate::run_dir::io_error(run_dir))?;
+    write_json(&config_path, &RunConfigFile::new(config.clone()))?;
+    run(config, run_dir, observer)
+}
+
+/// Continues the run in `run_dir` from its last checkpoint with the config
+/// it was started with; a finished run just returns its summary.
+pub fn resume(run_dir: &Path, observer: &mut dyn TrainObserver) -> Result<RunSummary> {
+    let config_path = run_dir.join(CONFIG_FILE);
+    if !config_path.exists() {
+        return Err(TrainError::NoRun {
+            path: run_dir.to_path_buf(),
+        });
+    }
+    let summary = run_dir.join(SUMMARY_FILE);
+    if summary.exists() {
+        return read_json(&summary);
+    }
+    let file: RunConfigFile = read_json(&config_path)?;
+    file.config.validate()?;
+    run(&file.config, run_dir, observer)
+}
+
+/// The model described by a config, freshly initialised from its seed.
+pub fn build_model(config: &TrainConfig, device: &Device) -> Result<ResNet> {
+    let mut spec = ArchSpec::from_id(&config.arch)?;
+    if let Some(shortcut) = config.shortcut {
+        spec = spec.with_shortcut(shortcut);
+    }
+    Ok(ResNet::new(&spec, config.seed, device)?)
+}
+
+fn normalization_for(kind: NormalizationKind, train: &Split) -> Result<Normalization> {
+    Ok(match kind {
+        NormalizationKind::PerPixelMean => {
+            Normalization::PerPixelMean(MeanImage::from_split(train)?)
+        }
+        NormalizationKind::PerChannel => Normalization::per_channel_from_split(train)?,
+    })
+}
+
+/// Where a run starts: fresh, or from its checkpoint.
+struct Start {
+    iteration: u64,
+    loader: LoaderPosition,
+    recent_errors: VecDeque<f64>,
+    wall_time: f64,
+    normalization: Normalization,
+}
+
+/// Restores model, optimizer and scheduler from the run's checkpoint, if any.
+fn restore(
+    run_dir: &Path,
+    model: &ResNet,
+    sgd: &mut Sgd,
+    scheduler: &mut Scheduler,
+    fresh_normalization: impl FnOnce() -> Result<Normalization>,
+) -> Result<Start> {
+    let Some(state) = read_checkpoint(run_dir)? else {
+        return Ok(Start {
+            iteration: 0,
+            loader: LoaderPosition::default(),
+            recent_errors: VecDeque::new(),
+            wall_time: 0.0,
+            normalization: fresh_normalization()?,
+        });
+    };
+    let tensors = load_checkpoint_tensors(run_dir, &state)?;
+    let source = run_dir.join(&state.tensors).display().to_string();
+    let (momentum, rest): (HashMap<String, Tensor>, HashMap<String, Tensor>) = tensors
+        .into_iter()
+        .partition(|(name, _)| name.starts_with(MOMENTUM_PREFIX));
+    let (norm, weights): (HashMap<String, Tensor>, HashMap<String, Tensor>) = rest
+        .into_iter()
+        .partition(|(name, _)| name.starts_with(NORMALIZATION_PREFIX));
+    model.load_tensors(&weights, &source)?;
+    sgd.load_state(momentum)?;
+    scheduler.load_state(state.scheduler.clone())?;
+    let normalization = resnet_eval::normalization_from_tensors(&norm)?.ok_or_else(|| {
+        TrainError::InvalidConfig(format!("{source}: checkpoint holds no input normalization"))
+    })?;
+    tracing::info!(iteration = state.iteration, "resuming from checkpoint");
+    Ok(Start {
+        iteration: state.iteration,
+        loader: state.loader,
+        recent_errors: state.recent_errors.into_iter().collect(),
+        wall_time: state.wall_time,
+        normalization,
+    })
+}
+
+/// Loss and top-1 error sums since the last metric record.
+#[derive(Default)]
+struct Window {
+    loss: f64,
+    wrong: usize,
+    images: usize,
+    steps: usize,
+    seconds: f64,
+}
+
+fn run(
+    config: &TrainConfig,
+    run_dir: &Path,
+    observer: &mut dyn TrainObserver,
+) -> Result<RunSummary> {
+    let device = config.device.parse::<DeviceSpec>()?.open()?;
+    let data = Cifar10::load(&config.data)?;
+    let (train_split, val_split) = data.train.split_off_validation(config.val_size)?;
+    let model = build_model(config, &device)?;
+    let mut sgd = Sgd::new(model.parameters(), config.sgd)?;
+    let mut scheduler = Scheduler::new(config.schedule.clone())?;
+    let start = restore(run_dir, &model, &mut sgd, &mut scheduler, || {
+        normalization_for(config.normalization, &train_split)
+    })?;
+    let mut metrics = MetricsLog::open_at(&run_dir.join(METRICS_FILE), start.iteration)?;
+    let normalization = start.normalization;
+    let train_images = train_split.len();
+    let (val_split, test_split) = (Arc::new(val_split), Arc::new(data.test));
+    let augment = if config.augment {
+        Augment::PAPER
+    } else {
+        Augment::NONE
+    };
+    let loader_config = LoaderConfig {
+        threads: config.loader_threads,
+        ..LoaderConfig::new(config.batch_size, config.seed)
+    };
+    let mut loader = TrainLoader::new(
+        Arc::new(train_split),
+        normalization.clone(),
+        augment,
+        loader_config,
+        start.loader,
+    )?;
+    let evaluate = |split: &Arc<Split>| -> Result<EvalReport> {
+        Ok(resnet_eval::evaluate(
+            &model,
+            Arc::clone(split),
+            &normalization,
+            256,
+            config.loader_threads,
+            &device,
+        )?)
+    };
+
+    let mut recent_errors = start.recent_errors;
+    let mut wall_time = start.wall_time;
+    let mut window = Window::default();
+    let mut last = (f64::NAN, f64::NAN);
+    let mut final_eval = None;
+    observer.on_start(start.iteration, config.iterations);
+    for iteration in start.iteration..config.iterations {
+        let step_started = Instant::now();
+        let (position, batch) = loader.next().ok_or(TrainError::LoaderStopped)?;
+        let (x, y) = batch.to_tensors(&device)?;
+        let lr = scheduler.lr_at(iteration);
+        sgd.set_lr(lr);
+        let logits = model.forward_t(&x, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                iteration: iteration + 1,
+                loss: loss_value,
+            });
+        }
+        sgd.step(&loss.backward()?)?;
+        let (wrong, _) = resnet_eval::batch_errors(&logits, &y)?;
+        let done = iteration + 1;
+
+        recent_errors.push_back(wrong as f64 / batch.batch_size as f64);
+        while recent_errors.len() > config.warmup_window {
+            recent_errors.pop_front();
+        }
+        if scheduler.in_warmup() && recent_errors.len() == config.warmup_window {
+            let mean = recent_errors.iter().sum::<f64>() / recent_errors.len() as f64;
+            if scheduler.observe_train_error(mean) {
+                tracing::info!(iteration = done, train_error = mean, "warm-up finished");
+            }
+        }
+        let step_seconds = step_started.elapsed().as_secs_f64();
+        wall_time += step_seconds;
+        window = Window {
+            loss: window.loss + loss_value,
+            wrong: window.wrong + wrong,
+            images: window.images + batch.batch_size,
+            steps: window.steps + 1,
+            seconds: window.seconds + step_seconds,
+        };
+        observer.on_step(done, loss_value, lr);
+
+        let finished = done == config.iterations;
+        let evaluating = finished || (config.eval_every > 0 && done % config.eval_every == 0);
+        let (mut val, mut test) = (None, None);
+        if evaluating {
+            let eval_started = Instant::now();
+            if !val_split.is_empty() {
+                let report = evaluate(&val_split)?;
+                scheduler.observe_val_error(report.top1_error);
+                val = Some(report);
+            }
+            test = Some(evaluate(&test_split)?);
+            wall_time += eval_started.elapsed().as_secs_f64();
+        }
+        if evaluating || done % config.log_every == 0 {
+            last = (
+                window.loss / window.steps as f64,
+                window.wrong as f64 / window.images as f64,
+            );
+            let record = MetricRecord {
+                iteration: done,
+                epoch: done as f64 * config.batch_size as f64 / train_images as f64,
+                lr,
+                train_loss: last.0,
+                train_error: last.1,
+                val_error: val.as_ref().map(|r| r.top1_error),
+                test_error: test.as_ref().map(|r| r.top1_error),
+                test_top5_error: test.as_ref().map(|r| r.top5_error),
+                images_per_sec: window.images as f64 / window.seconds.max(1e-9),
+                wall_time,
+            };
+            metrics.append(&record)?;
+            observer.on_record(&record);
+            window = Window::default();
+        }
+        if finished || (config.checkpoint_every > 0 && done % config.checkpoint_every == 0) {
+            let state = CheckpointState {
+                iteration: done,
+                loader: position,
+                scheduler: scheduler.state(),
+                recent_errors: recent_errors.iter().copied().collect(),
+                wall_time,
+                tensors: String::new(),
+            };
+            save_checkpoint(
+                run_dir,
+                state,
+                model.state_tensors(),
+                sgd.state_tensors(),
+                &normalization,
+            )?;
+        }
+        if finished {
+            final_eval = Some((val, test));
+        }
+    }
+    drop(loader);
+    let (val, test) = match final_eval {
+        Some((val, Some(test))) => (val, test),
+        // Resumed from the final checkpoint after a kill before the summary was written.
+        _ => (
+            (!val_split.is_empty())
+                .then(|| evaluate(&val_split))
+                .transpose()?,
+            evaluate(&test_split)?,
+        ),
+    };
+    resnet_eval::save_weights(&model, Some(&normalization), &run_dir.join(MODEL_FILE))?;
+    let summary = RunSummary {
+        arch: config.arch.clone(),
+        params: model.num_parameters(),
+        iterations: config.iterations,
+        train_images,
+        final_train_loss: last.0,
+        final_train_error: last.1,
+        val,
+        test,
+        wall_time,
+    };
+    write_json(&run_dir.join(SUMMARY_FILE), &summary)?;
+    Ok(summary)
+}
