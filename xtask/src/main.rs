@@ -2,19 +2,28 @@
 //!
 //! A thin runner over the library crates (it never reimplements them), with
 //! as few dependencies as possible.
-//!
-//! ```text
-//! cargo xtask reproduce table1 [--out DIR]
-//! ```
-
-mod output;
-mod table1;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use resnet_repro::{Options, Profile, ProfileName, Target};
 
-const USAGE: &str = "usage: cargo xtask reproduce <target> [--out DIR]\n\ntargets:\n  table1  the paper's Table 1: architectures, parameters and FLOPs";
+const USAGE: &str = "\
+usage: cargo xtask reproduce <target> [--profile quick|paper|smoke] [--data DIR] [--device cpu|cuda|metal]
+                             [--runs N] [--seed S] [--out DIR]
+
+targets:
+  table1  Table 1: architectures, parameters and FLOPs (no training)
+  fig1    Fig. 1: training and test error of plain-20 and plain-56
+  fig6    Fig. 6: CIFAR-10 plain nets and ResNets by depth, three panels
+  table6  Table 6: CIFAR-10 test error by depth, beside the paper's
+  fig7    Fig. 7: standard deviations of 3x3 layer responses
+  all     every target, sharing the training runs
+
+profiles:
+  quick   (default) short schedules on the bundled CIFAR-10 sample, for a 2-core CPU
+  paper   the paper's recipe exactly: full CIFAR-10, 45k/5k split, 64k iterations, 5 runs
+  smoke   a few iterations of everything, to check that every file is produced";
 
 /// The workspace root, from this crate's manifest directory.
 fn project_root() -> PathBuf {
@@ -25,13 +34,37 @@ fn project_root() -> PathBuf {
 }
 
 fn main() -> Result<()> {
+    tracing_subscriber_init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut out = project_root().join("results");
+    let root = project_root();
+    let (mut out, mut data, mut device, mut seed, mut runs) =
+        (root.join("results"), None, "cpu".to_string(), 0, None);
+    let mut profile = ProfileName::Quick;
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+                .cloned()
+        };
         match arg.as_str() {
-            "--out" => out = PathBuf::from(it.next().context("--out needs a directory")?),
+            "--out" => out = PathBuf::from(value("--out")?),
+            "--data" => data = Some(PathBuf::from(value("--data")?)),
+            "--device" => device = value("--device")?,
+            "--profile" => profile = value("--profile")?.parse()?,
+            "--seed" => {
+                seed = value("--seed")?
+                    .parse()
+                    .context("--seed must be a whole number")?
+            }
+            "--runs" => {
+                runs = Some(
+                    value("--runs")?
+                        .parse::<usize>()
+                        .context("--runs must be a whole number")?,
+                )
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -40,9 +73,35 @@ fn main() -> Result<()> {
             _ => positional.push(arg.as_str()),
         }
     }
-    match positional.as_slice() {
-        ["reproduce", "table1"] => table1::run(&out),
-        ["reproduce", other] => bail!("unknown reproduction target `{other}`\n{USAGE}"),
+    let target: Target = match positional.as_slice() {
+        ["reproduce", target] => target.parse().with_context(|| USAGE.to_string())?,
         _ => bail!("{USAGE}"),
+    };
+    let mut profile = Profile::new(profile);
+    if let Some(runs) = runs {
+        anyhow::ensure!(runs > 0, "--runs must be at least 1");
+        profile.runs = runs;
     }
+    let data = data.unwrap_or_else(|| profile.default_data(&root));
+    resnet_repro::reproduce(
+        target,
+        Options {
+            profile,
+            data,
+            device,
+            seed,
+            out,
+        },
+    )
+}
+
+/// Logs to stderr around the progress bars.
+fn tracing_subscriber_init() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(|| resnet_train::progress::LogWriter)
+        .init();
 }

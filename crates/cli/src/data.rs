@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use resnet_data::{fetch_cifar10_with_progress, CIFAR10_MD5, CIFAR10_URL};
 
-use crate::progress;
+use resnet_train::progress;
 
 /// Dataset commands.
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,6 @@ mod arch;
 mod data;
 mod eval;
 mod info;
-mod progress;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -36,7 +35,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(|| progress::LogWriter)
+        .with_writer(|| resnet_train::progress::LogWriter)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -4,13 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::ProgressBar;
 use resnet_models::Shortcut;
-use resnet_train::{
-    LrSchedule, MetricRecord, NormalizationKind, TrainConfig, TrainObserver, Warmup,
-};
-
-use crate::progress;
+use resnet_train::progress::ProgressObserver;
+use resnet_train::{LrSchedule, NormalizationKind, TrainConfig, Warmup};
 
 /// Flags of `resnet train`. Flags override the values of `--config`, which
 /// override the paper's defaults.
@@ -156,55 +152,14 @@ impl TrainArgs {
     }
 }
 
-/// Progress bar and log lines for a run.
-struct CliObserver {
-    bar: ProgressBar,
-}
-
-impl TrainObserver for CliObserver {
-    fn on_start(&mut self, start: u64, total: u64) {
-        self.bar.set_length(total);
-        self.bar.set_position(start);
-        self.bar.reset_eta();
-    }
-
-    fn on_step(&mut self, done: u64, loss: f64, lr: f64) {
-        self.bar.set_position(done);
-        self.bar.set_message(format!("loss {loss:.3} lr {lr:.4}"));
-    }
-
-    fn on_record(&mut self, r: &MetricRecord) {
-        let mut line = format!(
-            "iter {} epoch {:.2} lr {} loss {:.4} train err {:.2}%",
-            r.iteration,
-            r.epoch,
-            r.lr,
-            r.train_loss,
-            100.0 * r.train_error
-        );
-        if let Some(v) = r.val_error {
-            line.push_str(&format!(" val err {:.2}%", 100.0 * v));
-        }
-        if let Some(t) = r.test_error {
-            line.push_str(&format!(" test err {:.2}%", 100.0 * t));
-        }
-        line.push_str(&format!(" {:.1} img/s", r.images_per_sec));
-        tracing::info!("{line}");
-    }
-}
-
 /// Trains (or resumes) and prints the final errors.
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let bar = progress::bar(
-        0,
-        "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-    );
-    let mut observer = CliObserver { bar: bar.clone() };
+    let mut observer = ProgressObserver::new("train");
     let summary = match &args.resume {
         Some(dir) => resnet_train::resume(dir.as_ref().unwrap_or(&args.out), &mut observer),
         None => resnet_train::train(&args.config()?, &args.out, &mut observer),
     };
-    progress::finish(&bar);
+    drop(observer);
     let summary = summary?;
     println!(
         "{}: {} iterations in {:.0} s; train loss {:.4}, train error {:.2}%, test error {:.2}% (top-5 {:.2}%) on {} images",

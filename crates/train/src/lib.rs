@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod progress;
 pub mod run_dir;
 pub mod schedule;
 pub mod sgd;

@@ -23,7 +23,7 @@ pub fn commit() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
-            .current_dir(crate::project_root())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .ok()
     };
@@ -54,4 +54,57 @@ pub fn today() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// How a result was made, printed at the top of every report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Provenance {
+    /// The command that made it.
+    pub command: String,
+    /// Profile name.
+    pub profile: String,
+    /// Data folder and what it holds.
+    pub data: String,
+    /// Training schedule in words.
+    pub schedule: String,
+    /// Seeds of the runs.
+    pub seeds: Vec<u64>,
+    /// Device trained on.
+    pub device: String,
+    /// Commit of the code.
+    pub commit: String,
+    /// Date (UTC).
+    pub date: String,
+    /// Seconds of training summed over the runs behind the result.
+    pub train_seconds: f64,
+    /// Every way the result departs from the paper's recipe.
+    pub deviations: Vec<String>,
+}
+
+impl Provenance {
+    /// The provenance as a Markdown block.
+    pub fn markdown(&self) -> String {
+        let mut md = format!(
+            "_Made by `{}` on {}, commit {}, device {}. Profile **{}**; data: {}; schedule: {}; seeds {:?}; \
+             {:.0} s of training._\n",
+            self.command,
+            self.date,
+            self.commit,
+            self.device,
+            self.profile,
+            self.data,
+            self.schedule,
+            self.seeds,
+            self.train_seconds
+        );
+        if self.deviations.is_empty() {
+            md.push_str("\nNo deviation from the paper's recipe.\n");
+        } else {
+            md.push_str("\nDeviations from the paper:\n");
+            for d in &self.deviations {
+                md.push_str(&format!("- {d}\n"));
+            }
+        }
+        md
+    }
 }

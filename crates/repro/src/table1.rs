@@ -9,7 +9,7 @@ use anyhow::Result;
 use resnet_models::{count, layer_table, ArchSpec, StridePlacement};
 use serde_json::{json, Value};
 
-use crate::output::{commit, today, write_atomic};
+use crate::report::{commit, today, write_atomic};
 
 /// The ImageNet columns of Table 1 with the paper's FLOPs (multiply-adds).
 const IMAGENET: [(&str, f64); 5] = [
@@ -66,7 +66,7 @@ fn layer_grid(md: &mut String, specs: &[ArchSpec]) -> Result<()> {
 }
 
 /// Writes `table1.md` and `table1.json` into `out`.
-pub fn run(out: &Path) -> Result<()> {
+pub fn write(out: &Path) -> Result<()> {
     let started = std::time::Instant::now();
     let mut records: Vec<Value> = Vec::new();
     let mut md = String::new();

@@ -1,0 +1,120 @@
+//! A reproduction session: options, the runs it trains (each once, shared
+//! between targets), and the provenance stamped on every report.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use resnet_data::Cifar10;
+
+use crate::profile::{Profile, ProfileName};
+use crate::report::{commit, today, Provenance};
+use crate::runs::{ensure_run, run_dir, FinishedRun};
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The training recipe.
+    pub profile: Profile,
+    /// CIFAR-10 folder.
+    pub data: PathBuf,
+    /// Device to train on.
+    pub device: String,
+    /// First seed; run k of a net uses `seed + k`.
+    pub seed: u64,
+    /// Output folder (reports, plots, and `runs/` with every training run).
+    pub out: PathBuf,
+}
+
+/// The state shared by the targets of one command.
+pub struct Reproduction {
+    /// The options.
+    pub opts: Options,
+    runs: HashMap<(String, u64), FinishedRun>,
+    dataset_train_images: usize,
+    test_images: usize,
+    started: Instant,
+}
+
+impl Reproduction {
+    /// Checks the data folder and prepares the session.
+    pub fn new(opts: Options) -> Result<Reproduction> {
+        let data = Cifar10::load(&opts.data).with_context(|| {
+            let hint = if opts.profile.name == ProfileName::Paper {
+                " (the paper profile needs the full dataset: `resnet data fetch cifar10 --dir data`, or pass --data)"
+            } else {
+                ""
+            };
+            format!("cannot read CIFAR-10 from {}{hint}", opts.data.display())
+        })?;
+        Ok(Reproduction {
+            dataset_train_images: data.train.len(),
+            test_images: data.test.len(),
+            opts,
+            runs: HashMap::new(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The seeds every net is trained with.
+    pub fn seeds(&self) -> Vec<u64> {
+        (0..self.opts.profile.runs as u64)
+            .map(|k| self.opts.seed + k)
+            .collect()
+    }
+
+    /// The finished run of `arch` with `seed`: trained, resumed or reused.
+    pub fn run(&mut self, arch: &str, seed: u64) -> Result<FinishedRun> {
+        let key = (arch.to_string(), seed);
+        if let Some(run) = self.runs.get(&key) {
+            return Ok(run.clone());
+        }
+        let o = &self.opts;
+        let config = o.profile.train_config(arch, seed, &o.data, &o.device);
+        let runs_root = o.out.join("runs").join(o.profile.name.to_string());
+        let run = ensure_run(&config, &run_dir(&runs_root, &config))?;
+        self.runs.insert(key, run.clone());
+        Ok(run)
+    }
+
+    /// How a result made from `runs` was made.
+    pub fn provenance(&self, target: &str, runs: &[&FinishedRun]) -> Provenance {
+        let p = &self.opts.profile;
+        let kind = if self.dataset_train_images == 50_000 {
+            "full CIFAR-10"
+        } else {
+            "CIFAR-10 sample"
+        };
+        let mut seeds: Vec<u64> = runs.iter().map(|r| r.config.seed).collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        Provenance {
+            command: format!("cargo xtask reproduce {target} --profile {}", p.name),
+            profile: p.name.to_string(),
+            data: format!(
+                "{kind} in {} ({} training images, {} held out for validation, {} test images)",
+                self.opts.data.display(),
+                self.dataset_train_images,
+                p.val_size,
+                self.test_images
+            ),
+            schedule: format!(
+                "{} iterations of batch {}, SGD lr 0.1 (0.01 warm-up for ResNet-110/1202 until training error < 80%) \
+                 divided by 10 at {:?}, momentum 0.9, weight decay 1e-4, pad-4 crop + flip, per-pixel mean",
+                p.iterations, p.batch_size, p.milestones
+            ),
+            seeds,
+            device: self.opts.device.clone(),
+            commit: commit(),
+            date: today(),
+            train_seconds: runs.iter().map(|r| r.summary.wall_time).sum(),
+            deviations: p.deviations(self.dataset_train_images),
+        }
+    }
+
+    /// Seconds since the session started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}

@@ -1,0 +1,58 @@
+//! Training runs of a reproduction: each in its own folder, reused when
+//! finished, resumed when interrupted, so rerunning a target only re-plots.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use resnet_train::config::RunConfigFile;
+use resnet_train::progress::ProgressObserver;
+use resnet_train::run_dir::{read_json, CONFIG_FILE, METRICS_FILE};
+use resnet_train::{read_metrics, MetricRecord, RunSummary, TrainConfig};
+
+/// A finished run: its config, summary and metric records.
+#[derive(Debug, Clone)]
+pub struct FinishedRun {
+    /// The run's folder.
+    pub dir: PathBuf,
+    /// Its config.
+    pub config: TrainConfig,
+    /// Its final errors.
+    pub summary: RunSummary,
+    /// Its metric records, in iteration order.
+    pub metrics: Vec<MetricRecord>,
+}
+
+/// The folder of the run of `config` under `runs_root`.
+pub fn run_dir(runs_root: &Path, config: &TrainConfig) -> PathBuf {
+    runs_root.join(format!("{}-seed{}", config.arch, config.seed))
+}
+
+/// Trains `config` in `dir`, or resumes it there, or reuses it if finished.
+/// A folder holding a run of another config is an error: results are never
+/// silently mixed.
+pub fn ensure_run(config: &TrainConfig, dir: &Path) -> Result<FinishedRun> {
+    let label = format!("{}-seed{}", config.arch, config.seed);
+    let mut observer = ProgressObserver::new(&label);
+    let config_path = dir.join(CONFIG_FILE);
+    let summary = if config_path.exists() {
+        let existing: RunConfigFile = read_json(&config_path)?;
+        if existing.config != *config {
+            bail!(
+                "{} holds a run with another config; delete the folder to retrain it with this profile",
+                dir.display()
+            );
+        }
+        resnet_train::resume(dir, &mut observer)
+    } else {
+        resnet_train::train(config, dir, &mut observer)
+    }
+    .with_context(|| format!("run {}", dir.display()))?;
+    drop(observer);
+    let metrics = read_metrics(&dir.join(METRICS_FILE))?;
+    Ok(FinishedRun {
+        dir: dir.to_path_buf(),
+        config: config.clone(),
+        summary,
+        metrics,
+    })
+}

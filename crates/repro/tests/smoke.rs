@@ -1,0 +1,65 @@
+//! The smoke profile end to end: every target produces every file, and each
+//! file parses (JSON valid, SVG well-formed, PNG decodes).
+
+use std::path::PathBuf;
+
+use resnet_repro::{reproduce, Options, Profile, ProfileName, Target};
+
+#[test]
+fn smoke_profile_writes_every_file_and_each_parses() {
+    let out = tempfile::tempdir().unwrap();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample");
+    let opts = Options {
+        profile: Profile::new(ProfileName::Smoke),
+        data,
+        device: "cpu".into(),
+        seed: 0,
+        out: out.path().to_path_buf(),
+    };
+    reproduce(Target::All, opts.clone()).unwrap();
+    for name in ["table1", "fig1", "fig6", "table6", "fig7"] {
+        let md = std::fs::read_to_string(out.path().join(format!("{name}.md"))).unwrap();
+        assert!(md.starts_with("# "), "{name}.md: {md}");
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert!(json.is_object() || json.is_array(), "{name}.json");
+        if name.starts_with("fig") {
+            assert!(
+                md.contains("Profile **smoke**") && md.contains("Deviations from the paper"),
+                "{name}.md: {md}"
+            );
+            let svg = std::fs::read_to_string(out.path().join(format!("{name}.svg"))).unwrap();
+            roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{name}.svg: {e}"));
+            let png = std::fs::File::open(out.path().join(format!("{name}.png"))).unwrap();
+            let mut reader = png::Decoder::new(std::io::BufReader::new(png))
+                .read_info()
+                .unwrap();
+            let mut buf = vec![0; reader.output_buffer_size()];
+            let info = reader.next_frame(&mut buf).unwrap();
+            assert!(
+                info.width >= 600 && info.height >= 400,
+                "{name}.png: {}x{}",
+                info.width,
+                info.height
+            );
+        }
+    }
+    let table6: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("table6.json")).unwrap())
+            .unwrap();
+    let rows = table6["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["arch"], "resnet20");
+    assert_eq!(rows[0]["params"], 269_722);
+    assert_eq!(rows[0]["paper_error_pct"], 8.75);
+
+    // Rerunning reuses the finished runs: nothing is retrained, only re-plotted.
+    let summary = out.path().join("runs/smoke/resnet20-seed0/summary.json");
+    let before = std::fs::metadata(&summary).unwrap().modified().unwrap();
+    reproduce(Target::Fig6, opts).unwrap();
+    assert_eq!(
+        std::fs::metadata(&summary).unwrap().modified().unwrap(),
+        before
+    );
+}

@@ -1,0 +1,114 @@
+//! Progress bars that share the terminal with tracing's log lines.
+//!
+//! Log lines are printed through the active bar (`ProgressBar::suspend`), so
+//! they never garble it; bars are hidden when stdout is not a terminal.
+//! Binaries install [`LogWriter`] as their tracing writer.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{MetricRecord, TrainObserver};
+
+static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// A progress bar of `len` steps with the given template, registered as the
+/// bar log lines are printed around. Hidden when stdout is not a terminal.
+pub fn bar(len: u64, template: &str) -> ProgressBar {
+    let bar = if std::io::stdout().is_terminal() {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+    bar
+}
+
+/// Finishes `bar` and stops routing log lines through it.
+pub fn finish(bar: &ProgressBar) {
+    bar.finish();
+    *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// A writer for tracing that prints to stderr around the active bar.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match active {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// A [`TrainObserver`] that drives a progress bar (iteration, loss, lr,
+/// elapsed and ETA) and logs every metric record through tracing.
+pub struct ProgressObserver {
+    bar: ProgressBar,
+    label: String,
+}
+
+impl ProgressObserver {
+    /// A bar for the run named `label` (shown before each log line).
+    pub fn new(label: &str) -> ProgressObserver {
+        let template = "{prefix} {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]";
+        let bar = bar(0, template);
+        bar.set_prefix(label.to_string());
+        ProgressObserver {
+            bar,
+            label: label.to_string(),
+        }
+    }
+}
+
+impl Drop for ProgressObserver {
+    fn drop(&mut self) {
+        finish(&self.bar);
+    }
+}
+
+impl TrainObserver for ProgressObserver {
+    fn on_start(&mut self, start: u64, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(start);
+        self.bar.reset_eta();
+    }
+
+    fn on_step(&mut self, done: u64, loss: f64, lr: f64) {
+        self.bar.set_position(done);
+        self.bar.set_message(format!("loss {loss:.3} lr {lr:.4}"));
+    }
+
+    fn on_record(&mut self, r: &MetricRecord) {
+        let mut line = format!(
+            "{}: iter {} epoch {:.2} lr {:.4} loss {:.4} train err {:.2}%",
+            self.label,
+            r.iteration,
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            100.0 * r.train_error
+        );
+        if let Some(v) = r.val_error {
+            line.push_str(&format!(" val err {:.2}%", 100.0 * v));
+        }
+        if let Some(t) = r.test_error {
+            line.push_str(&format!(" test err {:.2}%", 100.0 * t));
+        }
+        line.push_str(&format!(" {:.1} img/s", r.images_per_sec));
+        tracing::info!("{line}");
+    }
+}
