@@ -163,7 +163,7 @@ impl ConvBn {
         train: bool,
         trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
-        let y = x.conv2d(&self.weight, self.plan.padding, self.plan.stride, 1, 1)?;
+        let y = resnet_ops::conv2d(x, &self.weight, self.plan.stride, self.plan.padding)?;
         let y = self.bn.forward_t(&y, train)?;
         if let Some(trace) = trace {
             let (_, _, h, w) = y.dims4()?;

@@ -27,6 +27,15 @@ pub enum OpsError {
         /// The shape it was given.
         got: Vec<usize>,
     },
+    /// Tensors or parameters of an op that do not fit together, such as a
+    /// convolution weight whose channel count differs from its input's.
+    #[error("{op}: {detail}")]
+    Incompatible {
+        /// The op that refused its arguments.
+        op: &'static str,
+        /// What does not fit, naming the shapes and parameters involved.
+        detail: String,
+    },
     /// An error from candle itself.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -3,12 +3,16 @@
 //! This crate is the lowest layer of the workspace: it chooses the device a
 //! model runs on and provides the pooling and resampling operations that
 //! candle lacks or cannot differentiate (candle's max-pool backward only
-//! supports kernel == stride, which rules out the ImageNet stem's 3x3/s2 pool).
+//! supports kernel == stride, which rules out the ImageNet stem's 3x3/s2 pool),
+//! and a convolution whose CPU forward and backward passes are fast and use
+//! every core.
 
+mod conv;
 mod device;
 mod error;
 mod pool;
 
+pub use conv::conv2d;
 pub use device::DeviceSpec;
 pub use error::OpsError;
 pub use pool::{global_avg_pool, max_pool_3x3_s2, subsample2};

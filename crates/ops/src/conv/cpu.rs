@@ -1,0 +1,339 @@
+//! CPU kernels of the convolution: im2col / col2im and single-threaded gemm
+//! calls, run in parallel over chunks of the batch.
+//!
+//! Per image, with `col` the `[C*K*K, Ho*Wo]` im2col matrix of the input:
+//! `y = W col`, `dW += dy col^T`, and `dx` either as a convolution of `dy`
+//! (stride 1) or as `W^T dy` then col2im. A 1x1, stride-1, unpadded
+//! convolution uses the input itself as `col`.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::Geometry;
+
+/// The weight gradient is accumulated over at most this many chunks of the
+/// batch, whatever the number of threads, then the chunks are summed in order:
+/// the result depends on the shapes only, never on scheduling.
+const MAX_GRAD_WEIGHT_CHUNKS: usize = 16;
+
+/// At most this many f32 values of per-chunk weight-gradient accumulators.
+const GRAD_WEIGHT_ACCUMULATOR_BUDGET: usize = 1 << 24;
+
+impl Geometry {
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    fn out_image_len(&self) -> usize {
+        self.o * self.ho * self.wo
+    }
+
+    fn ckk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    fn col_len(&self) -> usize {
+        if self.pointwise() {
+            0
+        } else {
+            self.ckk() * self.ho * self.wo
+        }
+    }
+
+    /// Output positions `lo..hi` along one axis (input length `len_in`, output
+    /// length `len_out`) whose input index `pos * stride + tap - pad` is inside
+    /// the input.
+    fn valid_range(&self, tap: usize, len_in: usize, len_out: usize) -> (usize, usize) {
+        let s = self.stride;
+        let hi = (len_in + self.pad)
+            .saturating_sub(tap)
+            .div_ceil(s)
+            .min(len_out);
+        let lo = self.pad.saturating_sub(tap).div_ceil(s).min(hi);
+        (lo, hi)
+    }
+}
+
+/// A read-only strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = a b` (or `dst += a b` when `accumulate`), `dst` row-major `m x n`,
+/// on the calling thread.
+fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k && dst.len() == m * n && a.in_bounds() && b.in_bounds(),
+        "conv2d matmul: operands out of bounds"
+    );
+    // SAFETY: the assert above keeps every element gemm reads or writes,
+    // `(i, j)` for `i < rows` and `j < cols` of each matrix, inside its slice;
+    // `dst` is a unique borrow, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Fills `col` (`[C*K*K, Ho*Wo]`) with the receptive fields of one image `x`
+/// (`[C, H, W]`), zeros where they reach into the padding.
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    let (k, s, wo) = (g.k, g.stride, g.wo);
+    let mut rows = col.chunks_exact_mut(g.ho * wo);
+    for plane in x.chunks_exact(g.h * g.w) {
+        for ky in 0..k {
+            let (ylo, yhi) = g.valid_range(ky, g.h, g.ho);
+            for kx in 0..k {
+                let (xlo, xhi) = g.valid_range(kx, g.w, wo);
+                let Some(row) = rows.next() else { return };
+                for (oy, out) in row.chunks_exact_mut(wo).enumerate() {
+                    if oy < ylo || oy >= yhi || xlo == xhi {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let line = &plane[(oy * s + ky - g.pad) * g.w..][..g.w];
+                    let src = &line[xlo * s + kx - g.pad..];
+                    out[..xlo].fill(0.0);
+                    if s == 1 {
+                        out[xlo..xhi].copy_from_slice(&src[..xhi - xlo]);
+                    } else {
+                        for (o, v) in out[xlo..xhi].iter_mut().zip(src.iter().step_by(s)) {
+                            *o = *v;
+                        }
+                    }
+                    out[xhi..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// Adds each entry of `col` (`[C*K*K, Ho*Wo]`) to the input position of
+/// `dx` (`[C, H, W]`) it was gathered from: the adjoint of [`im2col`].
+fn col2im(g: &Geometry, col: &[f32], dx: &mut [f32]) {
+    let (k, s, wo) = (g.k, g.stride, g.wo);
+    let mut rows = col.chunks_exact(g.ho * wo);
+    for plane in dx.chunks_exact_mut(g.h * g.w) {
+        for ky in 0..k {
+            let (ylo, yhi) = g.valid_range(ky, g.h, g.ho);
+            for kx in 0..k {
+                let (xlo, xhi) = g.valid_range(kx, g.w, wo);
+                let Some(row) = rows.next() else { return };
+                if xlo == xhi {
+                    continue;
+                }
+                for oy in ylo..yhi {
+                    let line = &mut plane[(oy * s + ky - g.pad) * g.w..][..g.w];
+                    let dst = &mut line[xlo * s + kx - g.pad..];
+                    let src = &row[oy * wo + xlo..oy * wo + xhi];
+                    if s == 1 {
+                        for (d, v) in dst.iter_mut().zip(src) {
+                            *d += *v;
+                        }
+                    } else {
+                        for (d, v) in dst.iter_mut().step_by(s).zip(src) {
+                            *d += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Images per chunk when `n` images are split evenly over the thread pool
+/// (results never depend on it: each image is computed on its own).
+fn images_per_thread(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads()).max(1)
+}
+
+/// The forward pass: `y` (`[N, O, Ho, Wo]`) from `x` (`[N, C, H, W]`) and `w`
+/// (`[O, C, K, K]`).
+pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; g.n * g.out_image_len()];
+    if y.is_empty() || x.is_empty() {
+        return y;
+    }
+    let per = images_per_thread(g.n);
+    let p = g.ho * g.wo;
+    let weight = MatRef::row_major(w, g.o, g.ckk());
+    y.par_chunks_mut(per * g.out_image_len())
+        .zip(x.par_chunks(per * g.image_len()))
+        .for_each(|(ys, xs)| {
+            let mut buffer = vec![0f32; g.col_len()];
+            for (yn, xn) in ys
+                .chunks_exact_mut(g.out_image_len())
+                .zip(xs.chunks_exact(g.image_len()))
+            {
+                let col = if g.pointwise() {
+                    xn
+                } else {
+                    im2col(g, xn, &mut buffer);
+                    &buffer
+                };
+                matmul(yn, weight, MatRef::row_major(col, g.ckk(), p), false);
+            }
+        });
+    y
+}
+
+/// The input gradient: `dx` (`[N, C, H, W]`) from `dy` (`[N, O, Ho, Wo]`) and
+/// `w` (`[O, C, K, K]`).
+///
+/// With stride 1 and `pad < K` this is the forward convolution of `dy` with
+/// the flipped, transposed kernel and padding `K - 1 - pad`, whose gemm runs
+/// over `O*K*K` rather than `O`; otherwise it is `W^T dy` then col2im.
+pub(super) fn grad_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    if g.stride == 1 && g.pad < g.k {
+        let transposed = Geometry {
+            c: g.o,
+            h: g.ho,
+            w: g.wo,
+            o: g.c,
+            pad: g.k - 1 - g.pad,
+            ho: g.h,
+            wo: g.w,
+            ..*g
+        };
+        return forward(&transposed, dy, &flip_transpose(g, w));
+    }
+    let mut dx = vec![0f32; g.n * g.image_len()];
+    if dx.is_empty() || dy.is_empty() {
+        return dx;
+    }
+    let per = images_per_thread(g.n);
+    let weight_t = MatRef::row_major(w, g.o, g.ckk()).t();
+    dx.par_chunks_mut(per * g.image_len())
+        .zip(dy.par_chunks(per * g.out_image_len()))
+        .for_each(|(dxs, dys)| {
+            let mut col = vec![0f32; g.col_len()];
+            for (dxn, dyn_) in dxs
+                .chunks_exact_mut(g.image_len())
+                .zip(dys.chunks_exact(g.out_image_len()))
+            {
+                let dyn_ = MatRef::row_major(dyn_, g.o, g.ho * g.wo);
+                matmul(&mut col, weight_t, dyn_, false);
+                col2im(g, &col, dxn);
+            }
+        });
+    dx
+}
+
+/// The kernel of the transposed convolution: `[C, O, K, K]` with
+/// `out[c][o][ky][kx] = w[o][c][K-1-ky][K-1-kx]`.
+fn flip_transpose(g: &Geometry, w: &[f32]) -> Vec<f32> {
+    let kk = g.k * g.k;
+    let mut out = vec![0f32; w.len()];
+    for (o, filters) in w.chunks_exact(g.c * kk).enumerate() {
+        for (c, taps) in filters.chunks_exact(kk).enumerate() {
+            let dst = &mut out[(c * g.o + o) * kk..][..kk];
+            for (d, v) in dst.iter_mut().zip(taps.iter().rev()) {
+                *d = *v;
+            }
+        }
+    }
+    out
+}
+
+/// The weight gradient: `dw` (`[O, C, K, K]`) from `x` (`[N, C, H, W]`) and
+/// `dy` (`[N, O, Ho, Wo]`), summed over the batch in a fixed order.
+pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let len = g.o * g.ckk();
+    if len == 0 || x.is_empty() || dy.is_empty() {
+        return vec![0f32; len];
+    }
+    let chunks =
+        g.n.min(MAX_GRAD_WEIGHT_CHUNKS)
+            .min((GRAD_WEIGHT_ACCUMULATOR_BUDGET / len).max(1));
+    let per = g.n.div_ceil(chunks);
+    let p = g.ho * g.wo;
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(per * g.image_len())
+        .zip(dy.par_chunks(per * g.out_image_len()))
+        .map_init(
+            || vec![0f32; g.col_len()],
+            |buffer, (xs, dys)| {
+                let mut acc = vec![0f32; len];
+                let images = xs
+                    .chunks_exact(g.image_len())
+                    .zip(dys.chunks_exact(g.out_image_len()));
+                for (i, (xn, dyn_)) in images.enumerate() {
+                    let col = if g.pointwise() {
+                        xn
+                    } else {
+                        im2col(g, xn, buffer);
+                        &buffer[..]
+                    };
+                    let col_t = MatRef::row_major(col, g.ckk(), p).t();
+                    matmul(&mut acc, MatRef::row_major(dyn_, g.o, p), col_t, i > 0);
+                }
+                acc
+            },
+        )
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    for part in parts {
+        for (d, v) in dw.iter_mut().zip(&part) {
+            *d += *v;
+        }
+    }
+    dw
+}

@@ -1,0 +1,202 @@
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+
+use super::conv2d;
+use crate::OpsError;
+
+/// `[n, c, h, w, o, k, stride, pad]`: 3x3 with and without stride and
+/// padding, 1x1 (pointwise, strided, padded), the 7x7/2 stem, odd sizes,
+/// batch 1, and kernels that overhang a tiny input.
+const CASES: [[usize; 8]; 12] = [
+    [2, 3, 8, 8, 4, 3, 1, 1],
+    [3, 5, 9, 7, 6, 3, 2, 1],
+    [1, 16, 32, 32, 16, 3, 1, 1],
+    [4, 6, 11, 13, 5, 3, 2, 1],
+    [2, 4, 5, 5, 3, 3, 2, 0],
+    [2, 8, 15, 15, 4, 1, 1, 0],
+    [2, 8, 15, 15, 16, 1, 2, 0],
+    [1, 3, 4, 6, 2, 1, 1, 1],
+    [1, 3, 23, 21, 8, 7, 2, 3],
+    [2, 2, 3, 2, 3, 7, 1, 3],
+    [1, 2, 1, 1, 3, 3, 1, 1],
+    [5, 7, 6, 6, 9, 3, 1, 0],
+];
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let data: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Largest difference relative to the largest reference magnitude.
+fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}");
+    let (got, want) = (values(got), values(want));
+    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err <= 1e-4 * scale, "{what}: error {err}, scale {scale}");
+}
+
+/// `(y, dx, dw)` of `loss = sum(conv(x, w) * r)`, by `conv`.
+fn run(
+    conv: impl Fn(&Tensor, &Tensor) -> Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    seed: u64,
+) -> (Tensor, Tensor, Tensor) {
+    let (x, w) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap());
+    let y = conv(x.as_tensor(), w.as_tensor());
+    let r = random(y.dims(), seed);
+    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let dx = grads.get(&x).unwrap().clone();
+    let dw = grads.get(&w).unwrap().clone();
+    (y, dx, dw)
+}
+
+#[test]
+fn forward_and_gradients_match_candle() {
+    for (i, &[n, c, h, w, o, k, s, p]) in CASES.iter().enumerate() {
+        let case = format!(
+            "case {i}: x {:?} w {:?} /{s} pad {p}",
+            [n, c, h, w],
+            [o, c, k, k]
+        );
+        let x = random(&[n, c, h, w], 3 * i as u64);
+        let wt = random(&[o, c, k, k], 3 * i as u64 + 1);
+        let seed = 3 * i as u64 + 2;
+        let ours = run(|x, w| conv2d(x, w, s, p).unwrap(), &x, &wt, seed);
+        let theirs = run(|x, w| x.conv2d(w, p, s, 1, 1).unwrap(), &x, &wt, seed);
+        assert_close(&ours.0, &theirs.0, &format!("{case}: output"));
+        assert_close(&ours.1, &theirs.1, &format!("{case}: grad input"));
+        assert_close(&ours.2, &theirs.2, &format!("{case}: grad weight"));
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    // The loss is linear in x and in w, so central differences are exact up
+    // to rounding whatever the step.
+    let (x, w) = (random(&[1, 2, 5, 6], 10), random(&[3, 2, 3, 3], 11));
+    let r = random(&[1, 3, 3, 3], 12);
+    let loss = |x: &Tensor, w: &Tensor| -> f32 {
+        let y = conv2d(x, w, 2, 1).unwrap();
+        (y * &r).unwrap().sum_all().unwrap().to_scalar().unwrap()
+    };
+    let (_, dx, dw) = run(|x, w| conv2d(x, w, 2, 1).unwrap(), &x, &w, 12);
+    let nudge = |t: &Tensor, at: usize, by: f32| {
+        let mut v = values(t);
+        v[at] += by;
+        Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap()
+    };
+    for at in [0, 7, 29, 59] {
+        let numeric = (loss(&nudge(&x, at, 0.5), &w) - loss(&nudge(&x, at, -0.5), &w)) / 1.0;
+        let analytic = values(&dx)[at];
+        assert!(
+            (numeric - analytic).abs() < 1e-4,
+            "dx[{at}]: {numeric} vs {analytic}"
+        );
+    }
+    for at in [0, 4, 17, 53] {
+        let numeric = (loss(&x, &nudge(&w, at, 0.5)) - loss(&x, &nudge(&w, at, -0.5))) / 1.0;
+        let analytic = values(&dw)[at];
+        assert!(
+            (numeric - analytic).abs() < 1e-4,
+            "dw[{at}]: {numeric} vs {analytic}"
+        );
+    }
+}
+
+#[test]
+fn results_are_bit_identical_across_runs_and_thread_counts() {
+    let (x, w) = (random(&[37, 8, 9, 9], 20), random(&[12, 8, 3, 3], 21));
+    let once = || {
+        let (y, dx, dw) = run(|x, w| conv2d(x, w, 1, 1).unwrap(), &x, &w, 22);
+        (values(&y), values(&dx), values(&dw))
+    };
+    let first = once();
+    assert_eq!(first, once());
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        assert_eq!(first, pool.install(once), "{threads} threads");
+    }
+}
+
+#[test]
+fn constant_inputs_strided_views_and_other_dtypes_work() {
+    // A constant input needs no gradient: only the weight gets one.
+    let x = random(&[2, 3, 7, 5], 30);
+    let w = Var::from_tensor(&random(&[4, 3, 3, 3], 31)).unwrap();
+    let grads = conv2d(&x, &w, 2, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let want = x
+        .conv2d(&w, 1, 2, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_close(grads.get(&w).unwrap(), want.get(&w).unwrap(), "grad weight");
+
+    // A transposed view runs as its contiguous copy would.
+    let xt = x.transpose(2, 3).unwrap();
+    let got = conv2d(&xt, &w, 1, 1).unwrap();
+    assert_close(
+        &got,
+        &conv2d(&xt.contiguous().unwrap(), &w, 1, 1).unwrap(),
+        "view",
+    );
+
+    // f64 falls back to candle's own convolution.
+    let x64 = x.to_dtype(DType::F64).unwrap();
+    let w64 = w.to_dtype(DType::F64).unwrap();
+    let got = conv2d(&x64, &w64, 1, 0).unwrap();
+    assert_eq!(got.dtype(), DType::F64);
+    let want = conv2d(&x, &w, 1, 0).unwrap();
+    assert_close(&got.to_dtype(DType::F32).unwrap(), &want, "f64 fallback");
+}
+
+#[test]
+fn bad_shapes_are_errors_naming_them() {
+    let x = random(&[2, 3, 8, 8], 40);
+    let w = random(&[4, 3, 3, 3], 41);
+    let message = |r: Result<Tensor, OpsError>| r.unwrap_err().to_string();
+
+    let err = message(conv2d(&x.flatten_from(2).unwrap(), &w, 1, 1));
+    assert!(
+        err.contains("conv2d") && err.contains("[2, 3, 64]"),
+        "{err}"
+    );
+    let err = message(conv2d(&x, &random(&[4, 5, 3, 3], 42), 1, 1));
+    assert!(
+        err.contains("[2, 3, 8, 8]") && err.contains("[4, 5, 3, 3]"),
+        "{err}"
+    );
+    let err = message(conv2d(&x, &random(&[4, 3, 3, 2], 43), 1, 1));
+    assert!(
+        err.contains("square") && err.contains("[4, 3, 3, 2]"),
+        "{err}"
+    );
+    let err = message(conv2d(&x, &random(&[4, 3, 11, 11], 44), 1, 1));
+    assert!(
+        err.contains("larger") && err.contains("[2, 3, 8, 8]"),
+        "{err}"
+    );
+    let err = message(conv2d(&x, &w, 0, 1));
+    assert!(err.contains("stride"), "{err}");
+}
