@@ -73,29 +73,26 @@ impl BatchNorm {
     /// Train mode normalises with the batch statistics and updates the
     /// running ones; eval mode normalises with the running statistics.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
-        let channels = self.weight.dim(0)?;
-        let per_channel = |t: &Tensor| t.reshape((1, channels, 1, 1));
-        let (mean, var) = if train {
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
-            let n = (x.elem_count() / channels) as f64;
-            let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
-            let update = |running: &Var, batch: &Tensor| -> Result<(), ModelError> {
-                let next = ((running.as_tensor() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?;
-                Ok(running.set(&next)?)
-            };
-            update(&self.running_mean, &mean.detach().flatten_all()?)?;
-            update(&self.running_var, &unbiased)?;
-            (mean, var)
-        } else {
-            (
-                per_channel(self.running_mean.as_tensor())?,
-                per_channel(self.running_var.as_tensor())?,
-            )
+        if !train {
+            return Ok(resnet_ops::batch_norm_eval(
+                x,
+                &self.weight,
+                &self.bias,
+                &self.running_mean,
+                &self.running_var,
+                BN_EPS,
+            )?);
+        }
+        let batch = resnet_ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
+        let n = (x.elem_count() / self.weight.dim(0)?) as f64;
+        let unbiased = (batch.var * (n / (n - 1.0).max(1.0)))?;
+        let update = |running: &Var, batch: &Tensor| -> Result<(), ModelError> {
+            let next = ((running.as_tensor() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?;
+            Ok(running.set(&next)?)
         };
-        let scale = per_channel(&self.weight)?.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
-        let shift = (per_channel(&self.bias)? - mean.broadcast_mul(&scale)?)?;
-        Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift)?)
+        update(&self.running_mean, &batch.mean)?;
+        update(&self.running_var, &unbiased)?;
+        Ok(batch.y)
     }
 
     fn collect(&self, out: &mut Vec<NamedVar>) {

@@ -14,9 +14,9 @@ mod cpu;
 #[cfg(test)]
 mod tests;
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
+use crate::kernel::{f32_data, has_kernel};
 use crate::OpsError;
 
 const OP: &str = "conv2d";
@@ -98,12 +98,6 @@ impl Geometry {
     }
 }
 
-/// Whether this crate has a kernel for tensors on `device` of type `dtype`
-/// (today: f32 on the CPU).
-fn has_kernel(device: &Device, dtype: DType) -> bool {
-    device.is_cpu() && dtype == DType::F32
-}
-
 /// 2-d convolution of an NCHW input `x` `[N, C, H, W]` with a weight `w`
 /// `[O, C, K, K]` (square kernel, no bias, groups or dilation), zero padding
 /// `padding` on every side: output `[N, O, (H + 2p - K) / s + 1, (W + 2p - K) / s + 1]`,
@@ -124,29 +118,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     }
 }
 
-/// The contiguous f32 data of a custom-op argument, checked against the
-/// dims the op expects.
-fn f32_data<'a>(
-    op: &'static str,
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    dims: [usize; 4],
-) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        return Err(candle_core::Error::UnsupportedDTypeForOp(
-            storage.dtype(),
-            op,
-        ));
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Err(candle_core::Error::RequiresContiguous { op });
-    };
-    if layout.dims() != dims {
-        candle_core::bail!("{op}: expected shape {dims:?}, got {:?}", layout.dims());
-    }
-    Ok(&data[start..end])
-}
-
 /// The forward convolution `(x, w) -> y`.
 struct Conv2d(Geometry);
 
@@ -163,8 +134,8 @@ impl CustomOp2 for Conv2d {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let x = f32_data(self.name(), xs, xl, g.input_dims())?;
-        let w = f32_data(self.name(), ws, wl, g.weight_dims())?;
+        let x = f32_data(self.name(), xs, xl, &g.input_dims())?;
+        let w = f32_data(self.name(), ws, wl, &g.weight_dims())?;
         Ok((
             CpuStorage::F32(cpu::forward(g, x, w)),
             Shape::from(g.output_dims().to_vec()),
@@ -209,8 +180,8 @@ impl CustomOp2 for Conv2dGradInput {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let dy = f32_data(self.name(), dys, dyl, g.output_dims())?;
-        let w = f32_data(self.name(), ws, wl, g.weight_dims())?;
+        let dy = f32_data(self.name(), dys, dyl, &g.output_dims())?;
+        let w = f32_data(self.name(), ws, wl, &g.weight_dims())?;
         Ok((
             CpuStorage::F32(cpu::grad_input(g, dy, w)),
             Shape::from(g.input_dims().to_vec()),
@@ -234,8 +205,8 @@ impl CustomOp2 for Conv2dGradWeight {
         dyl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let x = f32_data(self.name(), xs, xl, g.input_dims())?;
-        let dy = f32_data(self.name(), dys, dyl, g.output_dims())?;
+        let x = f32_data(self.name(), xs, xl, &g.input_dims())?;
+        let dy = f32_data(self.name(), dys, dyl, &g.output_dims())?;
         Ok((
             CpuStorage::F32(cpu::grad_weight(g, x, dy)),
             Shape::from(g.weight_dims().to_vec()),

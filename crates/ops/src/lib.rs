@@ -4,14 +4,17 @@
 //! model runs on and provides the pooling and resampling operations that
 //! candle lacks or cannot differentiate (candle's max-pool backward only
 //! supports kernel == stride, which rules out the ImageNet stem's 3x3/s2 pool),
-//! and a convolution whose CPU forward and backward passes are fast and use
-//! every core.
+//! and a convolution and a batch norm whose CPU forward and backward passes
+//! are fast and use every core.
 
+mod batch_norm;
 mod conv;
 mod device;
 mod error;
+mod kernel;
 mod pool;
 
+pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormOutput};
 pub use conv::conv2d;
 pub use device::DeviceSpec;
 pub use error::OpsError;

@@ -1,0 +1,148 @@
+//! Batch normalisation over NCHW tensors with fast CPU kernels.
+//!
+//! Composed from candle's ops, a training-mode batch norm runs a dozen strided
+//! reductions and broadcasts forward and backward, on one core, with a
+//! temporary tensor each. [`batch_norm_train`] instead runs one custom op per
+//! pass: the forward computes the batch statistics and the output together,
+//! the backward computes all three gradients from `x` and the saved
+//! statistics; both are parallel over channels. [`batch_norm_eval`] is a
+//! per-channel affine map, parallel over planes. Sums are accumulated in f64
+//! in a fixed order, so results are bit-identical whatever the number of
+//! threads. On devices or dtypes without a kernel here both fall back to the
+//! composed candle implementation; a GPU kernel is added by implementing
+//! `cuda_fwd` / `metal_fwd` on the ops and extending [`has_kernel`].
+
+mod composed;
+mod cpu;
+mod eval;
+#[cfg(test)]
+mod tests;
+mod train;
+
+use candle_core::Tensor;
+
+use crate::kernel::has_kernel;
+use crate::OpsError;
+
+const OP: &str = "batch_norm";
+
+/// The sizes of an NCHW tensor as the kernels see it: `n` images of `c`
+/// planes of `plane = H*W` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dims {
+    n: usize,
+    c: usize,
+    plane: usize,
+}
+
+impl Dims {
+    /// Checks that `x` is 4-d and every `(name, tensor)` of `params` is `[C]`.
+    fn new(x: &Tensor, params: &[(&str, &Tensor)]) -> Result<Self, OpsError> {
+        let &[n, c, h, w] = x.dims() else {
+            return Err(OpsError::BadShape {
+                op: OP,
+                expected: "a 4-d NCHW input",
+                got: x.dims().to_vec(),
+            });
+        };
+        for (name, t) in params {
+            if t.dims() != [c] {
+                return Err(OpsError::Incompatible {
+                    op: OP,
+                    detail: format!(
+                        "{name} has shape {:?} but input {:?} has {c} channels",
+                        t.dims(),
+                        x.dims()
+                    ),
+                });
+            }
+        }
+        Ok(Self { n, c, plane: h * w })
+    }
+
+    /// Values per channel, `N*H*W`.
+    fn per_channel(&self) -> usize {
+        self.n * self.plane
+    }
+}
+
+/// What [`batch_norm_train`] returns.
+#[derive(Debug, Clone)]
+pub struct BatchNormOutput {
+    /// The normalised, scaled and shifted input, `[N, C, H, W]`.
+    pub y: Tensor,
+    /// The batch mean of each channel, `[C]`, detached from the graph.
+    pub mean: Tensor,
+    /// The biased batch variance of each channel (divided by `N*H*W`), `[C]`,
+    /// detached from the graph.
+    pub var: Tensor,
+}
+
+/// Training-mode batch norm of an NCHW input `x` with per-channel `weight`
+/// and `bias` (`[C]`): `y = (x - mean) / sqrt(var + eps) * weight + bias`,
+/// where `mean` and the biased `var` are the statistics of each channel over
+/// `(N, H, W)`, returned alongside `y` (detached, for the running averages).
+///
+/// `y` is differentiable with respect to `x`, `weight` and `bias` (not to
+/// second order on the CPU kernel). f32 tensors on the CPU run this crate's
+/// kernels; everything else runs the same computation composed from candle's
+/// ops. A non-4-d input is an [`OpsError::BadShape`], parameters that are not
+/// `[C]` or an input with no values per channel an [`OpsError::Incompatible`].
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<BatchNormOutput, OpsError> {
+    let dims = Dims::new(x, &[("weight", weight), ("bias", bias)])?;
+    if dims.per_channel() == 0 {
+        return Err(OpsError::Incompatible {
+            op: OP,
+            detail: format!("input {:?} has no values per channel", x.dims()),
+        });
+    }
+    if [x, weight, bias]
+        .iter()
+        .all(|t| has_kernel(t.device(), t.dtype()))
+    {
+        train::run(dims, x, weight, bias, eps)
+    } else {
+        composed::train(x, weight, bias, eps)
+    }
+}
+
+/// Eval-mode batch norm of an NCHW input `x`: `y = (x - running_mean) /
+/// sqrt(running_var + eps) * weight + bias`, all four parameters `[C]`.
+///
+/// Computed as one affine map per channel, `x * scale + shift`, with `scale`
+/// and `shift` folded from the parameters by candle's ops; `y` is
+/// differentiable with respect to `x`, `weight` and `bias`. f32 tensors on
+/// the CPU run this crate's kernel, everything else candle's broadcasts.
+/// Shapes that do not fit are errors as for [`batch_norm_train`].
+pub fn batch_norm_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor, OpsError> {
+    let dims = Dims::new(
+        x,
+        &[
+            ("weight", weight),
+            ("bias", bias),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    let (scale, shift) = composed::fold(weight, bias, running_mean, running_var, eps)?;
+    if [x, &scale, &shift]
+        .iter()
+        .all(|t| has_kernel(t.device(), t.dtype()))
+    {
+        eval::run(dims, x, &scale, &shift)
+    } else {
+        composed::affine(x, &scale, &shift)
+    }
+}

@@ -1,0 +1,189 @@
+//! CPU kernels of batch norm, parallel over channels (or planes) with rayon.
+//!
+//! Every per-channel sum is accumulated in f64 over [`LANES`] fixed
+//! accumulators: element `i` of each `H*W` plane goes to lane `i % LANES`,
+//! planes are visited in batch order and the lanes are added in lane order at
+//! the end. The order depends on the shapes only, so results are
+//! bit-identical whatever the number of threads; the lanes let the compiler
+//! vectorise the sums, and f64 keeps their rounding error far below f32's.
+
+use rayon::prelude::*;
+
+use super::Dims;
+
+/// Independent f64 accumulators per sum.
+const LANES: usize = 8;
+
+/// The element-wise passes of eval mode handle at least this many values per
+/// rayon task, so that small planes do not drown in scheduling.
+const MIN_VALUES_PER_TASK: usize = 1 << 14;
+
+/// The batch statistics of every channel, in f64.
+#[derive(Debug)]
+pub(super) struct Moments {
+    /// Per-channel mean.
+    pub(super) mean: Vec<f64>,
+    /// Per-channel biased (divide by `N*H*W`) variance.
+    pub(super) var: Vec<f64>,
+}
+
+/// The `N` planes of channel `ch` of an NCHW tensor, in batch order.
+fn planes(data: &[f32], d: Dims, ch: usize) -> impl Iterator<Item = &[f32]> {
+    data.chunks_exact(d.plane).skip(ch).step_by(d.c)
+}
+
+/// The planes of an NCHW tensor grouped by channel: entry `ch` holds the
+/// `N` planes of channel `ch`, in batch order.
+fn planes_by_channel(data: &mut [f32], d: Dims) -> Vec<Vec<&mut [f32]>> {
+    let mut channels: Vec<Vec<&mut [f32]>> = (0..d.c).map(|_| Vec::with_capacity(d.n)).collect();
+    for (i, plane) in data.chunks_exact_mut(d.plane).enumerate() {
+        channels[i % d.c].push(plane);
+    }
+    channels
+}
+
+/// `K` sums of `f(a_i, b_i)` over the paired planes `a` and `b`.
+#[inline(always)]
+fn sums<'a, const K: usize>(
+    a: impl Iterator<Item = &'a [f32]>,
+    b: impl Iterator<Item = &'a [f32]>,
+    f: impl Fn(f64, f64) -> [f64; K],
+) -> [f64; K] {
+    let mut lanes = [[0f64; LANES]; K];
+    let mut add = |lane: usize, u: f32, v: f32| {
+        let terms = f(f64::from(u), f64::from(v));
+        for (acc, term) in lanes.iter_mut().zip(terms) {
+            acc[lane] += term;
+        }
+    };
+    for (pa, pb) in a.zip(b) {
+        let (ca, cb) = (pa.chunks_exact(LANES), pb.chunks_exact(LANES));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (ua, ub) in ca.zip(cb) {
+            for lane in 0..LANES {
+                add(lane, ua[lane], ub[lane]);
+            }
+        }
+        for (lane, (&u, &v)) in ra.iter().zip(rb).enumerate() {
+            add(lane, u, v);
+        }
+    }
+    lanes.map(|acc| acc.iter().sum())
+}
+
+/// The training forward pass: `y` (`[N, C, H, W]`) normalised with the batch
+/// statistics of `x`, scaled by `weight` and shifted by `bias` (both `[C]`),
+/// and those statistics.
+pub(super) fn train_forward(
+    d: Dims,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Moments) {
+    let mut y = vec![0f32; x.len()];
+    let count = d.per_channel() as f64;
+    let moments: Vec<(f64, f64)> = planes_by_channel(&mut y, d)
+        .into_par_iter()
+        .enumerate()
+        .map(|(ch, ys)| {
+            let [sum] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| [u]);
+            let mean = sum / count;
+            let [squares] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| {
+                [(u - mean) * (u - mean)]
+            });
+            let var = squares / count;
+            let scale = (f64::from(weight[ch]) / (var + eps).sqrt()) as f32;
+            let (m, shift) = (mean as f32, bias[ch]);
+            for (yp, xp) in ys.into_iter().zip(planes(x, d, ch)) {
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = (v - m) * scale + shift;
+                }
+            }
+            (mean, var)
+        })
+        .collect();
+    let (mean, var) = moments.into_iter().unzip();
+    (y, Moments { mean, var })
+}
+
+/// The training backward pass from `x`, the output gradient `dy`, `weight`
+/// and the forward pass's `moments`: `dx` (`N*C*H*W` values), then
+/// `dweight = sum(dy * xhat)` and `dbias = sum(dy)` (`C` values each), where
+/// `dx = weight / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))`.
+pub(super) fn train_backward(
+    d: Dims,
+    x: &[f32],
+    dy: &[f32],
+    weight: &[f32],
+    moments: &Moments,
+    eps: f64,
+) -> Vec<f32> {
+    let mut out = vec![0f32; x.len() + 2 * d.c];
+    let (dx, params) = out.split_at_mut(x.len());
+    let count = d.per_channel() as f64;
+    let grads: Vec<(f32, f32)> = planes_by_channel(dx, d)
+        .into_par_iter()
+        .enumerate()
+        .map(|(ch, dxs)| {
+            let mean = moments.mean[ch];
+            let inv_std = 1.0 / (moments.var[ch] + eps).sqrt();
+            let [sum_dy, sum_dy_centred] = sums(planes(dy, d, ch), planes(x, d, ch), |g, u| {
+                [g, g * (u - mean)]
+            });
+            let k = f64::from(weight[ch]) * inv_std;
+            let mean_dy = (sum_dy / count) as f32;
+            let slope = (k * sum_dy_centred * inv_std * inv_std / count) as f32;
+            let (k, m) = (k as f32, mean as f32);
+            for ((o, gp), xp) in dxs.into_iter().zip(planes(dy, d, ch)).zip(planes(x, d, ch)) {
+                for ((o, &g), &u) in o.iter_mut().zip(gp).zip(xp) {
+                    *o = k * (g - mean_dy) - slope * (u - m);
+                }
+            }
+            ((sum_dy_centred * inv_std) as f32, sum_dy as f32)
+        })
+        .collect();
+    let (dweight, dbias) = params.split_at_mut(d.c);
+    for ((w, b), (gw, gb)) in dweight.iter_mut().zip(dbias).zip(grads) {
+        (*w, *b) = (gw, gb);
+    }
+    out
+}
+
+/// The per-channel affine map `y = x * scale + shift` (`scale`, `shift` `[C]`),
+/// parallel over planes.
+pub(super) fn affine(d: Dims, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    if y.is_empty() {
+        return y;
+    }
+    y.par_chunks_mut(d.plane)
+        .zip(x.par_chunks(d.plane))
+        .enumerate()
+        .with_min_len(MIN_VALUES_PER_TASK.div_ceil(d.plane))
+        .for_each(|(i, (yp, xp))| {
+            let (s, b) = (scale[i % d.c], shift[i % d.c]);
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                *o = v * s + b;
+            }
+        });
+    y
+}
+
+/// The parameter gradients of [`affine`]: `[sum(dy * x), sum(dy)]` per
+/// channel, `2*C` values, parallel over channels.
+pub(super) fn affine_param_grads(d: Dims, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; 2 * d.c];
+    if d.plane == 0 {
+        return out;
+    }
+    let grads: Vec<[f64; 2]> = (0..d.c)
+        .into_par_iter()
+        .map(|ch| sums(planes(dy, d, ch), planes(x, d, ch), |g, u| [g * u, g]))
+        .collect();
+    let (dscale, dshift) = out.split_at_mut(d.c);
+    for ((s, b), [gs, gb]) in dscale.iter_mut().zip(dshift).zip(grads) {
+        (*s, *b) = (gs as f32, gb as f32);
+    }
+    out
+}

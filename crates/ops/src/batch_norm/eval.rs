@@ -1,0 +1,101 @@
+//! The eval-mode op: a per-channel affine map and its backward pass.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+
+use super::{cpu, Dims};
+use crate::kernel::f32_data;
+use crate::OpsError;
+
+/// Runs [`ChannelAffine`] on f32 CPU tensors.
+pub(super) fn run(
+    dims: Dims,
+    x: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+) -> Result<Tensor, OpsError> {
+    Ok(x.contiguous()?.apply_op3(
+        &scale.contiguous()?,
+        &shift.contiguous()?,
+        ChannelAffine(dims),
+    )?)
+}
+
+/// `(x, scale, shift) -> x * scale + shift`, per channel.
+struct ChannelAffine(Dims);
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.0;
+        let x = f32_data(self.name(), xs, xl, xl.dims())?;
+        let scale = f32_data(self.name(), ss, sl, &[d.c])?;
+        let shift = f32_data(self.name(), bs, bl, &[d.c])?;
+        Ok((
+            CpuStorage::F32(cpu::affine(d, x, scale, shift)),
+            xl.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = if x.track_op() {
+            Some(dy.apply_op3_no_bwd(scale, &shift.zeros_like()?, self)?)
+        } else {
+            None
+        };
+        let grads = if scale.track_op() || shift.track_op() {
+            Some(x.apply_op2_no_bwd(&dy, &ChannelAffineParamGrads(self.0))?)
+        } else {
+            None
+        };
+        let row = |param: &Tensor, i: usize| match &grads {
+            Some(grads) if param.track_op() => grads.get(i).map(Some),
+            _ => Ok(None),
+        };
+        Ok((dx, row(scale, 0)?, row(shift, 1)?))
+    }
+}
+
+/// `(x, dy) -> [[sum(dy * x)], [sum(dy)]]` per channel (`[2, C]`): the
+/// gradients of [`ChannelAffine`]'s `scale` and `shift`.
+struct ChannelAffineParamGrads(Dims);
+
+impl CustomOp2 for ChannelAffineParamGrads {
+    fn name(&self) -> &'static str {
+        "channel-affine-param-grads"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.0;
+        let x = f32_data(self.name(), xs, xl, xl.dims())?;
+        let dy = f32_data(self.name(), dys, dyl, xl.dims())?;
+        Ok((
+            CpuStorage::F32(cpu::affine_param_grads(d, x, dy)),
+            Shape::from((2, d.c)),
+        ))
+    }
+}

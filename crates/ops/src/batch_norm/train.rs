@@ -1,0 +1,137 @@
+//! The training-mode ops: the forward pass, which records the batch
+//! statistics, and its backward pass.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use super::cpu::{self, Moments};
+use super::{BatchNormOutput, Dims};
+use crate::kernel::f32_data;
+use crate::OpsError;
+
+/// Runs [`BatchNormTrain`] on contiguous f32 CPU tensors and reads back the
+/// statistics it recorded.
+pub(super) fn run(
+    dims: Dims,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<BatchNormOutput, OpsError> {
+    let moments = Arc::new(OnceLock::new());
+    let op = BatchNormTrain {
+        dims,
+        eps,
+        moments: Arc::clone(&moments),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let moments = moments.get().ok_or_else(|| {
+        candle_core::Error::Msg("batch-norm-train: the forward pass recorded no statistics".into())
+    })?;
+    let channel = |values: &[f64]| {
+        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        Tensor::from_vec(values, dims.c, x.device())
+    };
+    Ok(BatchNormOutput {
+        y,
+        mean: channel(&moments.mean)?,
+        var: channel(&moments.var)?,
+    })
+}
+
+/// The training forward `(x, weight, bias) -> y`; it stores the batch
+/// statistics in `moments`, shared with [`run`] and the backward pass.
+struct BatchNormTrain {
+    dims: Dims,
+    eps: f64,
+    moments: Arc<OnceLock<Moments>>,
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims;
+        let x = f32_data(self.name(), xs, xl, xl.dims())?;
+        let weight = f32_data(self.name(), ws, wl, &[d.c])?;
+        let bias = f32_data(self.name(), bs, bl, &[d.c])?;
+        let (y, moments) = cpu::train_forward(d, x, weight, bias, self.eps);
+        if self.moments.set(moments).is_err() {
+            candle_core::bail!("{}: the op ran twice", self.name());
+        }
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(moments) = self.moments.get() else {
+            candle_core::bail!("{}: backward before forward", self.name());
+        };
+        let grad = BatchNormGrad {
+            dims: self.dims,
+            eps: self.eps,
+            moments,
+        };
+        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, weight, &grad)?;
+        let (len, c) = (x.elem_count(), self.dims.c);
+        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dweight = packed.narrow(0, len, c)?;
+        let dbias = packed.narrow(0, len + c, c)?;
+        Ok((
+            x.track_op().then_some(dx),
+            weight.track_op().then_some(dweight),
+            bias.track_op().then_some(dbias),
+        ))
+    }
+}
+
+/// The backward pass `(x, dy, weight) -> [dx, dweight, dbias]` of
+/// [`BatchNormTrain`], packed into one flat tensor of `N*C*H*W + 2*C` values.
+struct BatchNormGrad<'a> {
+    dims: Dims,
+    eps: f64,
+    moments: &'a Moments,
+}
+
+impl CustomOp3 for BatchNormGrad<'_> {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims;
+        let x = f32_data(self.name(), xs, xl, xl.dims())?;
+        let dy = f32_data(self.name(), dys, dyl, xl.dims())?;
+        let weight = f32_data(self.name(), ws, wl, &[d.c])?;
+        let packed = cpu::train_backward(d, x, dy, weight, self.moments, self.eps);
+        let len = packed.len();
+        Ok((CpuStorage::F32(packed), Shape::from(len)))
+    }
+}
