@@ -1,0 +1,207 @@
+//! Benchmark workloads: what `cargo xtask bench` measures.
+//!
+//! Each [`Workload`] is timed after warm-up as the median of several runs;
+//! the result carries images/s, GFLOP/s (2 FLOPs per multiply-add; a training
+//! step counted as 3x a forward pass) and the fraction of the machine's FP32
+//! peak, plus the process's peak resident memory where the OS reports it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use resnet_data::{
+    Augment, Cifar10, LoaderConfig, LoaderPosition, MeanImage, Normalization, TrainLoader,
+};
+use resnet_models::{count, ArchSpec, ResNet, StridePlacement};
+use resnet_train::{Sgd, SgdConfig};
+use serde::Serialize;
+
+/// FP32 peak of the reference machine (2-core AMD EPYC, AVX-512 FMA), GFLOP/s.
+pub const REFERENCE_PEAK_GFLOPS: f64 = 232.0;
+
+/// What a workload does per timed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Forward, cross-entropy, backward and an SGD update, BN in train mode.
+    TrainStep,
+    /// An eval-mode forward pass (inference).
+    Forward,
+    /// One batch from the CIFAR-10 training loader (decode, normalise, augment).
+    Loader,
+}
+
+/// One line of the benchmark table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Its name, `kind/arch/bBATCH`.
+    pub name: &'static str,
+    /// What is timed.
+    pub kind: Kind,
+    /// The net (torchvision's v1.5 layout for ImageNet nets, like the peers).
+    pub arch: &'static str,
+    /// Images per run.
+    pub batch: usize,
+    /// Input side length.
+    pub side: usize,
+}
+
+/// Every workload, in the order they are reported.
+pub fn workloads() -> Vec<Workload> {
+    use Kind::*;
+    let w = |name, kind, arch, batch, side| Workload {
+        name,
+        kind,
+        arch,
+        batch,
+        side,
+    };
+    vec![
+        w("train_step/resnet20/b128", TrainStep, "resnet20", 128, 32),
+        w("forward/resnet20/b128", Forward, "resnet20", 128, 32),
+        w("train_step/resnet110/b128", TrainStep, "resnet110", 128, 32),
+        w("forward/resnet50/b1", Forward, "resnet50", 1, 224),
+        w("forward/resnet50/b16", Forward, "resnet50", 16, 224),
+        w("train_step/resnet18/b16", TrainStep, "resnet18", 16, 224),
+        w("loader/cifar10/b128", Loader, "-", 128, 32),
+    ]
+}
+
+/// The measured speed of a workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// The workload's name.
+    pub name: String,
+    /// Median seconds per run.
+    pub median_seconds: f64,
+    /// Images per second at the median.
+    pub images_per_sec: f64,
+    /// Arithmetic throughput (None for the loader).
+    pub gflops: Option<f64>,
+    /// `gflops` as a fraction of [`REFERENCE_PEAK_GFLOPS`].
+    pub peak_fraction: Option<f64>,
+    /// Peak resident memory of the process in MiB (Linux only).
+    pub peak_rss_mib: Option<f64>,
+    /// Timed runs behind the median.
+    pub runs: usize,
+}
+
+/// Batches the loader workload pulls per timed run.
+const LOADER_BATCHES_PER_RUN: usize = 16;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Peak resident set size of this process in MiB, from `/proc/self/status`.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Times `f` `runs` times after `warmup` untimed calls; returns the seconds of each run.
+fn time(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f()?;
+            Ok(start.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
+fn model(w: &Workload, device: &Device) -> Result<ResNet> {
+    let spec = ArchSpec::from_id(w.arch)?.with_stride_placement(StridePlacement::V1_5);
+    Ok(ResNet::new(&spec, 0, device)?)
+}
+
+/// Runs one workload on the CPU with `runs` timed repetitions; `data` is a
+/// CIFAR-10 folder for the loader workload.
+pub fn measure(w: &Workload, runs: usize, data: &Path) -> Result<Measurement> {
+    let device = Device::Cpu;
+    let x = || Tensor::randn(0f32, 1.0, (w.batch, 3, w.side, w.side), &device);
+    let seconds = match w.kind {
+        Kind::TrainStep => {
+            let net = model(w, &device)?;
+            let mut sgd = Sgd::new(net.parameters(), SgdConfig::default())?;
+            let (x, labels) = (
+                x()?,
+                Tensor::from_vec(
+                    (0..w.batch as u32).map(|i| i % 10).collect::<Vec<_>>(),
+                    w.batch,
+                    &device,
+                )?,
+            );
+            time(1, runs, || {
+                let loss = candle_nn::loss::cross_entropy(&net.forward_t(&x, true)?, &labels)?;
+                sgd.step(&loss.backward()?)?;
+                Ok(())
+            })?
+        }
+        Kind::Forward => {
+            let net = model(w, &device)?;
+            let x = x()?;
+            time(1, runs, || {
+                net.forward_t(&x, false)?.to_dtype(DType::F32)?;
+                Ok(())
+            })?
+        }
+        Kind::Loader => {
+            let train = Cifar10::load(data)?.train;
+            let norm = Normalization::PerPixelMean(MeanImage::from_split(&train)?);
+            let config = LoaderConfig::new(w.batch, 0);
+            let mut loader = TrainLoader::new(
+                Arc::new(train),
+                norm,
+                Augment::PAPER,
+                config,
+                LoaderPosition::default(),
+            )?;
+            // Each run drains more batches than the prefetch queue holds, so it
+            // measures the loader's throughput, not the queue.
+            time(1, runs, || {
+                for _ in 0..LOADER_BATCHES_PER_RUN {
+                    loader
+                        .next()
+                        .ok_or_else(|| anyhow::anyhow!("loader stopped"))?;
+                }
+                Ok(())
+            })?
+        }
+    };
+    let runs = seconds.len();
+    let median_seconds = median(seconds);
+    let batches = if w.kind == Kind::Loader {
+        LOADER_BATCHES_PER_RUN
+    } else {
+        1
+    };
+    let images_per_sec = (batches * w.batch) as f64 / median_seconds;
+    let gflops = (w.kind != Kind::Loader).then(|| {
+        let macs = count(
+            &ArchSpec::from_id(w.arch)
+                .expect("zoo arch")
+                .with_stride_placement(StridePlacement::V1_5),
+            w.side,
+        )
+        .macs;
+        let passes = if w.kind == Kind::TrainStep { 3.0 } else { 1.0 };
+        images_per_sec * macs as f64 * 2.0 * passes / 1e9
+    });
+    Ok(Measurement {
+        name: w.name.to_string(),
+        median_seconds,
+        images_per_sec,
+        gflops,
+        peak_fraction: gflops.map(|g| g / REFERENCE_PEAK_GFLOPS),
+        peak_rss_mib: peak_rss_mib(),
+        runs,
+    })
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Runs the workloads of `cargo xtask bench` in PyTorch (and ResNet-50
+inference in ONNX Runtime), interleaved with ours in one run, and prints the
+ratio ours/theirs for each line. Not part of CI.
+
+    pip install torch torchvision onnxruntime onnx
+    python3 scripts/bench_peers.py [--runs 5] [--only NAME]
+
+Each peer is timed like ours: 2 threads, fp32, one warm-up, median of runs.
+For PyTorch both NCHW and channels-last are timed and the faster is the peer.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+torch.set_num_threads(2)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BasicBlockA(nn.Module):
+    """The paper's CIFAR basic block with the option-A (zero-pad) shortcut."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin
+        self.stride = stride
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        s = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        if self.pad:
+            s = F.pad(s, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(y + s)
+
+
+def cifar_resnet(depth):
+    n = (depth - 2) // 6
+    layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    cin = 16
+    for i, width in enumerate([16, 32, 64]):
+        for j in range(n):
+            layers.append(BasicBlockA(cin, width, 2 if i > 0 and j == 0 else 1))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    return nn.Sequential(*layers)
+
+
+def model(arch):
+    if arch.startswith("resnet") and int(arch[6:]) in (20, 32, 44, 56, 110, 1202):
+        return cifar_resnet(int(arch[6:]))
+    import torchvision
+
+    return getattr(torchvision.models, arch)()
+
+
+def median_seconds(fn, runs):
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def torch_seconds(kind, arch, batch, side, runs, channels_last):
+    net = model(arch)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    x = torch.randn(batch, 3, side, side).to(memory_format=fmt)
+    if kind == "forward":
+        net.eval()
+
+        def step():
+            with torch.no_grad():
+                net(x)
+
+        return median_seconds(step, runs)
+    net.train()
+    labels = torch.arange(batch) % 10
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), labels).backward()
+        opt.step()
+
+    return median_seconds(step, runs)
+
+
+def onnx_seconds(arch, batch, side, runs):
+    import onnxruntime as ort
+
+    net = model(arch).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.onnx")
+        torch.onnx.export(net, torch.randn(batch, 3, side, side), path, input_names=["x"], dynamo=False)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        x = torch.randn(batch, 3, side, side).numpy()
+        return median_seconds(lambda: sess.run(None, {"x": x}), runs)
+
+
+def ours(name, runs):
+    out = subprocess.run(
+        ["cargo", "xtask", "bench", "--json", "--only", name, "--runs", str(runs)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+WORKLOADS = [
+    ("train_step/resnet20/b128", "train", "resnet20", 128, 32),
+    ("forward/resnet20/b128", "forward", "resnet20", 128, 32),
+    ("train_step/resnet110/b128", "train", "resnet110", 128, 32),
+    ("forward/resnet50/b1", "forward", "resnet50", 1, 224),
+    ("forward/resnet50/b16", "forward", "resnet50", 16, 224),
+    ("train_step/resnet18/b16", "train", "resnet18", 16, 224),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--only")
+    args = ap.parse_args()
+    print(f"{'workload':<28} {'ours img/s':>11} {'peer':>22} {'peer img/s':>11} {'ours/peer':>9}")
+    for name, kind, arch, batch, side in WORKLOADS:
+        if args.only and args.only != name:
+            continue
+        mine = ours(name, args.runs)
+        peers = {
+            "pytorch NCHW": torch_seconds(kind, arch, batch, side, args.runs, False),
+            "pytorch channels-last": torch_seconds(kind, arch, batch, side, args.runs, True),
+        }
+        if kind == "forward" and arch == "resnet50":
+            try:
+                peers["onnxruntime"] = onnx_seconds(arch, batch, side, args.runs)
+            except ImportError:
+                print("  (onnxruntime not installed: skipped)", file=sys.stderr)
+        peer, seconds = min(peers.items(), key=lambda kv: kv[1])
+        theirs = batch / seconds
+        print(f"{name:<28} {mine['images_per_sec']:>11.1f} {peer:>22} {theirs:>11.1f} {mine['images_per_sec'] / theirs:>9.2f}")
+        for other, s in peers.items():
+            if other != peer:
+                print(f"{'':<28} {'':>11} {other:>22} {batch / s:>11.1f}")
+
+
+if __name__ == "__main__":
+    main()
