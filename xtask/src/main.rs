@@ -42,7 +42,7 @@ fn project_root() -> PathBuf {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
-    tracing_subscriber_init();
+    resnet_train::progress::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = project_root();
     let (mut out, mut data, mut device, mut seed, mut runs) =
@@ -106,15 +106,4 @@ fn main() -> Result<()> {
             out,
         },
     )
-}
-
-/// Logs to stderr around the progress bars.
-fn tracing_subscriber_init() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(|| resnet_train::progress::LogWriter)
-        .init();
 }

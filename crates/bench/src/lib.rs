@@ -45,6 +45,9 @@ pub struct Workload {
     pub batch: usize,
     /// Input side length.
     pub side: usize,
+    /// Whether candle's own conv and batch norm replace this project's
+    /// kernels: the baseline measured side by side with them.
+    pub candle_ops: bool,
 }
 
 /// Every workload, in the order they are reported.
@@ -56,10 +59,33 @@ pub fn workloads() -> Vec<Workload> {
         arch,
         batch,
         side,
+        candle_ops: false,
+    };
+    let candle = |name, kind, arch, batch, side| Workload {
+        name,
+        kind,
+        arch,
+        batch,
+        side,
+        candle_ops: true,
     };
     vec![
         w("train_step/resnet20/b128", TrainStep, "resnet20", 128, 32),
+        candle(
+            "train_step/resnet20/b128/candle-ops",
+            TrainStep,
+            "resnet20",
+            128,
+            32,
+        ),
         w("forward/resnet20/b128", Forward, "resnet20", 128, 32),
+        candle(
+            "forward/resnet20/b128/candle-ops",
+            Forward,
+            "resnet20",
+            128,
+            32,
+        ),
         w("train_step/resnet110/b128", TrainStep, "resnet110", 128, 32),
         w("forward/resnet50/b1", Forward, "resnet50", 1, 224),
         w("forward/resnet50/b16", Forward, "resnet50", 16, 224),
@@ -126,6 +152,7 @@ fn model(w: &Workload, device: &Device) -> Result<ResNet> {
 /// CIFAR-10 folder for the loader workload.
 pub fn measure(w: &Workload, runs: usize, data: &Path) -> Result<Measurement> {
     let device = Device::Cpu;
+    resnet_ops::set_fast_kernels(!w.candle_ops);
     let x = || Tensor::randn(0f32, 1.0, (w.batch, 3, w.side, w.side), &device);
     let seconds = match w.kind {
         Kind::TrainStep => {

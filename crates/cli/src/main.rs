@@ -35,13 +35,7 @@ enum Command {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(|| resnet_train::progress::LogWriter)
-        .init();
+    resnet_train::progress::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(&args),

@@ -1,13 +1,29 @@
 //! What the CPU kernels of this crate share: which tensors they take and how
 //! a custom op reads its arguments.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout};
 
+static USE_FAST_KERNELS: AtomicBool = AtomicBool::new(true);
+
+/// Chooses between this crate's kernels (the default) and candle's own ops,
+/// for every conv and batch norm from now on, process-wide. The candle path
+/// stays available to compare speed and results side by side.
+pub fn set_fast_kernels(enabled: bool) {
+    USE_FAST_KERNELS.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether this crate's kernels are in use (see [`set_fast_kernels`]).
+pub fn fast_kernels() -> bool {
+    USE_FAST_KERNELS.load(Ordering::Relaxed)
+}
+
 /// Whether this crate has a kernel for tensors on `device` of type `dtype`
-/// (today: f32 on the CPU).
+/// (today: f32 on the CPU) and kernels are switched on.
 pub(crate) fn has_kernel(device: &Device, dtype: DType) -> bool {
-    device.is_cpu() && dtype == DType::F32
+    fast_kernels() && device.is_cpu() && dtype == DType::F32
 }
 
 /// The contiguous f32 data of a custom-op argument, checked against the

@@ -13,9 +13,12 @@ mod device;
 mod error;
 mod kernel;
 mod pool;
+#[cfg(test)]
+mod test_util;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormOutput};
 pub use conv::conv2d;
 pub use device::DeviceSpec;
 pub use error::OpsError;
+pub use kernel::{fast_kernels, set_fast_kernels};
 pub use pool::{global_avg_pool, max_pool_3x3_s2, subsample2};

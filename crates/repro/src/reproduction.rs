@@ -2,11 +2,11 @@
 //! between targets), and the provenance stamped on every report.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use resnet_data::Cifar10;
+use resnet_data::{fetch_cifar10, Cifar10, CIFAR10_MD5, CIFAR10_URL};
 
 use crate::profile::{Profile, ProfileName};
 use crate::report::{commit, today, Provenance};
@@ -38,11 +38,28 @@ pub struct Reproduction {
 }
 
 impl Reproduction {
-    /// Checks the data folder and prepares the session.
+    /// Checks the data folder and prepares the session. The paper profile
+    /// downloads the full dataset when its folder is missing.
     pub fn new(opts: Options) -> Result<Reproduction> {
+        if opts.profile.name == ProfileName::Paper && !opts.data.exists() {
+            let parent = opts.data.parent().unwrap_or(Path::new("."));
+            tracing::info!(
+                "{} is missing: downloading CIFAR-10 into {}",
+                opts.data.display(),
+                parent.display()
+            );
+            let fetched = fetch_cifar10(CIFAR10_URL, parent, CIFAR10_MD5)?;
+            anyhow::ensure!(
+                fetched == opts.data,
+                "CIFAR-10 was fetched into {}, not {}; pass --data {}",
+                fetched.display(),
+                opts.data.display(),
+                fetched.display()
+            );
+        }
         let data = Cifar10::load(&opts.data).with_context(|| {
             let hint = if opts.profile.name == ProfileName::Paper {
-                " (the paper profile needs the full dataset: `resnet data fetch cifar10 --dir data`, or pass --data)"
+                " (the paper profile needs the full dataset: `resnet data fetch cifar10 --dir data`, then --data data/cifar-10-batches-bin)"
             } else {
                 ""
             };
@@ -100,9 +117,12 @@ impl Reproduction {
                 self.test_images
             ),
             schedule: format!(
-                "{} iterations of batch {}, SGD lr 0.1 (0.01 warm-up for ResNet-110/1202 until training error < 80%) \
+                "{} iterations of batch {}, SGD lr 0.1 (0.01 warm-up until training error < 80% for {}) \
                  divided by 10 at {:?}, momentum 0.9, weight decay 1e-4, pad-4 crop + flip, per-pixel mean",
-                p.iterations, p.batch_size, p.milestones
+                p.iterations,
+                p.batch_size,
+                if p.warmup_every_resnet { "every ResNet" } else { "ResNet-110/1202" },
+                p.milestones
             ),
             seeds,
             device: self.opts.device.clone(),

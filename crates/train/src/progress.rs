@@ -36,6 +36,18 @@ pub fn finish(bar: &ProgressBar) {
     *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
+/// Sends tracing's events (level from `RUST_LOG`, default `info`) to stderr
+/// around the active bar. Binaries call it once at start.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(|| LogWriter)
+        .init();
+}
+
 /// A writer for tracing that prints to stderr around the active bar.
 pub struct LogWriter;
 

@@ -56,7 +56,7 @@ fn a_resnet_learns_on_real_cifar_images() {
         first.train_loss
     );
     assert!(
-        summary.final_train_loss < 1.6,
+        summary.final_train_loss < 1.7,
         "training loss must fall well below ln 10: {}",
         summary.final_train_loss
     );

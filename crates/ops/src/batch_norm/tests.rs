@@ -1,7 +1,8 @@
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
 use super::{batch_norm_eval, batch_norm_train, composed, BatchNormOutput};
+use crate::test_util::{assert_close_above, random, values};
 use crate::OpsError;
 
 const EPS: f64 = 1e-5;
@@ -22,14 +23,6 @@ fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
     rand_chacha::ChaCha8Rng::seed_from_u64(seed)
 }
 
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = rng(seed);
-    let data: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-}
-
 /// The fixed cases, then random shapes with at least two values per channel.
 fn shapes() -> Vec<[usize; 4]> {
     let mut rng = rng(99);
@@ -48,22 +41,10 @@ fn shapes() -> Vec<[usize; 4]> {
     shapes
 }
 
-fn values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-/// Largest difference relative to the largest reference magnitude, or to
-/// 0.01 where every value is smaller (a gradient that cancels to rounding
-/// noise, as the input gradient of two values per channel does).
+/// Closeness with a 0.01 floor: the input gradient of a channel with two
+/// values cancels to rounding noise, so it is judged against 0.01.
 fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}");
-    let (got, want) = (values(got), values(want));
-    let scale = want.iter().fold(1e-2f32, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(err <= 1e-4 * scale, "{what}: error {err}, scale {scale}");
+    assert_close_above(got, want, what, 1e-2);
 }
 
 /// The input (off-centre, not unit-scale), weight and bias of a case.

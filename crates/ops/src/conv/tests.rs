@@ -1,7 +1,7 @@
 use candle_core::{DType, Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
 
 use super::conv2d;
+use crate::test_util::{assert_close_above, random, values};
 use crate::OpsError;
 
 /// `[n, c, h, w, o, k, stride, pad]`: 3x3 with and without stride and
@@ -22,28 +22,9 @@ const CASES: [[usize; 8]; 12] = [
     [5, 7, 6, 6, 9, 3, 1, 0],
 ];
 
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let data: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-/// Largest difference relative to the largest reference magnitude.
+/// Closeness relative to the largest reference magnitude.
 fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}");
-    let (got, want) = (values(got), values(want));
-    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(err <= 1e-4 * scale, "{what}: error {err}, scale {scale}");
+    assert_close_above(got, want, what, 1e-6);
 }
 
 /// `(y, dx, dw)` of `loss = sum(conv(x, w) * r)`, by `conv`.
