@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while reading, downloading or serving CIFAR-10.
+/// Everything that can go wrong while reading, downloading or serving CIFAR-10 or image folders.
 ///
 /// Every variant names the file, URL or option concerned and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +185,61 @@ pub enum DataError {
         #[source]
         source: Box<DataError>,
     },
+
+    /// Image files that cannot be used, all found while opening an image folder.
+    #[error("{} unreadable image file(s) in {root} (open with BadImagePolicy::Skip to drop them):{}", .bad.len(), list_bad(.bad))]
+    BadImages {
+        /// The folder that was opened.
+        root: PathBuf,
+        /// Every bad file, with what was wrong with it.
+        bad: Vec<BadImage>,
+    },
+
+    /// An image file could not be decoded while loading it.
+    #[error("decoding image {path}: {source}")]
+    Decode {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: Box<image::ImageError>,
+    },
+
+    /// A line of a class-list or label file is malformed.
+    #[error("{path}:{line}: {reason}")]
+    BadListFile {
+        /// The class-list or label file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What was wrong, and what was expected.
+        reason: String,
+    },
+
+    /// An image folder holds no usable image.
+    #[error("{path} holds no image: expected {expected}")]
+    EmptyImageFolder {
+        /// The folder.
+        path: PathBuf,
+        /// The layout that was looked for.
+        expected: &'static str,
+    },
+}
+
+/// One unusable image file: its path and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadImage {
+    /// The file.
+    pub path: PathBuf,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
+/// Formats bad images one per line, for [`DataError::BadImages`].
+fn list_bad(bad: &[BadImage]) -> String {
+    bad.iter()
+        .map(|b| format!("\n  {}: {}", b.path.display(), b.reason))
+        .collect()
 }
 
 /// This crate's result type.

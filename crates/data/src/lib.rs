@@ -1,4 +1,6 @@
-//! The CIFAR-10 data pipeline of the ResNet reproduction.
+//! The data pipelines of the ResNet reproduction.
+//!
+//! CIFAR-10:
 //!
 //! - [`Cifar10::load`] reads the official binary format (full dataset or a prefix sample);
 //! - [`fetch_cifar10`] downloads and unpacks it atomically, checking its MD5;
@@ -6,6 +8,16 @@
 //! - [`Augment`] is the paper's pad-4 random crop and horizontal flip;
 //! - [`TrainLoader`] / [`EvalLoader`] prepare [`Batch`]es in background threads,
 //!   deterministically from a seed, resumable at any [`LoaderPosition`].
+//!
+//! ImageNet-style folders of JPEG and PNG files:
+//!
+//! - [`ImageFolder`] reads `ROOT/<class>/<image>` or a flat folder plus a label
+//!   file, checking every image's header when opened ([`BadImagePolicy`]);
+//! - [`ImageNetAugment`] is the paper's scale augmentation, 224 crop, flip and
+//!   PCA colour augmentation; [`center_view`], [`ten_crop`] and [`multi_scale`]
+//!   are the evaluation views; [`ImageNetNormalization`] turns views into inputs;
+//! - [`ImageNetTrainLoader`] / [`ImageNetEvalLoader`] prepare [`ImageBatch`]es
+//!   like the CIFAR-10 loaders, yielding an error naming any file that fails to decode.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -39,6 +51,10 @@ mod batch;
 mod cifar;
 mod download;
 mod error;
+mod folder;
+mod imagenet_augment;
+mod imagenet_loader;
+mod imagenet_norm;
 mod loader;
 mod normalize;
 mod prefetch;
@@ -50,6 +66,13 @@ pub use cifar::{
     TRAIN_FILES,
 };
 pub use download::{fetch_cifar10, fetch_cifar10_with_progress, CIFAR10_MD5, CIFAR10_URL};
-pub use error::{DataError, Result};
+pub use error::{BadImage, DataError, Result};
+pub use folder::{load_rgb, BadImagePolicy, ImageFolder, ImageSample, IMAGE_EXTENSIONS};
+pub use imagenet_augment::{
+    center_view, lighting_offset, multi_scale, resize_shorter_side, ten_crop, ChwImage,
+    ImageNetAugment, TrainView, CROP_SIDE, EVAL_SHORT_SIDE, PCA_EIGVAL, PCA_EIGVEC, TEST_SCALES,
+};
+pub use imagenet_loader::{ImageBatch, ImageNetEvalLoader, ImageNetTrainLoader};
+pub use imagenet_norm::{ImageNetNormalization, PixelMean, IMAGENET_MEAN, IMAGENET_STD};
 pub use loader::{epoch_permutation, EvalLoader, LoaderConfig, LoaderPosition, TrainLoader};
 pub use normalize::{MeanImage, Normalization};

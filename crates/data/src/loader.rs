@@ -113,7 +113,7 @@ fn build_batch(
 }
 
 /// Checks `value > 0` for option `name`.
-fn positive(name: &'static str, value: usize) -> Result<()> {
+pub(crate) fn positive(name: &'static str, value: usize) -> Result<()> {
     if value == 0 {
         return Err(DataError::InvalidOption {
             name,
@@ -124,42 +124,35 @@ fn positive(name: &'static str, value: usize) -> Result<()> {
     Ok(())
 }
 
-/// An endless, shuffled, augmented sequence of training batches, prepared in
-/// background threads.
-///
-/// Yields `(resume_position, batch)`, where `resume_position` is the position
-/// just after `batch`: a loader started there continues with the next batch, so
-/// it is what a checkpoint should store. Dropping the loader stops its threads.
-pub struct TrainLoader {
-    batches_per_epoch: u64,
-    next_global: u64,
-    inner: Prefetcher<Batch>,
+/// The training schedule shared by the loaders: which samples, in which order,
+/// each with its own generator, make up the batch with a given global number.
+#[derive(Clone, Debug)]
+pub(crate) struct Schedule {
+    seed: u64,
+    batch_size: usize,
+    len: usize,
+    per_epoch: u64,
+    /// The global number (`epoch * per_epoch + batch`) of the first batch.
+    first: u64,
+    cached: Option<(u64, Vec<u32>)>,
 }
 
-impl TrainLoader {
-    /// Starts a loader over `split` at position `start`.
-    pub fn new(
-        split: Arc<Split>,
-        normalization: Normalization,
-        augment: Augment,
-        config: LoaderConfig,
-        start: LoaderPosition,
-    ) -> Result<Self> {
-        let normalization = Arc::new(normalization.checked()?);
+impl Schedule {
+    /// Checks `config` and `start` against a dataset of `len` samples.
+    pub(crate) fn new(len: usize, config: &LoaderConfig, start: LoaderPosition) -> Result<Self> {
         positive("batch_size", config.batch_size)?;
         positive("threads", config.threads)?;
-        let n = split.len();
         let per_epoch = if config.drop_last {
-            n / config.batch_size
+            len / config.batch_size
         } else {
-            n.div_ceil(config.batch_size)
+            len.div_ceil(config.batch_size)
         };
         if per_epoch == 0 {
             return Err(DataError::InvalidOption {
                 name: "batch_size",
                 value: config.batch_size.to_string(),
                 expected: format!(
-                    "at most the {n} images of the split (to make at least one full batch)"
+                    "at most the {len} images of the split (to make at least one full batch)"
                 ),
             });
         }
@@ -180,35 +173,96 @@ impl TrainLoader {
                 value: start.epoch.to_string(),
                 expected: "an epoch whose first batch number fits in 64 bits".into(),
             })?;
+        Ok(Self {
+            seed: config.seed,
+            batch_size: config.batch_size,
+            len,
+            per_epoch,
+            first,
+            cached: None,
+        })
+    }
+
+    /// Number of batches in one epoch.
+    pub(crate) fn per_epoch(&self) -> u64 {
+        self.per_epoch
+    }
+
+    /// The global number of the first batch.
+    pub(crate) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The position of the batch with global number `global`.
+    pub(crate) fn position(&self, global: u64) -> LoaderPosition {
+        LoaderPosition {
+            epoch: global / self.per_epoch,
+            batch: global % self.per_epoch,
+        }
+    }
+
+    /// The samples of the `k`-th batch from the start, each with its augmentation
+    /// generator; `None` once the global batch number overflows.
+    pub(crate) fn batch(&mut self, k: u64) -> Option<Vec<(usize, ChaCha8Rng)>> {
+        let LoaderPosition { epoch, batch } = self.position(self.first.checked_add(k)?);
+        if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.cached = Some((epoch, epoch_permutation(self.seed, epoch, self.len)));
+        }
+        let order = &self.cached.as_ref()?.1;
+        let lo = batch as usize * self.batch_size;
+        let hi = (lo + self.batch_size).min(order.len());
+        let samples = (lo..hi).map(|pos| {
+            let rng = stream_rng(self.seed, epoch, pos as u64, AUGMENT_STREAM);
+            (order[pos] as usize, rng)
+        });
+        Some(samples.collect())
+    }
+}
+
+/// An endless, shuffled, augmented sequence of training batches, prepared in
+/// background threads.
+///
+/// Yields `(resume_position, batch)`, where `resume_position` is the position
+/// just after `batch`: a loader started there continues with the next batch, so
+/// it is what a checkpoint should store. Dropping the loader stops its threads.
+pub struct TrainLoader {
+    schedule: Schedule,
+    next_global: u64,
+    inner: Prefetcher<Batch>,
+}
+
+impl TrainLoader {
+    /// Starts a loader over `split` at position `start`.
+    pub fn new(
+        split: Arc<Split>,
+        normalization: Normalization,
+        augment: Augment,
+        config: LoaderConfig,
+        start: LoaderPosition,
+    ) -> Result<Self> {
+        let normalization = Arc::new(normalization.checked()?);
+        let schedule = Schedule::new(split.len(), &config, start)?;
         let inner = Prefetcher::spawn("train-loader", config.threads, config.prefetch, || {
             let (split, norm) = (Arc::clone(&split), Arc::clone(&normalization));
-            let mut cached: Option<(u64, Vec<u32>)> = None;
+            let mut schedule = schedule.clone();
             move |k: u64| {
-                let global = first.checked_add(k)?;
-                let (epoch, batch) = (global / per_epoch, global % per_epoch);
-                if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    cached = Some((epoch, epoch_permutation(config.seed, epoch, split.len())));
-                }
-                let order = &cached.as_ref()?.1;
-                let lo = batch as usize * config.batch_size;
-                let hi = (lo + config.batch_size).min(order.len());
-                let samples = (lo..hi).map(|pos| {
-                    let mut rng = stream_rng(config.seed, epoch, pos as u64, AUGMENT_STREAM);
-                    (order[pos] as usize, augment.sample(&mut rng))
-                });
+                let samples = schedule.batch(k)?;
+                let samples = samples
+                    .into_iter()
+                    .map(|(i, mut rng)| (i, augment.sample(&mut rng)));
                 Some(build_batch(&split, &norm, samples))
             }
         })?;
         Ok(Self {
-            batches_per_epoch: per_epoch,
-            next_global: first,
+            next_global: schedule.first(),
+            schedule,
             inner,
         })
     }
 
     /// Number of batches in one epoch.
     pub fn batches_per_epoch(&self) -> u64 {
-        self.batches_per_epoch
+        self.schedule.per_epoch()
     }
 }
 
@@ -218,11 +272,7 @@ impl Iterator for TrainLoader {
     fn next(&mut self) -> Option<Self::Item> {
         let batch = self.inner.next()?;
         self.next_global += 1;
-        let position = LoaderPosition {
-            epoch: self.next_global / self.batches_per_epoch,
-            batch: self.next_global % self.batches_per_epoch,
-        };
-        Some((position, batch))
+        Some((self.schedule.position(self.next_global), batch))
     }
 }
 
