@@ -4,6 +4,7 @@ mod arch;
 mod data;
 mod eval;
 mod info;
+mod predict;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Evaluate weights on a CIFAR-10 split: top-1 and top-5 error.
     Eval(eval::EvalArgs),
+    /// Classify images with an ImageNet model: top-5 classes with probabilities.
+    Predict(predict::PredictArgs),
     /// Train a CIFAR-10 net (or resume a run) with the paper's recipe.
     Train(train::TrainArgs),
     /// Download datasets.
@@ -40,6 +43,7 @@ fn main() {
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Predict(args) => predict::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Data(command) => data::run(&command),
     };

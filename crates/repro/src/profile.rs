@@ -63,9 +63,6 @@ pub struct Profile {
     pub with_1202: bool,
     /// Whether plain-110 is trained (the paper trains it but leaves it out of Fig. 6).
     pub with_plain110: bool,
-    /// Whether every ResNet, not only ResNet-110/1202, starts with the
-    /// paper's warm-up (lr 0.01 until training error < 80%).
-    pub warmup_every_resnet: bool,
 }
 
 impl Profile {
@@ -83,7 +80,6 @@ impl Profile {
                 runs: 1,
                 with_1202: false,
                 with_plain110: false,
-                warmup_every_resnet: false,
             },
             ProfileName::Quick => Profile {
                 name,
@@ -96,11 +92,6 @@ impl Profile {
                 runs: 1,
                 with_1202: false,
                 with_plain110: false,
-                // In a short run a deep ResNet that diverges in its first
-                // steps at lr 0.1 has no time to recover (ResNet-56 stayed at
-                // chance for 120 iterations; PyTorch does the same with this
-                // init and data), which is what the paper's warm-up avoids.
-                warmup_every_resnet: true,
             },
             ProfileName::Paper => Profile {
                 name,
@@ -113,7 +104,6 @@ impl Profile {
                 runs: 5,
                 with_1202: true,
                 with_plain110: true,
-                warmup_every_resnet: false,
             },
         }
     }
@@ -129,9 +119,7 @@ impl Profile {
     /// The full config of one run of `arch` with `seed`.
     pub fn train_config(&self, arch: &str, seed: u64, data: &Path, device: &str) -> TrainConfig {
         // The paper warms ResNet-110 (and 1202) up at lr 0.01 until training error < 80%.
-        let paper_warmup = matches!(arch, "resnet110" | "resnet1202");
-        let warmup = (paper_warmup || (self.warmup_every_resnet && arch.starts_with("resnet")))
-            .then(Warmup::default);
+        let warmup = matches!(arch, "resnet110" | "resnet1202").then(Warmup::default);
         TrainConfig {
             arch: arch.to_string(),
             data: data.to_path_buf(),
@@ -182,13 +170,6 @@ impl Profile {
                 "{} run(s) per net instead of 5 for ResNet-110's mean and std",
                 self.runs
             ));
-        }
-        if self.warmup_every_resnet {
-            out.push(
-                "every ResNet, not only ResNet-110, warms up at lr 0.01 until its training error is below 80% \
-                 (in so short a run a ResNet-56 that diverges in its first steps at lr 0.1 never recovers)"
-                    .into(),
-            );
         }
         if !self.with_1202 {
             out.push("ResNet-1202 not trained (impractical without a GPU)".into());

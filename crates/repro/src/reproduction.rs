@@ -117,11 +117,10 @@ impl Reproduction {
                 self.test_images
             ),
             schedule: format!(
-                "{} iterations of batch {}, SGD lr 0.1 (0.01 warm-up until training error < 80% for {}) \
+                "{} iterations of batch {}, SGD lr 0.1 (0.01 warm-up for ResNet-110/1202 until training error < 80%) \
                  divided by 10 at {:?}, momentum 0.9, weight decay 1e-4, pad-4 crop + flip, per-pixel mean",
                 p.iterations,
                 p.batch_size,
-                if p.warmup_every_resnet { "every ResNet" } else { "ResNet-110/1202" },
                 p.milestones
             ),
             seeds,
