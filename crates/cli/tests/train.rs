@@ -163,4 +163,8 @@ fn train_errors_are_one_clear_line() {
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!out.status.success() && err.contains("missing"), "{err}");
+    assert!(
+        !dir.path().join("run2").exists(),
+        "a bad data folder must leave no run folder behind"
+    );
 }

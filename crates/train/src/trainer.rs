@@ -61,13 +61,15 @@ pub struct RunSummary {
     pub wall_time: f64,
 }
 
-/// Starts a new run in `run_dir`, which must not already hold one.
+/// Starts a new run in `run_dir`, which must not already hold one. A bad
+/// config or data folder is reported before anything is written.
 pub fn train(
     config: &TrainConfig,
     run_dir: &Path,
     observer: &mut dyn TrainObserver,
 ) -> Result<RunSummary> {
     config.validate()?;
+    Cifar10::locate(&config.data)?;
     let config_path = run_dir.join(CONFIG_FILE);
     if config_path.exists() {
         return Err(TrainError::RunExists {

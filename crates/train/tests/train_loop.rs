@@ -103,8 +103,8 @@ fn a_run_folder_holds_config_metrics_checkpoint_and_summary() {
     assert_eq!(
         names,
         vec![
-            CHECKPOINT_FILE,
             "checkpoint-00000004.safetensors",
+            CHECKPOINT_FILE,
             CONFIG_FILE,
             METRICS_FILE,
             "model.safetensors",
