@@ -10,8 +10,9 @@ use crate::error::{Result, TrainError};
 
 /// Prefix of the optimizer's tensors in a checkpoint: the momentum buffer of
 /// parameter `layer1.0.conv1.weight` is stored as
-/// `momentum.layer1.0.conv1.weight`.
-pub const MOMENTUM_PREFIX: &str = "momentum.";
+/// `momentum.layer1.0.conv1.weight`. The weights loader of `resnet-eval`
+/// owns the name, since it must skip these entries in checkpoints.
+pub use resnet_eval::MOMENTUM_PREFIX;
 
 /// Hyper-parameters of [`Sgd`].
 ///
