@@ -5,6 +5,8 @@
 //! step counted as 3x a forward pass) and the fraction of the machine's FP32
 //! peak, plus the process's peak resident memory where the OS reports it.
 
+mod imagenet_folder;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +14,8 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use resnet_data::{
-    Augment, Cifar10, LoaderConfig, LoaderPosition, MeanImage, Normalization, TrainLoader,
+    Augment, Cifar10, ImageFolder, ImageNetAugment, ImageNetNormalization, ImageNetTrainLoader,
+    LoaderConfig, LoaderPosition, MeanImage, Normalization, TrainLoader,
 };
 use resnet_models::{count, ArchSpec, ResNet, StridePlacement};
 use resnet_train::{Sgd, SgdConfig};
@@ -30,6 +33,10 @@ pub enum Kind {
     Forward,
     /// One batch from the CIFAR-10 training loader (decode, normalise, augment).
     Loader,
+    /// One batch from the ImageNet training loader over 500x375 JPEGs:
+    /// decode, random rescale to a shorter side in [256, 480], 224 crop,
+    /// flip, colour augmentation, normalise.
+    ImageNetLoader,
 }
 
 /// One line of the benchmark table.
@@ -91,6 +98,7 @@ pub fn workloads() -> Vec<Workload> {
         w("forward/resnet50/b16", Forward, "resnet50", 16, 224),
         w("train_step/resnet18/b16", TrainStep, "resnet18", 16, 224),
         w("loader/cifar10/b128", Loader, "-", 128, 32),
+        w("loader/imagenet-jpeg/b32", ImageNetLoader, "-", 32, 224),
     ]
 }
 
@@ -113,8 +121,16 @@ pub struct Measurement {
     pub runs: usize,
 }
 
-/// Batches the loader workload pulls per timed run.
+/// Batches the CIFAR-10 loader workload pulls per timed run.
 const LOADER_BATCHES_PER_RUN: usize = 16;
+
+/// Batches the ImageNet loader workload pulls per timed run.
+const IMAGENET_BATCHES_PER_RUN: usize = 4;
+
+/// JPEGs generated for the ImageNet loader workload (fewer than a timed run
+/// pulls in total, so the decoder sees every file several times, as an epoch
+/// loop would; the OS cache holds them, as it would a warm dataset).
+const IMAGENET_IMAGES: usize = 64;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -202,16 +218,37 @@ pub fn measure(w: &Workload, runs: usize, data: &Path) -> Result<Measurement> {
                 Ok(())
             })?
         }
+        Kind::ImageNetLoader => {
+            let dir = tempfile::tempdir()?;
+            imagenet_folder::write_jpeg_folder(dir.path(), IMAGENET_IMAGES)?;
+            let folder = Arc::new(ImageFolder::open(dir.path(), None)?);
+            let mut loader = ImageNetTrainLoader::new(
+                folder,
+                ImageNetNormalization::TORCHVISION,
+                ImageNetAugment::PAPER,
+                LoaderConfig::new(w.batch, 0),
+                LoaderPosition::default(),
+            )?;
+            time(1, runs, || {
+                for _ in 0..IMAGENET_BATCHES_PER_RUN {
+                    loader
+                        .next()
+                        .ok_or_else(|| anyhow::anyhow!("loader stopped"))??;
+                }
+                Ok(())
+            })?
+        }
     };
     let runs = seconds.len();
     let median_seconds = median(seconds);
-    let batches = if w.kind == Kind::Loader {
-        LOADER_BATCHES_PER_RUN
-    } else {
-        1
+    let batches = match w.kind {
+        Kind::Loader => LOADER_BATCHES_PER_RUN,
+        Kind::ImageNetLoader => IMAGENET_BATCHES_PER_RUN,
+        Kind::TrainStep | Kind::Forward => 1,
     };
     let images_per_sec = (batches * w.batch) as f64 / median_seconds;
-    let gflops = (w.kind != Kind::Loader).then(|| {
+    let computes = matches!(w.kind, Kind::TrainStep | Kind::Forward);
+    let gflops = computes.then(|| {
         let macs = count(
             &ArchSpec::from_id(w.arch)
                 .expect("zoo arch")
