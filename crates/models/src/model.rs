@@ -81,12 +81,12 @@ impl Block {
         for (k, conv) in self.convs.iter().enumerate() {
             y = conv.forward_t(&y, train, trace.as_deref_mut())?;
             if k < last {
-                y = y.relu()?;
+                y = resnet_ops::relu(&y)?;
             }
         }
-        let y = match &self.shortcut {
-            ShortcutPath::None => y,
-            ShortcutPath::Identity => (y + x)?,
+        let shortcut = match &self.shortcut {
+            ShortcutPath::None => return Ok(resnet_ops::relu(&y)?),
+            ShortcutPath::Identity => x.clone(),
             ShortcutPath::PadSubsample {
                 stride,
                 pad_before,
@@ -97,11 +97,11 @@ impl Block {
                 } else {
                     x.clone()
                 };
-                (y + s.pad_with_zeros(1, *pad_before, *pad_after)?)?
+                s.pad_with_zeros(1, *pad_before, *pad_after)?
             }
-            ShortcutPath::Projection(conv) => (y + conv.forward_t(x, train, trace)?)?,
+            ShortcutPath::Projection(conv) => conv.forward_t(x, train, trace)?,
         };
-        Ok(y.relu()?)
+        Ok(resnet_ops::add_relu(&y, &shortcut)?)
     }
 
     fn collect(&self, out: &mut Vec<NamedVar>) {
@@ -180,10 +180,7 @@ impl ResNet {
         train: bool,
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
-        let mut y = self
-            .stem
-            .forward_t(x, train, trace.as_deref_mut())?
-            .relu()?;
+        let mut y = resnet_ops::relu(&self.stem.forward_t(x, train, trace.as_deref_mut())?)?;
         if self.stem_max_pool {
             y = resnet_ops::max_pool_3x3_s2(&y)?;
         }

@@ -7,6 +7,7 @@
 //! and a convolution and a batch norm whose CPU forward and backward passes
 //! are fast and use every core.
 
+mod activation;
 mod batch_norm;
 mod conv;
 mod device;
@@ -16,6 +17,7 @@ mod pool;
 #[cfg(test)]
 mod test_util;
 
+pub use activation::{add_relu, relu};
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormOutput};
 pub use conv::conv2d;
 pub use device::DeviceSpec;

@@ -1,0 +1,250 @@
+//! ReLU and the residual join `relu(a + b)` as single-pass CPU kernels.
+//!
+//! candle's `relu` runs on one core and its backward builds a mask with three
+//! temporaries (`zeros_like`, `ge`, a dtype cast) before the multiply; a
+//! residual join adds one more tensor and one more backward node for the sum.
+//! Here each forward is one parallel pass writing one output, and each
+//! backward is one parallel pass `dx = dy where y > 0, else 0` reading the
+//! saved output. Element-wise, so results are bit-identical to candle's and
+//! independent of the thread count, except the gradient where the input is
+//! exactly 0: 0 here, as in PyTorch (candle's `relu` passes it through).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::kernel::{f32_data, has_kernel};
+use crate::OpsError;
+
+/// Elements per parallel task: large enough to amortise scheduling, small
+/// enough to split a CIFAR activation across both cores.
+const CHUNK: usize = 1 << 15;
+
+/// `max(x, 0)`, element-wise.
+///
+/// f32 tensors on the CPU run this crate's kernel, forward and backward;
+/// everything else runs candle's `relu`.
+pub fn relu(x: &Tensor) -> Result<Tensor, OpsError> {
+    if has_kernel(x.device(), x.dtype()) {
+        Ok(x.contiguous()?.apply_op1(Relu)?)
+    } else {
+        Ok(x.relu()?)
+    }
+}
+
+/// `max(a + b, 0)`, element-wise: the join of a residual block. `a` and `b`
+/// must have the same shape.
+///
+/// f32 tensors on the CPU run this crate's kernel, forward and backward;
+/// everything else runs candle's `add` and `relu`.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor, OpsError> {
+    if a.dims() != b.dims() {
+        return Err(OpsError::Incompatible {
+            op: "add_relu",
+            detail: format!("shapes {:?} and {:?} differ", a.dims(), b.dims()),
+        });
+    }
+    let fast = has_kernel(a.device(), a.dtype()) && has_kernel(b.device(), b.dtype());
+    if fast {
+        Ok(a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)?)
+    } else {
+        Ok((a + b)?.relu()?)
+    }
+}
+
+/// Runs `f(out_chunk, offset)` over `len` outputs in parallel chunks.
+fn par_fill(len: usize, f: impl Fn(&mut [f32], usize) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; len];
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(k, chunk)| f(chunk, k * CHUNK));
+    out
+}
+
+/// The forward ReLU.
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_data(self.name(), s, l, l.dims())?;
+        let y = par_fill(x.len(), |out, at| {
+            for (o, v) in out.iter_mut().zip(&x[at..]) {
+                *o = v.max(0.0);
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(dy.contiguous()?.apply_op2_no_bwd(y, &ReluGrad)?))
+    }
+}
+
+/// The forward residual join `max(a + b, 0)`.
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "add_relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sa: &CpuStorage,
+        la: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let a = f32_data(self.name(), sa, la, la.dims())?;
+        let b = f32_data(self.name(), sb, lb, la.dims())?;
+        let y = par_fill(a.len(), |out, at| {
+            for ((o, u), v) in out.iter_mut().zip(&a[at..]).zip(&b[at..]) {
+                *o = (u + v).max(0.0);
+            }
+        });
+        Ok((CpuStorage::F32(y), la.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = dy.contiguous()?.apply_op2_no_bwd(y, &ReluGrad)?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// The ReLU gradient `(dy, y) -> dy where y > 0, else 0`.
+struct ReluGrad;
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "relu_grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sd: &CpuStorage,
+        ld: &Layout,
+        sy: &CpuStorage,
+        ly: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dy = f32_data(self.name(), sd, ld, ld.dims())?;
+        let y = f32_data(self.name(), sy, ly, ld.dims())?;
+        let dx = par_fill(dy.len(), |out, at| {
+            for ((o, g), v) in out.iter_mut().zip(&dy[at..]).zip(&y[at..]) {
+                *o = if *v > 0.0 { *g } else { 0.0 };
+            }
+        });
+        Ok((CpuStorage::F32(dx), ld.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Var;
+
+    use super::*;
+    use crate::test_util::{random, values};
+
+    /// Shapes with odd sizes, one below a chunk, and several chunks with a tail.
+    const SHAPES: [&[usize]; 4] = [
+        &[1, 1, 1, 1],
+        &[3, 5, 7, 9],
+        &[2, 16, 32, 32],
+        &[5, 17, 31, 29],
+    ];
+
+    #[test]
+    fn relu_matches_candle_values_and_gradients() {
+        for (i, shape) in SHAPES.iter().enumerate() {
+            let x = Var::from_tensor(&random(shape, i as u64)).unwrap();
+            let dy = random(shape, 100 + i as u64);
+            let ours = relu(&x).unwrap();
+            let theirs = x.relu().unwrap();
+            assert_eq!(values(&ours), values(&theirs), "relu {shape:?}");
+            let g_ours = (&ours * &dy)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_theirs = (&theirs * &dy)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert_eq!(
+                values(g_ours.get(&x).unwrap()),
+                values(g_theirs.get(&x).unwrap()),
+                "relu gradient {shape:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn add_relu_matches_candle_values_and_both_gradients() {
+        for (i, shape) in SHAPES.iter().enumerate() {
+            let a = Var::from_tensor(&random(shape, i as u64)).unwrap();
+            let b = Var::from_tensor(&random(shape, 10 + i as u64)).unwrap();
+            let dy = random(shape, 100 + i as u64);
+            let ours = add_relu(&a, &b).unwrap();
+            let theirs = (a.as_tensor() + b.as_tensor()).unwrap().relu().unwrap();
+            assert_eq!(values(&ours), values(&theirs), "add_relu {shape:?}");
+            let g_ours = (&ours * &dy)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_theirs = (&theirs * &dy)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, v) in [("a", &a), ("b", &b)] {
+                assert_eq!(
+                    values(g_ours.get(v).unwrap()),
+                    values(g_theirs.get(v).unwrap()),
+                    "add_relu gradient of {name} {shape:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn add_relu_rejects_different_shapes_naming_both() {
+        let err = add_relu(&random(&[1, 2, 3, 3], 0), &random(&[1, 2, 3, 4], 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[1, 2, 3, 3]") && err.contains("[1, 2, 3, 4]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gradient_at_exactly_zero_is_zero_as_in_pytorch() {
+        let x = Var::new(&[-1f32, 0.0, 2.0], &candle_core::Device::Cpu).unwrap();
+        let grads = relu(&x).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(values(grads.get(&x).unwrap()), [0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn non_contiguous_input_gives_the_same_result() {
+        let x = random(&[2, 3, 4, 5], 7);
+        let transposed = x.transpose(2, 3).unwrap();
+        assert_eq!(
+            values(&relu(&transposed).unwrap()),
+            values(&transposed.relu().unwrap())
+        );
+    }
+}
