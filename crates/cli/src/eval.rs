@@ -1,18 +1,31 @@
-//! `resnet eval`: top-1 and top-5 error of trained weights on a CIFAR-10 split.
+//! `resnet eval`: top-1 and top-5 error of trained weights on a CIFAR-10
+//! split, or of one model or an ensemble on an ImageNet-style image folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use resnet_data::{Cifar10, Normalization, Split};
-use resnet_eval::{evaluate, load_weights, resolve_weights};
+use resnet_data::{
+    BadImagePolicy, Cifar10, ImageFolder, ImageNetNormalization, Normalization, Split,
+};
+use resnet_eval::{
+    evaluate, evaluate_folder, load_weights, resolve_weights, EvalReport, Member, TestViews,
+    ViewConfig,
+};
+use resnet_hub::{registry, WeightsSource};
 use resnet_models::ResNet;
 use resnet_ops::DeviceSpec;
 use serde_json::json;
 
 use crate::arch::ArchArgs;
+use crate::weights_source::{load_model, KnownNormalization, LoadedModel};
+
+/// Default images per forward pass on CIFAR-10.
+const CIFAR_BATCH_SIZE: usize = 256;
+/// Default views per forward pass on image folders (ImageNet-sized inputs).
+const FOLDER_BATCH_SIZE: usize = 32;
 
 /// Which images of the dataset to evaluate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,31 +64,72 @@ pub struct EvalArgs {
     #[command(flatten)]
     arch: ArchArgs,
     /// Trained weights: a safetensors file (final weights or a checkpoint), or
-    /// a run folder, meaning its model.safetensors.
+    /// a run folder, meaning its model.safetensors. On image folders also a
+    /// PyTorch .pth file or `hf:OWNER/REPO[/FILE][@REV]` (fetched into the
+    /// Hugging Face cache; known hub weights bring their preprocessing).
     #[arg(long)]
-    weights: PathBuf,
-    /// CIFAR-10 folder (the official binary files, or a folder holding cifar-10-batches-bin/).
+    weights: String,
+    /// Image folders only: more models for an ensemble, whose softmax is
+    /// averaged with that of --weights. Comma-separated entries
+    /// `ARCH=WEIGHTS` (e.g. `resnet101=hf:timm/resnet101.tv_in1k`), or just
+    /// `WEIGHTS`: of the registry's architecture for known hub weights, else
+    /// of --arch. --shortcut, --stride-placement and --num-classes apply to
+    /// every model; each keeps its own preprocessing and normalisation.
+    #[arg(long, value_name = "[ARCH=]WEIGHTS,...", value_delimiter = ',')]
+    ensemble: Vec<String>,
+    /// A CIFAR-10 folder (the official binary files, or a folder holding
+    /// cifar-10-batches-bin/); anything else is read as an image folder of
+    /// JPEG and PNG files: ROOT/<class>/<image> (classes are the sorted
+    /// sub-folders, or those of --classes), or a flat folder with --labels.
     #[arg(long)]
     data: PathBuf,
-    /// Split to evaluate: test, val (the last --val-size training images) or
-    /// train (the training images before those).
-    #[arg(long, default_value = "test")]
-    split: SplitChoice,
-    /// Training images held out as the validation split, taken from the end
-    /// (the paper's is 5000; 0, the default, holds none out, so `--split val`
-    /// needs it set).
+    /// Image folders: the label file of a flat --data folder, one
+    /// `<file name> <class>` per line, the class an index or a name of --classes.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Image folders: a class-list file, one class name per line in label
+    /// order (with class sub-folders: which to use; with --labels: the class
+    /// names its lines may use).
+    #[arg(long, value_name = "FILE")]
+    classes: Option<PathBuf>,
+    /// Image folders: average the softmax over ten crops (the four corners and
+    /// the centre, and their mirror images) instead of the centre crop alone.
+    #[arg(long, conflicts_with = "multi_scale")]
+    ten_crop: bool,
+    /// Image folders: average the softmax over the whole image resized to each
+    /// shorter side of --scales (fully convolutional) instead of the centre crop.
+    #[arg(long)]
+    multi_scale: bool,
+    /// Shorter sides of --multi-scale [default: 224,256,384,480,640, the paper's].
+    #[arg(
+        long,
+        value_name = "S1,S2,...",
+        value_delimiter = ',',
+        requires = "multi_scale"
+    )]
+    scales: Option<Vec<u32>>,
+    /// CIFAR-10 only: split to evaluate: test (the default), val (the last
+    /// --val-size training images) or train (the training images before those).
+    #[arg(long)]
+    split: Option<SplitChoice>,
+    /// CIFAR-10 only: training images held out as the validation split, taken
+    /// from the end (the paper's is 5000; 0, the default, holds none out, so
+    /// `--split val` needs it set).
     #[arg(long, default_value_t = 0)]
     val_size: usize,
     /// Per-channel input mean R,G,B in 0..1 pixel units (torchvision Normalize);
-    /// with --std, overrides the normalisation stored in the weights.
+    /// with --std, overrides the normalisation stored in the weights (and the
+    /// registry's, for every model). On image folders, weights with no known
+    /// normalisation use torchvision's ImageNet mean and std, with a warning.
     #[arg(long, value_name = "R,G,B")]
     mean: Option<String>,
     /// Per-channel input standard deviation R,G,B in 0..1 pixel units, each > 0.
     #[arg(long, value_name = "R,G,B")]
     std: Option<String>,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
+    /// Images per forward pass; on image folders, views per forward pass
+    /// [default: 256 for CIFAR-10, 32 for image folders].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Threads preparing batches.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -98,8 +152,8 @@ fn parse_rgb(flag: &str, value: &str) -> Result<[f32; 3]> {
     <[f32; 3]>::try_from(numbers).map_err(|_| bad())
 }
 
-/// The normalisation given by --mean and --std, if any.
-fn flag_normalization(mean: Option<&str>, std: Option<&str>) -> Result<Option<Normalization>> {
+/// The per-channel `(mean, std)` given by --mean and --std, if any.
+fn flag_channels(mean: Option<&str>, std: Option<&str>) -> Result<Option<([f32; 3], [f32; 3])>> {
     match (mean, std) {
         (None, None) => Ok(None),
         (Some(_), None) => bail!("--mean needs --std too (both R,G,B in 0..1 pixel units)"),
@@ -111,10 +165,7 @@ fn flag_normalization(mean: Option<&str>, std: Option<&str>) -> Result<Option<No
                 std_values.iter().all(|s| *s > 0.0),
                 "--std `{std}`: every standard deviation must be > 0"
             );
-            Ok(Some(Normalization::PerChannel {
-                mean,
-                std: std_values,
-            }))
+            Ok(Some((mean, std_values)))
         }
     }
 }
@@ -135,19 +186,53 @@ fn select_split(data: Cifar10, choice: SplitChoice, val_size: usize) -> Result<S
     })
 }
 
-/// Evaluates the weights and prints the result.
+/// Evaluates the weights on a CIFAR-10 split or an image folder and prints the result.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let spec = args.arch.spec()?;
-    let flags = flag_normalization(args.mean.as_deref(), args.std.as_deref())?;
     ensure!(
-        args.split != SplitChoice::Val || args.val_size > 0,
+        args.batch_size != Some(0),
+        "--batch-size must be at least 1"
+    );
+    ensure!(args.threads > 0, "--threads must be at least 1");
+    if Cifar10::locate(&args.data).is_ok() {
+        run_cifar(args)
+    } else {
+        run_folder(args)
+    }
+}
+
+/// Evaluates the weights on a CIFAR-10 split.
+fn run_cifar(args: &EvalArgs) -> Result<()> {
+    let folder_only = [
+        ("--ensemble", !args.ensemble.is_empty()),
+        ("--ten-crop", args.ten_crop),
+        ("--multi-scale", args.multi_scale),
+        ("--labels", args.labels.is_some()),
+        ("--classes", args.classes.is_some()),
+    ];
+    if let Some((flag, _)) = folder_only.iter().find(|(_, given)| *given) {
+        bail!(
+            "{flag} applies to image folders, but {} is a CIFAR-10 folder",
+            args.data.display()
+        );
+    }
+    let spec = args.arch.spec()?;
+    let flags = flag_channels(args.mean.as_deref(), args.std.as_deref())?
+        .map(|(mean, std)| Normalization::PerChannel { mean, std });
+    let split_choice = args.split.unwrap_or(SplitChoice::Test);
+    ensure!(
+        split_choice != SplitChoice::Val || args.val_size > 0,
         "--split val needs --val-size N > 0 (the last N training images)"
     );
-    ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    ensure!(args.threads > 0, "--threads must be at least 1");
+    if let WeightsSource::Hf(_) = WeightsSource::parse(&args.weights)? {
+        bail!(
+            "--weights {}: hub weights are ImageNet models; on CIFAR-10 pass a local \
+             weights file or run folder",
+            args.weights
+        );
+    }
     let device = args.device.parse::<DeviceSpec>()?.open()?;
 
-    let weights = resolve_weights(&args.weights)?;
+    let weights = resolve_weights(Path::new(&args.weights))?;
     let model = ResNet::new(&spec, 0, &device)?;
     let stored = load_weights(&model, &weights)?;
     let Some(norm) = flags.or(stored) else {
@@ -159,13 +244,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
 
     let data = Cifar10::load(&args.data)?;
-    let split = select_split(data, args.split, args.val_size)?;
+    let split = select_split(data, split_choice, args.val_size)?;
     let images = split.len();
     let report = evaluate(
         &model,
         Arc::new(split),
         &norm,
-        args.batch_size,
+        args.batch_size.unwrap_or(CIFAR_BATCH_SIZE),
         args.threads,
         &device,
     )
@@ -175,7 +260,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let out = json!({
             "arch": spec.id,
             "weights": weights.display().to_string(),
-            "split": args.split.name(),
+            "split": split_choice.name(),
             "images": report.images,
             "top1_error": report.top1_error,
             "top5_error": report.top5_error,
@@ -186,7 +271,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         println!(
             "{} on {} ({} images): top-1 error {:.2}%, top-5 error {:.2}%, loss {:.4}",
             spec.id,
-            args.split.name(),
+            split_choice.name(),
             report.images,
             100.0 * report.top1_error,
             100.0 * report.top5_error,
@@ -194,6 +279,240 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Evaluates one model or an ensemble on an image folder.
+fn run_folder(args: &EvalArgs) -> Result<()> {
+    let data = args.data.display();
+    ensure!(
+        args.split.is_none(),
+        "--split applies to CIFAR-10 only: {data} is read as an image folder"
+    );
+    ensure!(
+        args.val_size == 0,
+        "--val-size applies to CIFAR-10 only: {data} is read as an image folder"
+    );
+    let views = test_views(args)?;
+    let flags = flag_channels(args.mean.as_deref(), args.std.as_deref())?
+        .map(|(mean, std)| ImageNetNormalization::PerChannel { mean, std });
+    let models = model_list(args)?;
+    let folder = open_folder(args, args.arch.spec()?.num_classes)?;
+    let device = args.device.parse::<DeviceSpec>()?.open()?;
+
+    let mut loaded = Vec::with_capacity(models.len());
+    for (i, (arch, weights)) in models.iter().enumerate() {
+        let model = load_model(arch, weights, &device);
+        loaded.push(if i == 0 {
+            model?
+        } else {
+            model.with_context(|| format!("--ensemble entry `{}`", args.ensemble[i - 1]))?
+        });
+    }
+    let members = loaded
+        .iter()
+        .map(|l| {
+            Ok(Member {
+                model: &l.model,
+                views: ViewConfig {
+                    geometry: l.geometry(),
+                    normalization: member_normalization(l, flags.as_ref())?,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let images = folder.len();
+    let batch_size = args.batch_size.unwrap_or(FOLDER_BATCH_SIZE);
+    let report = evaluate_folder(
+        &members,
+        Arc::new(folder),
+        &views,
+        batch_size,
+        args.threads,
+        &device,
+    )
+    .with_context(|| format!("evaluating on the {images} images of {data}"))?;
+
+    print_folder_report(args, &loaded, &views, &report);
+    Ok(())
+}
+
+/// Prints the result of [`run_folder`]: one JSON object or one line of text.
+fn print_folder_report(
+    args: &EvalArgs,
+    loaded: &[LoadedModel],
+    views: &TestViews,
+    report: &EvalReport,
+) {
+    let data = args.data.display();
+    let archs: Vec<&str> = loaded.iter().map(|l| l.model.spec().id.as_str()).collect();
+    if args.json {
+        let models: Vec<_> = loaded
+            .iter()
+            .map(|l| json!({"arch": l.model.spec().id, "weights": l.weights}))
+            .collect();
+        let scales = match views {
+            TestViews::MultiScale(scales) => json!(scales),
+            _ => serde_json::Value::Null,
+        };
+        let out = json!({
+            "arch": archs[0],
+            "weights": loaded[0].weights,
+            "models": models,
+            "data": data.to_string(),
+            "views": views.name(),
+            "scales": scales,
+            "images": report.images,
+            "top1_error": report.top1_error,
+            "top5_error": report.top5_error,
+            "loss": report.loss,
+        });
+        println!("{out}");
+    } else {
+        let name = if archs.len() == 1 {
+            archs[0].to_string()
+        } else {
+            format!("ensemble of {}", archs.join(" + "))
+        };
+        println!(
+            "{name} on {data} ({} images, {}): top-1 error {:.2}%, top-5 error {:.2}%, loss {:.4}",
+            report.images,
+            views.name(),
+            100.0 * report.top1_error,
+            100.0 * report.top5_error,
+            report.loss
+        );
+    }
+}
+
+/// The views --ten-crop, --multi-scale and --scales ask for (the centre crop by default).
+fn test_views(args: &EvalArgs) -> Result<TestViews> {
+    Ok(match (args.ten_crop, args.multi_scale, &args.scales) {
+        (true, _, _) => TestViews::TenCrop,
+        (false, true, None) => TestViews::paper_multi_scale(),
+        (false, true, Some(scales)) => {
+            ensure!(
+                !scales.is_empty() && !scales.contains(&0),
+                "--scales: expected shorter sides > 0, e.g. 224,256,384,480,640"
+            );
+            TestViews::MultiScale(scales.clone())
+        }
+        (false, false, _) => TestViews::Center,
+    })
+}
+
+/// The models to evaluate, as (architecture flags, weights): --arch with
+/// --weights, then each --ensemble entry.
+fn model_list(args: &EvalArgs) -> Result<Vec<(ArchArgs, String)>> {
+    let mut models = vec![(args.arch.clone(), args.weights.clone())];
+    for entry in &args.ensemble {
+        let (arch, weights) = match entry.split_once('=') {
+            Some((arch, weights)) if is_arch_id(arch) => (arch.to_string(), weights.to_string()),
+            _ => {
+                let source = WeightsSource::parse(entry)
+                    .with_context(|| format!("--ensemble entry `{entry}`"))?;
+                let known = registry::find_source(&source).map(|e| e.arch.to_string());
+                (
+                    known.unwrap_or_else(|| args.arch.arch.clone()),
+                    entry.clone(),
+                )
+            }
+        };
+        ensure!(
+            !weights.is_empty(),
+            "--ensemble entry `{entry}`: expected [ARCH=]WEIGHTS"
+        );
+        let arch = ArchArgs {
+            arch,
+            ..args.arch.clone()
+        };
+        models.push((arch, weights));
+    }
+    Ok(models)
+}
+
+/// Whether `text` looks like an architecture id (letters, digits, `-`, `_`),
+/// not like a path or a hub spec.
+fn is_arch_id(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
+/// Opens --data as an image folder: class sub-folders, or flat with --labels
+/// (whose labels are class indices below `num_classes` unless --classes names them).
+fn open_folder(args: &EvalArgs, num_classes: usize) -> Result<ImageFolder> {
+    let folder = match &args.labels {
+        Some(labels) => {
+            let classes = match &args.classes {
+                Some(file) => read_class_list(file)?,
+                None => (0..num_classes).map(|i| i.to_string()).collect(),
+            };
+            ImageFolder::open_flat(&args.data, labels, &classes, BadImagePolicy::Reject)
+        }
+        None => ImageFolder::open(&args.data, args.classes.as_deref()),
+    };
+    folder.with_context(|| {
+        format!(
+            "{} is not a CIFAR-10 folder, and reading it as an image folder failed",
+            args.data.display()
+        )
+    })
+}
+
+/// The class names of a class-list file: one per line, blank lines and `#`
+/// lines ignored; at least one, no duplicates.
+fn read_class_list(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--classes: reading {}", path.display()))?;
+    let mut classes: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let name = line.trim();
+        if name.is_empty() || name.starts_with('#') {
+            continue;
+        }
+        ensure!(
+            !classes.iter().any(|c| c == name),
+            "{}:{}: class {name:?} is listed twice",
+            path.display(),
+            i + 1
+        );
+        classes.push(name.to_string());
+    }
+    ensure!(
+        !classes.is_empty(),
+        "{}: no class names (expected one per line)",
+        path.display()
+    );
+    Ok(classes)
+}
+
+/// The normalisation of one model: --mean/--std if given, else what the
+/// weights or the registry say, else torchvision's (with a warning). A stored
+/// CIFAR-10 mean image does not fit image-folder views: an error naming the file.
+fn member_normalization(
+    loaded: &LoadedModel,
+    flags: Option<&ImageNetNormalization>,
+) -> Result<ImageNetNormalization> {
+    if let Some(flags) = flags {
+        return Ok(flags.clone());
+    }
+    match &loaded.normalization {
+        KnownNormalization::Known(norm) => Ok(norm.clone()),
+        KnownNormalization::CifarMeanImage(_) => bail!(
+            "{} stores a CIFAR-10 per-pixel mean image (32x32), which does not apply to \
+             image-folder views; pass --mean R,G,B and --std R,G,B",
+            loaded.weights
+        ),
+        KnownNormalization::Unknown => {
+            tracing::warn!(
+                "{}: no input normalization known; using torchvision's ImageNet mean and std \
+                 (pass --mean R,G,B and --std R,G,B to choose)",
+                loaded.weights
+            );
+            Ok(ImageNetNormalization::TORCHVISION)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,13 +529,105 @@ mod tests {
             let err = parse_rgb("--mean", bad).unwrap_err().to_string();
             assert!(err.starts_with("--mean"), "{err}");
         }
-        let err = flag_normalization(Some("0,0,0"), Some("1,0,1"))
+        let err = flag_channels(Some("0,0,0"), Some("1,0,1"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("--std"), "{err}");
-        assert!(flag_normalization(Some("0,0,0"), None).is_err());
-        assert!(flag_normalization(None, Some("1,1,1")).is_err());
-        assert_eq!(flag_normalization(None, None).unwrap(), None);
+        assert!(flag_channels(Some("0,0,0"), None).is_err());
+        assert!(flag_channels(None, Some("1,1,1")).is_err());
+        assert_eq!(flag_channels(None, None).unwrap(), None);
+        assert_eq!(
+            flag_channels(Some("0,0.5,1"), Some("1,2,3")).unwrap(),
+            Some(([0.0, 0.5, 1.0], [1.0, 2.0, 3.0]))
+        );
+    }
+
+    /// `resnet eval` flags as parsed from `args`.
+    fn parse(args: &[&str]) -> std::result::Result<EvalArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            eval: EvalArgs,
+        }
+        let args = [
+            "eval",
+            "--data",
+            "d",
+            "--arch",
+            "resnet20",
+            "--weights",
+            "w",
+        ]
+        .iter()
+        .chain(args);
+        <Command as clap::Parser>::try_parse_from(args).map(|c| c.eval)
+    }
+
+    #[test]
+    fn ensemble_entries_take_their_arch_from_the_entry_the_registry_or_arch() {
+        let args = parse(&[
+            "--ensemble",
+            "resnet32=b.safetensors,c,hf:timm/resnet50.tv_in1k",
+            "--ensemble",
+            "./x=y.safetensors",
+            "--num-classes",
+            "7",
+        ])
+        .unwrap();
+        let models = model_list(&args).unwrap();
+        let got: Vec<(&str, &str)> = models
+            .iter()
+            .map(|(a, w)| (a.arch.as_str(), w.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("resnet20", "w"),
+                ("resnet32", "b.safetensors"),
+                ("resnet20", "c"),
+                ("resnet50", "hf:timm/resnet50.tv_in1k"),
+                ("resnet20", "./x=y.safetensors"),
+            ]
+        );
+        assert!(models.iter().all(|(a, _)| a.num_classes == Some(7)));
+        let err = model_list(&parse(&["--ensemble", "resnet32="]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`resnet32=`: expected [ARCH=]WEIGHTS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn view_flags_exclude_each_other_and_scales_need_multi_scale() {
+        assert!(parse(&["--ten-crop"]).unwrap().ten_crop);
+        let args = parse(&["--multi-scale", "--scales", "32,48"]).unwrap();
+        assert_eq!(args.scales, Some(vec![32, 48]));
+        let err = parse(&["--ten-crop", "--multi-scale"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--ten-crop") && err.contains("--multi-scale"),
+            "{err}"
+        );
+        assert!(parse(&["--scales", "32"]).is_err());
+    }
+
+    #[test]
+    fn class_lists_skip_blanks_and_comments_and_reject_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("classes.txt");
+        std::fs::write(&file, "# synsets\nn01\n\n  n02  \n").unwrap();
+        assert_eq!(read_class_list(&file).unwrap(), ["n01", "n02"]);
+        std::fs::write(&file, "n01\nn02\nn01\n").unwrap();
+        let err = read_class_list(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("classes.txt:3: class \"n01\" is listed twice"),
+            "{err}"
+        );
+        std::fs::write(&file, "# none\n").unwrap();
+        assert!(read_class_list(&file).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod eval;
 mod info;
 mod predict;
 mod train;
+mod weights_source;
 
 use clap::{Parser, Subcommand};
 
@@ -21,7 +22,7 @@ struct Cli {
 enum Command {
     /// Print an architecture's layer table, parameter count and FLOPs.
     Info(info::InfoArgs),
-    /// Evaluate weights on a CIFAR-10 split: top-1 and top-5 error.
+    /// Evaluate weights on a CIFAR-10 split or an image folder: top-1 and top-5 error.
     Eval(eval::EvalArgs),
     /// Classify images with an ImageNet model: top-5 classes with probabilities.
     Predict(predict::PredictArgs),

@@ -5,18 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
-use resnet_data::{
-    load_rgb, resize_shorter_side, ImageNetNormalization, Normalization, PixelMean, IMAGENET_MEAN,
-    IMAGENET_STD,
-};
-use resnet_eval::{load_weights, resolve_weights, NORMALIZATION_PREFIX};
-use resnet_hub::registry::{Entry, Interpolation, Preprocessing};
-use resnet_hub::{load_pretrained, read_tensors, WeightsSource};
+use resnet_data::{load_rgb, ImageNetNormalization, PixelMean, TestViews, ViewConfig};
 use resnet_models::ResNet;
 use resnet_ops::DeviceSpec;
 use serde_json::json;
 
 use crate::arch::ArchArgs;
+use crate::weights_source::{load_model, KnownNormalization};
 
 /// The 1000 ImageNet-1k class names, one per line in index order (torchvision's list).
 const IMAGENET_CLASSES: &str = include_str!("../imagenet_classes.txt");
@@ -47,34 +42,18 @@ pub struct PredictArgs {
 /// Classifies every image and prints its top classes.
 pub fn run(args: &PredictArgs) -> Result<()> {
     ensure!(args.top > 0, "--top must be at least 1");
-    let source = WeightsSource::parse(&args.weights)?;
-    let entry = resnet_hub::registry::find_source(&source);
-    let mut spec = args.arch.spec()?;
-    if let Some(entry) = entry {
-        ensure!(
-            spec.id == entry.arch,
-            "--arch {} does not fit {} ({} weights)",
-            spec.id,
-            args.weights,
-            entry.arch
-        );
-        ensure!(
-            args.arch.stride_placement.is_none() || spec.stride_placement == entry.stride_placement,
-            "--stride-placement {} contradicts {}: its weights use {}",
-            spec.stride_placement,
-            entry.name,
-            entry.stride_placement
-        );
-        spec = spec.with_stride_placement(entry.stride_placement);
-    }
     let device = args.device.parse::<DeviceSpec>()?.open()?;
-    let model = ResNet::new(&spec, 0, &device)?;
-    let (preprocessing, norm) = load(&model, source, entry)?;
+    let loaded = load_model(&args.arch, &args.weights, &device)?;
+    let config = ViewConfig {
+        geometry: loaded.geometry(),
+        normalization: normalization(&loaded.normalization)?,
+    };
+    let model = &loaded.model;
     let names: Vec<&str> = IMAGENET_CLASSES.lines().collect();
-    let names = (spec.num_classes == names.len()).then_some(names);
+    let names = (model.spec().num_classes == names.len()).then_some(names);
 
     for path in &args.images {
-        let probabilities = classify(&model, path, &preprocessing, &norm, &device)?;
+        let probabilities = classify(model, path, &config, &device)?;
         let top = top_k(&probabilities, args.top);
         let name = |class: usize| names.as_ref().map(|n| n[class]);
         if args.json {
@@ -97,100 +76,29 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads the weights into `model`; returns the preprocessing they expect.
-///
-/// Our own weights files (with `normalization.*` tensors) go through
-/// [`resnet_eval::load_weights`] and keep their normalisation; everything else
-/// through [`resnet_hub::load_pretrained`], with the registry's preprocessing
-/// for known weights and torchvision's otherwise.
-fn load(
-    model: &ResNet,
-    source: WeightsSource,
-    entry: Option<&Entry>,
-) -> Result<(Preprocessing, ImageNetNormalization)> {
-    let source = match source {
-        WeightsSource::Local(path) => {
-            let path = resolve_weights(&path)?;
-            let tensors = read_tensors(&path)?;
-            if tensors.keys().any(|k| k.starts_with(NORMALIZATION_PREFIX)) {
-                let stored = load_weights(model, &path)?;
-                let norm = stored.map(imagenet_normalization).transpose()?;
-                let default = default_preprocessing(model.spec().input_size);
-                return Ok((default, norm.unwrap_or(ImageNetNormalization::TORCHVISION)));
-            }
-            WeightsSource::Local(path)
-        }
-        hf => hf,
-    };
-    load_pretrained(model, &source, None)?;
-    let preprocessing = entry.map_or_else(
-        || default_preprocessing(model.spec().input_size),
-        |e| e.preprocessing,
-    );
-    let norm = ImageNetNormalization::PerChannel {
-        mean: preprocessing.mean,
-        std: preprocessing.std,
-    };
-    Ok((preprocessing, norm))
-}
-
-/// torchvision's evaluation transform for a `crop` x `crop` input: shorter
-/// side `crop / 0.875` (256 for 224), center crop, ImageNet mean and std.
-fn default_preprocessing(crop: usize) -> Preprocessing {
-    Preprocessing {
-        crop_pct: 0.875,
-        crop,
-        interpolation: Interpolation::Bilinear,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-    }
-}
-
-/// The stored normalisation of our own weights, for views of any size.
-fn imagenet_normalization(norm: Normalization) -> Result<ImageNetNormalization> {
-    Ok(match norm {
-        Normalization::PerChannel { mean, std } => ImageNetNormalization::PerChannel { mean, std },
-        Normalization::PerPixelMean(mean) => {
+/// The normalisation to classify with: the known one; a stored CIFAR-10 mean
+/// image as a per-pixel mean (views of other sizes subtract its channel
+/// averages); torchvision's when nothing is known.
+fn normalization(known: &KnownNormalization) -> Result<ImageNetNormalization> {
+    Ok(match known {
+        KnownNormalization::Known(norm) => norm.clone(),
+        KnownNormalization::CifarMeanImage(mean) => {
             let side = ((mean.values().len() / 3) as f64).sqrt() as usize;
             let values = mean.values().to_vec();
             ImageNetNormalization::PerPixelMean(PixelMean::from_values(side, side, values)?)
         }
+        KnownNormalization::Unknown => ImageNetNormalization::TORCHVISION,
     })
 }
 
-/// Softmax probabilities of every class for the image at `path`.
-///
-/// The image's shorter side is resized to [`Preprocessing::resize`] with the
-/// data crate's triangle (bilinear, antialiased) filter, whatever the
-/// preprocessing's interpolation: bicubic weights are approximated.
-fn classify(
-    model: &ResNet,
-    path: &Path,
-    preprocessing: &Preprocessing,
-    norm: &ImageNetNormalization,
-    device: &Device,
-) -> Result<Vec<f32>> {
+/// Softmax probabilities of every class for the centre view of the image at `path`.
+fn classify(model: &ResNet, path: &Path, config: &ViewConfig, device: &Device) -> Result<Vec<f32>> {
     let image = load_rgb(path).with_context(|| format!("reading image {}", path.display()))?;
-    let crop = preprocessing.crop;
-    let resize = preprocessing.resize().max(crop);
-    let resized = resize_shorter_side(&image, resize as u32);
-    let (width, height) = (resized.width() as usize, resized.height() as usize);
-    if width < crop || height < crop {
-        bail!("{}: too small to crop {crop}x{crop}", path.display());
-    }
-    let (left, top) = ((width - crop) / 2, (height - crop) / 2);
-    let raw = resized.as_raw();
-    let mut view = vec![0f32; 3 * crop * crop];
-    for (c, plane) in view.chunks_exact_mut(crop * crop).enumerate() {
-        for (y, row) in plane.chunks_exact_mut(crop).enumerate() {
-            let start = ((top + y) * width + left) * 3 + c;
-            for (v, &byte) in row.iter_mut().zip(raw[start..].iter().step_by(3)) {
-                *v = f32::from(byte) / 255.0;
-            }
-        }
-    }
-    norm.apply(&mut view, crop, crop);
-    let input = Tensor::from_vec(view, (1, 3, crop, crop), device)?;
+    let views = TestViews::Center.of(&image, config);
+    let Some(view) = views.first() else {
+        bail!("{}: no centre view", path.display());
+    };
+    let input = Tensor::from_slice(&view.data, (1, 3, view.height, view.width), device)?;
     let logits = model.forward_t(&input, false)?;
     Ok(softmax(&logits.flatten_all()?.to_vec1::<f32>()?))
 }
@@ -227,10 +135,5 @@ mod tests {
         assert_eq!(names.len(), 1000);
         assert_eq!(names[0], "tench");
         assert_eq!(names[207], "golden retriever");
-    }
-
-    #[test]
-    fn default_preprocessing_is_torchvision_resize_256_crop_224() {
-        assert_eq!(default_preprocessing(224).resize(), 256);
     }
 }

@@ -175,3 +175,272 @@ fn bad_flags_weights_and_data_are_one_clear_line_each() {
         fails_with(&args, &needle);
     }
 }
+
+/// A `w x h` PNG of gradients plus seeded noise at `path`, creating its folder.
+fn write_png(path: &Path, w: u32, h: u32, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+    let image = image::RgbImage::from_fn(w, h, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, (state >> 24) as u8])
+    });
+    image.save(path).unwrap();
+}
+
+/// `dir/images/{a,b}/*.png`: four small images of two classes; returns the root.
+fn image_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("images");
+    write_png(&root.join("a/1.png"), 40, 30, 1);
+    write_png(&root.join("a/2.png"), 30, 40, 2);
+    write_png(&root.join("b/3.png"), 48, 36, 3);
+    write_png(&root.join("b/4.png"), 40, 30, 4);
+    root
+}
+
+/// Runs `resnet eval --arch resnet20` with `args`, expects success, parses its JSON.
+fn eval_json(args: &[&str]) -> serde_json::Value {
+    let out = resnet(&[&["eval", "--arch", "resnet20", "--json"][..], args].concat());
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn image_folders_report_center_crop_and_ten_crop_errors() {
+    let dir = weights();
+    let run = dir.path().join("run");
+    let root = image_folder(dir.path());
+    let (run, root) = (run.to_str().unwrap(), root.to_str().unwrap());
+    let base = ["--weights", run, "--data", root, "--batch-size", "3"];
+
+    let center = eval_json(&base);
+    assert_eq!(center["images"], 4, "{center}");
+    assert_eq!(center["views"], "center crop", "{center}");
+    assert_eq!(center["arch"], "resnet20", "{center}");
+    assert_eq!(center["data"], root, "{center}");
+    assert!(center["weights"].as_str().unwrap().ends_with(MODEL_FILE));
+    assert_eq!(center["models"].as_array().unwrap().len(), 1, "{center}");
+    assert!(center["scales"].is_null(), "{center}");
+    for key in ["top1_error", "top5_error"] {
+        let e = center[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&e), "{center}");
+    }
+    assert!(center["loss"].as_f64().unwrap() > 0.0, "{center}");
+
+    let ten = eval_json(&[&base[..], &["--ten-crop"]].concat());
+    assert_eq!(ten["views"], "ten-crop", "{ten}");
+    assert_eq!(ten["images"], 4, "{ten}");
+    assert_ne!(ten["loss"], center["loss"], "ten crops scored as one");
+
+    let scales = eval_json(&[&base[..], &["--multi-scale", "--scales", "32,40"]].concat());
+    assert_eq!(scales["views"], "multi-scale", "{scales}");
+    assert_eq!(scales["scales"], serde_json::json!([32, 40]), "{scales}");
+
+    let out = resnet(&[
+        "eval",
+        "--arch",
+        "resnet20",
+        "--ten-crop",
+        "--weights",
+        run,
+        "--data",
+        root,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let head = format!("resnet20 on {root} (4 images, ten-crop): top-1 error ");
+    assert!(text.starts_with(&head), "{text}");
+}
+
+#[test]
+fn an_ensemble_of_the_same_weights_scores_as_one_model() {
+    let dir = weights();
+    let run = dir.path().join("run");
+    let root = image_folder(dir.path());
+    let (run, root) = (run.to_str().unwrap(), root.to_str().unwrap());
+    let base = ["--weights", run, "--data", root, "--ten-crop"];
+    let single = eval_json(&base);
+    let entries = format!("resnet20={run},{run}");
+    let ensemble = eval_json(&[&base[..], &["--ensemble", &entries]].concat());
+    let models = ensemble["models"].as_array().unwrap();
+    assert_eq!(models.len(), 3, "{ensemble}");
+    assert!(models.iter().all(|m| m["arch"] == "resnet20"), "{ensemble}");
+    for key in ["images", "top1_error", "top5_error"] {
+        assert_eq!(single[key], ensemble[key], "{key}: {single} {ensemble}");
+    }
+    let (a, b) = (
+        single["loss"].as_f64().unwrap(),
+        ensemble["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-9, "{single} {ensemble}");
+
+    let out = resnet(&[
+        "eval",
+        "--arch",
+        "resnet20",
+        "--weights",
+        run,
+        "--data",
+        root,
+        "--ensemble",
+        run,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("ensemble of resnet20 + resnet20 on "),
+        "{text}"
+    );
+}
+
+#[test]
+fn flat_folders_take_labels_by_index_or_by_class_name() {
+    let dir = weights();
+    let run = dir.path().join("run");
+    let flat = dir.path().join("flat");
+    for (i, name) in ["x.png", "y.png", "z.png"].iter().enumerate() {
+        write_png(&flat.join(name), 40, 30, i as u32);
+    }
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "x.png 1\ny.png cat\nz.png dog\n").unwrap();
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "# names\ncat\ndog\n").unwrap();
+    let (run, flat, labels, classes) = (
+        run.to_str().unwrap(),
+        flat.to_str().unwrap(),
+        labels.to_str().unwrap(),
+        classes.to_str().unwrap(),
+    );
+    let base = ["--weights", run, "--data", flat, "--labels", labels];
+    let v = eval_json(&[&base[..], &["--classes", classes]].concat());
+    assert_eq!(v["images"], 3, "{v}");
+    // Without --classes, labels are class indices: `cat` is not one.
+    fails_with(
+        &[&["eval", "--arch", "resnet20"][..], &base[..]].concat(),
+        "unknown class \"cat\": expected a class name or an index below 10",
+    );
+}
+
+#[test]
+fn image_folder_weights_without_normalization_use_torchvision_with_a_warning() {
+    let dir = weights();
+    let bare = dir.path().join("bare.safetensors");
+    let root = image_folder(dir.path());
+    let out = resnet(&[
+        "eval",
+        "--arch",
+        "resnet20",
+        "--weights",
+        bare.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bare.safetensors: no input normalization known; using torchvision's"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_image_folder_flags_weights_and_files_are_one_clear_line_each() {
+    let dir = weights();
+    let run = dir.path().join("run");
+    let root = image_folder(dir.path());
+    let cifar_mean = dir.path().join("cifar-mean.safetensors");
+    let model = ResNet::new(&ArchSpec::from_id("resnet20").unwrap(), 7, &Device::Cpu).unwrap();
+    let mean = resnet_data::MeanImage::from_values(vec![0.5; 3072]).unwrap();
+    save_weights(
+        &model,
+        Some(&Normalization::PerPixelMean(mean)),
+        &cifar_mean,
+    )
+    .unwrap();
+    let (run, root, cifar_mean, cifar) = (
+        run.to_str().unwrap(),
+        root.to_str().unwrap(),
+        cifar_mean.to_str().unwrap(),
+        sample(),
+    );
+    let cifar = cifar.to_str().unwrap();
+    let eval = |extra: &[&str], data: &str| -> Vec<String> {
+        let mut args = vec![
+            "eval",
+            "--arch",
+            "resnet20",
+            "--weights",
+            run,
+            "--data",
+            data,
+        ];
+        args.extend(extra);
+        args.into_iter().map(String::from).collect()
+    };
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            eval(&["--ten-crop", "--multi-scale"], root),
+            "'--ten-crop' cannot be used with '--multi-scale'".into(),
+        ),
+        (
+            eval(&["--scales", "32"], root),
+            "required arguments were not provided".into(),
+        ),
+        (
+            eval(&["--ten-crop"], cifar),
+            format!("--ten-crop applies to image folders, but {cifar} is a CIFAR-10 folder"),
+        ),
+        (
+            eval(&["--ensemble", run], cifar),
+            "--ensemble applies to image folders".into(),
+        ),
+        (
+            eval(&["--split", "test"], root),
+            "--split applies to CIFAR-10 only".into(),
+        ),
+        (
+            eval(&["--multi-scale", "--scales", "32,0"], root),
+            "--scales: expected shorter sides > 0".into(),
+        ),
+        (
+            eval(&["--ensemble", "resnet21=x.safetensors"], root),
+            "unknown architecture `resnet21`".into(),
+        ),
+        (
+            eval(&["--ensemble", &format!("resnet32={run}")], root),
+            format!("--ensemble entry `resnet32={run}`"),
+        ),
+        (
+            vec![
+                "eval",
+                "--arch",
+                "resnet20",
+                "--weights",
+                cifar_mean,
+                "--data",
+                root,
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            format!("{cifar_mean} stores a CIFAR-10 per-pixel mean image"),
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&args, &needle);
+    }
+
+    // An image whose pixel data is cut short: named when it fails to decode.
+    let broken = Path::new(root).join("b/3.png");
+    let bytes = std::fs::read(&broken).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        &eval(&[], root)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &format!("decoding image {}", broken.display()),
+    );
+}

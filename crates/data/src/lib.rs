@@ -55,6 +55,7 @@ mod folder;
 mod imagenet_augment;
 mod imagenet_loader;
 mod imagenet_norm;
+mod imagenet_views;
 mod loader;
 mod normalize;
 mod prefetch;
@@ -74,5 +75,8 @@ pub use imagenet_augment::{
 };
 pub use imagenet_loader::{ImageBatch, ImageNetEvalLoader, ImageNetTrainLoader};
 pub use imagenet_norm::{ImageNetNormalization, PixelMean, IMAGENET_MEAN, IMAGENET_STD};
+pub use imagenet_views::{
+    CropGeometry, ImageNetViewLoader, TestViews, ViewBatch, ViewConfig, ViewGroup,
+};
 pub use loader::{epoch_permutation, EvalLoader, LoaderConfig, LoaderPosition, TrainLoader};
 pub use normalize::{MeanImage, Normalization};

@@ -105,6 +105,37 @@ pub enum EvalError {
         classes: usize,
     },
 
+    /// An evaluation given no model.
+    #[error("an evaluation needs at least one model")]
+    NoModels,
+
+    /// Models of an ensemble that output different numbers of classes.
+    #[error(
+        "model {index} of the ensemble ({arch}) outputs {found} classes but model 0 outputs \
+         {expected}: every model must output the same classes"
+    )]
+    ClassCounts {
+        /// The model's position in the ensemble.
+        index: usize,
+        /// Its architecture id.
+        arch: String,
+        /// Its number of classes.
+        found: usize,
+        /// The number of classes of the first model.
+        expected: usize,
+    },
+
+    /// An image whose label is not a class the models output.
+    #[error("{path}: label {label} is not one of the model's {classes} classes (0..{classes})")]
+    LabelOutOfRange {
+        /// The image file.
+        path: PathBuf,
+        /// Its label.
+        label: u32,
+        /// The number of classes the models output.
+        classes: usize,
+    },
+
     /// Evaluation on a split without images.
     #[error("cannot evaluate on an empty split (0 images)")]
     EmptySplit,

@@ -26,10 +26,11 @@ pub struct EvalReport {
 ///
 /// Classes are ranked by logit, highest first; a tie goes to the lower class
 /// index (as a stable sort by descending logit would order them). A row whose
-/// true logit is NaN ranks the label last, so it counts as wrong.
-fn rank(row: &[f32], label: usize) -> usize {
+/// true logit is NaN (the one value not comparable to itself) ranks the label
+/// last, so it counts as wrong.
+pub(crate) fn rank<T: PartialOrd + Copy>(row: &[T], label: usize) -> usize {
     let own = row[label];
-    if own.is_nan() {
+    if own.partial_cmp(&own).is_none() {
         return row.len();
     }
     row.iter()
