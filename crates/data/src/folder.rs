@@ -206,6 +206,23 @@ impl ImageFolder {
         self.samples.is_empty()
     }
 
+    /// At most `limit` of the images, evenly spaced over the folder in
+    /// order, so that every class keeps about its share: a deterministic
+    /// subset for a quick evaluation. The whole folder if `limit` is 0 or `>= len`.
+    pub fn evenly_spaced(&self, limit: usize) -> ImageFolder {
+        let n = self.samples.len();
+        if limit >= n || limit == 0 {
+            return self.clone();
+        }
+        ImageFolder {
+            root: self.root.clone(),
+            classes: self.classes.clone(),
+            samples: (0..limit)
+                .map(|k| self.samples[k * n / limit].clone())
+                .collect(),
+        }
+    }
+
     /// Decodes image `index` (below [`ImageFolder::len`]) as 8-bit RGB.
     pub fn load(&self, index: usize) -> Result<RgbImage> {
         let sample = self

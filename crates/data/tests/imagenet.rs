@@ -117,6 +117,20 @@ fn class_folders_are_sorted_or_follow_the_class_list() {
 }
 
 #[test]
+fn evenly_spaced_subsets_keep_order_classes_and_the_whole_folder_when_asked_for_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = ImageFolder::open(&class_tree(tmp.path()), None).unwrap();
+    let all = names(&folder);
+    let pick = |limit: usize| names(&folder.evenly_spaced(limit));
+    assert_eq!(pick(2), [all[0].clone(), all[2].clone()]);
+    assert_eq!(pick(3), [all[0].clone(), all[1].clone(), all[3].clone()]);
+    assert_eq!(pick(5), all);
+    assert_eq!(pick(50), all);
+    assert_eq!(pick(0), all);
+    assert_eq!(folder.evenly_spaced(2).classes(), folder.classes());
+}
+
+#[test]
 fn flat_folder_with_a_label_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("val");
