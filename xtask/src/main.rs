@@ -8,11 +8,13 @@ use std::path::PathBuf;
 mod bench;
 
 use anyhow::{bail, Context, Result};
-use resnet_repro::{Options, Profile, ProfileName, Target};
+use resnet_repro::{ImageNetOptions, ImageNetTarget, Options, Profile, ProfileName, Target};
 
 const USAGE: &str = "\
 usage: cargo xtask reproduce <target> [--profile quick|paper|smoke] [--data DIR] [--device cpu|cuda|metal]
                              [--runs N] [--seed S] [--out DIR]
+       cargo xtask reproduce <table3|table4|table5> --imagenet DIR [--limit N]
+                             [--weights ARCH=SOURCE,...] [--device D] [--out DIR]
        cargo xtask bench [--json] [--only NAME] [--runs N]
 
 targets:
@@ -22,6 +24,15 @@ targets:
   table6  Table 6: CIFAR-10 test error by depth, beside the paper's
   fig7    Fig. 7: standard deviations of 3x3 layer responses
   all     every target, sharing the training runs
+  table3  Table 3: 10-crop ImageNet validation error of public ResNet-34/50/101/152 weights
+  table4  Table 4: the same with multi-scale fully-convolutional testing
+  table5  Table 5: their ensemble (softmax averaged, multi-scale)
+
+ImageNet flags:
+  --imagenet DIR  the ILSVRC-2012 validation set as DIR/val/<synset>/<image> (or DIR/<synset>/<image>)
+  --limit N       evaluate N evenly spaced images only (the report says so)
+  --weights A=S   weights for arch A: a registry name, hf:OWNER/REPO[/FILE][@REV], a local file,
+                  or none to leave A out (default: torchvision's, resnet34..152.tv_in1k)
 
 profiles:
   quick   (default) short schedules on the bundled CIFAR-10 sample, for a 2-core CPU
@@ -49,6 +60,7 @@ fn main() -> Result<()> {
         (root.join("results"), None, "cpu".to_string(), 0, None);
     let mut profile = ProfileName::Quick;
     let (mut json, mut only) = (false, None);
+    let (mut imagenet, mut limit, mut weights) = (None, None, Vec::new());
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -74,6 +86,22 @@ fn main() -> Result<()> {
                         .context("--runs must be a whole number")?,
                 )
             }
+            "--imagenet" => imagenet = Some(PathBuf::from(value("--imagenet")?)),
+            "--limit" => {
+                limit = Some(
+                    value("--limit")?
+                        .parse::<usize>()
+                        .context("--limit must be a whole number")?,
+                )
+            }
+            "--weights" => {
+                for pair in value("--weights")?.split(',') {
+                    let (arch, source) = pair
+                        .split_once('=')
+                        .with_context(|| format!("--weights `{pair}`: expected ARCH=SOURCE"))?;
+                    weights.push((arch.to_string(), source.to_string()));
+                }
+            }
             "--json" => json = true,
             "--only" => only = Some(value("--only")?),
             "-h" | "--help" => {
@@ -85,6 +113,18 @@ fn main() -> Result<()> {
         }
     }
     let target: Target = match positional.as_slice() {
+        ["reproduce", target] if target.parse::<ImageNetTarget>().is_ok() => {
+            return resnet_repro::reproduce_imagenet(
+                target.parse()?,
+                ImageNetOptions {
+                    imagenet,
+                    limit,
+                    device,
+                    out,
+                    weights,
+                },
+            );
+        }
         ["reproduce", target] => target.parse().with_context(|| USAGE.to_string())?,
         ["bench"] => return bench::run(json, only.as_deref(), runs.unwrap_or(5), &root),
         ["bench-one", name] => return bench::run_one(name, runs.unwrap_or(5), &root),

@@ -10,6 +10,8 @@ mod curves;
 pub mod fig1;
 pub mod fig6;
 pub mod fig7;
+pub mod imagenet_eval;
+pub mod imagenet_paper;
 pub mod plot;
 pub mod profile;
 pub mod report;
@@ -18,6 +20,7 @@ pub mod runs;
 pub mod table1;
 pub mod table6;
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::Result;
@@ -80,4 +83,91 @@ pub fn reproduce(target: Target, opts: Options) -> Result<()> {
     }
     tracing::info!("done in {:.0} s", r.elapsed());
     Ok(())
+}
+
+/// A table or figure of the paper's ImageNet half: it needs the user's
+/// ImageNet (`--imagenet DIR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageNetTarget {
+    /// Table 3: 10-crop validation errors of public ResNet weights.
+    Table3,
+    /// Table 4: multi-scale validation errors of the same weights.
+    Table4,
+    /// Table 5: their ensemble.
+    Table5,
+}
+
+impl ImageNetTarget {
+    /// The target's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageNetTarget::Table3 => "table3",
+            ImageNetTarget::Table4 => "table4",
+            ImageNetTarget::Table5 => "table5",
+        }
+    }
+}
+
+impl FromStr for ImageNetTarget {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<ImageNetTarget> {
+        Ok(match s {
+            "table3" => ImageNetTarget::Table3,
+            "table4" => ImageNetTarget::Table4,
+            "table5" => ImageNetTarget::Table5,
+            _ => anyhow::bail!("unknown ImageNet target `{s}`: expected table3, table4 or table5"),
+        })
+    }
+}
+
+/// What an ImageNet target was given.
+#[derive(Debug, Clone)]
+pub struct ImageNetOptions {
+    /// The ImageNet folder (`DIR/val/<class>/<image>`, or the validation set itself).
+    pub imagenet: Option<PathBuf>,
+    /// Evaluate only this many validation images, evenly spaced (None: all).
+    pub limit: Option<usize>,
+    /// Device to run on.
+    pub device: String,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Weights for our models by arch id, overriding [`imagenet_eval::default_weights`]
+    /// (`none` leaves that model out).
+    pub weights: Vec<(String, String)>,
+}
+
+/// Produces `target`'s files in `opts.out`; without `--imagenet` it says
+/// what it needs and fails.
+pub fn reproduce_imagenet(target: ImageNetTarget, opts: ImageNetOptions) -> Result<()> {
+    let Some(imagenet) = opts.imagenet else {
+        anyhow::bail!(
+            "{} evaluates public ResNet weights on the ImageNet (ILSVRC-2012) validation set, which is not \
+             bundled: pass --imagenet DIR with DIR/val/<synset>/<image> (the 1000 synset folders), and a network or \
+             a filled hub cache for the weights",
+            target.name()
+        );
+    };
+    let mut weights = imagenet_eval::default_weights();
+    for (arch, source) in opts.weights {
+        match weights.iter_mut().find(|(a, _)| *a == arch) {
+            Some(slot) => slot.1 = source,
+            None => weights.push((arch, source)),
+        }
+    }
+    weights.retain(|(_, source)| source != "none");
+    let eval = imagenet_eval::ImageNetEvalOptions {
+        imagenet,
+        limit: opts.limit,
+        device: opts.device,
+        out: opts.out,
+        batch_size: 32,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        weights,
+    };
+    match target {
+        ImageNetTarget::Table3 => imagenet_eval::write_table3(eval),
+        ImageNetTarget::Table4 => imagenet_eval::write_table4(eval),
+        ImageNetTarget::Table5 => imagenet_eval::write_table5(eval),
+    }
 }

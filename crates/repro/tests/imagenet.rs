@@ -1,0 +1,126 @@
+//! Tables 3-5 on a tiny generated validation set with local weights: every
+//! file is written, rows with weights carry numbers, the rest the paper's only.
+
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+use resnet_models::{ArchSpec, ResNet};
+use resnet_repro::{reproduce_imagenet, ImageNetOptions, ImageNetTarget};
+
+/// `DIR/val/<synset>/<image>.png`: two classes of two small images each.
+fn validation_set(dir: &Path) {
+    for (class, synset) in ["n01440764", "n01443537"].iter().enumerate() {
+        let folder = dir.join("val").join(synset);
+        std::fs::create_dir_all(&folder).unwrap();
+        for k in 0..2u32 {
+            let image = RgbImage::from_fn(48, 40, |x, y| {
+                Rgb([
+                    (x * 5) as u8,
+                    (y * 6) as u8,
+                    (class as u32 * 100 + k * 50) as u8,
+                ])
+            });
+            image.save(folder.join(format!("{k}.png"))).unwrap();
+        }
+    }
+}
+
+fn options(dir: &Path, weights: &Path, limit: Option<usize>) -> ImageNetOptions {
+    let none = |arch: &str| (arch.to_string(), "none".to_string());
+    ImageNetOptions {
+        imagenet: Some(dir.to_path_buf()),
+        limit,
+        device: "cpu".into(),
+        out: dir.join("results"),
+        weights: vec![
+            ("resnet34".into(), weights.display().to_string()),
+            none("resnet50"),
+            none("resnet101"),
+            none("resnet152"),
+        ],
+    }
+}
+
+fn json(dir: &Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("results").join(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn evaluation_tables_report_our_rows_beside_the_papers() {
+    let tmp = tempfile::tempdir().unwrap();
+    validation_set(tmp.path());
+    let weights = tmp.path().join("resnet34.safetensors");
+    ResNet::new(
+        &ArchSpec::from_id("resnet34").unwrap(),
+        3,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .save(&weights)
+    .unwrap();
+
+    reproduce_imagenet(ImageNetTarget::Table3, options(tmp.path(), &weights, None)).unwrap();
+    let table3 = json(tmp.path(), "table3.json");
+    assert_eq!(table3["images"], 4);
+    assert_eq!(table3["views"], "ten-crop");
+    let rows = table3["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 10);
+    let ours: Vec<_> = rows.iter().filter(|r| !r["ours"].is_null()).collect();
+    assert_eq!(ours.len(), 1, "only ResNet-34 B has weights: {rows:?}");
+    assert_eq!(ours[0]["model"], "ResNet-34 B");
+    let top1 = ours[0]["ours"]["top1_pct"].as_f64().unwrap();
+    let top5 = ours[0]["ours"]["top5_pct"].as_f64().unwrap();
+    // Four images: errors are multiples of 25%, and top-5 never exceeds top-1.
+    assert!([0.0, 25.0, 50.0, 75.0, 100.0].contains(&top1), "{top1}");
+    assert!(top5 <= top1, "{top5} > {top1}");
+    let md = std::fs::read_to_string(tmp.path().join("results/table3.md")).unwrap();
+    assert!(md.contains("| ResNet-34 B | "), "{md}");
+    assert!(md.contains("| plain-34 | - | 28.54 |"), "{md}");
+    assert!(md.contains("no public weights"), "{md}");
+
+    reproduce_imagenet(
+        ImageNetTarget::Table4,
+        options(tmp.path(), &weights, Some(2)),
+    )
+    .unwrap();
+    let table4 = json(tmp.path(), "table4.json");
+    assert_eq!(
+        (table4["images"].as_u64(), table4["total_images"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(table4["views"], "multi-scale");
+    let md = std::fs::read_to_string(tmp.path().join("results/table4.md")).unwrap();
+    assert!(md.contains("evenly spaced subset"), "{md}");
+
+    reproduce_imagenet(
+        ImageNetTarget::Table5,
+        options(tmp.path(), &weights, Some(2)),
+    )
+    .unwrap();
+    let table5 = json(tmp.path(), "table5.json");
+    assert_eq!(table5["members"].as_array().unwrap().len(), 1);
+    assert!(table5["top5_pct"].as_f64().unwrap() <= table5["top1_pct"].as_f64().unwrap());
+}
+
+#[test]
+fn without_imagenet_the_targets_say_what_they_need() {
+    for target in [
+        ImageNetTarget::Table3,
+        ImageNetTarget::Table4,
+        ImageNetTarget::Table5,
+    ] {
+        let opts = ImageNetOptions {
+            imagenet: None,
+            limit: None,
+            device: "cpu".into(),
+            out: std::env::temp_dir(),
+            weights: Vec::new(),
+        };
+        let err = reproduce_imagenet(target, opts).unwrap_err().to_string();
+        assert!(
+            err.contains("--imagenet DIR") && err.contains(target.name()),
+            "{err}"
+        );
+    }
+}
