@@ -26,7 +26,7 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify images with an ImageNet model: top-5 classes with probabilities.
     Predict(predict::PredictArgs),
-    /// Train a CIFAR-10 net (or resume a run) with the paper's recipe.
+    /// Train a net on CIFAR-10 or an image folder (or resume a run) with the paper's recipe.
     Train(train::TrainArgs),
     /// Download datasets.
     #[command(subcommand)]

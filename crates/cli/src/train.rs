@@ -1,15 +1,18 @@
-//! `resnet train`: train a CIFAR-10 net with the paper's recipe.
+//! `resnet train`: train a net with the paper's recipe, on CIFAR-10 or on an
+//! ImageNet-style image folder.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use resnet_data::Cifar10;
 use resnet_models::Shortcut;
 use resnet_train::progress::ProgressObserver;
-use resnet_train::{LrSchedule, NormalizationKind, TrainConfig, Warmup};
+use resnet_train::{DatasetKind, LrSchedule, NormalizationKind, TrainConfig, Warmup};
 
 /// Flags of `resnet train`. Flags override the values of `--config`, which
-/// override the paper's defaults.
+/// override the paper's defaults: its CIFAR-10 recipe, or its ImageNet recipe
+/// when the data is an image folder.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Run folder: config, metrics, checkpoints and final weights go here.
@@ -28,19 +31,28 @@ pub struct TrainArgs {
     /// Shortcut option A, B or C (default: the arch's, A for CIFAR nets).
     #[arg(long)]
     shortcut: Option<Shortcut>,
-    /// CIFAR-10 folder (default data/cifar-10-sample).
+    /// CIFAR-10 folder, or image folder ROOT/<class>/<image> (default data/cifar-10-sample).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// SGD steps (paper: 64000).
+    /// What --data holds: cifar10 or image-folder (alias imagenet); default: detected.
+    #[arg(long, value_parser = parse_dataset)]
+    dataset: Option<DatasetKind>,
+    /// Image folders: validation images (class folders as in --data, or flat with --val-labels); their centre-crop error is the test error.
+    #[arg(long)]
+    val_data: Option<PathBuf>,
+    /// Image folders: label file of a flat --val-data folder (`<file name> <class>` lines).
+    #[arg(long)]
+    val_labels: Option<PathBuf>,
+    /// SGD steps (paper: 64000 on CIFAR-10, 600000 on ImageNet).
     #[arg(long)]
     iterations: Option<u64>,
-    /// Images per step (paper: 128).
+    /// Images per step (paper: 128 on CIFAR-10, 256 on ImageNet).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Initial learning rate (paper: 0.1).
     #[arg(long)]
     lr: Option<f64>,
-    /// Iterations at which the lr is divided by 10 (paper: 32000,48000).
+    /// Iterations at which the lr is divided by 10 (paper, CIFAR-10: 32000,48000); replaces the ImageNet plateau schedule.
     #[arg(long, value_delimiter = ',')]
     milestones: Option<Vec<u64>>,
     /// Warm up at lr 0.01 until the training error is below 80% (default: on for resnet110 and resnet1202).
@@ -49,7 +61,7 @@ pub struct TrainArgs {
     /// Seed of initialisation, shuffling and augmentation.
     #[arg(long)]
     seed: Option<u64>,
-    /// Training images held out for validation, from the end (paper: 5000; default 0).
+    /// CIFAR-10: training images held out for validation, from the end (paper: 5000; default 0).
     #[arg(long)]
     val_size: Option<usize>,
     /// Steps between evaluations (0: only at the end).
@@ -61,10 +73,10 @@ pub struct TrainArgs {
     /// Steps between metric records.
     #[arg(long)]
     log_every: Option<u64>,
-    /// Input normalization: per-pixel-mean (paper) or per-channel.
+    /// Input normalization: per-pixel-mean (paper; on an image folder, one pass over it first) or per-channel (on an image folder, torchvision's constants).
     #[arg(long, value_parser = parse_normalization)]
     normalization: Option<NormalizationKind>,
-    /// Turn off the pad-4 crop and flip augmentation.
+    /// Turn off the augmentation (CIFAR-10: pad-4 crop and flip; image folders: scale, flip and colour).
     #[arg(long)]
     no_augment: bool,
     /// Threads preparing batches.
@@ -83,24 +95,96 @@ fn parse_normalization(s: &str) -> Result<NormalizationKind, String> {
     }
 }
 
-fn read_config(path: &Path) -> Result<TrainConfig> {
+fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
+    match s {
+        "cifar10" => Ok(DatasetKind::Cifar10),
+        "image-folder" | "imagenet" => Ok(DatasetKind::ImageFolder),
+        _ => Err(format!("`{s}` is not cifar10 or image-folder")),
+    }
+}
+
+/// What `dir` holds, if it is a folder: CIFAR-10 if it is a CIFAR-10 folder,
+/// else an image folder.
+fn detect_dataset(dir: &Path) -> Option<DatasetKind> {
+    if Cifar10::locate(dir).is_ok() {
+        Some(DatasetKind::Cifar10)
+    } else {
+        dir.is_dir().then_some(DatasetKind::ImageFolder)
+    }
+}
+
+/// The paper's recipe for `dataset`.
+fn recipe(dataset: DatasetKind) -> TrainConfig {
+    match dataset {
+        DatasetKind::Cifar10 => TrainConfig::default(),
+        DatasetKind::ImageFolder => TrainConfig::imagenet(),
+    }
+}
+
+/// The top-level fields of a TOML or JSON config file.
+fn read_config_fields(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --config {}", path.display()))?;
     let parsed = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))
     } else {
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}", e.message()))
+        toml::from_str::<toml::Value>(&text)
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))
+            .and_then(|v| serde_json::to_value(v).map_err(|e| anyhow::anyhow!("{e}")))
     };
-    parsed.with_context(|| format!("--config {}", path.display()))
+    match parsed.with_context(|| format!("--config {}", path.display()))? {
+        serde_json::Value::Object(fields) => Ok(fields),
+        _ => anyhow::bail!(
+            "--config {}: expected a table of TrainConfig fields",
+            path.display()
+        ),
+    }
+}
+
+/// `base` with the fields of a config file in place of its own.
+fn overlay(
+    base: &TrainConfig,
+    fields: serde_json::Map<String, serde_json::Value>,
+    path: &Path,
+) -> Result<TrainConfig> {
+    let mut merged = serde_json::to_value(base)?;
+    if let Some(own) = merged.as_object_mut() {
+        own.extend(fields);
+    }
+    serde_json::from_value(merged)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("--config {}", path.display()))
 }
 
 impl TrainArgs {
-    /// The run's config: defaults, then `--config`, then flags.
+    /// The dataset: `--dataset`, else what the `--data` folder holds, else
+    /// the config file's, else CIFAR-10.
+    fn dataset(
+        &self,
+        file: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<DatasetKind> {
+        if let Some(dataset) = self
+            .dataset
+            .or_else(|| detect_dataset(self.data.as_deref()?))
+        {
+            return Ok(dataset);
+        }
+        match (file.and_then(|f| f.get("dataset")), &self.config) {
+            (Some(value), Some(path)) => serde_json::from_value(value.clone())
+                .map_err(|e| anyhow::anyhow!("--config {}: dataset: {e}", path.display())),
+            _ => Ok(DatasetKind::Cifar10),
+        }
+    }
+
+    /// The run's config: the recipe of its dataset, then `--config`, then flags.
     fn config(&self) -> Result<TrainConfig> {
-        let mut c = match &self.config {
-            Some(path) => read_config(path)?,
-            None => TrainConfig::default(),
-        };
+        let file = self.config.as_deref().map(read_config_fields).transpose()?;
+        let dataset = self.dataset(file.as_ref())?;
+        let mut c = recipe(dataset);
+        if let (Some(fields), Some(path)) = (file, &self.config) {
+            c = overlay(&c, fields, path)?;
+        }
+        c.dataset = dataset;
         let warmup_default = self.config.is_none()
             && self
                 .arch
@@ -126,17 +210,33 @@ impl TrainArgs {
         if let Some(s) = self.shortcut {
             c.shortcut = Some(s);
         }
-        if let LrSchedule::Step {
-            base_lr,
-            milestones,
-            ..
-        } = &mut c.schedule.schedule
-        {
-            if let Some(lr) = self.lr {
-                *base_lr = lr;
-            }
-            if let Some(m) = &self.milestones {
-                *milestones = m.clone();
+        if let Some(dir) = &self.val_data {
+            c.val_data = Some(dir.clone());
+        }
+        if let Some(file) = &self.val_labels {
+            c.val_labels = Some(file.clone());
+        }
+        if let Some(m) = &self.milestones {
+            c.schedule.schedule = match &c.schedule.schedule {
+                LrSchedule::Step { base_lr, gamma, .. } => LrSchedule::Step {
+                    base_lr: *base_lr,
+                    milestones: m.clone(),
+                    gamma: *gamma,
+                },
+                LrSchedule::Plateau {
+                    base_lr, factor, ..
+                } => LrSchedule::Step {
+                    base_lr: *base_lr,
+                    milestones: m.clone(),
+                    gamma: *factor,
+                },
+            };
+        }
+        if let Some(lr) = self.lr {
+            match &mut c.schedule.schedule {
+                LrSchedule::Step { base_lr, .. } | LrSchedule::Plateau { base_lr, .. } => {
+                    *base_lr = lr;
+                }
             }
         }
         if self.warmup.unwrap_or(warmup_default) {
@@ -161,16 +261,22 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     drop(observer);
     let summary = summary?;
+    let test = match summary.test_report() {
+        Some(test) => format!(
+            "test error {:.2}% (top-5 {:.2}%) on {} images",
+            100.0 * test.top1_error,
+            100.0 * test.top5_error,
+            test.images
+        ),
+        None => "no test images (no --val-data)".into(),
+    };
     println!(
-        "{}: {} iterations in {:.0} s; train loss {:.4}, train error {:.2}%, test error {:.2}% (top-5 {:.2}%) on {} images",
+        "{}: {} iterations in {:.0} s; train loss {:.4}, train error {:.2}%, {test}",
         summary.arch,
         summary.iterations,
         summary.wall_time,
         summary.final_train_loss,
         100.0 * summary.final_train_error,
-        100.0 * summary.test.top1_error,
-        100.0 * summary.test.top5_error,
-        summary.test.images
     );
     Ok(())
 }

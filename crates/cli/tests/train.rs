@@ -168,3 +168,104 @@ fn train_errors_are_one_clear_line() {
         "a bad data folder must leave no run folder behind"
     );
 }
+
+/// Writes `ROOT/<class>/<i>.png`, `per_class` small pictures per class.
+fn image_folder(root: &Path, classes: &[&str], per_class: u32) {
+    for (c, class) in classes.iter().enumerate() {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let shade = (40 * c as u32 + 17 * i) as u8;
+            let picture = image::RgbImage::from_fn(48 + 4 * i, 40, |x, y| {
+                image::Rgb([x as u8 ^ shade, y as u8, shade])
+            });
+            picture.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_image_folder_trains_with_the_imagenet_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val, run) = (
+        dir.path().join("train"),
+        dir.path().join("val"),
+        dir.path().join("run"),
+    );
+    image_folder(&train, &["ant", "bee"], 2);
+    image_folder(&val, &["ant", "bee"], 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(["train", "--arch", "resnet18", "--iterations", "2"])
+        .args(["--batch-size", "2", "--loader-threads", "2", "--data"])
+        .arg(&train)
+        .arg("--val-data")
+        .arg(&val)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("resnet18: 2 iterations") && stdout.contains("on 2 images"),
+        "{stdout}"
+    );
+
+    let json = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(name)).unwrap()).unwrap()
+    };
+    let config = &json("config.json")["config"];
+    // Detected as an image folder; the ImageNet recipe where no flag overrides it.
+    assert_eq!(config["dataset"], "image-folder");
+    assert_eq!(config["batch_size"], 2);
+    assert_eq!(config["iterations"], 2);
+    assert_eq!(config["schedule"]["schedule"]["type"], "plateau");
+    assert_eq!(config["schedule"]["schedule"]["base_lr"], 0.1);
+    assert_eq!(config["sgd"]["weight_decay"], 1e-4);
+    assert_eq!(config["normalization"], "per-pixel-mean");
+    assert_eq!(config["image_augment"]["max_side"], 480);
+    assert_eq!(config["val_data"], val.display().to_string());
+    let summary = json("summary.json");
+    assert_eq!(summary["test"]["images"], 2);
+    assert_eq!(summary["train_images"], 4);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert_eq!(last["iteration"], 2);
+    assert!(last["test_error"].is_number(), "{last}");
+    let weights = weights(&run);
+    assert_eq!(weights["normalization.mean_image"].dims(), [3, 224, 224]);
+    assert_eq!(weights["fc.weight"].dims(), [1000, 512]);
+}
+
+#[test]
+fn image_folder_errors_name_the_flag_or_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    image_folder(&train, &["ant", "bee"], 1);
+    let missing = dir.path().join("no-such-val");
+    for (args, needle) in [
+        (vec!["--val-size", "1"], "--val-size".to_string()),
+        (
+            vec!["--val-data", missing.to_str().unwrap()],
+            "no-such-val".to_string(),
+        ),
+        (
+            vec!["--dataset", "pictures"],
+            "`pictures` is not cifar10 or image-folder".to_string(),
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
+            .args(["train", "--iterations", "1", "--data"])
+            .arg(&train)
+            .args(&args)
+            .arg("--out")
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(&needle), "{args:?}: {err}");
+        assert!(!dir.path().join("run").exists(), "{args:?}");
+    }
+}

@@ -27,6 +27,7 @@ mod weights;
 pub use error::{EvalError, Result};
 pub use evaluate::{batch_errors, evaluate, EvalReport};
 pub use imagenet::{evaluate_folder, predict_folder, FolderPredictions, ImagePrediction, Member};
+pub use normalization::{imagenet_normalization_from_tensors, imagenet_normalization_tensors};
 pub use normalization::{normalization_from_tensors, normalization_tensors, NORMALIZATION_PREFIX};
 pub use resnet_data::{CropGeometry, TestViews, ViewConfig};
 pub use weights::{load_weights, resolve_weights, save_weights, MODEL_FILE, MOMENTUM_PREFIX};

@@ -11,10 +11,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use resnet_data::{LoaderPosition, Normalization};
+use resnet_data::LoaderPosition;
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::{checkpoint_tensors_name, read_json, temp_path, write_json, CHECKPOINT_FILE};
+use crate::run_dir::{
+    checkpoint_tensors_name, read_json, save_tensors, write_json, CHECKPOINT_FILE,
+};
 use crate::{Result, SchedulerState, TrainError};
 
 /// The non-tensor state of a checkpoint (`checkpoint.json`).
@@ -36,25 +38,22 @@ pub struct CheckpointState {
 }
 
 /// Writes a checkpoint atomically and removes the one it supersedes.
+///
+/// `normalization_tensors` store the input normalisation (the
+/// `normalization.*` tensors of `resnet_eval`'s weights format).
 pub fn save_checkpoint(
     run_dir: &Path,
     mut state: CheckpointState,
     model_tensors: HashMap<String, Tensor>,
     optimizer_tensors: HashMap<String, Tensor>,
-    normalization: &Normalization,
+    normalization_tensors: HashMap<String, Tensor>,
 ) -> Result<()> {
     let previous = read_checkpoint(run_dir)?.map(|s| s.tensors);
     state.tensors = checkpoint_tensors_name(state.iteration);
     let mut tensors = model_tensors;
     tensors.extend(optimizer_tensors);
-    tensors.extend(resnet_eval::normalization_tensors(normalization)?);
-    let path = run_dir.join(&state.tensors);
-    let tmp = temp_path(&path);
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| TrainError::Tensors {
-        path: tmp.clone(),
-        source: e,
-    })?;
-    std::fs::rename(&tmp, &path).map_err(crate::run_dir::io_error(&path))?;
+    tensors.extend(normalization_tensors);
+    save_tensors(&run_dir.join(&state.tensors), &tensors)?;
     write_json(&run_dir.join(CHECKPOINT_FILE), &state)?;
     if let Some(old) = previous.filter(|old| *old != state.tensors) {
         // The new checkpoint is committed; the old tensors are garbage now.

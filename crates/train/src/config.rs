@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use resnet_data::ImageNetAugment;
 use resnet_models::Shortcut;
 use serde::{Deserialize, Serialize};
 
@@ -11,17 +12,34 @@ use crate::{Result, ScheduleConfig, SgdConfig, TrainError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum NormalizationKind {
-    /// The paper's per-pixel mean subtraction (mean image of the training split).
+    /// The paper's per-pixel mean subtraction: the mean image of the training
+    /// split (CIFAR-10), or of the 224x224 centre views of every training
+    /// image (an image folder: one pass over the folder before training).
     #[default]
     PerPixelMean,
-    /// torchvision-style per-channel mean and standard deviation of the training split.
+    /// torchvision-style per-channel mean and standard deviation: of the
+    /// training split (CIFAR-10), or torchvision's ImageNet constants (an
+    /// image folder: nothing to compute).
     PerChannel,
+}
+
+/// What a run trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// CIFAR-10 in the official binary layout, tested on its test split.
+    #[default]
+    Cifar10,
+    /// An ImageNet-style folder `ROOT/<class>/<image>` of JPEG and PNG files,
+    /// tested on the centre crops of a validation folder (`val_data`).
+    ImageFolder,
 }
 
 /// Every hyperparameter of a run. The defaults are the paper's CIFAR-10
 /// recipe: batch 128, SGD with lr 0.1, momentum 0.9, weight decay 1e-4, lr
 /// divided by 10 at 32k and 48k iterations, 64k iterations, per-pixel mean
-/// subtraction, pad-4 random crops and flips.
+/// subtraction, pad-4 random crops and flips. [`TrainConfig::imagenet`] is
+/// the paper's ImageNet recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -29,11 +47,22 @@ pub struct TrainConfig {
     pub arch: String,
     /// Shortcut option overriding the arch's default (A for CIFAR nets).
     pub shortcut: Option<Shortcut>,
-    /// CIFAR-10 folder (the official binary layout).
+    /// What `data` holds.
+    pub dataset: DatasetKind,
+    /// CIFAR-10 folder (the official binary layout), or the image folder
+    /// `ROOT/<class>/<image>` of the training images.
     pub data: PathBuf,
-    /// Training images held out, from the end of the training set, for
-    /// validation (the paper chose its hyperparameters with 5000; 0 = none).
+    /// CIFAR-10 only: training images held out, from the end of the training
+    /// set, for validation (the paper chose its hyperparameters with 5000; 0 = none).
     pub val_size: usize,
+    /// Image folders only: the validation images, whose centre-crop
+    /// evaluation is the run's test error: class folders named as in `data`,
+    /// or a flat folder labelled by `val_labels`. Without it only training
+    /// metrics are logged.
+    pub val_data: Option<PathBuf>,
+    /// Image folders only: the label file of a flat `val_data` folder, one
+    /// `<file name> <class index or name>` line per image.
+    pub val_labels: Option<PathBuf>,
     /// Images per SGD step.
     pub batch_size: usize,
     /// Number of SGD steps of the whole run.
@@ -48,15 +77,22 @@ pub struct TrainConfig {
     pub loader_threads: usize,
     /// Input normalisation.
     pub normalization: NormalizationKind,
-    /// Whether to apply the paper's augmentation (pad 4, random crop, flip).
+    /// Whether to apply the paper's augmentation: pad 4, random crop and flip
+    /// (CIFAR-10), or `image_augment` (image folders; without it, the shorter
+    /// side is `image_augment.min_side` and the crop is still random, but
+    /// there is no flip or colour augmentation).
     pub augment: bool,
+    /// Image folders only: the scale, crop, flip and PCA colour augmentation
+    /// (the paper's: shorter side in [256, 480], 224 crop, flip, lighting 0.1).
+    pub image_augment: ImageNetAugment,
     /// Steps between evaluations on the validation and test splits (0: only at the end).
     pub eval_every: u64,
     /// Steps between checkpoints (0: only at the end).
     pub checkpoint_every: u64,
     /// Steps between metric records.
     pub log_every: u64,
-    /// Batches over which the training error is averaged for the warm-up test.
+    /// Batches over which the training error is averaged for the warm-up test
+    /// and, for an image folder without `val_data`, for the plateau schedule.
     pub warmup_window: usize,
     /// Device to train on: `cpu`, `cuda[:N]` or `metal[:N]`.
     pub device: String,
@@ -67,8 +103,11 @@ impl Default for TrainConfig {
         TrainConfig {
             arch: "resnet20".into(),
             shortcut: None,
+            dataset: DatasetKind::Cifar10,
             data: PathBuf::from("data/cifar-10-sample"),
             val_size: 0,
+            val_data: None,
+            val_labels: None,
             batch_size: 128,
             iterations: 64_000,
             sgd: SgdConfig::default(),
@@ -77,6 +116,7 @@ impl Default for TrainConfig {
             loader_threads: 2,
             normalization: NormalizationKind::PerPixelMean,
             augment: true,
+            image_augment: ImageNetAugment::PAPER,
             eval_every: 1000,
             checkpoint_every: 1000,
             log_every: 100,
@@ -87,7 +127,42 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks every value: the arch id, the sizes, the optimizer and the schedule.
+    /// The paper's ImageNet recipe (section 3.4) on an image folder:
+    /// ResNet-34, batch 256, SGD with lr 0.1, momentum 0.9, weight decay 1e-4,
+    /// lr divided by 10 when the error plateaus ([`ScheduleConfig::imagenet`]),
+    /// 600k iterations, per-pixel mean subtraction, the shorter side resized at
+    /// random in [256, 480], a random 224 crop, flips and PCA colour
+    /// augmentation. Evaluations and checkpoints come every 5000 iterations
+    /// (about an epoch of the paper's data is 5000 steps); 8 loader threads
+    /// decode images.
+    ///
+    /// The plateau is that of the validation folder's error (`val_data`, to be
+    /// set); without one, of the training error averaged over the last
+    /// `warmup_window` batches. The per-pixel mean takes a pass over the whole
+    /// training folder before the first step; `normalization: per-channel`
+    /// (torchvision's ImageNet constants) skips it.
+    pub fn imagenet() -> Self {
+        TrainConfig {
+            arch: "resnet34".into(),
+            dataset: DatasetKind::ImageFolder,
+            data: PathBuf::from("data/imagenet/train"),
+            batch_size: 256,
+            iterations: 600_000,
+            sgd: SgdConfig::default(),
+            schedule: ScheduleConfig::imagenet(),
+            loader_threads: 8,
+            normalization: NormalizationKind::PerPixelMean,
+            augment: true,
+            image_augment: ImageNetAugment::PAPER,
+            eval_every: 5000,
+            checkpoint_every: 5000,
+            log_every: 100,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// Checks every value: the arch id, the sizes, the optimizer, the
+    /// schedule, and that the data options fit the dataset.
     pub fn validate(&self) -> Result<()> {
         resnet_models::ArchSpec::from_id(&self.arch)?;
         let positive = [
@@ -105,7 +180,31 @@ impl TrainConfig {
             }
         }
         self.sgd.validate()?;
-        self.schedule.validate()
+        self.schedule.validate()?;
+        self.validate_data_options()
+    }
+
+    /// Checks that the data options given are those of the dataset.
+    fn validate_data_options(&self) -> Result<()> {
+        let bad = |message: &str| Err(TrainError::InvalidConfig(message.into()));
+        match self.dataset {
+            DatasetKind::Cifar10 if self.val_data.is_some() || self.val_labels.is_some() => bad(
+                "val_data (--val-data) and val_labels (--val-labels) are for image folders; \
+                 a CIFAR-10 run holds out val_size (--val-size) training images instead",
+            ),
+            DatasetKind::ImageFolder if self.val_size > 0 => bad(
+                "val_size (--val-size) holds out CIFAR-10 training images; give an image \
+                 folder run a validation folder with val_data (--val-data) instead",
+            ),
+            DatasetKind::ImageFolder if self.val_labels.is_some() && self.val_data.is_none() => {
+                bad("val_labels (--val-labels) labels the images of val_data (--val-data), which is not given")
+            }
+            DatasetKind::ImageFolder => {
+                self.image_augment.checked()?;
+                Ok(())
+            }
+            DatasetKind::Cifar10 => Ok(()),
+        }
     }
 }
 
@@ -133,3 +232,99 @@ impl RunConfigFile {
 
 /// The candle version the workspace pins.
 pub const CANDLE_VERSION: &str = "0.9.2";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LrSchedule;
+
+    #[test]
+    fn the_imagenet_recipe_holds_the_papers_values() {
+        let c = TrainConfig::imagenet();
+        assert_eq!(c.dataset, DatasetKind::ImageFolder);
+        assert_eq!((c.batch_size, c.iterations), (256, 600_000));
+        assert_eq!(
+            (c.sgd.lr, c.sgd.momentum, c.sgd.weight_decay),
+            (0.1, 0.9, 1e-4)
+        );
+        let LrSchedule::Plateau {
+            base_lr, factor, ..
+        } = c.schedule.schedule
+        else {
+            panic!("expected a plateau schedule, got {:?}", c.schedule);
+        };
+        assert_eq!((base_lr, factor), (0.1, 0.1));
+        assert!(c.schedule.warmup.is_none());
+        assert_eq!(c.normalization, NormalizationKind::PerPixelMean);
+        assert!(c.augment);
+        let a = c.image_augment;
+        assert_eq!((a.min_side, a.max_side, a.crop), (256, 480, 224));
+        assert!(a.flip && a.lighting_std == 0.1);
+        assert!(c.val_data.is_none() && c.val_size == 0);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn cifar_configs_written_before_image_folders_still_load() {
+        let old = r#"{
+            "arch": "resnet20", "shortcut": null, "data": "data/cifar-10-sample",
+            "val_size": 0, "batch_size": 128, "iterations": 64000,
+            "sgd": {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0001},
+            "schedule": {"schedule": {"type": "step", "base_lr": 0.1,
+                                      "milestones": [32000, 48000], "gamma": 0.1}},
+            "seed": 0, "loader_threads": 2, "normalization": "per-pixel-mean",
+            "augment": true, "eval_every": 1000, "checkpoint_every": 1000,
+            "log_every": 100, "warmup_window": 20, "device": "cpu"
+        }"#;
+        let config: TrainConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(config, TrainConfig::default());
+        assert_eq!(config.dataset, DatasetKind::Cifar10);
+    }
+
+    #[test]
+    fn data_options_must_fit_the_dataset() {
+        let folder = TrainConfig {
+            val_data: Some("val".into()),
+            ..TrainConfig::imagenet()
+        };
+        folder.validate().unwrap();
+        let cases = [
+            (
+                TrainConfig {
+                    val_data: Some("val".into()),
+                    ..TrainConfig::default()
+                },
+                "--val-data",
+            ),
+            (
+                TrainConfig {
+                    val_size: 10,
+                    ..folder.clone()
+                },
+                "--val-size",
+            ),
+            (
+                TrainConfig {
+                    val_data: None,
+                    val_labels: Some("labels.txt".into()),
+                    ..folder.clone()
+                },
+                "--val-labels",
+            ),
+            (
+                TrainConfig {
+                    image_augment: ImageNetAugment {
+                        crop: 300,
+                        ..ImageNetAugment::PAPER
+                    },
+                    ..folder
+                },
+                "ImageNet augmentation",
+            ),
+        ];
+        for (config, needle) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}

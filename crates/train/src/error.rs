@@ -88,6 +88,33 @@ pub enum TrainError {
         path: PathBuf,
     },
 
+    /// An image folder has more classes than the network has outputs.
+    #[error("{path} has {classes} classes but {arch} has {outputs} outputs")]
+    TooManyClasses {
+        /// The training folder.
+        path: PathBuf,
+        /// Its number of classes (class folders).
+        classes: usize,
+        /// The architecture id.
+        arch: String,
+        /// Outputs of its classifier.
+        outputs: usize,
+    },
+
+    /// A validation folder whose class folders are not the training folder's.
+    #[error(
+        "validation folder {val} does not have the classes of training folder {train}: {detail}; \
+         expected the same class folders, or a flat folder with a label file (val_labels)"
+    )]
+    ValClassesDiffer {
+        /// The training folder.
+        train: PathBuf,
+        /// The validation folder.
+        val: PathBuf,
+        /// The first class that differs.
+        detail: String,
+    },
+
     /// The training loader ended, which an endless loader never should.
     #[error("the training data loader stopped unexpectedly")]
     LoaderStopped,

@@ -9,23 +9,29 @@
 //!   error plateaus" rule, with a serialisable state for resuming.
 //! * [`trainer`]: the loop that steps, evaluates, logs ([`metrics`]) and
 //!   checkpoints ([`checkpoint`]) a run in its own folder ([`run_dir`]), from a
-//!   [`config::TrainConfig`], resumable bit for bit on the CPU.
+//!   [`config::TrainConfig`], resumable bit for bit on the CPU, and sums it up
+//!   ([`summary`]). It trains on CIFAR-10 ([`TrainConfig::default`], the
+//!   paper's CIFAR-10 recipe) or on an ImageNet-style image folder
+//!   ([`TrainConfig::imagenet`], the paper's ImageNet recipe).
 
 #![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod config;
+mod dataset;
 pub mod error;
 pub mod metrics;
 pub mod progress;
 pub mod run_dir;
 pub mod schedule;
 pub mod sgd;
+pub mod summary;
 pub mod trainer;
 
-pub use config::{NormalizationKind, TrainConfig};
+pub use config::{DatasetKind, NormalizationKind, TrainConfig};
 pub use error::{Result, TrainError};
 pub use metrics::{read_metrics, MetricRecord};
 pub use schedule::{LrSchedule, PlateauState, ScheduleConfig, Scheduler, SchedulerState, Warmup};
 pub use sgd::{Sgd, SgdConfig, MOMENTUM_PREFIX};
-pub use trainer::{build_model, resume, train, NoObserver, RunSummary, TrainObserver};
+pub use summary::RunSummary;
+pub use trainer::{build_model, resume, train, NoObserver, TrainObserver};

@@ -5,14 +5,16 @@
 //! RUN/metrics.jsonl                    one MetricRecord per line
 //! RUN/checkpoint.json                  the latest checkpoint's state (the commit point)
 //! RUN/checkpoint-00001000.safetensors  weights + momentum + normalization of it
-//! RUN/model.safetensors                final weights + normalization
+//! RUN/model.safetensors                final weights + normalization (resnet_eval's format)
 //! RUN/summary.json                     final errors, written last
 //! ```
 //! Every file is written to a temporary name and renamed, so a killed run
 //! never leaves a half-written file behind.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use candle_core::Tensor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -50,6 +52,16 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     std::fs::write(&tmp, bytes).map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_error(path))
+}
+
+/// Writes `tensors` as a safetensors file at `path` atomically (temporary file, then rename).
+pub(crate) fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let tmp = temp_path(path);
+    candle_core::safetensors::save(tensors, &tmp).map_err(|e| TrainError::Tensors {
+        path: tmp.clone(),
+        source: e,
+    })?;
     std::fs::rename(&tmp, path).map_err(io_error(path))
 }
 

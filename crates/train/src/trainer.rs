@@ -1,25 +1,28 @@
 //! The training loop: step, evaluate, log and checkpoint, resumable bit for bit.
+//!
+//! One loop trains on CIFAR-10 or on an image folder; what differs between
+//! them (loading, normalisation, batches, evaluation) is in [`crate::dataset`].
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use resnet_data::{
-    Augment, Cifar10, LoaderConfig, LoaderPosition, MeanImage, Normalization, Split, TrainLoader,
-};
-use resnet_eval::{EvalReport, MODEL_FILE, NORMALIZATION_PREFIX};
+use resnet_data::LoaderPosition;
+use resnet_eval::{MODEL_FILE, NORMALIZATION_PREFIX};
 use resnet_models::{ArchSpec, ResNet};
 use resnet_ops::DeviceSpec;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
     load_checkpoint_tensors, read_checkpoint, save_checkpoint, CheckpointState,
 };
-use crate::config::{NormalizationKind, RunConfigFile, TrainConfig};
+use crate::config::{RunConfigFile, TrainConfig};
+use crate::dataset::{Dataset, Evaluation, RunData};
 use crate::metrics::{MetricRecord, MetricsLog};
-use crate::run_dir::{read_json, write_json, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
+use crate::run_dir::{
+    read_json, save_tensors, write_json, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE,
+};
+use crate::summary::{untested, RunSummary};
 use crate::{Result, Scheduler, Sgd, TrainError, MOMENTUM_PREFIX};
 
 /// Receives progress from the loop (a progress bar, a logger, a test probe).
@@ -38,47 +41,25 @@ pub struct NoObserver;
 
 impl TrainObserver for NoObserver {}
 
-/// What a finished run reports (`summary.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSummary {
-    /// Architecture id.
-    pub arch: String,
-    /// Learnable parameters of the model.
-    pub params: usize,
-    /// SGD steps done.
-    pub iterations: u64,
-    /// Training images (after the validation split).
-    pub train_images: usize,
-    /// Mean training loss over the last logging window.
-    pub final_train_loss: f64,
-    /// Training top-1 error over the last logging window.
-    pub final_train_error: f64,
-    /// Final validation evaluation, if the run holds a validation split out.
-    pub val: Option<EvalReport>,
-    /// Final test evaluation.
-    pub test: EvalReport,
-    /// Seconds of training, across resumes.
-    pub wall_time: f64,
-}
-
 /// Starts a new run in `run_dir`, which must not already hold one. A bad
-/// config or data folder is reported before anything is written.
+/// config or data folder (a bad image header included) is reported before
+/// anything is written.
 pub fn train(
     config: &TrainConfig,
     run_dir: &Path,
     observer: &mut dyn TrainObserver,
 ) -> Result<RunSummary> {
     config.validate()?;
-    Cifar10::locate(&config.data)?;
     let config_path = run_dir.join(CONFIG_FILE);
     if config_path.exists() {
         return Err(TrainError::RunExists {
             path: run_dir.to_path_buf(),
         });
     }
+    let dataset = Dataset::open(config)?;
     std::fs::create_dir_all(run_dir).map_err(crate::run_dir::io_error(run_dir))?;
     write_json(&config_path, &RunConfigFile::new(config.clone()))?;
-    run(config, run_dir, observer)
+    run(config, dataset, run_dir, observer)
 }
 
 /// Continues the run in `run_dir` from its last checkpoint with the config
@@ -96,7 +77,8 @@ pub fn resume(run_dir: &Path, observer: &mut dyn TrainObserver) -> Result<RunSum
     }
     let file: RunConfigFile = read_json(&config_path)?;
     file.config.validate()?;
-    run(&file.config, run_dir, observer)
+    let dataset = Dataset::open(&file.config)?;
+    run(&file.config, dataset, run_dir, observer)
 }
 
 /// The model described by a config, freshly initialised from its seed.
@@ -108,31 +90,24 @@ pub fn build_model(config: &TrainConfig, device: &Device) -> Result<ResNet> {
     Ok(ResNet::new(&spec, config.seed, device)?)
 }
 
-fn normalization_for(kind: NormalizationKind, train: &Split) -> Result<Normalization> {
-    Ok(match kind {
-        NormalizationKind::PerPixelMean => {
-            Normalization::PerPixelMean(MeanImage::from_split(train)?)
-        }
-        NormalizationKind::PerChannel => Normalization::per_channel_from_split(train)?,
-    })
-}
-
 /// Where a run starts: fresh, or from its checkpoint.
 struct Start {
     iteration: u64,
     loader: LoaderPosition,
     recent_errors: VecDeque<f64>,
     wall_time: f64,
-    normalization: Normalization,
+    data: RunData,
 }
 
-/// Restores model, optimizer and scheduler from the run's checkpoint, if any.
+/// Restores model, optimizer, scheduler and input normalisation from the
+/// run's checkpoint, if any; a fresh run computes its normalisation.
 fn restore(
     run_dir: &Path,
+    config: &TrainConfig,
+    dataset: Dataset,
     model: &ResNet,
     sgd: &mut Sgd,
     scheduler: &mut Scheduler,
-    fresh_normalization: impl FnOnce() -> Result<Normalization>,
 ) -> Result<Start> {
     let Some(state) = read_checkpoint(run_dir)? else {
         return Ok(Start {
@@ -140,7 +115,7 @@ fn restore(
             loader: LoaderPosition::default(),
             recent_errors: VecDeque::new(),
             wall_time: 0.0,
-            normalization: fresh_normalization()?,
+            data: dataset.normalize(None, config)?,
         });
     };
     let tensors = load_checkpoint_tensors(run_dir, &state)?;
@@ -154,16 +129,14 @@ fn restore(
     model.load_tensors(&weights, &source)?;
     sgd.load_state(momentum)?;
     scheduler.load_state(state.scheduler.clone())?;
-    let normalization = resnet_eval::normalization_from_tensors(&norm)?.ok_or_else(|| {
-        TrainError::InvalidConfig(format!("{source}: checkpoint holds no input normalization"))
-    })?;
+    let data = dataset.normalize(Some((&norm, &source)), config)?;
     tracing::info!(iteration = state.iteration, "resuming from checkpoint");
     Ok(Start {
         iteration: state.iteration,
         loader: state.loader,
         recent_errors: state.recent_errors.into_iter().collect(),
         wall_time: state.wall_time,
-        normalization,
+        data,
     })
 }
 
@@ -179,48 +152,20 @@ struct Window {
 
 fn run(
     config: &TrainConfig,
+    dataset: Dataset,
     run_dir: &Path,
     observer: &mut dyn TrainObserver,
 ) -> Result<RunSummary> {
     let device = config.device.parse::<DeviceSpec>()?.open()?;
-    let data = Cifar10::load(&config.data)?;
-    let (train_split, val_split) = data.train.split_off_validation(config.val_size)?;
     let model = build_model(config, &device)?;
     let mut sgd = Sgd::new(model.parameters(), config.sgd)?;
     let mut scheduler = Scheduler::new(config.schedule.clone())?;
-    let start = restore(run_dir, &model, &mut sgd, &mut scheduler, || {
-        normalization_for(config.normalization, &train_split)
-    })?;
+    let start = restore(run_dir, config, dataset, &model, &mut sgd, &mut scheduler)?;
     let mut metrics = MetricsLog::open_at(&run_dir.join(METRICS_FILE), start.iteration)?;
-    let normalization = start.normalization;
-    let train_images = train_split.len();
-    let (val_split, test_split) = (Arc::new(val_split), Arc::new(data.test));
-    let augment = if config.augment {
-        Augment::PAPER
-    } else {
-        Augment::NONE
-    };
-    let loader_config = LoaderConfig {
-        threads: config.loader_threads,
-        ..LoaderConfig::new(config.batch_size, config.seed)
-    };
-    let mut loader = TrainLoader::new(
-        Arc::new(train_split),
-        normalization.clone(),
-        augment,
-        loader_config,
-        start.loader,
-    )?;
-    let evaluate = |split: &Arc<Split>| -> Result<EvalReport> {
-        Ok(resnet_eval::evaluate(
-            &model,
-            Arc::clone(split),
-            &normalization,
-            256,
-            config.loader_threads,
-            &device,
-        )?)
-    };
+    let data = start.data;
+    let train_images = data.train_images();
+    let mut loader = data.train_loader(config, start.loader)?;
+    let evaluate = || data.evaluate(&model, config.loader_threads, &device);
 
     let mut recent_errors = start.recent_errors;
     let mut wall_time = start.wall_time;
@@ -230,12 +175,11 @@ fn run(
     observer.on_start(start.iteration, config.iterations);
     for iteration in start.iteration..config.iterations {
         let step_started = Instant::now();
-        let (position, batch) = loader.next().ok_or(TrainError::LoaderStopped)?;
-        let (x, y) = batch.to_tensors(&device)?;
+        let batch = loader.next_batch(&device)?;
         let lr = scheduler.lr_at(iteration);
         sgd.set_lr(lr);
-        let logits = model.forward_t(&x, true)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let logits = model.forward_t(&batch.images, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         if !loss_value.is_finite() {
             return Err(TrainError::NonFiniteLoss {
@@ -244,10 +188,10 @@ fn run(
             });
         }
         sgd.step(&loss.backward()?)?;
-        let (wrong, _) = resnet_eval::batch_errors(&logits, &y)?;
+        let (wrong, _) = resnet_eval::batch_errors(&logits, &batch.labels)?;
         let done = iteration + 1;
 
-        recent_errors.push_back(wrong as f64 / batch.batch_size as f64);
+        recent_errors.push_back(wrong as f64 / batch.size as f64);
         while recent_errors.len() > config.warmup_window {
             recent_errors.pop_front();
         }
@@ -262,7 +206,7 @@ fn run(
         window = Window {
             loss: window.loss + loss_value,
             wrong: window.wrong + wrong,
-            images: window.images + batch.batch_size,
+            images: window.images + batch.size,
             steps: window.steps + 1,
             seconds: window.seconds + step_seconds,
         };
@@ -270,15 +214,16 @@ fn run(
 
         let finished = done == config.iterations;
         let evaluating = finished || (config.eval_every > 0 && done % config.eval_every == 0);
-        let (mut val, mut test) = (None, None);
+        let mut eval = Evaluation {
+            val: None,
+            test: None,
+        };
         if evaluating {
             let eval_started = Instant::now();
-            if !val_split.is_empty() {
-                let report = evaluate(&val_split)?;
-                scheduler.observe_val_error(report.top1_error);
-                val = Some(report);
+            eval = evaluate()?;
+            if let Some(error) = data.plateau_error(&eval, &recent_errors) {
+                scheduler.observe_val_error(error);
             }
-            test = Some(evaluate(&test_split)?);
             wall_time += eval_started.elapsed().as_secs_f64();
         }
         if evaluating || done % config.log_every == 0 {
@@ -292,9 +237,9 @@ fn run(
                 lr,
                 train_loss: last.0,
                 train_error: last.1,
-                val_error: val.as_ref().map(|r| r.top1_error),
-                test_error: test.as_ref().map(|r| r.top1_error),
-                test_top5_error: test.as_ref().map(|r| r.top5_error),
+                val_error: eval.val.as_ref().map(|r| r.top1_error),
+                test_error: eval.test.as_ref().map(|r| r.top1_error),
+                test_top5_error: eval.test.as_ref().map(|r| r.top5_error),
                 images_per_sec: window.images as f64 / window.seconds.max(1e-9),
                 wall_time,
             };
@@ -305,7 +250,7 @@ fn run(
         if finished || (config.checkpoint_every > 0 && done % config.checkpoint_every == 0) {
             let state = CheckpointState {
                 iteration: done,
-                loader: position,
+                loader: batch.position,
                 scheduler: scheduler.state(),
                 recent_errors: recent_errors.iter().copied().collect(),
                 wall_time,
@@ -316,25 +261,23 @@ fn run(
                 state,
                 model.state_tensors(),
                 sgd.state_tensors(),
-                &normalization,
+                data.normalization_tensors()?,
             )?;
         }
         if finished {
-            final_eval = Some((val, test));
+            final_eval = Some(eval);
         }
     }
     drop(loader);
-    let (val, test) = match final_eval {
-        Some((val, Some(test))) => (val, test),
-        // Resumed from the final checkpoint after a kill before the summary was written.
-        _ => (
-            (!val_split.is_empty())
-                .then(|| evaluate(&val_split))
-                .transpose()?,
-            evaluate(&test_split)?,
-        ),
+    // Without a final evaluation the run resumed from its final checkpoint
+    // after a kill before the summary was written.
+    let eval = match final_eval {
+        Some(eval) => eval,
+        None => evaluate()?,
     };
-    resnet_eval::save_weights(&model, Some(&normalization), &run_dir.join(MODEL_FILE))?;
+    let mut weights = model.state_tensors();
+    weights.extend(data.normalization_tensors()?);
+    save_tensors(&run_dir.join(MODEL_FILE), &weights)?;
     let summary = RunSummary {
         arch: config.arch.clone(),
         params: model.num_parameters(),
@@ -342,8 +285,8 @@ fn run(
         train_images,
         final_train_loss: last.0,
         final_train_error: last.1,
-        val,
-        test,
+        val: eval.val,
+        test: eval.test.unwrap_or_else(untested),
         wall_time,
     };
     write_json(&run_dir.join(SUMMARY_FILE), &summary)?;

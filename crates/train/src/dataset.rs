@@ -1,0 +1,406 @@
+//! The data a run trains and is tested on, CIFAR-10 or an ImageNet-style
+//! image folder, behind what the training loop needs: the input normalisation
+//! (computed, or read back from a checkpoint), the training batches and the
+//! evaluations.
+//!
+//! | | CIFAR-10 | image folder |
+//! |---|---|---|
+//! | training | `data`'s training batches less `val_size` | `data/<class>/<image>` |
+//! | validation (`val`) | the last `val_size` training images | none |
+//! | `test` | the test batch | the centre crops of `val_data`, if given |
+//! | plateau schedule watches | the validation error | `test`, else the recent training error |
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use resnet_data::{
+    Augment, BadImagePolicy, Cifar10, ImageFolder, ImageNetAugment, ImageNetEvalLoader,
+    ImageNetNormalization, ImageNetTrainLoader, LoaderConfig, LoaderPosition, MeanImage,
+    Normalization, PixelMean, Split, TrainLoader,
+};
+use resnet_eval::EvalReport;
+use resnet_models::{ArchSpec, ResNet};
+
+use crate::config::{DatasetKind, NormalizationKind, TrainConfig};
+use crate::{Result, TrainError};
+
+/// Images per evaluation batch of CIFAR-10 (32x32).
+const CIFAR_EVAL_BATCH: usize = 256;
+/// Images per evaluation batch of an image folder (224x224 views).
+const FOLDER_EVAL_BATCH: usize = 64;
+
+/// A run's data, opened and checked, before its normalisation is fixed.
+pub(crate) enum Dataset {
+    /// CIFAR-10, its training set split into training and validation.
+    Cifar {
+        train: Split,
+        val: Split,
+        test: Split,
+    },
+    /// An image folder and its optional validation folder.
+    Folder {
+        train: ImageFolder,
+        val: Option<ImageFolder>,
+    },
+}
+
+impl Dataset {
+    /// Opens the data `config` names, checking every image header of an
+    /// image folder and that its classes fit the network.
+    pub(crate) fn open(config: &TrainConfig) -> Result<Self> {
+        match config.dataset {
+            DatasetKind::Cifar10 => {
+                let data = Cifar10::load(&config.data)?;
+                let (train, val) = data.train.split_off_validation(config.val_size)?;
+                Ok(Self::Cifar {
+                    train,
+                    val,
+                    test: data.test,
+                })
+            }
+            DatasetKind::ImageFolder => {
+                let train = ImageFolder::open(&config.data, None)?;
+                let outputs = ArchSpec::from_id(&config.arch)?.num_classes;
+                if train.classes().len() > outputs {
+                    return Err(TrainError::TooManyClasses {
+                        path: config.data.clone(),
+                        classes: train.classes().len(),
+                        arch: config.arch.clone(),
+                        outputs,
+                    });
+                }
+                let val = match &config.val_data {
+                    Some(dir) => Some(open_val(dir, config.val_labels.as_deref(), &train)?),
+                    None => None,
+                };
+                Ok(Self::Folder { train, val })
+            }
+        }
+    }
+
+    /// Fixes the input normalisation: the one stored in a checkpoint's
+    /// `normalization.*` tensors (read from `source`), or, for a fresh run,
+    /// the one `config` asks for, computed from the training images.
+    pub(crate) fn normalize(
+        self,
+        stored: Option<(&HashMap<String, Tensor>, &str)>,
+        config: &TrainConfig,
+    ) -> Result<RunData> {
+        let missing = |source: &str| {
+            TrainError::InvalidConfig(format!("{source}: checkpoint holds no input normalization"))
+        };
+        match self {
+            Self::Cifar { train, val, test } => {
+                let norm = match stored {
+                    Some((tensors, source)) => resnet_eval::normalization_from_tensors(tensors)?
+                        .ok_or_else(|| missing(source))?,
+                    None => cifar_normalization(config.normalization, &train)?,
+                };
+                Ok(RunData::Cifar {
+                    train: Arc::new(train),
+                    val: Arc::new(val),
+                    test: Arc::new(test),
+                    norm,
+                })
+            }
+            Self::Folder { train, val } => {
+                let train = Arc::new(train);
+                let norm = match stored {
+                    Some((tensors, source)) => {
+                        resnet_eval::imagenet_normalization_from_tensors(tensors)?
+                            .ok_or_else(|| missing(source))?
+                    }
+                    None => folder_normalization(config, &train)?,
+                };
+                Ok(RunData::Folder {
+                    train,
+                    val: val.map(Arc::new),
+                    norm,
+                })
+            }
+        }
+    }
+}
+
+/// Opens the validation folder of an image-folder run: class folders with the
+/// training folder's classes, or a flat folder labelled by `labels`.
+fn open_val(dir: &Path, labels: Option<&Path>, train: &ImageFolder) -> Result<ImageFolder> {
+    if let Some(labels) = labels {
+        let classes = train.classes();
+        return Ok(ImageFolder::open_flat(
+            dir,
+            labels,
+            classes,
+            BadImagePolicy::Reject,
+        )?);
+    }
+    let val = ImageFolder::open(dir, None)?;
+    let only_in = |a: &ImageFolder, b: &ImageFolder| {
+        a.classes()
+            .iter()
+            .find(|c| !b.classes().contains(c))
+            .cloned()
+    };
+    let detail = match (only_in(train, &val), only_in(&val, train)) {
+        (Some(c), _) => format!("it has no class folder `{c}`"),
+        (None, Some(c)) => format!("its class folder `{c}` is not a training class"),
+        (None, None) => return Ok(val),
+    };
+    Err(TrainError::ValClassesDiffer {
+        train: train.root().to_path_buf(),
+        val: dir.to_path_buf(),
+        detail,
+    })
+}
+
+fn cifar_normalization(kind: NormalizationKind, train: &Split) -> Result<Normalization> {
+    Ok(match kind {
+        NormalizationKind::PerPixelMean => {
+            Normalization::PerPixelMean(MeanImage::from_split(train)?)
+        }
+        NormalizationKind::PerChannel => Normalization::per_channel_from_split(train)?,
+    })
+}
+
+fn folder_normalization(
+    config: &TrainConfig,
+    train: &Arc<ImageFolder>,
+) -> Result<ImageNetNormalization> {
+    Ok(match config.normalization {
+        NormalizationKind::PerPixelMean => {
+            tracing::info!(
+                images = train.len(),
+                "computing the per-pixel mean of the training images' centre views"
+            );
+            let mean = PixelMean::from_folder(Arc::clone(train), config.loader_threads)?;
+            ImageNetNormalization::PerPixelMean(mean)
+        }
+        NormalizationKind::PerChannel => ImageNetNormalization::TORCHVISION,
+    })
+}
+
+/// The training augmentation of an image folder: `image_augment`, or
+/// without `augment` a fixed scale with no flip or colour change.
+fn folder_augment(config: &TrainConfig) -> ImageNetAugment {
+    let paper = config.image_augment;
+    if config.augment {
+        return paper;
+    }
+    ImageNetAugment {
+        max_side: paper.min_side,
+        flip: false,
+        lighting_std: 0.0,
+        ..paper
+    }
+}
+
+/// A run's data with its input normalisation fixed.
+pub(crate) enum RunData {
+    /// CIFAR-10.
+    Cifar {
+        train: Arc<Split>,
+        val: Arc<Split>,
+        test: Arc<Split>,
+        norm: Normalization,
+    },
+    /// An image folder.
+    Folder {
+        train: Arc<ImageFolder>,
+        val: Option<Arc<ImageFolder>>,
+        norm: ImageNetNormalization,
+    },
+}
+
+/// The evaluations at one point of a run.
+pub(crate) struct Evaluation {
+    /// The validation split held out of CIFAR-10's training images.
+    pub(crate) val: Option<EvalReport>,
+    /// CIFAR-10's test split, or an image folder's validation folder.
+    pub(crate) test: Option<EvalReport>,
+}
+
+impl RunData {
+    /// Number of training images.
+    pub(crate) fn train_images(&self) -> usize {
+        match self {
+            Self::Cifar { train, .. } => train.len(),
+            Self::Folder { train, .. } => train.len(),
+        }
+    }
+
+    /// The tensors that store the normalisation in checkpoints and weights.
+    pub(crate) fn normalization_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        Ok(match self {
+            Self::Cifar { norm, .. } => resnet_eval::normalization_tensors(norm)?,
+            Self::Folder { norm, .. } => resnet_eval::imagenet_normalization_tensors(norm)?,
+        })
+    }
+
+    /// The endless training batches from `start`.
+    pub(crate) fn train_loader(
+        &self,
+        config: &TrainConfig,
+        start: LoaderPosition,
+    ) -> Result<TrainBatches> {
+        let loader_config = LoaderConfig {
+            threads: config.loader_threads,
+            ..LoaderConfig::new(config.batch_size, config.seed)
+        };
+        Ok(match self {
+            Self::Cifar { train, norm, .. } => {
+                let augment = if config.augment {
+                    Augment::PAPER
+                } else {
+                    Augment::NONE
+                };
+                let loader = TrainLoader::new(
+                    Arc::clone(train),
+                    norm.clone(),
+                    augment,
+                    loader_config,
+                    start,
+                )?;
+                TrainBatches::Cifar(loader)
+            }
+            Self::Folder { train, norm, .. } => TrainBatches::Folder(ImageNetTrainLoader::new(
+                Arc::clone(train),
+                norm.clone(),
+                folder_augment(config),
+                loader_config,
+                start,
+            )?),
+        })
+    }
+
+    /// Evaluates `model` on the validation and test data there are.
+    pub(crate) fn evaluate(
+        &self,
+        model: &ResNet,
+        threads: usize,
+        device: &Device,
+    ) -> Result<Evaluation> {
+        match self {
+            Self::Cifar {
+                val, test, norm, ..
+            } => {
+                let split = |split: &Arc<Split>| -> Result<EvalReport> {
+                    Ok(resnet_eval::evaluate(
+                        model,
+                        Arc::clone(split),
+                        norm,
+                        CIFAR_EVAL_BATCH,
+                        threads,
+                        device,
+                    )?)
+                };
+                Ok(Evaluation {
+                    val: (!val.is_empty()).then(|| split(val)).transpose()?,
+                    test: Some(split(test)?),
+                })
+            }
+            Self::Folder { val, norm, .. } => Ok(Evaluation {
+                val: None,
+                test: val
+                    .as_ref()
+                    .map(|folder| evaluate_folder(model, folder, norm, threads, device))
+                    .transpose()?,
+            }),
+        }
+    }
+
+    /// The error a plateau schedule observes after `evaluation`: CIFAR-10's
+    /// validation error (none without a validation split); an image folder's
+    /// validation-folder error, or without one the mean training error of
+    /// the `recent` batches.
+    pub(crate) fn plateau_error(
+        &self,
+        evaluation: &Evaluation,
+        recent: &VecDeque<f64>,
+    ) -> Option<f64> {
+        match self {
+            Self::Cifar { .. } => evaluation.val.as_ref().map(|r| r.top1_error),
+            Self::Folder { .. } => match &evaluation.test {
+                Some(report) => Some(report.top1_error),
+                None if recent.is_empty() => None,
+                None => Some(recent.iter().sum::<f64>() / recent.len() as f64),
+            },
+        }
+    }
+}
+
+/// Top-1 and top-5 error and mean cross-entropy of `model` on the centre
+/// views of `folder`'s images.
+fn evaluate_folder(
+    model: &ResNet,
+    folder: &Arc<ImageFolder>,
+    norm: &ImageNetNormalization,
+    threads: usize,
+    device: &Device,
+) -> Result<EvalReport> {
+    let (mut top1, mut top5, mut loss, mut images) = (0usize, 0usize, 0f64, 0usize);
+    let loader =
+        ImageNetEvalLoader::new(Arc::clone(folder), norm.clone(), FOLDER_EVAL_BATCH, threads)?;
+    for batch in loader {
+        let batch = batch?;
+        let (x, y) = batch.to_tensors(device)?;
+        let logits = model.forward_t(&x, false)?;
+        let (t1, t5) = resnet_eval::batch_errors(&logits, &y)?;
+        let mean_loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
+        top1 += t1;
+        top5 += t5;
+        loss += f64::from(mean_loss) * batch.batch_size as f64;
+        images += batch.batch_size;
+    }
+    let n = images as f64;
+    Ok(EvalReport {
+        top1_error: top1 as f64 / n,
+        top5_error: top5 as f64 / n,
+        loss: loss / n,
+        images,
+    })
+}
+
+/// The training loader of either dataset.
+pub(crate) enum TrainBatches {
+    /// Over CIFAR-10.
+    Cifar(TrainLoader),
+    /// Over an image folder.
+    Folder(ImageNetTrainLoader),
+}
+
+/// One training batch on the device.
+pub(crate) struct StepBatch {
+    /// Where the loader continues after this batch.
+    pub(crate) position: LoaderPosition,
+    /// The images, `[B, 3, H, W]`.
+    pub(crate) images: Tensor,
+    /// The class indices, `[B]`.
+    pub(crate) labels: Tensor,
+    /// `B`.
+    pub(crate) size: usize,
+}
+
+impl TrainBatches {
+    /// The next batch, moved to `device`; an image that fails to decode is
+    /// an error naming its file.
+    pub(crate) fn next_batch(&mut self, device: &Device) -> Result<StepBatch> {
+        let (position, (images, labels), size) = match self {
+            Self::Cifar(loader) => {
+                let (position, batch) = loader.next().ok_or(TrainError::LoaderStopped)?;
+                (position, batch.to_tensors(device)?, batch.batch_size)
+            }
+            Self::Folder(loader) => {
+                let (position, batch) = loader.next().ok_or(TrainError::LoaderStopped)??;
+                (position, batch.to_tensors(device)?, batch.batch_size)
+            }
+        };
+        Ok(StepBatch {
+            position,
+            images,
+            labels,
+            size,
+        })
+    }
+}
