@@ -7,17 +7,20 @@ use candle_core::Device;
 use resnet_data::{
     CropGeometry, ImageNetNormalization, MeanImage, Normalization, IMAGENET_MEAN, IMAGENET_STD,
 };
-use resnet_eval::{load_weights, resolve_weights, NORMALIZATION_PREFIX};
+use resnet_eval::{load_imagenet_weights, load_weights, resolve_weights, NORMALIZATION_PREFIX};
 use resnet_hub::registry::{self, Interpolation, Preprocessing};
 use resnet_hub::{load_pretrained, read_tensors, WeightsSource};
 use resnet_models::ResNet;
 
 use crate::arch::ArchArgs;
 
+/// The input side of the CIFAR-10 nets, whose weights store CIFAR normalisations.
+const CIFAR_INPUT_SIZE: usize = 32;
+
 /// What is known of the input normalisation a model's weights expect.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KnownNormalization {
-    /// The registry's (known hub weights), or the per-channel one stored in
+    /// The registry's (known hub weights), or the one stored in
     /// our own weights file.
     Known(ImageNetNormalization),
     /// A CIFAR-10 per-pixel mean image (32x32) stored in our own weights file.
@@ -91,14 +94,22 @@ pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<Loa
             let path = resolve_weights(&path)?;
             let tensors = read_tensors(&path)?;
             if tensors.keys().any(|k| k.starts_with(NORMALIZATION_PREFIX)) {
-                let normalization = match load_weights(&model, &path)? {
-                    Some(Normalization::PerChannel { mean, std }) => {
-                        KnownNormalization::Known(ImageNetNormalization::PerChannel { mean, std })
+                let normalization = if spec.input_size == CIFAR_INPUT_SIZE {
+                    match load_weights(&model, &path)? {
+                        Some(Normalization::PerChannel { mean, std }) => {
+                            KnownNormalization::Known(ImageNetNormalization::PerChannel {
+                                mean,
+                                std,
+                            })
+                        }
+                        Some(Normalization::PerPixelMean(mean)) => {
+                            KnownNormalization::CifarMeanImage(mean)
+                        }
+                        None => KnownNormalization::Unknown,
                     }
-                    Some(Normalization::PerPixelMean(mean)) => {
-                        KnownNormalization::CifarMeanImage(mean)
-                    }
-                    None => KnownNormalization::Unknown,
+                } else {
+                    load_imagenet_weights(&model, &path)?
+                        .map_or(KnownNormalization::Unknown, KnownNormalization::Known)
                 };
                 return Ok(LoadedModel {
                     model,

@@ -236,6 +236,24 @@ fn an_image_folder_trains_with_the_imagenet_recipe() {
     let weights = weights(&run);
     assert_eq!(weights["normalization.mean_image"].dims(), [3, 224, 224]);
     assert_eq!(weights["fc.weight"].dims(), [1000, 512]);
+
+    // `resnet eval` reads the run's weights with their 224x224 mean image and
+    // agrees with the trainer's own centre-crop evaluation.
+    let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(["eval", "--arch", "resnet18", "--json", "--weights"])
+        .arg(&run)
+        .arg("--data")
+        .arg(&val)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(eval["images"], 2);
+    assert_eq!(eval["top1_error"], summary["test"]["top1_error"]);
 }
 
 #[test]

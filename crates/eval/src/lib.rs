@@ -30,4 +30,6 @@ pub use imagenet::{evaluate_folder, predict_folder, FolderPredictions, ImagePred
 pub use normalization::{imagenet_normalization_from_tensors, imagenet_normalization_tensors};
 pub use normalization::{normalization_from_tensors, normalization_tensors, NORMALIZATION_PREFIX};
 pub use resnet_data::{CropGeometry, TestViews, ViewConfig};
-pub use weights::{load_weights, resolve_weights, save_weights, MODEL_FILE, MOMENTUM_PREFIX};
+pub use weights::{
+    load_imagenet_weights, load_weights, resolve_weights, save_weights, MODEL_FILE, MOMENTUM_PREFIX,
+};

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-use resnet_data::Normalization;
+use resnet_data::{ImageNetNormalization, Normalization};
 use resnet_models::ResNet;
 
 use crate::normalization::{
-    normalization_from_tensors, normalization_tensors, NORMALIZATION_PREFIX,
+    imagenet_normalization_from_tensors, normalization_from_tensors, normalization_tensors,
+    NORMALIZATION_PREFIX,
 };
 use crate::rename::torchvision_name;
 use crate::{EvalError, Result};
@@ -64,6 +65,22 @@ pub fn save_weights(model: &ResNet, norm: Option<&Normalization>, path: &Path) -
 /// unexpected tensor is an error naming the file and the tensor; on error the
 /// model is left unchanged.
 pub fn load_weights(model: &ResNet, path: &Path) -> Result<Option<Normalization>> {
+    load_with(model, path, normalization_from_tensors)
+}
+
+/// As [`load_weights`], for weights trained on an ImageNet-style folder:
+/// their normalisation is a per-pixel mean image of any size or per-channel
+/// values ([`imagenet_normalization_from_tensors`]).
+pub fn load_imagenet_weights(model: &ResNet, path: &Path) -> Result<Option<ImageNetNormalization>> {
+    load_with(model, path, imagenet_normalization_from_tensors)
+}
+
+/// Loads the model's tensors from `path` and reads its normalisation with `read`.
+fn load_with<N>(
+    model: &ResNet,
+    path: &Path,
+    read: impl Fn(&HashMap<String, Tensor>) -> Result<Option<N>>,
+) -> Result<Option<N>> {
     let bytes = std::fs::read(path).map_err(|error| EvalError::Io {
         action: "reading weights",
         path: path.to_path_buf(),
@@ -96,7 +113,7 @@ pub fn load_weights(model: &ResNet, path: &Path) -> Result<Option<Normalization>
         }
         tensors.insert(name.to_string(), file[original].clone());
     }
-    let norm = normalization_from_tensors(&tensors).map_err(|e| EvalError::InFile {
+    let norm = read(&tensors).map_err(|e| EvalError::InFile {
         path: path.to_path_buf(),
         error: Box::new(e),
     })?;
