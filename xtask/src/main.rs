@@ -13,6 +13,7 @@ use resnet_repro::{ImageNetOptions, ImageNetTarget, Options, Profile, ProfileNam
 const USAGE: &str = "\
 usage: cargo xtask reproduce <target> [--profile quick|paper|smoke] [--data DIR] [--device cpu|cuda|metal]
                              [--runs N] [--seed S] [--out DIR]
+       cargo xtask reproduce <table2|fig4> --imagenet DIR --profile paper|smoke [--limit N] [--seed S]
        cargo xtask reproduce <table3|table4|table5> --imagenet DIR [--limit N]
                              [--weights ARCH=SOURCE,...] [--device D] [--out DIR]
        cargo xtask bench [--json] [--only NAME] [--runs N]
@@ -24,13 +25,16 @@ targets:
   table6  Table 6: CIFAR-10 test error by depth, beside the paper's
   fig7    Fig. 7: standard deviations of 3x3 layer responses
   all     every target, sharing the training runs
+  table2  Table 2: plain-18/34 vs ResNet-18/34 (option A) trained on ImageNet, 10-crop top-1 error
+  fig4    Fig. 4: their training and validation error curves
   table3  Table 3: 10-crop ImageNet validation error of public ResNet-34/50/101/152 weights
   table4  Table 4: the same with multi-scale fully-convolutional testing
   table5  Table 5: their ensemble (softmax averaged, multi-scale)
 
 ImageNet flags:
-  --imagenet DIR  the ILSVRC-2012 validation set as DIR/val/<synset>/<image> (or DIR/<synset>/<image>)
-  --limit N       evaluate N evenly spaced images only (the report says so)
+  --imagenet DIR  ILSVRC-2012 as DIR/train/<synset>/<image> and DIR/val/<synset>/<image> (table3-5 need
+                  only the validation set, which may also be DIR/<synset>/<image>)
+  --limit N       test on N evenly spaced validation images only (the report says so)
   --weights A=S   weights for arch A: a registry name, hf:OWNER/REPO[/FILE][@REV], a local file,
                   or none to leave A out (default: torchvision's, resnet34..152.tv_in1k)
 
@@ -121,6 +125,8 @@ fn main() -> Result<()> {
                     limit,
                     device,
                     out,
+                    profile,
+                    seed,
                     weights,
                 },
             );

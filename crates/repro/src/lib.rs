@@ -12,6 +12,7 @@ pub mod fig6;
 pub mod fig7;
 pub mod imagenet_eval;
 pub mod imagenet_paper;
+pub mod imagenet_train;
 pub mod plot;
 pub mod profile;
 pub mod report;
@@ -89,6 +90,10 @@ pub fn reproduce(target: Target, opts: Options) -> Result<()> {
 /// ImageNet (`--imagenet DIR`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageNetTarget {
+    /// Table 2: plain-18/34 and ResNet-18/34 trained on ImageNet, 10-crop top-1 error.
+    Table2,
+    /// Fig. 4: their training and validation error curves.
+    Fig4,
     /// Table 3: 10-crop validation errors of public ResNet weights.
     Table3,
     /// Table 4: multi-scale validation errors of the same weights.
@@ -101,6 +106,8 @@ impl ImageNetTarget {
     /// The target's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
+            ImageNetTarget::Table2 => "table2",
+            ImageNetTarget::Fig4 => "fig4",
             ImageNetTarget::Table3 => "table3",
             ImageNetTarget::Table4 => "table4",
             ImageNetTarget::Table5 => "table5",
@@ -113,10 +120,14 @@ impl FromStr for ImageNetTarget {
 
     fn from_str(s: &str) -> Result<ImageNetTarget> {
         Ok(match s {
+            "table2" => ImageNetTarget::Table2,
+            "fig4" => ImageNetTarget::Fig4,
             "table3" => ImageNetTarget::Table3,
             "table4" => ImageNetTarget::Table4,
             "table5" => ImageNetTarget::Table5,
-            _ => anyhow::bail!("unknown ImageNet target `{s}`: expected table3, table4 or table5"),
+            _ => anyhow::bail!(
+                "unknown ImageNet target `{s}`: expected table2, fig4, table3, table4 or table5"
+            ),
         })
     }
 }
@@ -132,6 +143,10 @@ pub struct ImageNetOptions {
     pub device: String,
     /// Output folder.
     pub out: PathBuf,
+    /// The profile of the training targets (`paper` or `smoke`).
+    pub profile: ProfileName,
+    /// Seed of the training runs.
+    pub seed: u64,
     /// Weights for our models by arch id, overriding [`imagenet_eval::default_weights`]
     /// (`none` leaves that model out).
     pub weights: Vec<(String, String)>,
@@ -141,13 +156,34 @@ pub struct ImageNetOptions {
 /// what it needs and fails.
 pub fn reproduce_imagenet(target: ImageNetTarget, opts: ImageNetOptions) -> Result<()> {
     let Some(imagenet) = opts.imagenet else {
-        anyhow::bail!(
-            "{} evaluates public ResNet weights on the ImageNet (ILSVRC-2012) validation set, which is not \
-             bundled: pass --imagenet DIR with DIR/val/<synset>/<image> (the 1000 synset folders), and a network or \
-             a filled hub cache for the weights",
-            target.name()
-        );
+        let needs = match target {
+            ImageNetTarget::Table2 | ImageNetTarget::Fig4 => {
+                "trains plain-18/34 and ResNet-18/34 on ImageNet (ILSVRC-2012), which is not bundled: pass \
+                 --imagenet DIR with DIR/train/<synset>/<image> and DIR/val/<synset>/<image>, and --profile paper \
+                 on a machine with GPUs (600k iterations of batch 256 per net)"
+            }
+            _ => {
+                "evaluates public ResNet weights on the ImageNet (ILSVRC-2012) validation set, which is not \
+                 bundled: pass --imagenet DIR with DIR/val/<synset>/<image> (the 1000 synset folders), and a \
+                 network or a filled hub cache for the weights"
+            }
+        };
+        anyhow::bail!("{} {needs}", target.name());
     };
+    if matches!(target, ImageNetTarget::Table2 | ImageNetTarget::Fig4) {
+        let train = imagenet_train::ImageNetTrainOptions {
+            imagenet,
+            profile: opts.profile,
+            device: opts.device,
+            seed: opts.seed,
+            out: opts.out,
+            limit: opts.limit,
+        };
+        return match target {
+            ImageNetTarget::Table2 => imagenet_train::write_table2(&train),
+            _ => imagenet_train::write_fig4(&train),
+        };
+    }
     let mut weights = imagenet_eval::default_weights();
     for (arch, source) in opts.weights {
         match weights.iter_mut().find(|(a, _)| *a == arch) {
@@ -169,5 +205,6 @@ pub fn reproduce_imagenet(target: ImageNetTarget, opts: ImageNetOptions) -> Resu
         ImageNetTarget::Table3 => imagenet_eval::write_table3(eval),
         ImageNetTarget::Table4 => imagenet_eval::write_table4(eval),
         ImageNetTarget::Table5 => imagenet_eval::write_table5(eval),
+        ImageNetTarget::Table2 | ImageNetTarget::Fig4 => unreachable!("trained above"),
     }
 }

@@ -5,12 +5,17 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 use resnet_models::{ArchSpec, ResNet};
-use resnet_repro::{reproduce_imagenet, ImageNetOptions, ImageNetTarget};
+use resnet_repro::{reproduce_imagenet, ImageNetOptions, ImageNetTarget, ProfileName};
 
 /// `DIR/val/<synset>/<image>.png`: two classes of two small images each.
 fn validation_set(dir: &Path) {
+    image_set(&dir.join("val"));
+}
+
+/// `DIR/<synset>/<image>.png`: two classes of two small images each.
+fn image_set(dir: &Path) {
     for (class, synset) in ["n01440764", "n01443537"].iter().enumerate() {
-        let folder = dir.join("val").join(synset);
+        let folder = dir.join(synset);
         std::fs::create_dir_all(&folder).unwrap();
         for k in 0..2u32 {
             let image = RgbImage::from_fn(48, 40, |x, y| {
@@ -32,6 +37,8 @@ fn options(dir: &Path, weights: &Path, limit: Option<usize>) -> ImageNetOptions 
         limit,
         device: "cpu".into(),
         out: dir.join("results"),
+        profile: ProfileName::Smoke,
+        seed: 0,
         weights: vec![
             ("resnet34".into(), weights.display().to_string()),
             none("resnet50"),
@@ -106,6 +113,8 @@ fn evaluation_tables_report_our_rows_beside_the_papers() {
 #[test]
 fn without_imagenet_the_targets_say_what_they_need() {
     for target in [
+        ImageNetTarget::Table2,
+        ImageNetTarget::Fig4,
         ImageNetTarget::Table3,
         ImageNetTarget::Table4,
         ImageNetTarget::Table5,
@@ -115,6 +124,8 @@ fn without_imagenet_the_targets_say_what_they_need() {
             limit: None,
             device: "cpu".into(),
             out: std::env::temp_dir(),
+            profile: ProfileName::Paper,
+            seed: 0,
             weights: Vec::new(),
         };
         let err = reproduce_imagenet(target, opts).unwrap_err().to_string();
@@ -123,4 +134,91 @@ fn without_imagenet_the_targets_say_what_they_need() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn training_targets_smoke_train_four_nets_once_and_write_every_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    image_set(&tmp.path().join("train"));
+    validation_set(tmp.path());
+    let opts = |target| {
+        reproduce_imagenet(
+            target,
+            ImageNetOptions {
+                imagenet: Some(tmp.path().to_path_buf()),
+                limit: None,
+                device: "cpu".into(),
+                out: tmp.path().join("results"),
+                profile: ProfileName::Smoke,
+                seed: 0,
+                weights: Vec::new(),
+            },
+        )
+    };
+    opts(ImageNetTarget::Table2).unwrap();
+    let summary = tmp
+        .path()
+        .join("results/runs/imagenet-smoke/resnet34-seed0/summary.json");
+    let trained = std::fs::metadata(&summary).unwrap().modified().unwrap();
+    opts(ImageNetTarget::Fig4).unwrap();
+    assert_eq!(
+        std::fs::metadata(&summary).unwrap().modified().unwrap(),
+        trained,
+        "fig4 reused table2's runs"
+    );
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(summary.with_file_name("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        config["config"]["shortcut"], "A",
+        "Table 2's ResNets use option A"
+    );
+
+    let table2 = json(tmp.path(), "table2.json");
+    assert_eq!(table2["validation_images"], 4);
+    for row in table2["rows"].as_array().unwrap() {
+        for key in ["plain_top1_pct", "resnet_top1_pct"] {
+            let e = row[key].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&e), "{key} {e}");
+        }
+    }
+    let fig4 = json(tmp.path(), "fig4.json");
+    let nets: Vec<_> = fig4["nets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["arch"].clone())
+        .collect();
+    assert_eq!(nets, ["plain18", "plain34", "resnet18", "resnet34"]);
+    for file in ["fig4.svg", "fig4.png", "fig4.md", "table2.md"] {
+        assert!(tmp.path().join("results").join(file).is_file(), "{file}");
+    }
+}
+
+#[test]
+fn training_targets_have_no_quick_profile_and_need_train_and_val() {
+    let tmp = tempfile::tempdir().unwrap();
+    validation_set(tmp.path());
+    let run = |profile| {
+        reproduce_imagenet(
+            ImageNetTarget::Table2,
+            ImageNetOptions {
+                imagenet: Some(tmp.path().to_path_buf()),
+                limit: None,
+                device: "cpu".into(),
+                out: tmp.path().join("results"),
+                profile,
+                seed: 0,
+                weights: Vec::new(),
+            },
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let err = run(ProfileName::Smoke);
+    assert!(err.contains("no train/ folder"), "{err}");
+    image_set(&tmp.path().join("train"));
+    let err = run(ProfileName::Quick);
+    assert!(err.contains("no quick profile"), "{err}");
 }
