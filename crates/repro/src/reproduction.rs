@@ -117,10 +117,11 @@ impl Reproduction {
                 self.test_images
             ),
             schedule: format!(
-                "{} iterations of batch {}, SGD lr 0.1 (0.01 warm-up for ResNet-110/1202 until training error < 80%) \
+                "{} iterations of batch {}, SGD lr {} (0.01 warm-up for ResNet-110/1202 until training error < 80%) \
                  divided by 10 at {:?}, momentum 0.9, weight decay 1e-4, pad-4 crop + flip, per-pixel mean",
                 p.iterations,
                 p.batch_size,
+                p.base_lr,
                 p.milestones
             ),
             seeds,
