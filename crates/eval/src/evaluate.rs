@@ -22,6 +22,20 @@ pub struct EvalReport {
     pub images: usize,
 }
 
+impl EvalReport {
+    /// The report of `images` (> 0) images of which `top1_wrong` missed the
+    /// top-1 and `top5_wrong` the top-5 class, with cross-entropies summing to `loss_sum`.
+    pub fn from_totals(top1_wrong: usize, top5_wrong: usize, loss_sum: f64, images: usize) -> Self {
+        let n = images as f64;
+        EvalReport {
+            top1_error: top1_wrong as f64 / n,
+            top5_error: top5_wrong as f64 / n,
+            loss: loss_sum / n,
+            images,
+        }
+    }
+}
+
 /// The rank (0 = best) of `label` among `row`'s logits.
 ///
 /// Classes are ranked by logit, highest first; a tie goes to the lower class
@@ -125,13 +139,7 @@ pub fn evaluate(
             .map(|(row, &l)| cross_entropy(row, l as usize))
             .sum::<f64>();
     }
-    let n = images as f64;
-    Ok(EvalReport {
-        top1_error: top1 as f64 / n,
-        top5_error: top5 as f64 / n,
-        loss: loss / n,
-        images,
-    })
+    Ok(EvalReport::from_totals(top1, top5, loss, images))
 }
 
 #[cfg(test)]

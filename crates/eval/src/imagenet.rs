@@ -249,13 +249,7 @@ pub fn evaluate_folder(
     if images == 0 {
         return Err(EvalError::EmptySplit);
     }
-    let n = images as f64;
-    Ok(EvalReport {
-        top1_error: top1 as f64 / n,
-        top5_error: top5 as f64 / n,
-        loss: loss / n,
-        images,
-    })
+    Ok(EvalReport::from_totals(top1, top5, loss, images))
 }
 
 #[cfg(test)]

@@ -51,13 +51,30 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor, OpsError> {
     }
 }
 
-/// Runs `f(out_chunk, offset)` over `len` outputs in parallel chunks.
-fn par_fill(len: usize, f: impl Fn(&mut [f32], usize) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; len];
+/// `f(a[i], b[i])` for every `i`, in parallel chunks.
+fn par_zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
     out.par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(k, chunk)| f(chunk, k * CHUNK));
+        .for_each(|(k, chunk)| {
+            let at = k * CHUNK;
+            for ((o, u), v) in chunk.iter_mut().zip(&a[at..]).zip(&b[at..]) {
+                *o = f(*u, *v);
+            }
+        });
     out
+}
+
+/// A binary custom op's CPU forward: `f` over two tensors of the first's shape.
+fn zip_forward(
+    op: &'static str,
+    (sa, la): (&CpuStorage, &Layout),
+    (sb, lb): (&CpuStorage, &Layout),
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let a = f32_data(op, sa, la, la.dims())?;
+    let b = f32_data(op, sb, lb, la.dims())?;
+    Ok((CpuStorage::F32(par_zip_map(a, b, f)), la.shape().clone()))
 }
 
 /// The forward ReLU.
@@ -69,13 +86,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_data(self.name(), s, l, l.dims())?;
-        let y = par_fill(x.len(), |out, at| {
-            for (o, v) in out.iter_mut().zip(&x[at..]) {
-                *o = v.max(0.0);
-            }
-        });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        zip_forward(self.name(), (s, l), (s, l), |x, _| x.max(0.0))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -98,14 +109,7 @@ impl CustomOp2 for AddRelu {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let a = f32_data(self.name(), sa, la, la.dims())?;
-        let b = f32_data(self.name(), sb, lb, la.dims())?;
-        let y = par_fill(a.len(), |out, at| {
-            for ((o, u), v) in out.iter_mut().zip(&a[at..]).zip(&b[at..]) {
-                *o = (u + v).max(0.0);
-            }
-        });
-        Ok((CpuStorage::F32(y), la.shape().clone()))
+        zip_forward(self.name(), (sa, la), (sb, lb), |a, b| (a + b).max(0.0))
     }
 
     fn bwd(
@@ -135,14 +139,13 @@ impl CustomOp2 for ReluGrad {
         sy: &CpuStorage,
         ly: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dy = f32_data(self.name(), sd, ld, ld.dims())?;
-        let y = f32_data(self.name(), sy, ly, ld.dims())?;
-        let dx = par_fill(dy.len(), |out, at| {
-            for ((o, g), v) in out.iter_mut().zip(&dy[at..]).zip(&y[at..]) {
-                *o = if *v > 0.0 { *g } else { 0.0 };
+        zip_forward(self.name(), (sd, ld), (sy, ly), |g, y| {
+            if y > 0.0 {
+                g
+            } else {
+                0.0
             }
-        });
-        Ok((CpuStorage::F32(dx), ld.shape().clone()))
+        })
     }
 }
 

@@ -353,13 +353,7 @@ fn evaluate_folder(
         loss += f64::from(mean_loss) * batch.batch_size as f64;
         images += batch.batch_size;
     }
-    let n = images as f64;
-    Ok(EvalReport {
-        top1_error: top1 as f64 / n,
-        top5_error: top5 as f64 / n,
-        loss: loss / n,
-        images,
-    })
+    Ok(EvalReport::from_totals(top1, top5, loss, images))
 }
 
 /// The training loader of either dataset.
