@@ -8,12 +8,16 @@
 //! statistics; both are parallel over channels. [`batch_norm_eval`] is a
 //! per-channel affine map, parallel over planes. Sums are accumulated in f64
 //! in a fixed order, so results are bit-identical whatever the number of
-//! threads. On devices or dtypes without a kernel here both fall back to the
-//! composed candle implementation; a GPU kernel is added by implementing
-//! `cuda_fwd` / `metal_fwd` on the ops and extending [`has_kernel`].
+//! threads. With the `cudnn` feature, [`batch_norm_train`] on f32 CUDA
+//! tensors runs cuDNN's batch norm forward and backward (`batch_norm/cuda.rs`).
+//! On devices or dtypes without a kernel here both fall back to the composed
+//! candle implementation; a Metal kernel is added by implementing `metal_fwd`
+//! on the ops and extending [`has_kernel`].
 
 mod composed;
 mod cpu;
+#[cfg(feature = "cudnn")]
+mod cuda;
 mod eval;
 #[cfg(test)]
 mod tests;
@@ -85,7 +89,8 @@ pub struct BatchNormOutput {
 ///
 /// `y` is differentiable with respect to `x`, `weight` and `bias` (not to
 /// second order on the CPU kernel). f32 tensors on the CPU run this crate's
-/// kernels; everything else runs the same computation composed from candle's
+/// kernels, f32 tensors on CUDA cuDNN's batch norm when built with the `cudnn`
+/// feature; everything else runs the same computation composed from candle's
 /// ops. A non-4-d input is an [`OpsError::BadShape`], parameters that are not
 /// `[C]` or an input with no values per channel an [`OpsError::Incompatible`].
 pub fn batch_norm_train(
@@ -105,10 +110,15 @@ pub fn batch_norm_train(
         .iter()
         .all(|t| has_kernel(t.device(), t.dtype()))
     {
-        train::run(dims, x, weight, bias, eps)
-    } else {
-        composed::train(x, weight, bias, eps)
+        return train::run(dims, x, weight, bias, eps);
     }
+    #[cfg(feature = "cudnn")]
+    if [x, weight, bias].iter().all(|t| {
+        crate::kernel::has_cuda_kernel(crate::kernel::CudaKernel::BatchNorm, t.device(), t.dtype())
+    }) {
+        return cuda::train(dims, x, weight, bias, eps);
+    }
+    composed::train(x, weight, bias, eps)
 }
 
 /// Eval-mode batch norm of an NCHW input `x`: `y = (x - running_mean) /

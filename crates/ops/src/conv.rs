@@ -1,4 +1,5 @@
-//! 2-d convolution with a fast CPU forward and backward pass.
+//! 2-d convolution with a fast forward and backward pass on the CPU and,
+//! with the `cudnn` feature, on NVIDIA GPUs.
 //!
 //! Candle 0.9's CPU convolution computes the input gradient with a naive
 //! transposed-convolution loop and runs the weight gradient on one core.
@@ -6,24 +7,31 @@
 //! parallel over the batch with rayon: the forward pass, the input gradient
 //! (gemm, then col2im) and the weight gradient (gemm accumulated over fixed
 //! chunks of the batch, reduced in a fixed order, so results are bit-identical
-//! from run to run). On devices or dtypes without a kernel here it falls back
-//! to candle's own `Tensor::conv2d`; a GPU kernel is added by implementing
-//! `cuda_fwd` / `metal_fwd` on the three ops and extending [`has_kernel`].
+//! from run to run). On CUDA, candle uses cuDNN for the forward pass only and
+//! computes the input gradient with a naive kernel; the same three ops run
+//! cuDNN's forward, backward-data and backward-filter convolutions there
+//! (`conv/cuda.rs`). On devices or dtypes without a kernel here it falls back
+//! to candle's own `Tensor::conv2d`; a Metal kernel is added by implementing
+//! `metal_fwd` on the three ops and extending [`has_conv_kernel`].
 
 mod cpu;
+#[cfg(feature = "cudnn")]
+mod cuda;
 #[cfg(test)]
 mod tests;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+#[cfg(feature = "cudnn")]
+use candle_core::{CudaStorage, Result as CandleResult};
 
-use crate::kernel::{f32_data, has_kernel};
+use crate::kernel::{f32_data, has_conv_kernel};
 use crate::OpsError;
 
 const OP: &str = "conv2d";
 
 /// The sizes of one convolution: input `[n, c, h, w]`, weight `[o, c, k, k]`,
 /// output `[n, o, ho, wo]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Geometry {
     n: usize,
     c: usize,
@@ -105,11 +113,13 @@ impl Geometry {
 ///
 /// f32 tensors on the CPU run this crate's im2col + gemm kernels, forward and
 /// backward (gradients for both `x` and `w`; second-order gradients are not
-/// supported); everything else runs candle's own convolution. Shapes that do
+/// supported); f32 tensors on CUDA run cuDNN's forward, backward-data and
+/// backward-filter convolutions when built with the `cudnn` feature;
+/// everything else runs candle's own convolution. Shapes that do
 /// not fit are an [`OpsError::BadShape`] or [`OpsError::Incompatible`] naming them.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor, OpsError> {
     let geometry = Geometry::new(x.dims(), w.dims(), stride, padding)?;
-    let fast = has_kernel(x.device(), x.dtype()) && has_kernel(w.device(), w.dtype());
+    let fast = has_conv_kernel(x.device(), x.dtype()) && has_conv_kernel(w.device(), w.dtype());
     if fast {
         Ok(x.contiguous()?
             .apply_op2(&w.contiguous()?, Conv2d(geometry))?)
@@ -140,6 +150,19 @@ impl CustomOp2 for Conv2d {
             CpuStorage::F32(cpu::forward(g, x, w)),
             Shape::from(g.output_dims().to_vec()),
         ))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> CandleResult<(CudaStorage, Shape)> {
+        let g = &self.0;
+        let y = cuda::forward(g, (xs, xl), (ws, wl))?;
+        Ok((y, Shape::from(g.output_dims().to_vec())))
     }
 
     fn bwd(
@@ -187,6 +210,19 @@ impl CustomOp2 for Conv2dGradInput {
             Shape::from(g.input_dims().to_vec()),
         ))
     }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        dys: &CudaStorage,
+        dyl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> CandleResult<(CudaStorage, Shape)> {
+        let g = &self.0;
+        let dx = cuda::grad_input(g, (dys, dyl), (ws, wl))?;
+        Ok((dx, Shape::from(g.input_dims().to_vec())))
+    }
 }
 
 /// The weight gradient `(x, dy) -> dw` of [`Conv2d`].
@@ -211,5 +247,18 @@ impl CustomOp2 for Conv2dGradWeight {
             CpuStorage::F32(cpu::grad_weight(g, x, dy)),
             Shape::from(g.weight_dims().to_vec()),
         ))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        dys: &CudaStorage,
+        dyl: &Layout,
+    ) -> CandleResult<(CudaStorage, Shape)> {
+        let g = &self.0;
+        let dw = cuda::grad_weight(g, (xs, xl), (dys, dyl))?;
+        Ok((dw, Shape::from(g.weight_dims().to_vec())))
     }
 }

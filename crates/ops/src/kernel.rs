@@ -1,7 +1,8 @@
-//! What the CPU kernels of this crate share: which tensors they take and how
-//! a custom op reads its arguments.
+//! What the kernels of this crate share: which tensors they take and how a
+//! custom op reads its arguments.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout};
@@ -26,6 +27,46 @@ pub(crate) fn has_kernel(device: &Device, dtype: DType) -> bool {
     fast_kernels() && device.is_cpu() && dtype == DType::F32
 }
 
+/// This crate's CUDA kernels (built with the `cudnn` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CudaKernel {
+    /// [`crate::conv2d`] through cuDNN's convolutions.
+    Conv,
+    /// [`crate::batch_norm_train`] through cuDNN's batch norm.
+    #[cfg(feature = "cudnn")]
+    BatchNorm,
+}
+
+/// Whether `kernel` runs tensors on `device` of type `dtype`: f32 on CUDA,
+/// built with the `cudnn` feature, kernels switched on, and `kernel` not
+/// turned off by the `RESNET_CUDA_KERNELS` environment variable, read once:
+/// `all` (the default), `conv` (the convolution only) or `none` (candle's
+/// CUDA ops for everything, to compare).
+pub(crate) fn has_cuda_kernel(kernel: CudaKernel, device: &Device, dtype: DType) -> bool {
+    cfg!(feature = "cudnn")
+        && device.is_cuda()
+        && dtype == DType::F32
+        && fast_kernels()
+        && cuda_kernel_enabled(kernel)
+}
+
+/// Whether `RESNET_CUDA_KERNELS` leaves `kernel` on.
+fn cuda_kernel_enabled(kernel: CudaKernel) -> bool {
+    static CHOICE: OnceLock<String> = OnceLock::new();
+    let choice = CHOICE.get_or_init(|| std::env::var("RESNET_CUDA_KERNELS").unwrap_or_default());
+    match choice.as_str() {
+        "none" => false,
+        "conv" => kernel == CudaKernel::Conv,
+        _ => true,
+    }
+}
+
+/// Whether [`crate::conv2d`] has a kernel for tensors on `device` of type
+/// `dtype`: on the CPU as [`has_kernel`], on CUDA as [`has_cuda_kernel`].
+pub(crate) fn has_conv_kernel(device: &Device, dtype: DType) -> bool {
+    has_kernel(device, dtype) || has_cuda_kernel(CudaKernel::Conv, device, dtype)
+}
+
 /// The contiguous f32 data of a custom-op argument, checked against the
 /// dims the op expects.
 pub(crate) fn f32_data<'a>(
@@ -40,11 +81,36 @@ pub(crate) fn f32_data<'a>(
             op,
         ));
     };
+    let (start, end) = contiguous_range(op, layout, dims)?;
+    Ok(&data[start..end])
+}
+
+/// The start and end offsets of a custom-op argument's values, checked to be
+/// contiguous and of the dims the op expects.
+pub(crate) fn contiguous_range(
+    op: &'static str,
+    layout: &Layout,
+    dims: &[usize],
+) -> candle_core::Result<(usize, usize)> {
     let Some((start, end)) = layout.contiguous_offsets() else {
         return Err(candle_core::Error::RequiresContiguous { op });
     };
     if layout.dims() != dims {
         candle_core::bail!("{op}: expected shape {dims:?}, got {:?}", layout.dims());
     }
-    Ok(&data[start..end])
+    Ok((start, end))
+}
+
+/// The contiguous f32 values of a CUDA custom-op argument, checked as
+/// [`f32_data`] checks them on the CPU.
+#[cfg(feature = "cudnn")]
+pub(crate) fn cuda_f32_view<'a>(
+    op: &'static str,
+    storage: &'a candle_core::CudaStorage,
+    layout: &Layout,
+    dims: &[usize],
+) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
+    let slice = storage.as_cuda_slice::<f32>()?;
+    let (start, end) = contiguous_range(op, layout, dims)?;
+    Ok(slice.slice(start..end))
 }

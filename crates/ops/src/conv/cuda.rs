@@ -1,0 +1,200 @@
+//! The three convolution ops on NVIDIA GPUs through cuDNN (f32, NCHW,
+//! contiguous): `cudnnConvolutionForward`, `cudnnConvolutionBackwardData`
+//! (the input gradient) and `cudnnConvolutionBackwardFilter` (the weight
+//! gradient), on the device's stream.
+//!
+//! cuDNN's heuristics pick each pass's algorithm once per device and geometry;
+//! the choice and its workspace size are cached per thread, as are the cuDNN
+//! handles, which are neither `Send` nor `Sync`. cuDNN's default math mode
+//! lets it use TF32 tensor cores for f32 on Ampere and newer GPUs, as PyTorch
+//! does by default for convolutions, so results differ from the CPU kernels'
+//! around the fourth significant digit; the backward-filter algorithms may
+//! also sum in a different order from run to run.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::LocalKey;
+
+use candle_core::cuda_backend::cudarc::cudnn::{
+    sys, ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, CudnnError,
+    FilterDescriptor, TensorDescriptor,
+};
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
+use candle_core::cuda_backend::{CudaDevice, DeviceId};
+use candle_core::{CudaStorage, Layout, Result};
+
+use super::Geometry;
+use crate::kernel::cuda_f32_view;
+
+/// A custom-op argument: its storage and layout.
+type Arg<'a> = (&'a CudaStorage, &'a Layout);
+
+/// The algorithm chosen for each device and geometry, with the bytes of
+/// workspace it needs.
+type Choices<A> = RefCell<HashMap<(DeviceId, Geometry), (A, usize)>>;
+
+thread_local! {
+    static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
+    static FORWARD: Choices<sys::cudnnConvolutionFwdAlgo_t> = RefCell::new(HashMap::new());
+    static GRAD_INPUT: Choices<sys::cudnnConvolutionBwdDataAlgo_t> = RefCell::new(HashMap::new());
+    static GRAD_WEIGHT: Choices<sys::cudnnConvolutionBwdFilterAlgo_t> =
+        RefCell::new(HashMap::new());
+}
+
+/// The forward convolution `(x, w) -> y`.
+pub(super) fn forward(g: &Geometry, x: Arg, w: Arg) -> Result<CudaStorage> {
+    const OP: &str = "conv2d";
+    let dev = &x.0.device;
+    let x = cuda_f32_view(OP, x.0, x.1, &g.input_dims())?;
+    let w = cuda_f32_view(OP, w.0, w.1, &g.weight_dims())?;
+    let d = Descriptors::new(dev, g)?;
+    let op = ConvForward {
+        conv: &d.conv,
+        x: &d.x,
+        w: &d.w,
+        y: &d.y,
+    };
+    let (algo, bytes) = choose(&FORWARD, dev, g, || {
+        let algo = op.pick_algorithm()?;
+        Ok((algo, op.get_workspace_size(algo)?))
+    })?;
+    let mut workspace = workspace(dev, bytes)?;
+    // SAFETY: cuDNN writes every output value (beta is 0).
+    let mut y = unsafe { dev.alloc::<f32>(count(g.output_dims())) }?;
+    // SAFETY: the descriptors describe `x`, `w` and `y` exactly: contiguous
+    // f32 NCHW of the dims checked above, on the handle's stream.
+    unsafe { op.launch(algo, workspace.as_mut(), (1.0, 0.0), &x, &w, &mut y) }?;
+    Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+}
+
+/// The input gradient `(dy, w) -> dx`.
+pub(super) fn grad_input(g: &Geometry, dy: Arg, w: Arg) -> Result<CudaStorage> {
+    const OP: &str = "conv2d-grad-input";
+    let dev = &dy.0.device;
+    let dy = cuda_f32_view(OP, dy.0, dy.1, &g.output_dims())?;
+    let w = cuda_f32_view(OP, w.0, w.1, &g.weight_dims())?;
+    let d = Descriptors::new(dev, g)?;
+    let op = ConvBackwardData {
+        conv: &d.conv,
+        dx: &d.x,
+        w: &d.w,
+        dy: &d.y,
+    };
+    let (algo, bytes) = choose(&GRAD_INPUT, dev, g, || {
+        let algo = op.pick_algorithm()?;
+        Ok((algo, op.get_workspace_size(algo)?))
+    })?;
+    let mut workspace = workspace(dev, bytes)?;
+    // SAFETY: cuDNN writes every output value (beta is 0).
+    let mut dx = unsafe { dev.alloc::<f32>(count(g.input_dims())) }?;
+    // SAFETY: as in `forward`.
+    unsafe { op.launch(algo, workspace.as_mut(), (1.0, 0.0), &mut dx, &w, &dy) }?;
+    Ok(CudaStorage::wrap_cuda_slice(dx, dev.clone()))
+}
+
+/// The weight gradient `(x, dy) -> dw`.
+pub(super) fn grad_weight(g: &Geometry, x: Arg, dy: Arg) -> Result<CudaStorage> {
+    const OP: &str = "conv2d-grad-weight";
+    let dev = &x.0.device;
+    let x = cuda_f32_view(OP, x.0, x.1, &g.input_dims())?;
+    let dy = cuda_f32_view(OP, dy.0, dy.1, &g.output_dims())?;
+    let d = Descriptors::new(dev, g)?;
+    let op = ConvBackwardFilter {
+        conv: &d.conv,
+        x: &d.x,
+        dw: &d.w,
+        dy: &d.y,
+    };
+    let (algo, bytes) = choose(&GRAD_WEIGHT, dev, g, || {
+        let algo = op.pick_algorithm()?;
+        Ok((algo, op.get_workspace_size(algo)?))
+    })?;
+    let mut workspace = workspace(dev, bytes)?;
+    // SAFETY: cuDNN writes every output value (beta is 0).
+    let mut dw = unsafe { dev.alloc::<f32>(count(g.weight_dims())) }?;
+    // SAFETY: as in `forward`.
+    unsafe { op.launch(algo, workspace.as_mut(), (1.0, 0.0), &x, &mut dw, &dy) }?;
+    Ok(CudaStorage::wrap_cuda_slice(dw, dev.clone()))
+}
+
+/// The cuDNN descriptors of one geometry: the convolution, the input (and
+/// its gradient), the weight (and its gradient), the output (and its gradient).
+struct Descriptors {
+    conv: ConvDescriptor<f32>,
+    x: TensorDescriptor<f32>,
+    w: FilterDescriptor<f32>,
+    y: TensorDescriptor<f32>,
+}
+
+impl Descriptors {
+    fn new(dev: &CudaDevice, g: &Geometry) -> Result<Self> {
+        let cudnn = handle(dev)?;
+        let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+        let (pad, stride) = (to_i32(g.pad)?, to_i32(g.stride)?);
+        Ok(Self {
+            conv: cudnn.create_conv2d::<f32>(
+                [pad, pad],
+                [stride, stride],
+                [1, 1],
+                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+            )?,
+            x: cudnn.create_4d_tensor::<f32>(nchw, dims(g.input_dims())?)?,
+            w: cudnn.create_4d_filter::<f32>(nchw, dims(g.weight_dims())?)?,
+            y: cudnn.create_4d_tensor::<f32>(nchw, dims(g.output_dims())?)?,
+        })
+    }
+}
+
+/// This thread's cuDNN handle for `dev`, on the device's stream.
+fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
+    HANDLES.with(|handles| {
+        if let Some(found) = handles.borrow().get(&dev.id()) {
+            return Ok(Arc::clone(found));
+        }
+        let cudnn = Cudnn::new(dev.cuda_stream())?;
+        handles.borrow_mut().insert(dev.id(), Arc::clone(&cudnn));
+        Ok(cudnn)
+    })
+}
+
+/// The cached choice for `dev` and `g`, or the one `pick` makes, cached.
+fn choose<A: Copy>(
+    cache: &'static LocalKey<Choices<A>>,
+    dev: &CudaDevice,
+    g: &Geometry,
+    pick: impl FnOnce() -> std::result::Result<(A, usize), CudnnError>,
+) -> Result<(A, usize)> {
+    let key = (dev.id(), *g);
+    if let Some(found) = cache.with(|c| c.borrow().get(&key).copied()) {
+        return Ok(found);
+    }
+    let chosen = pick()?;
+    cache.with(|c| c.borrow_mut().insert(key, chosen));
+    Ok(chosen)
+}
+
+/// A workspace of `bytes` bytes, none when the algorithm needs none.
+fn workspace(dev: &CudaDevice, bytes: usize) -> Result<Option<CudaSlice<u8>>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    // SAFETY: a workspace is scratch memory; cuDNN reads nothing it did not write.
+    Ok(Some(unsafe { dev.alloc::<u8>(bytes) }?))
+}
+
+/// The number of values of a tensor of `dims`.
+fn count(dims: [usize; 4]) -> usize {
+    dims.iter().product()
+}
+
+/// Dims as cuDNN takes them.
+fn dims(d: [usize; 4]) -> Result<[i32; 4]> {
+    Ok([to_i32(d[0])?, to_i32(d[1])?, to_i32(d[2])?, to_i32(d[3])?])
+}
+
+/// A size as cuDNN takes it, or an error naming it.
+fn to_i32(v: usize) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| candle_core::Error::Msg(format!("conv2d: {v} is too large for cuDNN")))
+}

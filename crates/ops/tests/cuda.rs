@@ -1,0 +1,325 @@
+//! The ops on an NVIDIA GPU against the same ops on the CPU, values and
+//! gradients: the convolution (cuDNN's forward, backward-data and
+//! backward-filter with the `cudnn` feature, candle's CUDA convolution
+//! without it), batch norm, ReLU and pooling. Needs a GPU: built by
+//! `scripts/build-cuda.sh`, run by `scripts/gpu-check.sh`.
+#![cfg(feature = "cuda")]
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use resnet_ops::{
+    add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, max_pool_3x3_s2, relu,
+    subsample2, DeviceSpec,
+};
+
+/// cuDNN may run f32 convolutions on TF32 tensor cores (10-bit mantissa),
+/// as PyTorch does by default: a relative error of about 1e-3.
+const CONV_TOLERANCE: f32 = 5e-3;
+/// Element-wise ops and reductions in f32, summed in another order.
+const TOLERANCE: f32 = 1e-4;
+
+/// The first GPU, opened once for all the tests.
+fn gpu() -> Device {
+    static GPU: OnceLock<Device> = OnceLock::new();
+    GPU.get_or_init(|| {
+        DeviceSpec::Cuda(0)
+            .open()
+            .expect("these tests need an NVIDIA GPU")
+    })
+    .clone()
+}
+
+/// A CPU tensor of uniform values in [-1, 1) drawn from `seed`.
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let data: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// Runs `f` on `inputs` moved to `device` and returns, on the CPU, its output
+/// `y` followed by the gradient of `sum(y * r)` with respect to each input,
+/// where `r` is random from `seed`.
+fn value_and_grads(
+    f: impl Fn(&[Tensor]) -> Tensor,
+    inputs: &[Tensor],
+    seed: u64,
+    device: &Device,
+) -> Vec<Tensor> {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_device(device).unwrap()).unwrap())
+        .collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&tensors);
+    let r = random(y.dims(), seed).to_device(device).unwrap();
+    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut out = vec![y.to_device(&Device::Cpu).unwrap()];
+    for v in &vars {
+        let g = grads.get(v).expect("a gradient for every input");
+        out.push(g.to_device(&Device::Cpu).unwrap());
+    }
+    out
+}
+
+/// Asserts the largest difference is within `tolerance` of the largest
+/// reference magnitude (or of 1e-6 where all are smaller).
+fn assert_close(got: &Tensor, want: &Tensor, tolerance: f32, what: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes");
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (got, want) = (flat(got), flat(want));
+    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= tolerance * scale,
+        "{what}: error {err}, scale {scale}"
+    );
+}
+
+/// Compares `f` on the GPU with `f` on the CPU, output and every gradient.
+fn check(
+    f: impl Fn(&[Tensor]) -> Tensor,
+    inputs: &[Tensor],
+    seed: u64,
+    tolerance: f32,
+    what: &str,
+) {
+    let gpu = value_and_grads(&f, inputs, seed, &gpu());
+    let cpu = value_and_grads(&f, inputs, seed, &Device::Cpu);
+    for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        let part = if i == 0 {
+            "output".to_string()
+        } else {
+            format!("gradient {i}")
+        };
+        assert_close(g, c, tolerance, &format!("{what}: {part}"));
+    }
+}
+
+/// Checks `conv2d` of an `[n, c, h, w]` input and an `[o, c, k, k]` weight.
+fn check_conv([n, c, h, w, o, k, s, p]: [usize; 8], seed: u64) {
+    let x = random(&[n, c, h, w], seed);
+    let wt = random(&[o, c, k, k], seed + 1);
+    let what = format!(
+        "conv x {:?} w {:?} /{s} pad {p}",
+        [n, c, h, w],
+        [o, c, k, k]
+    );
+    check(
+        |t| conv2d(&t[0], &t[1], s, p).unwrap(),
+        &[x, wt],
+        seed + 2,
+        CONV_TOLERANCE,
+        &what,
+    );
+}
+
+#[test]
+fn conv_matches_the_cpu_on_resnet_shapes() {
+    // [n, c, h, w, o, k, stride, pad]: 3x3 with and without stride, 1x1
+    // projections, the 7x7/2 stem, odd sizes, batch 1, tiny inputs.
+    let cases = [
+        [2, 3, 8, 8, 4, 3, 1, 1],
+        [3, 5, 9, 7, 6, 3, 2, 1],
+        [1, 16, 32, 32, 16, 3, 1, 1],
+        [4, 6, 11, 13, 5, 3, 2, 1],
+        [2, 4, 5, 5, 3, 3, 2, 0],
+        [2, 8, 15, 15, 4, 1, 1, 0],
+        [2, 8, 15, 15, 16, 1, 2, 0],
+        [1, 3, 4, 6, 2, 1, 1, 1],
+        [1, 3, 23, 21, 8, 7, 2, 3],
+        [2, 3, 64, 64, 16, 7, 2, 3],
+        [2, 2, 3, 2, 3, 7, 1, 3],
+        [1, 2, 1, 1, 3, 3, 1, 1],
+        [5, 7, 6, 6, 9, 3, 1, 0],
+        [8, 64, 8, 8, 64, 3, 1, 1],
+        [4, 32, 16, 16, 64, 3, 2, 1],
+        [4, 64, 14, 14, 256, 1, 1, 0],
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        check_conv(case, 10 * i as u64);
+    }
+}
+
+#[test]
+fn conv_matches_the_cpu_on_random_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2015);
+    for i in 0..40 {
+        let k: usize = [1, 3, 3, 5, 7][rng.random_range(0..5)];
+        let p = rng.random_range(0..=k / 2);
+        let (h, w) = (
+            rng.random_range(k.saturating_sub(2 * p).max(1)..=20),
+            rng.random_range(k.saturating_sub(2 * p).max(1)..=20),
+        );
+        let case = [
+            rng.random_range(1..=4),
+            rng.random_range(1..=20),
+            h,
+            w,
+            rng.random_range(1..=20),
+            k,
+            rng.random_range(1..=2),
+            p,
+        ];
+        check_conv(case, 1000 + 10 * i);
+    }
+}
+
+#[test]
+fn conv_of_a_non_contiguous_input_matches_the_cpu() {
+    // Transposed inside the op, so that conv2d sees a strided view (the
+    // inputs themselves become contiguous variables).
+    let x = random(&[2, 4, 9, 7], 1);
+    let w = random(&[5, 4, 3, 3], 2);
+    check(
+        |t| conv2d(&t[0].transpose(2, 3).unwrap(), &t[1], 2, 1).unwrap(),
+        &[x, w],
+        3,
+        CONV_TOLERANCE,
+        "conv of a transposed input",
+    );
+}
+
+#[test]
+fn batch_norm_matches_the_cpu() {
+    for (i, shape) in [[4, 3, 5, 7], [1, 16, 8, 8], [8, 64, 4, 4]]
+        .iter()
+        .enumerate()
+    {
+        let c = shape[1];
+        let seed = 100 * i as u64;
+        let inputs = [
+            random(shape, seed),
+            random(&[c], seed + 1),
+            random(&[c], seed + 2),
+        ];
+        let train = |t: &[Tensor]| batch_norm_train(&t[0], &t[1], &t[2], 1e-5).unwrap().y;
+        check(
+            train,
+            &inputs,
+            seed + 3,
+            TOLERANCE,
+            &format!("batch norm train {shape:?}"),
+        );
+        let stats = |t: &[Tensor]| {
+            let out = batch_norm_train(&t[0], &t[1], &t[2], 1e-5).unwrap();
+            Tensor::cat(&[out.mean, out.var], 0).unwrap()
+        };
+        let on = |d: &Device| {
+            let moved: Vec<Tensor> = inputs.iter().map(|t| t.to_device(d).unwrap()).collect();
+            stats(&moved).to_device(&Device::Cpu).unwrap()
+        };
+        assert_close(
+            &on(&gpu()),
+            &on(&Device::Cpu),
+            TOLERANCE,
+            "batch statistics",
+        );
+        let running = [
+            random(&[c], seed + 4),
+            random(&[c], seed + 5).abs().unwrap(),
+        ];
+        let eval = |t: &[Tensor]| {
+            let dev = t[0].device();
+            let (mean, var) = (
+                running[0].to_device(dev).unwrap(),
+                running[1].to_device(dev).unwrap(),
+            );
+            batch_norm_eval(&t[0], &t[1], &t[2], &mean, &var, 1e-5).unwrap()
+        };
+        check(
+            eval,
+            &inputs,
+            seed + 6,
+            TOLERANCE,
+            &format!("batch norm eval {shape:?}"),
+        );
+    }
+}
+
+/// An op of one tensor.
+type UnaryOp = fn(&Tensor) -> Tensor;
+
+#[test]
+fn activations_and_pooling_match_the_cpu() {
+    let x = random(&[2, 3, 11, 10], 7);
+    let y = random(&[2, 3, 11, 10], 8);
+    check(
+        |t| add_relu(&t[0], &t[1]).unwrap(),
+        &[x.clone(), y],
+        10,
+        TOLERANCE,
+        "add_relu",
+    );
+    let unary: [(&str, UnaryOp); 4] = [
+        ("relu", |t| relu(t).unwrap()),
+        ("max pool", |t| max_pool_3x3_s2(t).unwrap()),
+        ("subsample", |t| subsample2(t).unwrap()),
+        ("average pool", |t| global_avg_pool(t).unwrap()),
+    ];
+    for (i, (what, op)) in unary.into_iter().enumerate() {
+        check(
+            |t| op(&t[0]),
+            std::slice::from_ref(&x),
+            11 + i as u64,
+            TOLERANCE,
+            what,
+        );
+    }
+}
+
+/// Milliseconds per forward + backward pass of `f` on `device`, the inputs
+/// already there, after a warm-up pass; at most 20 passes or about a second.
+fn time_ms(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], device: &Device) -> f64 {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_device(device).unwrap()).unwrap())
+        .collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let r = random(f(&tensors).dims(), 0).to_device(device).unwrap();
+    let pass = || {
+        let y = f(&tensors);
+        (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    };
+    pass();
+    device.synchronize().unwrap();
+    let (start, mut runs) = (Instant::now(), 0);
+    while runs < 20 && start.elapsed().as_secs_f64() < 1.0 {
+        pass();
+        device.synchronize().unwrap();
+        runs += 1;
+    }
+    start.elapsed().as_secs_f64() * 1e3 / runs as f64
+}
+
+/// Not a check: prints the time of a convolution's forward and backward pass
+/// through `conv2d` and through candle's own CUDA convolution, on ResNet
+/// layer shapes (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn time_conv_against_candles_cuda_conv() {
+    let dev = gpu();
+    for [n, c, h, w, o, k, s, p] in [
+        [128, 16, 32, 32, 16, 3, 1, 1],
+        [128, 64, 8, 8, 64, 3, 1, 1],
+        [128, 64, 56, 56, 64, 3, 1, 1],
+        [128, 3, 224, 224, 64, 7, 2, 3],
+    ] {
+        let inputs = [random(&[n, c, h, w], 1), random(&[o, c, k, k], 2)];
+        let ours = time_ms(|t| conv2d(&t[0], &t[1], s, p).unwrap(), &inputs, &dev);
+        let candle = time_ms(|t| t[0].conv2d(&t[1], p, s, 1, 1).unwrap(), &inputs, &dev);
+        println!(
+            "conv x {:?} w {:?} /{s}: ours {ours:.2} ms, candle {candle:.2} ms",
+            [n, c, h, w],
+            [o, c, k, k]
+        );
+    }
+}

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Checks the CUDA build on a machine with an NVIDIA GPU, from the artifacts of
+# scripts/build-cuda.sh alone: no Rust toolchain and no network needed, only
+# the driver (nvidia-smi, libcuda) and a PyTorch installation with CUDA 13
+# wheels, whose libraries (cuBLAS, cuDNN, the CUDA runtime) the binaries load.
+#
+#   scripts/gpu-check.sh [DIST]      # DIST: default target/cuda/dist
+#
+# Stages, each with its own time limit; a failed stage is reported and the
+# next ones still run:
+#   gpu          nvidia-smi: the GPU, driver, memory
+#   libs         the CUDA libraries found and what the binaries resolve to
+#   ops-tests    DIST/ops-cuda-tests: each op on the GPU against the CPU
+#   conv-timing  our cuDNN conv backward against candle's CUDA conv
+#   weights      ResNet-20 trained 20 iterations on the CPU (its loss per step)
+#   train-match  the same 20 iterations on the GPU: losses against the CPU's
+#   eval-match   `resnet eval` of those CPU weights on the CPU and on the GPU:
+#                top-1/top-5 errors within one image of each other, losses
+#                within 1e-3 (bundled CIFAR-10 sample, 1017 test images)
+#   train-speed  ResNet-20, 300 iterations on the GPU: images/s
+#   torch-speed  the same step in PyTorch (scripts/torch_cuda_step.py): ratio
+#   kernel-speed ResNet-20 with fewer of our CUDA kernels (RESNET_CUDA_KERNELS
+#                conv: cuDNN conv only; none: candle's CUDA ops throughout)
+#   r50-speed    ResNet-50 on 32x32 CIFAR images, ours and PyTorch: ratio
+#
+# Everything is logged to GPU_CHECK_OUT (default target/gpu-check): one log
+# per stage and summary.txt. The whole run stops starting stages after
+# GPU_CHECK_BUDGET seconds (default 270), so it ends within 5 minutes.
+# PYTHON (default python3) is the interpreter that has torch. Run with
+# RESNET_CUDA_KERNELS=conv (or none) to leave out our cuDNN batch norm (or
+# all our CUDA kernels) everywhere.
+set -u
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO" || exit 1
+DIST=$(cd "${1:-target/cuda/dist}" && pwd) || { echo "no artifacts at ${1:-target/cuda/dist}"; exit 1; }
+OUT_DIR=${GPU_CHECK_OUT:-target/gpu-check}
+BUDGET=${GPU_CHECK_BUDGET:-270}
+PYTHON=${PYTHON:-python3}
+DATA=data/cifar-10-sample
+mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
+WORK=$OUT_DIR/runs
+rm -rf "$WORK" "$OUT_DIR"/*.log
+mkdir -p "$WORK"
+SUMMARY=$OUT_DIR/summary.txt
+: >"$SUMMARY"
+export DIST WORK DATA PYTHON REPO NO_COLOR=1
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# stage NAME LIMIT FUNCTION: runs FUNCTION (exported) under a time limit of
+# LIMIT seconds or what is left of the budget, logs it, records the outcome.
+stage() {
+    local name=$1 limit=$2 fn=$3 left rc start
+    left=$((BUDGET - SECONDS))
+    if ((left < 15)); then
+        note "[skipped] $name: out of time"
+        return
+    fi
+    ((limit > left)) && limit=$left
+    echo
+    echo "=== $name (limit ${limit}s)"
+    start=$SECONDS
+    timeout --kill-after=5 "$limit" bash -c "$fn" 2>&1 | tee "$OUT_DIR/$name.log"
+    rc=${PIPESTATUS[0]}
+    case $rc in
+        0) note "[ok] $name ($((SECONDS - start)) s)" ;;
+        124 | 137) note "[timed out] $name after ${limit} s" ;;
+        *) note "[failed] $name (exit $rc, $((SECONDS - start)) s): see $OUT_DIR/$name.log" ;;
+    esac
+}
+
+gpu() {
+    nvidia-smi &&
+        nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
+}
+
+# The CUDA libraries: PyTorch's wheels (nvidia/*/lib), then the system's;
+# cuRAND from DIST/lib where there is no real one.
+cuda_library_path() {
+    local site dirs=() d
+    site=$("$PYTHON" -c 'import importlib.util, pathlib
+s = importlib.util.find_spec("torch")
+print(pathlib.Path(s.origin).parents[1] if s else "")' 2>/dev/null)
+    if [[ -n $site ]]; then
+        for d in "$site"/nvidia/*/lib; do [[ -d $d ]] && dirs+=("$d"); done
+    fi
+    local found=0
+    for d in "${dirs[@]}"; do [[ -e $d/libcurand.so.10 ]] && found=1; done
+    ldconfig -p 2>/dev/null | grep -q 'libcurand.so.10 ' && found=1
+    ((found)) || dirs+=("$DIST/lib")
+    local IFS=:
+    echo "${dirs[*]}"
+}
+LIBS=$(cuda_library_path)
+export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+libs() {
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    cat "$DIST/BUILD-INFO.txt"
+    local bin missing=0
+    for bin in "$DIST/resnet" "$DIST/ops-cuda-tests"; do
+        echo "--- ldd $(basename "$bin")"
+        ldd "$bin" | grep -E 'cuda|cublas|cudnn|curand|nvrtc|not found'
+        ldd "$bin" | grep -q 'not found' && missing=1
+    done
+    return $missing
+}
+
+ops_tests() { "$DIST/ops-cuda-tests" --test-threads=1; }
+
+conv_timing() { "$DIST/ops-cuda-tests" --ignored --nocapture time_conv; }
+
+# 20 logged steps of ResNet-20 from seed 0 on DEVICE into RUN.
+train20() {
+    "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 20 --log-every 1 \
+        --eval-every 0 --checkpoint-every 0 --seed 0 --device "$1" --out "$2"
+}
+
+weights() { train20 cpu "$WORK/r20-cpu"; }
+
+train_match() {
+    train20 cuda "$WORK/r20-gpu20" || return 1
+    "$PYTHON" - "$WORK/r20-cpu/metrics.jsonl" "$WORK/r20-gpu20/metrics.jsonl" <<'EOF'
+import json, sys
+cpu, gpu = ([json.loads(l)["train_loss"] for l in open(p)] for p in sys.argv[1:])
+worst = 0.0
+print("iteration  cpu loss   gpu loss   rel diff")
+for i, (c, g) in enumerate(zip(cpu, gpu), 1):
+    d = abs(c - g) / abs(c)
+    print(f"{i:9d}  {c:9.5f}  {g:9.5f}  {d:.2e}")
+    if i <= 5:
+        worst = max(worst, d)
+ok = len(cpu) == len(gpu) == 20 and worst < 1e-2
+print(f"first 5 steps: largest relative difference {worst:.2e} (limit 1e-2): {'ok' if ok else 'MISMATCH'}")
+sys.exit(0 if ok else 1)
+EOF
+}
+
+eval_match() {
+    local dev
+    for dev in cpu cuda; do
+        "$DIST/resnet" eval --arch resnet20 --weights "$WORK/r20-cpu" --data "$DATA" --json \
+            --device "$dev" >"$WORK/eval-$dev.json" || return 1
+        cat "$WORK/eval-$dev.json"
+    done
+    "$PYTHON" - "$WORK/eval-cpu.json" "$WORK/eval-cuda.json" <<'EOF'
+import json, sys
+cpu, gpu = (json.load(open(p)) for p in sys.argv[1:])
+# TF32 convolutions on the GPU may flip a prediction that is a near tie.
+flips = [round(abs(cpu[k] - gpu[k]) * cpu["images"]) for k in ("top1_error", "top5_error")]
+rel = abs(cpu["loss"] - gpu["loss"]) / abs(cpu["loss"])
+print(f"top-1 {cpu['top1_error']:.4f} vs {gpu['top1_error']:.4f}, top-5 {cpu['top5_error']:.4f} "
+      f"vs {gpu['top5_error']:.4f} ({flips[0]} and {flips[1]} images apart, limit 1), "
+      f"loss relative difference {rel:.2e} (limit 1e-3)")
+sys.exit(0 if cpu["images"] == gpu["images"] and max(flips) <= 1 and rel < 1e-3 else 1)
+EOF
+}
+
+# Images/s of our training in METRICS: the median of the logged windows
+# after the first (which holds the start-up: kernel loading, cuDNN's
+# algorithm choices).
+ours_speed() {
+    "$PYTHON" - "$1" <<'EOF'
+import json, statistics, sys
+rates = [json.loads(l)["images_per_sec"] for l in open(sys.argv[1])]
+print(f"{statistics.median(rates[1:] or rates):.1f}")
+EOF
+}
+
+# "ours X images/s, PyTorch Y images/s, ours/PyTorch Z" for our METRICS and
+# PyTorch's JSON.
+ratio() {
+    local ours theirs
+    ours=$(ours_speed "$1") || return 1
+    theirs=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["images_per_sec"])' "$2") ||
+        return 1
+    "$PYTHON" -c "print(f'ours $ours images/s, PyTorch {$theirs:.1f} images/s, ours/PyTorch {$ours / $theirs:.2f}')"
+}
+
+train_speed() {
+    "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 300 --log-every 50 \
+        --eval-every 0 --checkpoint-every 0 --loader-threads 8 --device cuda \
+        --out "$WORK/r20-speed" || return 1
+    echo "ours: resnet20 batch 128: $(ours_speed "$WORK/r20-speed/metrics.jsonl") images/s"
+}
+
+torch_speed() {
+    set -o pipefail
+    "$PYTHON" scripts/torch_cuda_step.py --arch resnet20 --batch 128 --iterations 300 |
+        tee "$WORK/torch-r20.json" || return 1
+    echo "resnet20, batch 128: $(ratio "$WORK/r20-speed/metrics.jsonl" "$WORK/torch-r20.json")"
+}
+
+kernel_speed() {
+    local kernels
+    for kernels in conv none; do
+        RESNET_CUDA_KERNELS=$kernels "$DIST/resnet" train --arch resnet20 --data "$DATA" \
+            --iterations 100 --log-every 25 --eval-every 0 --checkpoint-every 0 \
+            --loader-threads 8 --device cuda --out "$WORK/r20-kernels-$kernels" || return 1
+    done
+    echo "resnet20 images/s by RESNET_CUDA_KERNELS: ${RESNET_CUDA_KERNELS:-all} $(ours_speed "$WORK/r20-speed/metrics.jsonl")," \
+        "conv $(ours_speed "$WORK/r20-kernels-conv/metrics.jsonl")," \
+        "none $(ours_speed "$WORK/r20-kernels-none/metrics.jsonl")"
+}
+
+r50_speed() {
+    set -o pipefail
+    "$PYTHON" scripts/torch_cuda_step.py --arch resnet50 --size 32 --batch 128 --iterations 40 |
+        tee "$WORK/torch-r50.json" || return 1
+    "$DIST/resnet" train --arch resnet50 --data "$DATA" --iterations 40 --log-every 10 \
+        --eval-every 0 --checkpoint-every 0 --loader-threads 8 --device cuda \
+        --out "$WORK/r50-speed" || return 1
+    echo "resnet50 on 32x32 images, batch 128: $(ratio "$WORK/r50-speed/metrics.jsonl" "$WORK/torch-r50.json")"
+}
+
+export -f gpu libs ops_tests conv_timing train20 weights train_match eval_match ours_speed \
+    ratio train_speed torch_speed kernel_speed r50_speed
+
+note "gpu-check of $DIST, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+stage gpu 30 gpu
+stage libs 30 libs
+stage ops-tests 120 ops_tests
+stage conv-timing 60 conv_timing
+stage weights 90 weights
+stage train-match 60 train_match
+stage eval-match 60 eval_match
+stage train-speed 90 train_speed
+stage torch-speed 90 torch_speed
+stage kernel-speed 60 kernel_speed
+stage r50-speed 90 r50_speed
+for f in train-match eval-match train-speed torch-speed kernel-speed r50-speed; do
+    [[ -f $OUT_DIR/$f.log ]] && tail -n 1 "$OUT_DIR/$f.log" | sed "s/^/$f: /" >>"$SUMMARY"
+done
+echo
+echo "=== summary ($SECONDS s)"
+cat "$SUMMARY"
+! grep -qE '^\[(failed|timed out|skipped)\]' "$SUMMARY"

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Times a PyTorch training step on a GPU, to compare with `resnet train --device cuda`.
+
+The networks are the ones of this repository: ResNet-20 for CIFAR (16/32/64
+filters, option-A shortcuts: identity, stride-2 subsampling and zero-padded
+channels) and the ImageNet ResNet-50 (bottleneck blocks, stride on the first
+1x1 as in the paper, projection shortcuts where the shape changes). One step
+is what `resnet train` does per iteration: copy a batch from host memory to
+the GPU, forward, cross-entropy, backward, SGD with momentum 0.9 and weight
+decay 1e-4 (lr 0.1). The images are random (data loading is not timed), in
+pinned host memory. PyTorch's defaults are kept: f32, cuDNN allowed to use
+TF32 for convolutions, cudnn.benchmark on, NCHW.
+
+    python3 scripts/torch_cuda_step.py --arch resnet20 --batch 128 --iterations 300
+    python3 scripts/torch_cuda_step.py --arch resnet50 --size 224 --batch 128 --iterations 30
+
+Prints one JSON object: images/s, ms per step, versions.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; option-A shortcut where the shape changes."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        if self.extra:
+            short = F.pad(short, (0, 0, 0, 0, 0, self.extra))
+        return F.relu(out + short)
+
+
+class Bottleneck(nn.Module):
+    """1x1, 3x3, 1x1 (x4); stride on the first 1x1; projection where the shape changes."""
+
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        cout = 4 * width
+        self.conv1 = nn.Conv2d(cin, width, 1, stride, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        short = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + short)
+
+
+def resnet20():
+    layers, cin = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
+    for stage, cout in enumerate([16, 32, 64]):
+        for i in range(3):
+            layers.append(BasicBlock(cin, cout, 2 if stage > 0 and i == 0 else 1))
+            cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    return nn.Sequential(*layers)
+
+
+def resnet50():
+    layers = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
+    cin = 64
+    for stage, (width, blocks) in enumerate(zip([64, 128, 256, 512], [3, 4, 6, 3])):
+        for i in range(blocks):
+            layers.append(Bottleneck(cin, width, 2 if stage > 0 and i == 0 else 1))
+            cin = 4 * width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000)]
+    return nn.Sequential(*layers)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=["resnet20", "resnet50"], default="resnet20")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--size", type=int, default=None, help="input side (32 or 224 by arch)")
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True
+    device = torch.device(args.device)
+    model = (resnet20() if args.arch == "resnet20" else resnet50()).to(device)
+    classes = 10 if args.arch == "resnet20" else 1000
+    size = args.size or (32 if args.arch == "resnet20" else 224)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    cuda = device.type == "cuda"
+    pin = (lambda t: t.pin_memory()) if cuda else (lambda t: t)
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    batches = [
+        (pin(torch.randn(args.batch, 3, size, size)), pin(torch.randint(0, classes, (args.batch,))))
+        for _ in range(4)
+    ]
+
+    def step(i):
+        x, y = batches[i % len(batches)]
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    model.train()
+    for i in range(args.warmup):
+        step(i)
+    sync()
+    start = time.perf_counter()
+    for i in range(args.iterations):
+        loss = step(i)
+    sync()
+    seconds = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "framework": "pytorch",
+                "arch": args.arch,
+                "batch": args.batch,
+                "size": size,
+                "iterations": args.iterations,
+                "images_per_sec": args.batch * args.iterations / seconds,
+                "ms_per_step": 1e3 * seconds / args.iterations,
+                "final_loss": loss.item(),
+                "gpu": torch.cuda.get_device_name(device) if cuda else None,
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+                "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+                "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
