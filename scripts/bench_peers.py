@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs the workloads of `cargo xtask bench` in PyTorch (and ResNet-50
 inference in ONNX Runtime), interleaved with ours in one run, and prints the
-ratio ours/theirs for each line. Not part of CI.
+ratio ours/theirs for each line, and the peak memory of ours and of the
+faster PyTorch layout, each measured in a process of its own. Not part of CI.
 
     pip install torch torchvision onnxruntime onnx
     python3 scripts/bench_peers.py [--runs 5] [--only NAME]
@@ -118,6 +119,22 @@ def onnx_seconds(arch, batch, side, runs):
         return median_seconds(lambda: sess.run(None, {"x": x}), runs)
 
 
+def peak_rss_mib():
+    """Peak resident memory of this process in MiB (Linux), as `cargo xtask bench` reports it."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def torch_peak_rss(name, channels_last):
+    """Peak memory of PyTorch running workload `name` in a fresh process, as ours runs."""
+    args = [sys.executable, __file__, "--rss-of", name] + (["--channels-last"] if channels_last else [])
+    out = subprocess.run(args, check=True, capture_output=True, text=True)
+    return float(out.stdout.strip())
+
+
 def ours(name, runs):
     out = subprocess.run(
         ["cargo", "xtask", "bench", "--json", "--only", name, "--runs", str(runs)],
@@ -140,7 +157,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only")
+    ap.add_argument("--rss-of", help=argparse.SUPPRESS)
+    ap.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_of:
+        _, kind, arch, batch, side = next(w for w in WORKLOADS if w[0] == args.rss_of)
+        torch_seconds(kind, arch, batch, side, 2, args.channels_last)
+        print(peak_rss_mib())
+        return
     print(f"{'workload':<28} {'ours img/s':>11} {'peer':>22} {'peer img/s':>11} {'ours/peer':>9}")
     for name, kind, arch, batch, side in WORKLOADS:
         if args.only and args.only != name:
@@ -158,6 +182,9 @@ def main():
         peer, seconds = min(peers.items(), key=lambda kv: kv[1])
         theirs = batch / seconds
         print(f"{name:<28} {mine['images_per_sec']:>11.1f} {peer:>22} {theirs:>11.1f} {mine['images_per_sec'] / theirs:>9.2f}")
+        if peer.startswith("pytorch"):
+            rss = torch_peak_rss(name, peer.endswith("channels-last"))
+            print(f"{'':<28} peak memory MiB: ours {mine.get('peak_rss_mib') or float('nan'):.0f}, {peer} {rss:.0f}")
         for other, s in peers.items():
             if other != peer:
                 print(f"{'':<28} {'':>11} {other:>22} {batch / s:>11.1f}")
