@@ -261,7 +261,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     drop(observer);
     let summary = summary?;
-    let test = match summary.test_report() {
+    let test = match summary.test.as_ref() {
         Some(test) => format!(
             "test error {:.2}% (top-5 {:.2}%) on {} images",
             100.0 * test.top1_error,

@@ -31,9 +31,12 @@ pub fn final_train_error(metrics: &[MetricRecord]) -> f64 {
     100.0 * tail.iter().sum::<f64>() / tail.len() as f64
 }
 
-/// Test error (%) at the end of a run.
+/// Test error (%) at the end of a run (NaN if it had nothing to test on).
 pub fn final_test_error(run: &FinishedRun) -> f64 {
-    100.0 * run.summary.test.top1_error
+    run.summary
+        .test
+        .as_ref()
+        .map_or(f64::NAN, |t| 100.0 * t.top1_error)
 }
 
 /// The training-error curve (%), dashed, as in the paper.

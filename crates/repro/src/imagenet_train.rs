@@ -242,7 +242,8 @@ pub fn write_fig4(opts: &ImageNetTrainOptions) -> Result<()> {
             display_name(&run.config.arch),
             final_train_error(&run.metrics),
             run.summary
-                .test_report()
+                .test
+                .as_ref()
                 .map_or("-".into(), |t| format!("{:.2}", 100.0 * t.top1_error))
         )?;
     }

@@ -22,7 +22,7 @@ use crate::metrics::{MetricRecord, MetricsLog};
 use crate::run_dir::{
     read_json, save_tensors, write_json, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE,
 };
-use crate::summary::{untested, RunSummary};
+use crate::summary::RunSummary;
 use crate::{Result, Scheduler, Sgd, TrainError, MOMENTUM_PREFIX};
 
 /// Receives progress from the loop (a progress bar, a logger, a test probe).
@@ -286,7 +286,7 @@ fn run(
         final_train_loss: last.0,
         final_train_error: last.1,
         val: eval.val,
-        test: eval.test.unwrap_or_else(untested),
+        test: eval.test,
         wall_time,
     };
     write_json(&run_dir.join(SUMMARY_FILE), &summary)?;
