@@ -15,7 +15,7 @@ use crate::folder::ImageFolder;
 use crate::imagenet_augment::{center_view, ChwImage, ImageNetAugment};
 use crate::imagenet_norm::ImageNetNormalization;
 use crate::loader::{positive, LoaderConfig, LoaderPosition, Schedule};
-use crate::prefetch::Prefetcher;
+use crate::prefetch::FallibleFetcher;
 
 /// A batch of equally sized views in NCHW `f32` layout with their labels.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,21 +79,6 @@ impl ImageBatch {
     }
 }
 
-/// Produces results until the first error, then nothing.
-fn until_error<T>(
-    mut produce: impl FnMut(u64) -> Option<Result<T>>,
-) -> impl FnMut(u64) -> Option<Result<T>> {
-    let mut failed = false;
-    move |k| {
-        if failed {
-            return None;
-        }
-        let item = produce(k)?;
-        failed = item.is_err();
-        Some(item)
-    }
-}
-
 /// An endless, shuffled, augmented sequence of training batches of an
 /// [`ImageFolder`], decoded and augmented in background threads.
 ///
@@ -103,8 +88,7 @@ fn until_error<T>(
 pub struct ImageNetTrainLoader {
     schedule: Schedule,
     next_global: u64,
-    inner: Prefetcher<Result<ImageBatch>>,
-    failed: bool,
+    inner: FallibleFetcher<ImageBatch>,
 }
 
 impl ImageNetTrainLoader {
@@ -119,24 +103,24 @@ impl ImageNetTrainLoader {
         let norm = Arc::new(normalization.checked()?);
         let augment = augment.checked()?;
         let schedule = Schedule::new(folder.len(), &config, start)?;
-        let inner = Prefetcher::spawn("imagenet-train", config.threads, config.prefetch, || {
-            let (folder, norm) = (Arc::clone(&folder), Arc::clone(&norm));
-            let mut schedule = schedule.clone();
-            until_error(move |k| {
-                let samples = schedule.batch(k)?;
-                let views = samples.into_iter().map(|(i, mut rng)| {
-                    let image = folder.load(i)?;
-                    let view = augment.sample(&mut rng, image.width(), image.height());
-                    Ok((view.apply(&image, &norm), folder.samples()[i].label))
-                });
-                Some(ImageBatch::collect(views))
-            })
-        })?;
+        let inner =
+            FallibleFetcher::spawn("imagenet-train", config.threads, config.prefetch, || {
+                let (folder, norm) = (Arc::clone(&folder), Arc::clone(&norm));
+                let mut schedule = schedule.clone();
+                move |k| {
+                    let samples = schedule.batch(k)?;
+                    let views = samples.into_iter().map(|(i, mut rng)| {
+                        let image = folder.load(i)?;
+                        let view = augment.sample(&mut rng, image.width(), image.height());
+                        Ok((view.apply(&image, &norm), folder.samples()[i].label))
+                    });
+                    Some(ImageBatch::collect(views))
+                }
+            })?;
         Ok(Self {
             next_global: schedule.first(),
             schedule,
             inner,
-            failed: false,
         })
     }
 
@@ -150,19 +134,12 @@ impl Iterator for ImageNetTrainLoader {
     type Item = Result<(LoaderPosition, ImageBatch)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        match self.inner.next()? {
-            Ok(batch) => {
-                self.next_global += 1;
-                Some(Ok((self.schedule.position(self.next_global), batch)))
-            }
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        let batch = match self.inner.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(e)),
+        };
+        self.next_global += 1;
+        Some(Ok((self.schedule.position(self.next_global), batch)))
     }
 }
 
@@ -172,8 +149,7 @@ impl Iterator for ImageNetTrainLoader {
 /// Yields `Ok(batch)`, or one `Err` naming a file that failed to decode, after which it ends.
 pub struct ImageNetEvalLoader {
     num_batches: usize,
-    inner: Prefetcher<Result<ImageBatch>>,
-    failed: bool,
+    inner: FallibleFetcher<ImageBatch>,
 }
 
 impl ImageNetEvalLoader {
@@ -188,9 +164,9 @@ impl ImageNetEvalLoader {
         positive("batch_size", batch_size)?;
         positive("threads", threads)?;
         let num_batches = folder.len().div_ceil(batch_size);
-        let inner = Prefetcher::spawn("imagenet-eval", threads, 2 * threads, || {
+        let inner = FallibleFetcher::spawn("imagenet-eval", threads, 2 * threads, || {
             let (folder, norm) = (Arc::clone(&folder), Arc::clone(&norm));
-            until_error(move |k| {
+            move |k| {
                 let lo = usize::try_from(k).ok()?.checked_mul(batch_size)?;
                 if lo >= folder.len() {
                     return None;
@@ -201,13 +177,9 @@ impl ImageNetEvalLoader {
                     Ok((view, folder.samples()[i].label))
                 });
                 Some(ImageBatch::collect(views))
-            })
+            }
         })?;
-        Ok(Self {
-            num_batches,
-            inner,
-            failed: false,
-        })
+        Ok(Self { num_batches, inner })
     }
 
     /// Number of batches this loader yields when no image fails to decode.
@@ -220,11 +192,6 @@ impl Iterator for ImageNetEvalLoader {
     type Item = Result<ImageBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let item = self.inner.next()?;
-        self.failed = item.is_err();
-        Some(item)
+        self.inner.next()
     }
 }

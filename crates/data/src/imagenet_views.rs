@@ -15,7 +15,7 @@ use crate::imagenet_augment::{
 };
 use crate::imagenet_norm::ImageNetNormalization;
 use crate::loader::positive;
-use crate::prefetch::Prefetcher;
+use crate::prefetch::FallibleFetcher;
 
 /// Where the centre crop and the ten crops are taken: the shorter side is
 /// resized to `resize`, then `crop` x `crop` squares are cut out.
@@ -272,8 +272,7 @@ impl ViewBatch {
 /// one `Err` naming a file that failed to decode, after which it ends.
 /// Dropping the loader stops its threads.
 pub struct ImageNetViewLoader {
-    inner: Prefetcher<Result<ViewBatch>>,
-    failed: bool,
+    inner: FallibleFetcher<ViewBatch>,
 }
 
 impl ImageNetViewLoader {
@@ -302,28 +301,22 @@ impl ImageNetViewLoader {
         let (views, configs) = (Arc::new(views.checked()?), Arc::new(configs));
         positive("images_per_batch", images_per_batch)?;
         positive("threads", threads)?;
-        let inner = Prefetcher::spawn("imagenet-views", threads, 2 * threads, || {
+        let inner = FallibleFetcher::spawn("imagenet-views", threads, 2 * threads, || {
             let (folder, views, configs) = (
                 Arc::clone(&folder),
                 Arc::clone(&views),
                 Arc::clone(&configs),
             );
-            let mut failed = false;
             move |k| {
                 let first = usize::try_from(k).ok()?.checked_mul(images_per_batch)?;
-                if failed || first >= folder.len() {
+                if first >= folder.len() {
                     return None;
                 }
                 let end = (first + images_per_batch).min(folder.len());
-                let batch = ViewBatch::load(&folder, &views, &configs, first, end);
-                failed = batch.is_err();
-                Some(batch)
+                Some(ViewBatch::load(&folder, &views, &configs, first, end))
             }
         })?;
-        Ok(Self {
-            inner,
-            failed: false,
-        })
+        Ok(Self { inner })
     }
 }
 
@@ -331,12 +324,7 @@ impl Iterator for ImageNetViewLoader {
     type Item = Result<ViewBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let item = self.inner.next()?;
-        self.failed = item.is_err();
-        Some(item)
+        self.inner.next()
     }
 }
 

@@ -88,6 +88,61 @@ impl<T> Iterator for Prefetcher<T> {
     }
 }
 
+/// A [`Prefetcher`] of fallible items that ends after the first error: each
+/// worker stops after producing its first error, and the consumer yields the
+/// first error it meets, then nothing.
+pub(crate) struct FallibleFetcher<T> {
+    inner: Prefetcher<Result<T>>,
+    failed: bool,
+}
+
+impl<T: Send + 'static> FallibleFetcher<T> {
+    /// As [`Prefetcher::spawn`], for workers that may fail.
+    pub(crate) fn spawn<F>(
+        name: &str,
+        threads: usize,
+        ahead: usize,
+        make_worker: impl Fn() -> F,
+    ) -> Result<Self>
+    where
+        F: FnMut(u64) -> Option<Result<T>> + Send + 'static,
+    {
+        let inner = Prefetcher::spawn(name, threads, ahead, || until_error(make_worker()))?;
+        Ok(Self {
+            inner,
+            failed: false,
+        })
+    }
+}
+
+impl<T> Iterator for FallibleFetcher<T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.failed {
+            return None;
+        }
+        let item = self.inner.next()?;
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// Produces results until the first error, then nothing.
+fn until_error<T>(
+    mut produce: impl FnMut(u64) -> Option<Result<T>>,
+) -> impl FnMut(u64) -> Option<Result<T>> {
+    let mut failed = false;
+    move |k| {
+        if failed {
+            return None;
+        }
+        let item = produce(k)?;
+        failed = item.is_err();
+        Some(item)
+    }
+}
+
 impl<T> Drop for Prefetcher<T> {
     fn drop(&mut self) {
         // Closing the channels makes every blocked or future `send` fail, so each
