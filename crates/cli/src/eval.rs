@@ -86,6 +86,10 @@ pub struct EvalArgs {
     /// names its lines may use).
     #[arg(long, value_name = "FILE")]
     classes: Option<PathBuf>,
+    /// Image folders: skip image files that fail to open (each one logged)
+    /// instead of refusing to start with the list of them.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Image folders: average the softmax over ten crops (the four corners and
     /// the centre, and their mirror images) instead of the centre crop alone.
     #[arg(long, conflicts_with = "multi_scale")]
@@ -202,6 +206,7 @@ fn run_cifar(args: &EvalArgs) -> Result<()> {
         ("--multi-scale", args.multi_scale),
         ("--labels", args.labels.is_some()),
         ("--classes", args.classes.is_some()),
+        ("--skip-bad-images", args.skip_bad_images),
     ];
     if let Some((flag, _)) = folder_only.iter().find(|(_, given)| *given) {
         bail!(

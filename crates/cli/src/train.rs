@@ -43,6 +43,10 @@ pub struct TrainArgs {
     /// Image folders: label file of a flat --val-data folder (`<file name> <class>` lines).
     #[arg(long)]
     val_labels: Option<PathBuf>,
+    /// Image folders: skip image files that fail to open (each one logged)
+    /// instead of refusing to start with the list of them.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// SGD steps (paper: 64000 on CIFAR-10, 600000 on ImageNet).
     #[arg(long)]
     iterations: Option<u64>,
@@ -215,6 +219,9 @@ impl TrainArgs {
         }
         if let Some(file) = &self.val_labels {
             c.val_labels = Some(file.clone());
+        }
+        if self.skip_bad_images {
+            c.skip_bad_images = true;
         }
         if let Some(m) = &self.milestones {
             c.schedule.schedule = match &c.schedule.schedule {

@@ -444,3 +444,37 @@ fn bad_image_folder_flags_weights_and_files_are_one_clear_line_each() {
         &format!("decoding image {}", broken.display()),
     );
 }
+
+#[test]
+fn a_corrupt_image_is_named_unless_bad_images_are_skipped() {
+    let dir = weights();
+    let run = dir.path().join("run");
+    let root = image_folder(dir.path());
+    std::fs::write(root.join("b/broken.png"), b"not a png").unwrap();
+    let (run, root) = (run.to_str().unwrap(), root.to_str().unwrap());
+    let base = [
+        "eval",
+        "--arch",
+        "resnet20",
+        "--weights",
+        run,
+        "--data",
+        root,
+    ];
+    let out = resnet(&base);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("broken.png"), "{}", stderr(&out));
+    let skipped = eval_json(&["--weights", run, "--data", root, "--skip-bad-images"]);
+    assert_eq!(skipped["images"], 4, "{skipped}");
+    let out = resnet(&[
+        "eval",
+        "--arch",
+        "resnet20",
+        "--weights",
+        run,
+        "--data",
+        sample().to_str().unwrap(),
+        "--skip-bad-images",
+    ]);
+    assert!(stderr(&out).contains("--skip-bad-images applies to image folders"));
+}

@@ -287,3 +287,45 @@ fn image_folder_errors_name_the_flag_or_folder() {
         assert!(!dir.path().join("run").exists(), "{args:?}");
     }
 }
+
+#[test]
+fn a_corrupt_image_stops_the_start_unless_bad_images_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    image_folder(&train, &["ant", "bee"], 2);
+    std::fs::write(train.join("bee/broken.png"), b"not a png").unwrap();
+    let run = |extra: &[&str], out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_resnet"))
+            .args(["train", "--arch", "resnet18", "--iterations", "1"])
+            .args([
+                "--batch-size",
+                "2",
+                "--normalization",
+                "per-channel",
+                "--data",
+            ])
+            .arg(&train)
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let out = run(&[], "rejected");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.png"), "{err}");
+    assert!(!dir.path().join("rejected").exists());
+
+    let out = run(&["--skip-bad-images"], "skipped");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("skipped/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["train_images"], 4, "the broken file is left out");
+}

@@ -63,6 +63,9 @@ pub struct TrainConfig {
     /// Image folders only: the label file of a flat `val_data` folder, one
     /// `<file name> <class index or name>` line per image.
     pub val_labels: Option<PathBuf>,
+    /// Image folders only: drop image files that fail the check when the
+    /// folders are opened (each one logged) instead of refusing to start.
+    pub skip_bad_images: bool,
     /// Images per SGD step.
     pub batch_size: usize,
     /// Number of SGD steps of the whole run.
@@ -108,6 +111,7 @@ impl Default for TrainConfig {
             val_size: 0,
             val_data: None,
             val_labels: None,
+            skip_bad_images: false,
             batch_size: 128,
             iterations: 64_000,
             sgd: SgdConfig::default(),
@@ -191,6 +195,9 @@ impl TrainConfig {
             DatasetKind::Cifar10 if self.val_data.is_some() || self.val_labels.is_some() => bad(
                 "val_data (--val-data) and val_labels (--val-labels) are for image folders; \
                  a CIFAR-10 run holds out val_size (--val-size) training images instead",
+            ),
+            DatasetKind::Cifar10 if self.skip_bad_images => bad(
+                "skip_bad_images (--skip-bad-images) is for image folders; CIFAR-10 files hold no image files",
             ),
             DatasetKind::ImageFolder if self.val_size > 0 => bad(
                 "val_size (--val-size) holds out CIFAR-10 training images; give an image \

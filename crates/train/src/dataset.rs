@@ -61,7 +61,12 @@ impl Dataset {
                 })
             }
             DatasetKind::ImageFolder => {
-                let train = ImageFolder::open(&config.data, None)?;
+                let policy = if config.skip_bad_images {
+                    BadImagePolicy::Skip
+                } else {
+                    BadImagePolicy::Reject
+                };
+                let train = ImageFolder::open_with(&config.data, None, policy)?;
                 let outputs = ArchSpec::from_id(&config.arch)?.num_classes;
                 if train.classes().len() > outputs {
                     return Err(TrainError::TooManyClasses {
@@ -72,7 +77,7 @@ impl Dataset {
                     });
                 }
                 let val = match &config.val_data {
-                    Some(dir) => Some(open_val(dir, config.val_labels.as_deref(), &train)?),
+                    Some(dir) => Some(open_val(dir, config.val_labels.as_deref(), &train, policy)?),
                     None => None,
                 };
                 Ok(Self::Folder { train, val })
@@ -126,17 +131,17 @@ impl Dataset {
 
 /// Opens the validation folder of an image-folder run: class folders with the
 /// training folder's classes, or a flat folder labelled by `labels`.
-fn open_val(dir: &Path, labels: Option<&Path>, train: &ImageFolder) -> Result<ImageFolder> {
+fn open_val(
+    dir: &Path,
+    labels: Option<&Path>,
+    train: &ImageFolder,
+    policy: BadImagePolicy,
+) -> Result<ImageFolder> {
     if let Some(labels) = labels {
         let classes = train.classes();
-        return Ok(ImageFolder::open_flat(
-            dir,
-            labels,
-            classes,
-            BadImagePolicy::Reject,
-        )?);
+        return Ok(ImageFolder::open_flat(dir, labels, classes, policy)?);
     }
-    let val = ImageFolder::open(dir, None)?;
+    let val = ImageFolder::open_with(dir, None, policy)?;
     let only_in = |a: &ImageFolder, b: &ImageFolder| {
         a.classes()
             .iter()

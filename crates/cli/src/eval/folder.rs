@@ -179,15 +179,20 @@ fn is_arch_id(text: &str) -> bool {
 /// Opens --data as an image folder: class sub-folders, or flat with --labels
 /// (whose labels are class indices below `num_classes` unless --classes names them).
 fn open_folder(args: &EvalArgs, num_classes: usize) -> Result<ImageFolder> {
+    let policy = if args.skip_bad_images {
+        BadImagePolicy::Skip
+    } else {
+        BadImagePolicy::Reject
+    };
     let folder = match &args.labels {
         Some(labels) => {
             let classes = match &args.classes {
                 Some(file) => read_class_list(file)?,
                 None => (0..num_classes).map(|i| i.to_string()).collect(),
             };
-            ImageFolder::open_flat(&args.data, labels, &classes, BadImagePolicy::Reject)
+            ImageFolder::open_flat(&args.data, labels, &classes, policy)
         }
-        None => ImageFolder::open(&args.data, args.classes.as_deref()),
+        None => ImageFolder::open_with(&args.data, args.classes.as_deref(), policy),
     };
     folder.with_context(|| {
         format!(
