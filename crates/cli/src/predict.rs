@@ -45,7 +45,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let device = args.device.parse::<DeviceSpec>()?.open()?;
     let loaded = load_model(&args.arch, &args.weights, &device)?;
     let config = ViewConfig {
-        geometry: loaded.geometry(),
+        geometry: loaded.preprocessing.geometry(),
         normalization: normalization(&loaded.normalization)?,
     };
     let model = &loaded.model;

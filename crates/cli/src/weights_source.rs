@@ -5,10 +5,10 @@
 use anyhow::{ensure, Result};
 use candle_core::Device;
 use resnet_data::{
-    CropGeometry, ImageNetNormalization, MeanImage, Normalization, IMAGENET_MEAN, IMAGENET_STD,
+    ImageNetNormalization, MeanImage, Normalization, Resample, IMAGENET_MEAN, IMAGENET_STD,
 };
 use resnet_eval::{load_imagenet_weights, load_weights, resolve_weights, NORMALIZATION_PREFIX};
-use resnet_hub::registry::{self, Interpolation, Preprocessing};
+use resnet_hub::registry::{self, Preprocessing};
 use resnet_hub::{load_pretrained, read_tensors, WeightsSource};
 use resnet_models::ResNet;
 
@@ -41,21 +41,6 @@ pub struct LoadedModel {
     pub preprocessing: Preprocessing,
     /// The input normalisation, where known.
     pub normalization: KnownNormalization,
-}
-
-impl LoadedModel {
-    /// Where the centre (and ten) crops of [`LoadedModel::preprocessing`] are taken.
-    ///
-    /// The resize always uses the data crate's triangle (bilinear,
-    /// antialiased) filter, whatever the preprocessing's interpolation:
-    /// bicubic weights are approximated.
-    pub fn geometry(&self) -> CropGeometry {
-        let crop = self.preprocessing.crop;
-        CropGeometry {
-            resize: self.preprocessing.resize().max(crop) as u32,
-            crop: crop as u32,
-        }
-    }
 }
 
 /// Builds the model `arch` describes and loads `weights` into it, on `device`.
@@ -148,7 +133,7 @@ fn default_preprocessing(crop: usize) -> Preprocessing {
     Preprocessing {
         crop_pct: 0.875,
         crop,
-        interpolation: Interpolation::Bilinear,
+        interpolation: Resample::Bilinear,
         mean: IMAGENET_MEAN,
         std: IMAGENET_STD,
     }

@@ -154,10 +154,29 @@ pub fn lighting_offset(alpha: [f32; 3]) -> [f32; 3] {
     PCA_EIGVEC.map(|row| (0..3).map(|j| row[j] * alpha[j] * PCA_EIGVAL[j]).sum())
 }
 
-/// `image` resized (triangle filter) so that its shorter side is `side`, keeping its aspect ratio.
+/// How an image is resampled when resized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resample {
+    /// Bilinear (a triangle filter, widened when shrinking): torchvision's default.
+    #[default]
+    Bilinear,
+    /// Bicubic (Catmull-Rom, as PIL's bicubic), which timm's newer weights expect.
+    Bicubic,
+}
+
+/// `image` resized (bilinear) so that its shorter side is `side`, keeping its aspect ratio.
 pub fn resize_shorter_side(image: &RgbImage, side: u32) -> RgbImage {
+    resize_shorter_side_with(image, side, Resample::Bilinear)
+}
+
+/// [`resize_shorter_side`] with the resampling `resample`.
+pub fn resize_shorter_side_with(image: &RgbImage, side: u32, resample: Resample) -> RgbImage {
     let (w, h) = scaled_size(image.width(), image.height(), side);
-    imageops::resize(image, w, h, FilterType::Triangle)
+    let filter = match resample {
+        Resample::Bilinear => FilterType::Triangle,
+        Resample::Bicubic => FilterType::CatmullRom,
+    };
+    imageops::resize(image, w, h, filter)
 }
 
 /// The standard evaluation view: shorter side resized to 256, centre 224x224 crop.

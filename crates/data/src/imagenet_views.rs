@@ -11,20 +11,23 @@ use image::RgbImage;
 use crate::error::{DataError, Result};
 use crate::folder::ImageFolder;
 use crate::imagenet_augment::{
-    multi_scale, resize_shorter_side, ChwImage, CROP_SIDE, EVAL_SHORT_SIDE, TEST_SCALES,
+    multi_scale, resize_shorter_side_with, ChwImage, Resample, CROP_SIDE, EVAL_SHORT_SIDE,
+    TEST_SCALES,
 };
 use crate::imagenet_norm::ImageNetNormalization;
 use crate::loader::positive;
 use crate::prefetch::FallibleFetcher;
 
 /// Where the centre crop and the ten crops are taken: the shorter side is
-/// resized to `resize`, then `crop` x `crop` squares are cut out.
+/// resized to `resize` with `resample`, then `crop` x `crop` squares are cut out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CropGeometry {
     /// Shorter side of the resized image (at least `crop`).
     pub resize: u32,
     /// Side of the square crops (> 0).
     pub crop: u32,
+    /// The resampling of the resize.
+    pub resample: Resample,
 }
 
 impl CropGeometry {
@@ -32,6 +35,7 @@ impl CropGeometry {
     pub const STANDARD: Self = Self {
         resize: EVAL_SHORT_SIDE,
         crop: CROP_SIDE,
+        resample: Resample::Bilinear,
     };
 
     /// Returns `self` if `0 < crop <= resize`.
@@ -131,11 +135,15 @@ impl TestViews {
     /// [`ten_crop`](crate::ten_crop)'s.
     pub fn of(&self, image: &RgbImage, config: &ViewConfig) -> Vec<ChwImage> {
         let norm = &config.normalization;
-        let CropGeometry { resize, crop } = config.geometry;
+        let CropGeometry {
+            resize,
+            crop,
+            resample,
+        } = config.geometry;
         if let Self::MultiScale(scales) = self {
             return multi_scale(image, norm, scales);
         }
-        let resized = resize_shorter_side(image, resize.max(crop));
+        let resized = resize_shorter_side_with(image, resize.max(crop), resample);
         let (dx, dy) = (resized.width() - crop, resized.height() - crop);
         let center = (dx / 2, dy / 2);
         if *self == Self::Center {
@@ -371,6 +379,7 @@ mod tests {
             &config(CropGeometry {
                 resize: 36,
                 crop: 32,
+                resample: Resample::Bilinear,
             }),
         );
         assert_eq!(views.len(), 10);
@@ -390,10 +399,28 @@ mod tests {
     }
 
     #[test]
+    fn bicubic_geometries_resample_bicubically() {
+        // A 64x48 image resized to shorter side 36: the filters differ.
+        let image = gradient(64, 48);
+        let geometry = |resample| CropGeometry {
+            resize: 36,
+            crop: 32,
+            resample,
+        };
+        let bilinear = TestViews::Center.of(&image, &config(geometry(Resample::Bilinear)));
+        let bicubic = TestViews::Center.of(&image, &config(geometry(Resample::Bicubic)));
+        assert_ne!(bilinear, bicubic);
+        let norm = config(CropGeometry::STANDARD).normalization;
+        let resized = resize_shorter_side_with(&image, 36, Resample::Bicubic);
+        assert_eq!(bicubic[0], square(&resized, (8, 2), 32, false, &norm));
+    }
+
+    #[test]
     fn invalid_geometries_and_scales_are_errors() {
         let bad = CropGeometry {
             resize: 200,
             crop: 224,
+            ..CropGeometry::STANDARD
         };
         assert!(bad
             .checked()

@@ -70,8 +70,9 @@ pub use download::{fetch_cifar10, fetch_cifar10_with_progress, CIFAR10_MD5, CIFA
 pub use error::{BadImage, DataError, Result};
 pub use folder::{load_rgb, BadImagePolicy, ImageFolder, ImageSample, IMAGE_EXTENSIONS};
 pub use imagenet_augment::{
-    center_view, lighting_offset, multi_scale, resize_shorter_side, ten_crop, ChwImage,
-    ImageNetAugment, TrainView, CROP_SIDE, EVAL_SHORT_SIDE, PCA_EIGVAL, PCA_EIGVEC, TEST_SCALES,
+    center_view, lighting_offset, multi_scale, resize_shorter_side, resize_shorter_side_with,
+    ten_crop, ChwImage, ImageNetAugment, Resample, TrainView, CROP_SIDE, EVAL_SHORT_SIDE,
+    PCA_EIGVAL, PCA_EIGVEC, TEST_SCALES,
 };
 pub use imagenet_loader::{ImageBatch, ImageNetEvalLoader, ImageNetTrainLoader};
 pub use imagenet_norm::{ImageNetNormalization, PixelMean, IMAGENET_MEAN, IMAGENET_STD};

@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 use resnet_data::{
     center_view, load_rgb, multi_scale, ChwImage, DataError, ImageFolder, ImageNetNormalization,
+    Resample,
 };
 use resnet_eval::{
     batch_errors, evaluate_folder, predict_folder, CropGeometry, EvalError, ImagePrediction,
@@ -18,6 +19,7 @@ use resnet_models::{ArchSpec, ResNet};
 const SMALL: CropGeometry = CropGeometry {
     resize: 36,
     crop: 32,
+    resample: Resample::Bilinear,
 };
 
 fn net(arch: &str, seed: u64) -> ResNet {
@@ -448,7 +450,7 @@ fn models_labels_and_options_that_do_not_fit_are_errors() {
         model: &ten,
         views: config(CropGeometry {
             resize: 30,
-            crop: 32,
+            ..SMALL
         }),
     };
     let err = run(&[bad], &center, 4);

@@ -4,18 +4,10 @@
 //! was trained with, its evaluation preprocessing and the top-1 accuracy
 //! reported for it on the ImageNet-1k validation set, with the source.
 
+use resnet_data::{CropGeometry, Resample};
 use resnet_models::{ArchSpec, ModelError, StridePlacement};
 
 use crate::{HfSpec, WeightsSource, DEFAULT_REVISION};
-
-/// How an image is resampled when resized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interpolation {
-    /// Bilinear (torchvision's default).
-    Bilinear,
-    /// Bicubic.
-    Bicubic,
-}
 
 /// The evaluation preprocessing weights expect: resize the shorter side to
 /// [`Preprocessing::resize`], center-crop `crop` x `crop`, scale to [0, 1],
@@ -27,7 +19,7 @@ pub struct Preprocessing {
     /// The side of the square center crop, the network's input size.
     pub crop: usize,
     /// The resampling of the resize.
-    pub interpolation: Interpolation,
+    pub interpolation: Resample,
     /// Per-channel mean (RGB) subtracted after scaling to [0, 1].
     pub mean: [f32; 3],
     /// Per-channel standard deviation (RGB) divided by after the mean.
@@ -39,6 +31,16 @@ impl Preprocessing {
     /// computes it: 256 for crop 224 at 0.875.
     pub fn resize(&self) -> usize {
         (self.crop as f64 / self.crop_pct).floor() as usize
+    }
+
+    /// Where the evaluation crops are taken: [`Preprocessing::resize`]
+    /// (at least `crop`), `crop`, with this preprocessing's resampling.
+    pub fn geometry(&self) -> CropGeometry {
+        CropGeometry {
+            resize: self.resize().max(self.crop) as u32,
+            crop: self.crop as u32,
+            resample: self.interpolation,
+        }
     }
 }
 
@@ -87,7 +89,7 @@ const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 const TORCHVISION: Preprocessing = Preprocessing {
     crop_pct: 0.875,
     crop: 224,
-    interpolation: Interpolation::Bilinear,
+    interpolation: Resample::Bilinear,
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,
 };
@@ -128,7 +130,7 @@ const LMZ_SOURCE: &str =
 /// 1.0, not used here).
 const TIMM_A1: Preprocessing = Preprocessing {
     crop_pct: 0.95,
-    interpolation: Interpolation::Bicubic,
+    interpolation: Resample::Bicubic,
     ..TORCHVISION
 };
 
@@ -138,7 +140,7 @@ const TIMM_A1: Preprocessing = Preprocessing {
 /// preprocessing, recalled from its `preprocessor_config.json` (crop_pct
 /// 0.875, bicubic); its model card states no accuracy.
 const MICROSOFT: Preprocessing = Preprocessing {
-    interpolation: Interpolation::Bicubic,
+    interpolation: Resample::Bicubic,
     ..TORCHVISION
 };
 
@@ -226,8 +228,11 @@ mod tests {
     #[test]
     fn timm_a1_weights_use_bicubic_crop_pct_095() {
         let a1 = find("resnet50.a1_in1k").unwrap();
-        assert_eq!(a1.preprocessing.interpolation, Interpolation::Bicubic);
+        assert_eq!(a1.preprocessing.interpolation, Resample::Bicubic);
         assert_eq!(a1.preprocessing.resize(), 235);
         assert_eq!(a1.preprocessing.crop, 224);
+        let geometry = a1.preprocessing.geometry();
+        assert_eq!((geometry.resize, geometry.crop), (235, 224));
+        assert_eq!(geometry.resample, Resample::Bicubic);
     }
 }

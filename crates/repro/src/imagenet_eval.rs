@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use resnet_data::{
-    CropGeometry, ImageFolder, ImageNetNormalization, TestViews, ViewConfig, IMAGENET_MEAN,
+    ImageFolder, ImageNetNormalization, Resample, TestViews, ViewConfig, IMAGENET_MEAN,
     IMAGENET_STD,
 };
 use resnet_eval::{evaluate_folder, EvalReport, Member};
@@ -106,10 +106,7 @@ fn load(key: &str, weights: &str, device: &candle_core::Device) -> Result<Loaded
     load_pretrained(&model, &source, None)
         .with_context(|| format!("loading {weights} for {key}"))?;
     let views = ViewConfig {
-        geometry: CropGeometry {
-            resize: preprocessing.resize().max(preprocessing.crop) as u32,
-            crop: preprocessing.crop as u32,
-        },
+        geometry: preprocessing.geometry(),
         normalization: ImageNetNormalization::PerChannel {
             mean: preprocessing.mean,
             std: preprocessing.std,
@@ -128,7 +125,7 @@ fn torchvision_preprocessing() -> Preprocessing {
     Preprocessing {
         crop_pct: 0.875,
         crop: 224,
-        interpolation: registry::Interpolation::Bilinear,
+        interpolation: Resample::Bilinear,
         mean: IMAGENET_MEAN,
         std: IMAGENET_STD,
     }

@@ -51,7 +51,7 @@ pub(super) fn run_folder(args: &EvalArgs) -> Result<()> {
             Ok(Member {
                 model: &l.model,
                 views: ViewConfig {
-                    geometry: l.geometry(),
+                    geometry: l.preprocessing.geometry(),
                     normalization: member_normalization(l, flags.as_ref())?,
                 },
             })
