@@ -239,7 +239,7 @@ fn scaled_size(width: u32, height: u32, side: u32) -> (u32, u32) {
 
 /// The `[left, top, width, height]` region of `image` (which must lie inside it),
 /// mirrored if `flip`, in 0..1 units plus `offset`, normalised.
-fn crop_view(
+pub(crate) fn crop_view(
     image: &RgbImage,
     [left, top, width, height]: [u32; 4],
     flip: bool,

@@ -11,8 +11,8 @@ use image::RgbImage;
 use crate::error::{DataError, Result};
 use crate::folder::ImageFolder;
 use crate::imagenet_augment::{
-    multi_scale, resize_shorter_side_with, ChwImage, Resample, CROP_SIDE, EVAL_SHORT_SIDE,
-    TEST_SCALES,
+    crop_view, multi_scale, resize_shorter_side_with, ChwImage, Resample, CROP_SIDE,
+    EVAL_SHORT_SIDE, TEST_SCALES,
 };
 use crate::imagenet_norm::ImageNetNormalization;
 use crate::loader::positive;
@@ -146,44 +146,16 @@ impl TestViews {
         let resized = resize_shorter_side_with(image, resize.max(crop), resample);
         let (dx, dy) = (resized.width() - crop, resized.height() - crop);
         let center = (dx / 2, dy / 2);
+        let square =
+            |(left, top), flip| crop_view(&resized, [left, top, crop, crop], flip, [0.0; 3], norm);
         if *self == Self::Center {
-            return vec![square(&resized, center, crop, false, norm)];
+            return vec![square(center, false)];
         }
         let corners = [(0, 0), (dx, 0), (0, dy), (dx, dy), center];
         [false, true]
             .into_iter()
-            .flat_map(|flip| corners.map(|corner| square(&resized, corner, crop, flip, norm)))
+            .flat_map(|flip| corners.map(|corner| square(corner, flip)))
             .collect()
-    }
-}
-
-/// The `side` x `side` square of `image` whose top-left corner is
-/// `(left, top)` (it must lie inside), mirrored if `flip`, in 0..1 units, normalised.
-fn square(
-    image: &RgbImage,
-    (left, top): (u32, u32),
-    side: u32,
-    flip: bool,
-    norm: &ImageNetNormalization,
-) -> ChwImage {
-    let (side, left, top) = (side as usize, left as usize, top as usize);
-    let stride = 3 * image.width() as usize;
-    let raw = image.as_raw();
-    let mut data = vec![0f32; 3 * side * side];
-    for (c, plane) in data.chunks_exact_mut(side * side).enumerate() {
-        for (y, row) in plane.chunks_exact_mut(side).enumerate() {
-            let src = &raw[(top + y) * stride..];
-            for (x, v) in row.iter_mut().enumerate() {
-                let sx = left + if flip { side - 1 - x } else { x };
-                *v = f32::from(src[3 * sx + c]) / 255.0;
-            }
-        }
-    }
-    norm.apply(&mut data, side, side);
-    ChwImage {
-        height: side,
-        width: side,
-        data,
     }
 }
 
@@ -412,7 +384,10 @@ mod tests {
         assert_ne!(bilinear, bicubic);
         let norm = config(CropGeometry::STANDARD).normalization;
         let resized = resize_shorter_side_with(&image, 36, Resample::Bicubic);
-        assert_eq!(bicubic[0], square(&resized, (8, 2), 32, false, &norm));
+        assert_eq!(
+            bicubic[0],
+            crop_view(&resized, [8, 2, 32, 32], false, [0.0; 3], &norm)
+        );
     }
 
     #[test]
