@@ -135,6 +135,49 @@ fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
 /// Fills `col` (`[C*K*K, Ho*Wo]`) with the receptive fields of one image `x`
 /// (`[C, H, W]`), zeros where they reach into the padding.
 fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    if g.stride == 1 && g.ho == g.h && g.wo == g.w {
+        im2col_same(g, x, col)
+    } else {
+        im2col_rows(g, x, col)
+    }
+}
+
+/// [`im2col`] for a stride-1 convolution whose output has the input's size
+/// (`2 * pad == K - 1`, every 3x3 convolution of a ResNet but the strided
+/// ones). Row `(c, ky, kx)` of `col` is then plane `c` shifted by
+/// `(ky - pad) * W + (kx - pad)` positions, flat: one contiguous copy per
+/// row, after which the positions whose tap falls in the padding (whole
+/// output rows at the top or bottom, a few columns at the sides) are zeroed.
+fn im2col_same(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    let (k, w, len) = (g.k, g.w, g.h * g.w);
+    let mut rows = col.chunks_exact_mut(len);
+    for plane in x.chunks_exact(len) {
+        for ky in 0..k {
+            let (ylo, yhi) = g.valid_range(ky, g.h, g.ho);
+            for kx in 0..k {
+                let (xlo, xhi) = g.valid_range(kx, w, g.wo);
+                let Some(out) = rows.next() else { return };
+                // out[i] = plane[i + shift] wherever both indices are inside.
+                let shift = (ky * w + kx) as isize - (g.pad * w + g.pad) as isize;
+                let lo = (ylo * w).max(shift.unsigned_abs() * usize::from(shift < 0));
+                let hi = (yhi * w).min(len.saturating_sub(shift.max(0) as usize));
+                if lo < hi {
+                    let src = lo.checked_add_signed(shift).expect("lo >= -shift");
+                    out[lo..hi].copy_from_slice(&plane[src..src + hi - lo]);
+                }
+                out[..ylo * w].fill(0.0);
+                out[yhi * w..].fill(0.0);
+                for row in out[ylo * w..yhi * w].chunks_exact_mut(w) {
+                    row[..xlo].fill(0.0);
+                    row[xhi..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col`] for any geometry, one output row at a time.
+fn im2col_rows(g: &Geometry, x: &[f32], col: &mut [f32]) {
     let (k, s, wo) = (g.k, g.stride, g.wo);
     let mut rows = col.chunks_exact_mut(g.ho * wo);
     for plane in x.chunks_exact(g.h * g.w) {
@@ -336,4 +379,43 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         }
     }
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_size_im2col_matches_the_row_by_row_one() {
+        // [c, h, w, k] with pad (k - 1) / 2: square and not, kernels wider
+        // than the input, single rows and columns.
+        for [c, h, w, k] in [
+            [2, 5, 7, 3],
+            [2, 32, 32, 3],
+            [3, 4, 4, 5],
+            [1, 2, 3, 5],
+            [1, 1, 1, 3],
+            [2, 6, 1, 3],
+            [1, 1, 6, 7],
+        ] {
+            let pad = (k - 1) / 2;
+            let g = Geometry {
+                n: 1,
+                c,
+                h,
+                w,
+                o: 1,
+                k,
+                stride: 1,
+                pad,
+                ho: h,
+                wo: w,
+            };
+            let x: Vec<f32> = (0..c * h * w).map(|i| (i as f32 * 0.37).sin()).collect();
+            let (mut fast, mut rows) = (vec![f32::NAN; g.col_len()], vec![f32::NAN; g.col_len()]);
+            im2col_same(&g, &x, &mut fast);
+            im2col_rows(&g, &x, &mut rows);
+            assert_eq!(fast, rows, "c {c} h {h} w {w} k {k}");
+        }
+    }
 }
