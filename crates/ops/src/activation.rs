@@ -9,9 +9,12 @@
 //! independent of the thread count, except the gradient where the input is
 //! exactly 0: 0 here, as in PyTorch (candle's `relu` passes it through).
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::buffer::filled_by;
 use crate::kernel::{f32_data, has_kernel};
 use crate::OpsError;
 
@@ -53,16 +56,20 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor, OpsError> {
 
 /// `f(a[i], b[i])` for every `i`, in parallel chunks.
 fn par_zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(k, chunk)| {
-            let at = k * CHUNK;
-            for ((o, u), v) in chunk.iter_mut().zip(&a[at..]).zip(&b[at..]) {
-                *o = f(*u, *v);
-            }
-        });
-    out
+    assert_eq!(a.len(), b.len(), "par_zip_map: operands differ in length");
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(k, chunk)| {
+                let at = k * CHUNK;
+                for ((o, u), v) in chunk.iter_mut().zip(&a[at..]).zip(&b[at..]) {
+                    o.write(f(*u, *v));
+                }
+            })
+    };
+    // SAFETY: the chunks cover `out`, and each is zipped with inputs at least
+    // as long (`a` and `b` have its length), so every value is written.
+    unsafe { filled_by(a.len(), fill) }
 }
 
 /// A binary custom op's CPU forward: `f` over two tensors of the first's shape.

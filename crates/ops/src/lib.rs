@@ -9,6 +9,7 @@
 
 mod activation;
 mod batch_norm;
+mod buffer;
 mod conv;
 mod device;
 mod error;

@@ -7,9 +7,12 @@
 //! bit-identical whatever the number of threads; the lanes let the compiler
 //! vectorise the sums, and f64 keeps their rounding error far below f32's.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::Dims;
+use crate::buffer::filled_by;
 
 /// Independent f64 accumulators per sum.
 const LANES: usize = 8;
@@ -34,8 +37,8 @@ fn planes(data: &[f32], d: Dims, ch: usize) -> impl Iterator<Item = &[f32]> {
 
 /// The planes of an NCHW tensor grouped by channel: entry `ch` holds the
 /// `N` planes of channel `ch`, in batch order.
-fn planes_by_channel(data: &mut [f32], d: Dims) -> Vec<Vec<&mut [f32]>> {
-    let mut channels: Vec<Vec<&mut [f32]>> = (0..d.c).map(|_| Vec::with_capacity(d.n)).collect();
+fn planes_by_channel<T>(data: &mut [T], d: Dims) -> Vec<Vec<&mut [T]>> {
+    let mut channels: Vec<Vec<&mut [T]>> = (0..d.c).map(|_| Vec::with_capacity(d.n)).collect();
     for (i, plane) in data.chunks_exact_mut(d.plane).enumerate() {
         channels[i % d.c].push(plane);
     }
@@ -81,28 +84,38 @@ pub(super) fn train_forward(
     bias: &[f32],
     eps: f64,
 ) -> (Vec<f32>, Moments) {
-    let mut y = vec![0f32; x.len()];
+    assert_eq!(
+        x.len(),
+        d.n * d.c * d.plane,
+        "batch norm: input of the wrong length"
+    );
     let count = d.per_channel() as f64;
-    let moments: Vec<(f64, f64)> = planes_by_channel(&mut y, d)
-        .into_par_iter()
-        .enumerate()
-        .map(|(ch, ys)| {
-            let [sum] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| [u]);
-            let mean = sum / count;
-            let [squares] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| {
-                [(u - mean) * (u - mean)]
-            });
-            let var = squares / count;
-            let scale = (f64::from(weight[ch]) / (var + eps).sqrt()) as f32;
-            let (m, shift) = (mean as f32, bias[ch]);
-            for (yp, xp) in ys.into_iter().zip(planes(x, d, ch)) {
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = (v - m) * scale + shift;
+    let mut moments = Vec::new();
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        moments = planes_by_channel(y, d)
+            .into_par_iter()
+            .enumerate()
+            .map(|(ch, ys)| {
+                let [sum] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| [u]);
+                let mean = sum / count;
+                let [squares] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| {
+                    [(u - mean) * (u - mean)]
+                });
+                let var = squares / count;
+                let scale = (f64::from(weight[ch]) / (var + eps).sqrt()) as f32;
+                let (m, shift) = (mean as f32, bias[ch]);
+                for (yp, xp) in ys.into_iter().zip(planes(x, d, ch)) {
+                    for (o, &v) in yp.iter_mut().zip(xp) {
+                        o.write((v - m) * scale + shift);
+                    }
                 }
-            }
-            (mean, var)
-        })
-        .collect();
+                (mean, var)
+            })
+            .collect();
+    };
+    // SAFETY: `x` has `y`'s length, so every plane of `y` is zipped with a
+    // plane of `x` of the same length and written in full.
+    let y = unsafe { filled_by(x.len(), fill) };
     let (mean, var) = moments.into_iter().unzip();
     (y, Moments { mean, var })
 }
@@ -119,55 +132,68 @@ pub(super) fn train_backward(
     moments: &Moments,
     eps: f64,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; x.len() + 2 * d.c];
-    let (dx, params) = out.split_at_mut(x.len());
+    assert_eq!(
+        (x.len(), dy.len()),
+        (d.n * d.c * d.plane, d.n * d.c * d.plane),
+        "batch norm backward: inputs of the wrong length"
+    );
     let count = d.per_channel() as f64;
-    let grads: Vec<(f32, f32)> = planes_by_channel(dx, d)
-        .into_par_iter()
-        .enumerate()
-        .map(|(ch, dxs)| {
-            let mean = moments.mean[ch];
-            let inv_std = 1.0 / (moments.var[ch] + eps).sqrt();
-            let [sum_dy, sum_dy_centred] = sums(planes(dy, d, ch), planes(x, d, ch), |g, u| {
-                [g, g * (u - mean)]
-            });
-            let k = f64::from(weight[ch]) * inv_std;
-            let mean_dy = (sum_dy / count) as f32;
-            let slope = (k * sum_dy_centred * inv_std * inv_std / count) as f32;
-            let (k, m) = (k as f32, mean as f32);
-            for ((o, gp), xp) in dxs.into_iter().zip(planes(dy, d, ch)).zip(planes(x, d, ch)) {
-                for ((o, &g), &u) in o.iter_mut().zip(gp).zip(xp) {
-                    *o = k * (g - mean_dy) - slope * (u - m);
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let (dx, params) = out.split_at_mut(x.len());
+        let grads: Vec<(f32, f32)> = planes_by_channel(dx, d)
+            .into_par_iter()
+            .enumerate()
+            .map(|(ch, dxs)| {
+                let mean = moments.mean[ch];
+                let inv_std = 1.0 / (moments.var[ch] + eps).sqrt();
+                let [sum_dy, sum_dy_centred] = sums(planes(dy, d, ch), planes(x, d, ch), |g, u| {
+                    [g, g * (u - mean)]
+                });
+                let k = f64::from(weight[ch]) * inv_std;
+                let mean_dy = (sum_dy / count) as f32;
+                let slope = (k * sum_dy_centred * inv_std * inv_std / count) as f32;
+                let (k, m) = (k as f32, mean as f32);
+                for ((o, gp), xp) in dxs.into_iter().zip(planes(dy, d, ch)).zip(planes(x, d, ch)) {
+                    for ((o, &g), &u) in o.iter_mut().zip(gp).zip(xp) {
+                        o.write(k * (g - mean_dy) - slope * (u - m));
+                    }
                 }
-            }
-            ((sum_dy_centred * inv_std) as f32, sum_dy as f32)
-        })
-        .collect();
-    let (dweight, dbias) = params.split_at_mut(d.c);
-    for ((w, b), (gw, gb)) in dweight.iter_mut().zip(dbias).zip(grads) {
-        (*w, *b) = (gw, gb);
-    }
-    out
+                ((sum_dy_centred * inv_std) as f32, sum_dy as f32)
+            })
+            .collect();
+        let (dweight, dbias) = params.split_at_mut(d.c);
+        for ((w, b), (gw, gb)) in dweight.iter_mut().zip(dbias).zip(grads) {
+            w.write(gw);
+            b.write(gb);
+        }
+    };
+    // SAFETY: `x` and `dy` have `dx`'s length, so every plane of `dx` is
+    // zipped with planes of the same length and written in full; the `C`
+    // channels each write one value of `dweight` and of `dbias`.
+    unsafe { filled_by(x.len() + 2 * d.c, fill) }
 }
 
 /// The per-channel affine map `y = x * scale + shift` (`scale`, `shift` `[C]`),
 /// parallel over planes.
 pub(super) fn affine(d: Dims, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    if y.is_empty() {
-        return y;
+    if x.is_empty() {
+        return Vec::new();
     }
-    y.par_chunks_mut(d.plane)
-        .zip(x.par_chunks(d.plane))
-        .enumerate()
-        .with_min_len(MIN_VALUES_PER_TASK.div_ceil(d.plane))
-        .for_each(|(i, (yp, xp))| {
-            let (s, b) = (scale[i % d.c], shift[i % d.c]);
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * s + b;
-            }
-        });
-    y
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(d.plane)
+            .zip(x.par_chunks(d.plane))
+            .enumerate()
+            .with_min_len(MIN_VALUES_PER_TASK.div_ceil(d.plane))
+            .for_each(|(i, (yp, xp))| {
+                let (s, b) = (scale[i % d.c], shift[i % d.c]);
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    o.write(v * s + b);
+                }
+            })
+    };
+    // SAFETY: `y` has `x`'s length and is cut into the same planes, each
+    // written in full from its twin.
+    unsafe { filled_by(x.len(), fill) }
 }
 
 /// The parameter gradients of [`affine`]: `[sum(dy * x), sum(dy)]` per

@@ -6,10 +6,13 @@
 //! (stride 1) or as `W^T dy` then col2im. A 1x1, stride-1, unpadded
 //! convolution uses the input itself as `col`.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::Geometry;
+use crate::buffer::filled_by;
 
 /// The weight gradient is accumulated over at most this many chunks of the
 /// batch, whatever the number of threads, then the chunks are summed in order:
@@ -99,20 +102,41 @@ impl<'a> MatRef<'a> {
 /// `dst = a b` (or `dst += a b` when `accumulate`), `dst` row-major `m x n`,
 /// on the calling thread.
 fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+    // SAFETY: `dst` is an initialised, uniquely borrowed slice.
+    unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate) }
+}
+
+/// `dst = a b`, writing every value of `dst` (row-major `m x n`) without
+/// reading it, on the calling thread.
+fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef) {
+    // SAFETY: `dst` is uniquely borrowed, and gemm does not read it when not
+    // accumulating (it scales the old values by an alpha of zero only when
+    // asked to read them).
+    unsafe { gemm_into(dst.as_mut_ptr().cast(), dst.len(), a, b, false) }
+}
+
+/// gemm of `a b` into the `len` values at `dst`, added to them when
+/// `accumulate`.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `len` values, not aliased by `a` or
+/// `b`, and initialised when `accumulate`.
+unsafe fn gemm_into(dst: *mut f32, len: usize, a: MatRef, b: MatRef, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
-        b.rows == k && dst.len() == m * n && a.in_bounds() && b.in_bounds(),
+        b.rows == k && len == m * n && a.in_bounds() && b.in_bounds(),
         "conv2d matmul: operands out of bounds"
     );
     // SAFETY: the assert above keeps every element gemm reads or writes,
-    // `(i, j)` for `i < rows` and `j < cols` of each matrix, inside its slice;
-    // `dst` is a unique borrow, so it aliases neither operand.
+    // `(i, j)` for `i < rows` and `j < cols` of each matrix, inside its slice
+    // or `dst`'s `len` values; the caller guarantees `dst`'s validity.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -250,31 +274,41 @@ fn images_per_thread(n: usize) -> usize {
 /// The forward pass: `y` (`[N, O, Ho, Wo]`) from `x` (`[N, C, H, W]`) and `w`
 /// (`[O, C, K, K]`).
 pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; g.n * g.out_image_len()];
-    if y.is_empty() || x.is_empty() {
-        return y;
+    let len = g.n * g.out_image_len();
+    assert_eq!(
+        x.len(),
+        g.n * g.image_len(),
+        "conv2d: input of the wrong length"
+    );
+    if len == 0 || x.is_empty() {
+        return vec![0f32; len];
     }
     let per = images_per_thread(g.n);
     let p = g.ho * g.wo;
     let weight = MatRef::row_major(w, g.o, g.ckk());
-    y.par_chunks_mut(per * g.out_image_len())
-        .zip(x.par_chunks(per * g.image_len()))
-        .for_each(|(ys, xs)| {
-            let mut buffer = vec![0f32; g.col_len()];
-            for (yn, xn) in ys
-                .chunks_exact_mut(g.out_image_len())
-                .zip(xs.chunks_exact(g.image_len()))
-            {
-                let col = if g.pointwise() {
-                    xn
-                } else {
-                    im2col(g, xn, &mut buffer);
-                    &buffer
-                };
-                matmul(yn, weight, MatRef::row_major(col, g.ckk(), p), false);
-            }
-        });
-    y
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(per * g.out_image_len())
+            .zip(x.par_chunks(per * g.image_len()))
+            .for_each(|(ys, xs)| {
+                let mut buffer = vec![0f32; g.col_len()];
+                for (yn, xn) in ys
+                    .chunks_exact_mut(g.out_image_len())
+                    .zip(xs.chunks_exact(g.image_len()))
+                {
+                    let col = if g.pointwise() {
+                        xn
+                    } else {
+                        im2col(g, xn, &mut buffer);
+                        &buffer
+                    };
+                    matmul_uninit(yn, weight, MatRef::row_major(col, g.ckk(), p));
+                }
+            })
+    };
+    // SAFETY: `x` holds `n` images (checked by the op), so the chunks pair
+    // each of the `n` output images with its input, and the gemm writes all
+    // of an output image.
+    unsafe { filled_by(len, fill) }
 }
 
 /// The input gradient: `dx` (`[N, C, H, W]`) from `dy` (`[N, O, Ho, Wo]`) and
