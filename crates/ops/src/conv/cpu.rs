@@ -22,6 +22,19 @@ const MAX_GRAD_WEIGHT_CHUNKS: usize = 16;
 /// At most this many f32 values of per-chunk weight-gradient accumulators.
 const GRAD_WEIGHT_ACCUMULATOR_BUDGET: usize = 1 << 24;
 
+/// Convolutions with at most this many output channels accumulate their
+/// weight gradient column-major.
+///
+/// gemm transposes a problem so that its destination is column-major. With
+/// `dW = dy col^T` row-major, the im2col matrix becomes gemm's left operand,
+/// which it repacks for every image: a cost in `C*K*K * Ho*Wo` whatever `O`,
+/// that dominates when `O` is small. Accumulating `dW` column-major makes the
+/// im2col matrix the right operand, read in place, at the price of narrower
+/// micro-kernels (`O` rows). Measured with 2 threads: the ResNet-20 training
+/// step (16 to 64 channels) ~15% faster; the ResNet-18 one (64 and more)
+/// ~14% slower when applied to all of its convolutions.
+const COLUMN_MAJOR_GRAD_WEIGHT_MAX_CHANNELS: usize = 32;
+
 impl Geometry {
     fn pointwise(&self) -> bool {
         self.k == 1 && self.stride == 1 && self.pad == 0
@@ -103,7 +116,14 @@ impl<'a> MatRef<'a> {
 /// on the calling thread.
 fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     // SAFETY: `dst` is an initialised, uniquely borrowed slice.
-    unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate) }
+    unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate, false) }
+}
+
+/// `dst = a b` (or `dst += a b` when `accumulate`), `dst` column-major
+/// `m x n`, on the calling thread.
+fn matmul_col_major(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+    // SAFETY: `dst` is an initialised, uniquely borrowed slice.
+    unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate, true) }
 }
 
 /// `dst = a b`, writing every value of `dst` (row-major `m x n`) without
@@ -112,7 +132,7 @@ fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef) {
     // SAFETY: `dst` is uniquely borrowed, and gemm does not read it when not
     // accumulating (it scales the old values by an alpha of zero only when
     // asked to read them).
-    unsafe { gemm_into(dst.as_mut_ptr().cast(), dst.len(), a, b, false) }
+    unsafe { gemm_into(dst.as_mut_ptr().cast(), dst.len(), a, b, false, false) }
 }
 
 /// gemm of `a b` into the `len` values at `dst`, added to them when
@@ -122,12 +142,24 @@ fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef) {
 ///
 /// `dst` must be valid for writes of `len` values, not aliased by `a` or
 /// `b`, and initialised when `accumulate`.
-unsafe fn gemm_into(dst: *mut f32, len: usize, a: MatRef, b: MatRef, accumulate: bool) {
+unsafe fn gemm_into(
+    dst: *mut f32,
+    len: usize,
+    a: MatRef,
+    b: MatRef,
+    accumulate: bool,
+    col_major: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
         b.rows == k && len == m * n && a.in_bounds() && b.in_bounds(),
         "conv2d matmul: operands out of bounds"
     );
+    let (dst_cs, dst_rs) = if col_major {
+        (m as isize, 1)
+    } else {
+        (1, n as isize)
+    };
     // SAFETY: the assert above keeps every element gemm reads or writes,
     // `(i, j)` for `i < rows` and `j < cols` of each matrix, inside its slice
     // or `dst`'s `len` values; the caller guarantees `dst`'s validity.
@@ -137,8 +169,8 @@ unsafe fn gemm_into(dst: *mut f32, len: usize, a: MatRef, b: MatRef, accumulate:
             n,
             k,
             dst,
-            1,
-            n as isize,
+            dst_cs,
+            dst_rs,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -369,6 +401,17 @@ fn flip_transpose(g: &Geometry, w: &[f32]) -> Vec<f32> {
     out
 }
 
+/// `m` (`rows x cols`, row-major) transposed, row-major.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; m.len()];
+    for (i, row) in m.chunks_exact(cols).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            t[j * rows + i] = *v;
+        }
+    }
+    t
+}
+
 /// The weight gradient: `dw` (`[O, C, K, K]`) from `x` (`[N, C, H, W]`) and
 /// `dy` (`[N, O, Ho, Wo]`), summed over the batch in a fixed order.
 pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
@@ -381,6 +424,7 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             .min((GRAD_WEIGHT_ACCUMULATOR_BUDGET / len).max(1));
     let per = g.n.div_ceil(chunks);
     let p = g.ho * g.wo;
+    let column_major = g.o <= COLUMN_MAJOR_GRAD_WEIGHT_MAX_CHANNELS;
     let partials: Vec<Vec<f32>> = x
         .par_chunks(per * g.image_len())
         .zip(dy.par_chunks(per * g.out_image_len()))
@@ -399,9 +443,18 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         &buffer[..]
                     };
                     let col_t = MatRef::row_major(col, g.ckk(), p).t();
-                    matmul(&mut acc, MatRef::row_major(dyn_, g.o, p), col_t, i > 0);
+                    let dyn_ = MatRef::row_major(dyn_, g.o, p);
+                    if column_major {
+                        matmul_col_major(&mut acc, dyn_, col_t, i > 0);
+                    } else {
+                        matmul(&mut acc, dyn_, col_t, i > 0);
+                    }
                 }
-                acc
+                if column_major {
+                    transpose(&acc, g.ckk(), g.o)
+                } else {
+                    acc
+                }
             },
         )
         .collect();
