@@ -98,6 +98,40 @@ fn train_matches_the_composed_reference() {
     }
 }
 
+#[test]
+fn statistics_hold_for_a_mean_far_larger_than_the_spread() {
+    // 1e4 + N(0, 1e-2): a one-pass E[x^2] - E[x]^2 in f32 would lose the
+    // variance entirely; the statistics must match a two-pass f64 reference.
+    let shape = [4, 3, 5, 5];
+    let x = random(&shape, 7).affine(1e-2, 1e4).unwrap();
+    let (w, b) = (
+        Tensor::ones(3, DType::F32, x.device()).unwrap(),
+        Tensor::zeros(3, DType::F32, x.device()).unwrap(),
+    );
+    let out = batch_norm_train(&x, &w, &b, EPS).unwrap();
+    let data = values(&x);
+    for ch in 0..shape[1] {
+        let xs: Vec<f64> = data
+            .chunks_exact(25)
+            .skip(ch)
+            .step_by(shape[1])
+            .flatten()
+            .map(|&v| f64::from(v))
+            .collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / xs.len() as f64;
+        let (got_mean, got_var) = (values(&out.mean)[ch], values(&out.var)[ch]);
+        assert!(
+            (f64::from(got_mean) - mean).abs() < 1e-6 * mean,
+            "channel {ch} mean {got_mean} vs {mean}"
+        );
+        assert!(
+            (f64::from(got_var) - var).abs() < 1e-4 * var,
+            "channel {ch} var {got_var} vs {var}"
+        );
+    }
+}
+
 /// `[y, dx, dweight, dbias]` of `loss = sum(bn(x) * r)` in eval mode.
 fn eval_run(
     bn: impl Fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> Tensor,
