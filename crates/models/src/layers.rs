@@ -71,19 +71,25 @@ impl BatchNorm {
     }
 
     /// Train mode normalises with the batch statistics and updates the
-    /// running ones; eval mode normalises with the running statistics.
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+    /// running ones; eval mode normalises with the running statistics. With
+    /// `relu`, a ReLU follows (fused into the batch norm in train mode).
+    fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor, ModelError> {
         if !train {
-            return Ok(resnet_ops::batch_norm_eval(
+            let y = resnet_ops::batch_norm_eval(
                 x,
                 &self.weight,
                 &self.bias,
                 &self.running_mean,
                 &self.running_var,
                 BN_EPS,
-            )?);
+            )?;
+            return Ok(if relu { resnet_ops::relu(&y)? } else { y });
         }
-        let batch = resnet_ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
+        let batch = if relu {
+            resnet_ops::batch_norm_relu_train(x, &self.weight, &self.bias, BN_EPS)?
+        } else {
+            resnet_ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?
+        };
         let n = (x.elem_count() / self.weight.dim(0)?) as f64;
         let unbiased = (batch.var * (n / (n - 1.0).max(1.0)))?;
         let update = |running: &Var, batch: &Tensor| -> Result<(), ModelError> {
@@ -153,23 +159,27 @@ impl ConvBn {
         })
     }
 
-    /// conv then BN (no ReLU); a traced pass records 3x3 responses and MACs.
+    /// conv then BN, then a ReLU if `relu`; a traced pass records 3x3
+    /// responses (before the ReLU, so the ReLU is not fused into the BN
+    /// there) and MACs.
     pub(crate) fn forward_t(
         &self,
         x: &Tensor,
         train: bool,
         trace: Option<&mut Trace>,
+        relu: bool,
     ) -> Result<Tensor, ModelError> {
         let y = resnet_ops::conv2d(x, &self.weight, self.plan.stride, self.plan.padding)?;
-        let y = self.bn.forward_t(&y, train)?;
-        if let Some(trace) = trace {
-            let (_, _, h, w) = y.dims4()?;
-            trace.macs += h * w * self.plan.params();
-            if self.plan.kernel == 3 {
-                trace.responses.push((self.bn.name.clone(), y.clone()));
-            }
+        let Some(trace) = trace else {
+            return self.bn.forward_t(&y, train, relu);
+        };
+        let y = self.bn.forward_t(&y, train, false)?;
+        let (_, _, h, w) = y.dims4()?;
+        trace.macs += h * w * self.plan.params();
+        if self.plan.kernel == 3 {
+            trace.responses.push((self.bn.name.clone(), y.clone()));
         }
-        Ok(y)
+        Ok(if relu { resnet_ops::relu(&y)? } else { y })
     }
 
     pub(crate) fn collect(&self, out: &mut Vec<NamedVar>) {

@@ -77,15 +77,14 @@ impl Block {
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
         let last = self.convs.len() - 1;
+        // Without a shortcut (plain nets) the last conv's ReLU is its own too.
+        let plain = matches!(self.shortcut, ShortcutPath::None);
         let mut y = x.clone();
         for (k, conv) in self.convs.iter().enumerate() {
-            y = conv.forward_t(&y, train, trace.as_deref_mut())?;
-            if k < last {
-                y = resnet_ops::relu(&y)?;
-            }
+            y = conv.forward_t(&y, train, trace.as_deref_mut(), k < last || plain)?;
         }
         let shortcut = match &self.shortcut {
-            ShortcutPath::None => return Ok(resnet_ops::relu(&y)?),
+            ShortcutPath::None => return Ok(y),
             ShortcutPath::Identity => x.clone(),
             ShortcutPath::PadSubsample {
                 stride,
@@ -99,7 +98,7 @@ impl Block {
                 };
                 s.pad_with_zeros(1, *pad_before, *pad_after)?
             }
-            ShortcutPath::Projection(conv) => conv.forward_t(x, train, trace)?,
+            ShortcutPath::Projection(conv) => conv.forward_t(x, train, trace, false)?,
         };
         Ok(resnet_ops::add_relu(&y, &shortcut)?)
     }
@@ -180,7 +179,7 @@ impl ResNet {
         train: bool,
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
-        let mut y = resnet_ops::relu(&self.stem.forward_t(x, train, trace.as_deref_mut())?)?;
+        let mut y = self.stem.forward_t(x, train, trace.as_deref_mut(), true)?;
         if self.stem_max_pool {
             y = resnet_ops::max_pool_3x3_s2(&y)?;
         }

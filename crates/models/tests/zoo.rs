@@ -298,6 +298,21 @@ fn traced_forward_records_every_3x3_response_and_changes_nothing() {
         .to_scalar::<f32>()
         .unwrap();
     assert_eq!(diff, 0.0);
+    // In train mode the untraced pass fuses each ReLU into its batch norm and
+    // the traced one does not (it records the response before the ReLU): the
+    // outputs must still agree exactly, with and without shortcuts.
+    for id in ["resnet20", "plain20"] {
+        let model = ResNet::new(&ArchSpec::from_id(id).unwrap(), 2, &Device::Cpu).unwrap();
+        let traced = model
+            .forward_traced(&x, true, &mut Trace::default())
+            .unwrap();
+        let fused = model.forward_t(&x, true).unwrap();
+        let (traced, fused): (Vec<f32>, Vec<f32>) = (
+            traced.flatten_all().unwrap().to_vec1().unwrap(),
+            fused.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(traced, fused, "{id} in train mode");
+    }
     // conv1 and both convs of 9 blocks: 19 3x3 layers, as in Fig. 7's ResNet-20.
     assert_eq!(trace.responses.len(), 19);
     assert_eq!(trace.responses[0].0, "bn1");

@@ -99,6 +99,33 @@ pub fn batch_norm_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<BatchNormOutput, OpsError> {
+    train(x, weight, bias, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU: `y = max(bn(x), 0)`, with the
+/// same statistics and errors.
+///
+/// On the CPU kernel the ReLU costs no pass of its own: the forward writes
+/// `max(bn(x), 0)` directly, and the backward recomputes the normalised
+/// value from `x` to mask the gradient while it reads it anyway. Elsewhere it
+/// is [`batch_norm_train`] then [`crate::relu`].
+pub fn batch_norm_relu_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<BatchNormOutput, OpsError> {
+    train(x, weight, bias, eps, true)
+}
+
+/// Training-mode batch norm, followed by a ReLU if `relu`.
+fn train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<BatchNormOutput, OpsError> {
     let dims = Dims::new(x, &[("weight", weight), ("bias", bias)])?;
     if dims.per_channel() == 0 {
         return Err(OpsError::Incompatible {
@@ -110,8 +137,28 @@ pub fn batch_norm_train(
         .iter()
         .all(|t| has_kernel(t.device(), t.dtype()))
     {
-        return train::run(dims, x, weight, bias, eps);
+        return train::run(dims, x, weight, bias, eps, relu);
     }
+    let out = unfused_train(dims, x, weight, bias, eps)?;
+    if relu {
+        Ok(BatchNormOutput {
+            y: crate::relu(&out.y)?,
+            ..out
+        })
+    } else {
+        Ok(out)
+    }
+}
+
+/// Training-mode batch norm where this crate has no CPU kernel: cuDNN's on
+/// CUDA when built with it, candle's ops otherwise.
+fn unfused_train(
+    #[allow(unused_variables)] dims: Dims,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<BatchNormOutput, OpsError> {
     #[cfg(feature = "cudnn")]
     if [x, weight, bias].iter().all(|t| {
         crate::kernel::has_cuda_kernel(crate::kernel::CudaKernel::BatchNorm, t.device(), t.dtype())

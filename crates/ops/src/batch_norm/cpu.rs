@@ -50,11 +50,11 @@ fn planes_by_channel<T>(data: &mut [T], d: Dims) -> Vec<Vec<&mut [T]>> {
 fn sums<'a, const K: usize>(
     a: impl Iterator<Item = &'a [f32]>,
     b: impl Iterator<Item = &'a [f32]>,
-    f: impl Fn(f64, f64) -> [f64; K],
+    f: impl Fn(f32, f32) -> [f64; K],
 ) -> [f64; K] {
     let mut lanes = [[0f64; LANES]; K];
     let mut add = |lane: usize, u: f32, v: f32| {
-        let terms = f(f64::from(u), f64::from(v));
+        let terms = f(u, v);
         for (acc, term) in lanes.iter_mut().zip(terms) {
             acc[lane] += term;
         }
@@ -74,15 +74,40 @@ fn sums<'a, const K: usize>(
     lanes.map(|acc| acc.iter().sum())
 }
 
+/// One channel's normalisation in f32, `(v - mean) * scale + shift`: the
+/// forward pass applies it, and the backward pass of a fused ReLU recomputes
+/// it, bit for bit, to know where the ReLU let the gradient through.
+struct Normaliser {
+    mean: f32,
+    scale: f32,
+    shift: f32,
+}
+
+impl Normaliser {
+    fn new(weight: f32, bias: f32, mean: f64, var: f64, eps: f64) -> Self {
+        Self {
+            mean: mean as f32,
+            scale: (f64::from(weight) / (var + eps).sqrt()) as f32,
+            shift: bias,
+        }
+    }
+
+    #[inline(always)]
+    fn apply(&self, v: f32) -> f32 {
+        (v - self.mean) * self.scale + self.shift
+    }
+}
+
 /// The training forward pass: `y` (`[N, C, H, W]`) normalised with the batch
 /// statistics of `x`, scaled by `weight` and shifted by `bias` (both `[C]`),
-/// and those statistics.
+/// then `max(y, 0)` if `relu`; and those statistics.
 pub(super) fn train_forward(
     d: Dims,
     x: &[f32],
     weight: &[f32],
     bias: &[f32],
     eps: f64,
+    relu: bool,
 ) -> (Vec<f32>, Moments) {
     assert_eq!(
         x.len(),
@@ -96,17 +121,18 @@ pub(super) fn train_forward(
             .into_par_iter()
             .enumerate()
             .map(|(ch, ys)| {
-                let [sum] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| [u]);
+                let [sum] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| [f64::from(u)]);
                 let mean = sum / count;
                 let [squares] = sums(planes(x, d, ch), planes(x, d, ch), |u, _| {
-                    [(u - mean) * (u - mean)]
+                    let centred = f64::from(u) - mean;
+                    [centred * centred]
                 });
                 let var = squares / count;
-                let scale = (f64::from(weight[ch]) / (var + eps).sqrt()) as f32;
-                let (m, shift) = (mean as f32, bias[ch]);
+                let n = Normaliser::new(weight[ch], bias[ch], mean, var, eps);
                 for (yp, xp) in ys.into_iter().zip(planes(x, d, ch)) {
                     for (o, &v) in yp.iter_mut().zip(xp) {
-                        o.write((v - m) * scale + shift);
+                        let y = n.apply(v);
+                        o.write(if relu { y.max(0.0) } else { y });
                     }
                 }
                 (mean, var)
@@ -124,6 +150,10 @@ pub(super) fn train_forward(
 /// and the forward pass's `moments`: `dx` (`N*C*H*W` values), then
 /// `dweight = sum(dy * xhat)` and `dbias = sum(dy)` (`C` values each), where
 /// `dx = weight / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))`.
+///
+/// With `relu_bias` (the forward's `bias`), the forward applied a ReLU: `dy`
+/// is the gradient of its output, and is zeroed wherever the recomputed
+/// normalised value was not positive before the formulas above.
 pub(super) fn train_backward(
     d: Dims,
     x: &[f32],
@@ -131,6 +161,7 @@ pub(super) fn train_backward(
     weight: &[f32],
     moments: &Moments,
     eps: f64,
+    relu_bias: Option<&[f32]>,
 ) -> Vec<f32> {
     assert_eq!(
         (x.len(), dy.len()),
@@ -146,8 +177,21 @@ pub(super) fn train_backward(
             .map(|(ch, dxs)| {
                 let mean = moments.mean[ch];
                 let inv_std = 1.0 / (moments.var[ch] + eps).sqrt();
+                let gate = relu_bias
+                    .map(|bias| Normaliser::new(weight[ch], bias[ch], mean, moments.var[ch], eps));
+                let pass = |g: f32, u: f32| match &gate {
+                    Some(n) => {
+                        if n.apply(u) > 0.0 {
+                            g
+                        } else {
+                            0.0
+                        }
+                    }
+                    None => g,
+                };
                 let [sum_dy, sum_dy_centred] = sums(planes(dy, d, ch), planes(x, d, ch), |g, u| {
-                    [g, g * (u - mean)]
+                    let g = f64::from(pass(g, u));
+                    [g, g * (f64::from(u) - mean)]
                 });
                 let k = f64::from(weight[ch]) * inv_std;
                 let mean_dy = (sum_dy / count) as f32;
@@ -155,7 +199,7 @@ pub(super) fn train_backward(
                 let (k, m) = (k as f32, mean as f32);
                 for ((o, gp), xp) in dxs.into_iter().zip(planes(dy, d, ch)).zip(planes(x, d, ch)) {
                     for ((o, &g), &u) in o.iter_mut().zip(gp).zip(xp) {
-                        o.write(k * (g - mean_dy) - slope * (u - m));
+                        o.write(k * (pass(g, u) - mean_dy) - slope * (u - m));
                     }
                 }
                 ((sum_dy_centred * inv_std) as f32, sum_dy as f32)
@@ -205,7 +249,12 @@ pub(super) fn affine_param_grads(d: Dims, x: &[f32], dy: &[f32]) -> Vec<f32> {
     }
     let grads: Vec<[f64; 2]> = (0..d.c)
         .into_par_iter()
-        .map(|ch| sums(planes(dy, d, ch), planes(x, d, ch), |g, u| [g * u, g]))
+        .map(|ch| {
+            sums(planes(dy, d, ch), planes(x, d, ch), |g, u| {
+                let g = f64::from(g);
+                [g * f64::from(u), g]
+            })
+        })
         .collect();
     let (dscale, dshift) = out.split_at_mut(d.c);
     for ((s, b), [gs, gb]) in dscale.iter_mut().zip(dshift).zip(grads) {

@@ -1,7 +1,7 @@
 use candle_core::{DType, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
-use super::{batch_norm_eval, batch_norm_train, composed, BatchNormOutput};
+use super::{batch_norm_eval, batch_norm_relu_train, batch_norm_train, composed, BatchNormOutput};
 use crate::test_util::{assert_close_above, random, values};
 use crate::OpsError;
 
@@ -96,6 +96,51 @@ fn train_matches_the_composed_reference() {
         }
         assert_eq!(ours[1].dims(), [shape[1]]);
     }
+}
+
+#[test]
+fn fused_relu_equals_batch_norm_then_relu_bit_for_bit() {
+    for (i, shape) in shapes().into_iter().enumerate() {
+        let seed = 4 * i as u64 + 1000;
+        let args = inputs(shape, seed);
+        let fused = train_run(
+            |x, w, b| batch_norm_relu_train(x, w, b, EPS).unwrap(),
+            &args,
+            seed + 3,
+        );
+        let unfused = train_run(
+            |x, w, b| {
+                let out = batch_norm_train(x, w, b, EPS).unwrap();
+                BatchNormOutput {
+                    y: crate::relu(&out.y).unwrap(),
+                    ..out
+                }
+            },
+            &args,
+            seed + 3,
+        );
+        assert!(
+            values(&fused[0]).contains(&0.0),
+            "{shape:?}: no value was clipped"
+        );
+        for ((got, want), name) in fused.iter().zip(&unfused).zip(TRAIN_NAMES) {
+            assert_eq!(values(got), values(want), "{shape:?}: {name}");
+        }
+    }
+}
+
+#[test]
+fn fused_relu_falls_back_to_candle_for_other_dtypes() {
+    let (x, w, b) = inputs([2, 3, 4, 4], 77);
+    let f64s = [&x, &w, &b].map(|t| t.to_dtype(DType::F64).unwrap());
+    let got = batch_norm_relu_train(&f64s[0], &f64s[1], &f64s[2], EPS).unwrap();
+    let want = batch_norm_relu_train(&x, &w, &b, EPS).unwrap();
+    assert_eq!(got.y.dtype(), DType::F64);
+    assert_close(
+        &got.y.to_dtype(DType::F32).unwrap(),
+        &want.y,
+        "f64 fallback",
+    );
 }
 
 #[test]

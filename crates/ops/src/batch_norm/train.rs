@@ -10,19 +10,21 @@ use super::{BatchNormOutput, Dims};
 use crate::kernel::f32_data;
 use crate::OpsError;
 
-/// Runs [`BatchNormTrain`] on contiguous f32 CPU tensors and reads back the
-/// statistics it recorded.
+/// Runs [`BatchNormTrain`] (followed by a ReLU in the same kernel if `relu`)
+/// on contiguous f32 CPU tensors and reads back the statistics it recorded.
 pub(super) fn run(
     dims: Dims,
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
+    relu: bool,
 ) -> Result<BatchNormOutput, OpsError> {
     let moments = Arc::new(OnceLock::new());
     let op = BatchNormTrain {
         dims,
         eps,
+        relu,
         moments: Arc::clone(&moments),
     };
     let y = x
@@ -42,11 +44,13 @@ pub(super) fn run(
     })
 }
 
-/// The training forward `(x, weight, bias) -> y`; it stores the batch
-/// statistics in `moments`, shared with [`run`] and the backward pass.
+/// The training forward `(x, weight, bias) -> y`, or `max(y, 0)` with
+/// `relu`; it stores the batch statistics in `moments`, shared with [`run`]
+/// and the backward pass.
 struct BatchNormTrain {
     dims: Dims,
     eps: f64,
+    relu: bool,
     moments: Arc<OnceLock<Moments>>,
 }
 
@@ -68,7 +72,7 @@ impl CustomOp3 for BatchNormTrain {
         let x = f32_data(self.name(), xs, xl, xl.dims())?;
         let weight = f32_data(self.name(), ws, wl, &[d.c])?;
         let bias = f32_data(self.name(), bs, bl, &[d.c])?;
-        let (y, moments) = cpu::train_forward(d, x, weight, bias, self.eps);
+        let (y, moments) = cpu::train_forward(d, x, weight, bias, self.eps, self.relu);
         if self.moments.set(moments).is_err() {
             candle_core::bail!("{}: the op ran twice", self.name());
         }
@@ -90,6 +94,11 @@ impl CustomOp3 for BatchNormTrain {
             dims: self.dims,
             eps: self.eps,
             moments,
+            relu_bias: if self.relu {
+                Some(bias.to_vec1::<f32>()?)
+            } else {
+                None
+            },
         };
         let packed = x.apply_op3_no_bwd(&dy.contiguous()?, weight, &grad)?;
         let (len, c) = (x.elem_count(), self.dims.c);
@@ -105,11 +114,13 @@ impl CustomOp3 for BatchNormTrain {
 }
 
 /// The backward pass `(x, dy, weight) -> [dx, dweight, dbias]` of
-/// [`BatchNormTrain`], packed into one flat tensor of `N*C*H*W + 2*C` values.
+/// [`BatchNormTrain`], packed into one flat tensor of `N*C*H*W + 2*C` values;
+/// `relu_bias` holds the forward's bias when it applied a ReLU.
 struct BatchNormGrad<'a> {
     dims: Dims,
     eps: f64,
     moments: &'a Moments,
+    relu_bias: Option<Vec<f32>>,
 }
 
 impl CustomOp3 for BatchNormGrad<'_> {
@@ -130,7 +141,15 @@ impl CustomOp3 for BatchNormGrad<'_> {
         let x = f32_data(self.name(), xs, xl, xl.dims())?;
         let dy = f32_data(self.name(), dys, dyl, xl.dims())?;
         let weight = f32_data(self.name(), ws, wl, &[d.c])?;
-        let packed = cpu::train_backward(d, x, dy, weight, self.moments, self.eps);
+        let packed = cpu::train_backward(
+            d,
+            x,
+            dy,
+            weight,
+            self.moments,
+            self.eps,
+            self.relu_bias.as_deref(),
+        );
         let len = packed.len();
         Ok((CpuStorage::F32(packed), Shape::from(len)))
     }
