@@ -72,18 +72,16 @@ impl BatchNorm {
 
     /// Train mode normalises with the batch statistics and updates the
     /// running ones; eval mode normalises with the running statistics. With
-    /// `relu`, a ReLU follows (fused into the batch norm in train mode).
+    /// `relu`, a ReLU follows, fused into the batch norm.
     fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor, ModelError> {
         if !train {
-            let y = resnet_ops::batch_norm_eval(
-                x,
-                &self.weight,
-                &self.bias,
-                &self.running_mean,
-                &self.running_var,
-                BN_EPS,
-            )?;
-            return Ok(if relu { resnet_ops::relu(&y)? } else { y });
+            let bn = if relu {
+                resnet_ops::batch_norm_relu_eval
+            } else {
+                resnet_ops::batch_norm_eval
+            };
+            let (mean, var) = (&self.running_mean, &self.running_var);
+            return Ok(bn(x, &self.weight, &self.bias, mean, var, BN_EPS)?);
         }
         let batch = if relu {
             resnet_ops::batch_norm_relu_train(x, &self.weight, &self.bias, BN_EPS)?

@@ -184,6 +184,30 @@ pub fn batch_norm_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> Result<Tensor, OpsError> {
+    eval(x, [weight, bias, running_mean, running_var], eps, false)
+}
+
+/// [`batch_norm_eval`] followed by a ReLU, `max(bn(x), 0)`, in the same
+/// pass on the CPU kernel (its backward masks the gradient by the output);
+/// elsewhere [`batch_norm_eval`] then [`crate::relu`].
+pub fn batch_norm_relu_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor, OpsError> {
+    eval(x, [weight, bias, running_mean, running_var], eps, true)
+}
+
+/// Eval-mode batch norm, followed by a ReLU if `relu`.
+fn eval(
+    x: &Tensor,
+    [weight, bias, running_mean, running_var]: [&Tensor; 4],
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor, OpsError> {
     let dims = Dims::new(
         x,
         &[
@@ -198,8 +222,12 @@ pub fn batch_norm_eval(
         .iter()
         .all(|t| has_kernel(t.device(), t.dtype()))
     {
-        eval::run(dims, x, &scale, &shift)
+        return eval::run(dims, x, &scale, &shift, relu);
+    }
+    let y = composed::affine(x, &scale, &shift)?;
+    if relu {
+        crate::relu(&y)
     } else {
-        composed::affine(x, &scale, &shift)
+        Ok(y)
     }
 }

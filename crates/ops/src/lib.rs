@@ -19,7 +19,9 @@ mod pool;
 mod test_util;
 
 pub use activation::{add_relu, relu};
-pub use batch_norm::{batch_norm_eval, batch_norm_relu_train, batch_norm_train, BatchNormOutput};
+pub use batch_norm::{
+    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train, BatchNormOutput,
+};
 pub use conv::conv2d;
 pub use device::DeviceSpec;
 pub use error::OpsError;

@@ -218,8 +218,8 @@ pub(super) fn train_backward(
 }
 
 /// The per-channel affine map `y = x * scale + shift` (`scale`, `shift` `[C]`),
-/// parallel over planes.
-pub(super) fn affine(d: Dims, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+/// then `max(y, 0)` if `relu`, parallel over planes.
+pub(super) fn affine(d: Dims, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
     if x.is_empty() {
         return Vec::new();
     }
@@ -231,7 +231,8 @@ pub(super) fn affine(d: Dims, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f3
             .for_each(|(i, (yp, xp))| {
                 let (s, b) = (scale[i % d.c], shift[i % d.c]);
                 for (o, &v) in yp.iter_mut().zip(xp) {
-                    o.write(v * s + b);
+                    let y = v * s + b;
+                    o.write(if relu { y.max(0.0) } else { y });
                 }
             })
     };

@@ -3,25 +3,32 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::{cpu, Dims};
+use crate::activation::relu_grad;
 use crate::kernel::f32_data;
 use crate::OpsError;
 
-/// Runs [`ChannelAffine`] on f32 CPU tensors.
+/// Runs [`ChannelAffine`] (followed by a ReLU in the same pass if `relu`) on
+/// f32 CPU tensors.
 pub(super) fn run(
     dims: Dims,
     x: &Tensor,
     scale: &Tensor,
     shift: &Tensor,
+    relu: bool,
 ) -> Result<Tensor, OpsError> {
     Ok(x.contiguous()?.apply_op3(
         &scale.contiguous()?,
         &shift.contiguous()?,
-        ChannelAffine(dims),
+        ChannelAffine { dims, relu },
     )?)
 }
 
-/// `(x, scale, shift) -> x * scale + shift`, per channel.
-struct ChannelAffine(Dims);
+/// `(x, scale, shift) -> x * scale + shift` per channel, or its `max(., 0)`
+/// with `relu`.
+struct ChannelAffine {
+    dims: Dims,
+    relu: bool,
+}
 
 impl CustomOp3 for ChannelAffine {
     fn name(&self) -> &'static str {
@@ -37,12 +44,12 @@ impl CustomOp3 for ChannelAffine {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = self.0;
+        let d = self.dims;
         let x = f32_data(self.name(), xs, xl, xl.dims())?;
         let scale = f32_data(self.name(), ss, sl, &[d.c])?;
         let shift = f32_data(self.name(), bs, bl, &[d.c])?;
         Ok((
-            CpuStorage::F32(cpu::affine(d, x, scale, shift)),
+            CpuStorage::F32(cpu::affine(d, x, scale, shift, self.relu)),
             xl.shape().clone(),
         ))
     }
@@ -52,17 +59,25 @@ impl CustomOp3 for ChannelAffine {
         x: &Tensor,
         scale: &Tensor,
         shift: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        let dy = if self.relu {
+            relu_grad(dy, y)?
+        } else {
+            dy.contiguous()?
+        };
         let dx = if x.track_op() {
-            Some(dy.apply_op3_no_bwd(scale, &shift.zeros_like()?, self)?)
+            let scale_only = ChannelAffine {
+                dims: self.dims,
+                relu: false,
+            };
+            Some(dy.apply_op3_no_bwd(scale, &shift.zeros_like()?, &scale_only)?)
         } else {
             None
         };
         let grads = if scale.track_op() || shift.track_op() {
-            Some(x.apply_op2_no_bwd(&dy, &ChannelAffineParamGrads(self.0))?)
+            Some(x.apply_op2_no_bwd(&dy, &ChannelAffineParamGrads(self.dims))?)
         } else {
             None
         };

@@ -1,7 +1,10 @@
 use candle_core::{DType, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
-use super::{batch_norm_eval, batch_norm_relu_train, batch_norm_train, composed, BatchNormOutput};
+use super::{
+    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train, composed,
+    BatchNormOutput,
+};
 use crate::test_util::{assert_close_above, random, values};
 use crate::OpsError;
 
@@ -127,6 +130,33 @@ fn fused_relu_equals_batch_norm_then_relu_bit_for_bit() {
             assert_eq!(values(got), values(want), "{shape:?}: {name}");
         }
     }
+}
+
+#[test]
+fn fused_eval_relu_equals_batch_norm_then_relu_bit_for_bit() {
+    let mut clipped = 0;
+    for (i, shape) in shapes().into_iter().enumerate() {
+        let seed = 6 * i as u64 + 2000;
+        let fused = eval_run(
+            |x, w, b, m, v| batch_norm_relu_eval(x, w, b, m, v, EPS).unwrap(),
+            shape,
+            seed,
+        );
+        let unfused = eval_run(
+            |x, w, b, m, v| crate::relu(&batch_norm_eval(x, w, b, m, v, EPS).unwrap()).unwrap(),
+            shape,
+            seed,
+        );
+        clipped += values(&fused[0]).iter().filter(|&&v| v == 0.0).count();
+        for ((got, want), name) in fused
+            .iter()
+            .zip(&unfused)
+            .zip(["y", "dx", "dweight", "dbias"])
+        {
+            assert_eq!(values(got), values(want), "{shape:?}: {name}");
+        }
+    }
+    assert!(clipped > 0, "no value was clipped");
 }
 
 #[test]
