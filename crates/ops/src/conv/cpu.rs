@@ -224,11 +224,22 @@ fn im2col_same(g: &Geometry, x: &[f32], col: &mut [f32]) {
                 out[..ylo * w].fill(0.0);
                 out[yhi * w..].fill(0.0);
                 for row in out[ylo * w..yhi * w].chunks_exact_mut(w) {
-                    row[..xlo].fill(0.0);
-                    row[xhi..].fill(0.0);
+                    zero_few(&mut row[..xlo]);
+                    zero_few(&mut row[xhi..]);
                 }
             }
         }
+    }
+}
+
+/// Zeroes `s`, which is usually empty or one value (the padding columns of a
+/// row): without a memset call for each.
+#[inline(always)]
+fn zero_few(s: &mut [f32]) {
+    match s {
+        [] => {}
+        [v] => *v = 0.0,
+        _ => s.fill(0.0),
     }
 }
 
