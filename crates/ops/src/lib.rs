@@ -15,6 +15,7 @@ mod device;
 mod error;
 mod kernel;
 mod pool;
+mod scratch;
 #[cfg(test)]
 mod test_util;
 

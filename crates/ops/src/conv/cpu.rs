@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::Geometry;
 use crate::buffer::filled_by;
+use crate::scratch::with_scratch;
 
 /// The weight gradient is accumulated over at most this many chunks of the
 /// batch, whatever the number of threads, then the chunks are summed in order:
@@ -116,27 +117,38 @@ impl<'a> MatRef<'a> {
 /// on the calling thread.
 fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     // SAFETY: `dst` is an initialised, uniquely borrowed slice.
-    unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate, false) }
+    unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate, false, 1) }
 }
 
 /// `dst = a b` (or `dst += a b` when `accumulate`), `dst` column-major
 /// `m x n`, on the calling thread.
 fn matmul_col_major(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     // SAFETY: `dst` is an initialised, uniquely borrowed slice.
-    unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate, true) }
+    unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate, true, 1) }
 }
 
 /// `dst = a b`, writing every value of `dst` (row-major `m x n`) without
-/// reading it, on the calling thread.
-fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef) {
+/// reading it, on up to `threads` threads of the rayon pool.
+fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef, threads: usize) {
     // SAFETY: `dst` is uniquely borrowed, and gemm does not read it when not
     // accumulating (it scales the old values by an alpha of zero only when
     // asked to read them).
-    unsafe { gemm_into(dst.as_mut_ptr().cast(), dst.len(), a, b, false, false) }
+    unsafe {
+        gemm_into(
+            dst.as_mut_ptr().cast(),
+            dst.len(),
+            a,
+            b,
+            false,
+            false,
+            threads,
+        )
+    }
 }
 
 /// gemm of `a b` into the `len` values at `dst`, added to them when
-/// `accumulate`.
+/// `accumulate`, on up to `threads` threads (gemm splits the output, never
+/// the inner dimension, so the result does not depend on it).
 ///
 /// # Safety
 ///
@@ -149,6 +161,7 @@ unsafe fn gemm_into(
     b: MatRef,
     accumulate: bool,
     col_major: bool,
+    threads: usize,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
@@ -183,7 +196,11 @@ unsafe fn gemm_into(
             false,
             false,
             false,
-            Parallelism::None,
+            if threads > 1 {
+                Parallelism::Rayon(threads)
+            } else {
+                Parallelism::None
+            },
         )
     }
 }
@@ -196,6 +213,14 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
     } else {
         im2col_rows(g, x, col)
     }
+}
+
+/// [`im2col`] with the channels split over the rayon pool (same result).
+fn im2col_by_channel(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    let one = Geometry { c: 1, ..*g };
+    col.par_chunks_mut(one.col_len())
+        .zip(x.par_chunks(g.h * g.w))
+        .for_each(|(rows, plane)| im2col(&one, plane, rows));
 }
 
 /// [`im2col`] for a stride-1 convolution whose output has the input's size
@@ -329,23 +354,32 @@ pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let per = images_per_thread(g.n);
     let p = g.ho * g.wo;
     let weight = MatRef::row_major(w, g.o, g.ckk());
+    // Fewer images than threads (inference on one image): the threads the
+    // batch leaves idle split each image's gemm instead.
+    let threads = rayon::current_num_threads();
+    let gemm_threads = if g.n < threads { threads } else { 1 };
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(per * g.out_image_len())
             .zip(x.par_chunks(per * g.image_len()))
             .for_each(|(ys, xs)| {
-                let mut buffer = vec![0f32; g.col_len()];
-                for (yn, xn) in ys
-                    .chunks_exact_mut(g.out_image_len())
-                    .zip(xs.chunks_exact(g.image_len()))
-                {
-                    let col = if g.pointwise() {
-                        xn
-                    } else {
-                        im2col(g, xn, &mut buffer);
-                        &buffer
-                    };
-                    matmul_uninit(yn, weight, MatRef::row_major(col, g.ckk(), p));
-                }
+                with_scratch(g.col_len(), |buffer| {
+                    for (yn, xn) in ys
+                        .chunks_exact_mut(g.out_image_len())
+                        .zip(xs.chunks_exact(g.image_len()))
+                    {
+                        let col = if g.pointwise() {
+                            xn
+                        } else if gemm_threads > 1 {
+                            im2col_by_channel(g, xn, buffer);
+                            &buffer[..]
+                        } else {
+                            im2col(g, xn, buffer);
+                            &buffer[..]
+                        };
+                        let col = MatRef::row_major(col, g.ckk(), p);
+                        matmul_uninit(yn, weight, col, gemm_threads);
+                    }
+                })
             })
     };
     // SAFETY: `x` holds `n` images (checked by the op), so the chunks pair
@@ -383,15 +417,16 @@ pub(super) fn grad_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     dx.par_chunks_mut(per * g.image_len())
         .zip(dy.par_chunks(per * g.out_image_len()))
         .for_each(|(dxs, dys)| {
-            let mut col = vec![0f32; g.col_len()];
-            for (dxn, dyn_) in dxs
-                .chunks_exact_mut(g.image_len())
-                .zip(dys.chunks_exact(g.out_image_len()))
-            {
-                let dyn_ = MatRef::row_major(dyn_, g.o, g.ho * g.wo);
-                matmul(&mut col, weight_t, dyn_, false);
-                col2im(g, &col, dxn);
-            }
+            with_scratch(g.col_len(), |col| {
+                for (dxn, dyn_) in dxs
+                    .chunks_exact_mut(g.image_len())
+                    .zip(dys.chunks_exact(g.out_image_len()))
+                {
+                    let dyn_ = MatRef::row_major(dyn_, g.o, g.ho * g.wo);
+                    matmul(col, weight_t, dyn_, false);
+                    col2im(g, col, dxn);
+                }
+            })
         });
     dx
 }
@@ -439,9 +474,8 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let partials: Vec<Vec<f32>> = x
         .par_chunks(per * g.image_len())
         .zip(dy.par_chunks(per * g.out_image_len()))
-        .map_init(
-            || vec![0f32; g.col_len()],
-            |buffer, (xs, dys)| {
+        .map(|(xs, dys)| {
+            with_scratch(g.col_len(), |buffer| {
                 let mut acc = vec![0f32; len];
                 let images = xs
                     .chunks_exact(g.image_len())
@@ -466,8 +500,8 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 } else {
                     acc
                 }
-            },
-        )
+            })
+        })
         .collect();
     let mut parts = partials.into_iter();
     let mut dw = parts.next().unwrap_or_else(|| vec![0f32; len]);

@@ -100,19 +100,24 @@ fn gradients_match_finite_differences() {
 
 #[test]
 fn results_are_bit_identical_across_runs_and_thread_counts() {
-    let (x, w) = (random(&[37, 8, 9, 9], 20), random(&[12, 8, 3, 3], 21));
-    let once = || {
-        let (y, dx, dw) = run(|x, w| conv2d(x, w, 1, 1).unwrap(), &x, &w, 22);
-        (values(&y), values(&dx), values(&dw))
-    };
-    let first = once();
-    assert_eq!(first, once());
-    for threads in [1, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        assert_eq!(first, pool.install(once), "{threads} threads");
+    // A batch of 37, split over the threads, and a batch of 1, whose gemms
+    // are split instead (large enough for gemm to use the threads).
+    for (n, side, channels) in [(37, 9, 8), (1, 40, 64)] {
+        let x = random(&[n, channels, side, side], 20);
+        let w = random(&[channels, channels, 3, 3], 21);
+        let once = || {
+            let (y, dx, dw) = run(|x, w| conv2d(x, w, 1, 1).unwrap(), &x, &w, 22);
+            (values(&y), values(&dx), values(&dw))
+        };
+        let first = once();
+        assert_eq!(first, once());
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(first, pool.install(once), "batch {n}, {threads} threads");
+        }
     }
 }
 
