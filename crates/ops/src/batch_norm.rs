@@ -6,7 +6,9 @@
 //! pass: the forward computes the batch statistics and the output together,
 //! the backward computes all three gradients from `x` and the saved
 //! statistics; both are parallel over channels. [`batch_norm_eval`] is a
-//! per-channel affine map, parallel over planes. Sums are accumulated in f64
+//! per-channel affine map, parallel over planes. [`batch_norm_relu_train`]
+//! and [`batch_norm_relu_eval`] apply the ReLU that follows a batch norm in
+//! the same passes. Sums are accumulated in f64
 //! in a fixed order, so results are bit-identical whatever the number of
 //! threads. With the `cudnn` feature, [`batch_norm_train`] on f32 CUDA
 //! tensors runs cuDNN's batch norm forward and backward (`batch_norm/cuda.rs`).

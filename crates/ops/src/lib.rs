@@ -4,8 +4,9 @@
 //! model runs on and provides the pooling and resampling operations that
 //! candle lacks or cannot differentiate (candle's max-pool backward only
 //! supports kernel == stride, which rules out the ImageNet stem's 3x3/s2 pool),
-//! and a convolution and a batch norm whose CPU forward and backward passes
-//! are fast and use every core.
+//! and a convolution, a batch norm (alone or with the ReLU after it) and the
+//! activations whose CPU forward and backward passes are fast and use every
+//! core.
 
 mod activation;
 mod batch_norm;
