@@ -1,5 +1,7 @@
 //! CPU kernels of the convolution: im2col / col2im and single-threaded gemm
-//! calls, run in parallel over chunks of the batch.
+//! calls, run in parallel over chunks of the batch (a forward pass over fewer
+//! images than threads splits each image's im2col and gemm instead). The
+//! im2col matrices live in per-thread scratch buffers.
 //!
 //! Per image, with `col` the `[C*K*K, Ho*Wo]` im2col matrix of the input:
 //! `y = W col`, `dW += dy col^T`, and `dx` either as a convolution of `dy`
