@@ -131,13 +131,13 @@ impl CustomOp2 for AddRelu {
     }
 }
 
-/// The ReLU gradient `(dy, y) -> dy where y > 0, else 0`.
 /// The gradient through a ReLU whose output was `y`: `dy` where `y > 0`,
 /// else 0, in one pass (f32 CPU tensors only).
 pub(crate) fn relu_grad(dy: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     dy.contiguous()?.apply_op2_no_bwd(y, &ReluGrad)
 }
 
+/// The ReLU gradient `(dy, y) -> dy where y > 0, else 0`.
 struct ReluGrad;
 
 impl CustomOp2 for ReluGrad {

@@ -155,7 +155,7 @@ fn train(
 /// Training-mode batch norm where this crate has no CPU kernel: cuDNN's on
 /// CUDA when built with it, candle's ops otherwise.
 fn unfused_train(
-    #[allow(unused_variables)] dims: Dims,
+    #[cfg_attr(not(feature = "cudnn"), allow(unused_variables))] dims: Dims,
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
