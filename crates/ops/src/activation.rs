@@ -1,4 +1,5 @@
-//! ReLU and the residual join `relu(a + b)` as single-pass CPU kernels.
+//! ReLU and the residual join `relu(a + b)` as single-pass kernels, on the
+//! CPU and (with the `cuda` feature) on NVIDIA GPUs.
 //!
 //! candle's `relu` runs on one core and its backward builds a mask with three
 //! temporaries (`zeros_like`, `ge`, a dtype cast) before the multiply; a
@@ -8,6 +9,7 @@
 //! saved output. Element-wise, so results are bit-identical to candle's and
 //! independent of the thread count, except the gradient where the input is
 //! exactly 0: 0 here, as in PyTorch (candle's `relu` passes it through).
+//! The CUDA kernels (`kernels/elementwise.cu`) compute the same values.
 
 use std::mem::MaybeUninit;
 
@@ -15,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::buffer::filled_by;
-use crate::kernel::{f32_data, has_kernel};
+use crate::kernel::{f32_data, has_elementwise_kernel};
 use crate::OpsError;
 
 /// Elements per parallel task: large enough to amortise scheduling, small
@@ -24,10 +26,10 @@ const CHUNK: usize = 1 << 15;
 
 /// `max(x, 0)`, element-wise.
 ///
-/// f32 tensors on the CPU run this crate's kernel, forward and backward;
-/// everything else runs candle's `relu`.
+/// f32 tensors on the CPU or on CUDA run this crate's kernel, forward and
+/// backward; everything else runs candle's `relu`.
 pub fn relu(x: &Tensor) -> Result<Tensor, OpsError> {
-    if has_kernel(x.device(), x.dtype()) {
+    if has_elementwise_kernel(x.device(), x.dtype()) {
         Ok(x.contiguous()?.apply_op1(Relu)?)
     } else {
         Ok(x.relu()?)
@@ -37,8 +39,8 @@ pub fn relu(x: &Tensor) -> Result<Tensor, OpsError> {
 /// `max(a + b, 0)`, element-wise: the join of a residual block. `a` and `b`
 /// must have the same shape.
 ///
-/// f32 tensors on the CPU run this crate's kernel, forward and backward;
-/// everything else runs candle's `add` and `relu`.
+/// f32 tensors on the CPU or on CUDA run this crate's kernel, forward and
+/// backward; everything else runs candle's `add` and `relu`.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor, OpsError> {
     if a.dims() != b.dims() {
         return Err(OpsError::Incompatible {
@@ -46,7 +48,8 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor, OpsError> {
             detail: format!("shapes {:?} and {:?} differ", a.dims(), b.dims()),
         });
     }
-    let fast = has_kernel(a.device(), a.dtype()) && has_kernel(b.device(), b.dtype());
+    let fast = has_elementwise_kernel(a.device(), a.dtype())
+        && has_elementwise_kernel(b.device(), b.dtype());
     if fast {
         Ok(a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)?)
     } else {
@@ -96,6 +99,16 @@ impl CustomOp1 for Relu {
         zip_forward(self.name(), (s, l), (s, l), |x, _| x.max(0.0))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::map(self.name(), "relu_f32", &[(s, l)])?;
+        Ok((y, l.shape().clone()))
+    }
+
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(relu_grad(dy, y)?))
     }
@@ -119,6 +132,18 @@ impl CustomOp2 for AddRelu {
         zip_forward(self.name(), (sa, la), (sb, lb), |a, b| (a + b).max(0.0))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sa: &candle_core::CudaStorage,
+        la: &Layout,
+        sb: &candle_core::CudaStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::map(self.name(), "add_relu_f32", &[(sa, la), (sb, lb)])?;
+        Ok((y, la.shape().clone()))
+    }
+
     fn bwd(
         &self,
         _a: &Tensor,
@@ -132,7 +157,7 @@ impl CustomOp2 for AddRelu {
 }
 
 /// The gradient through a ReLU whose output was `y`: `dy` where `y > 0`,
-/// else 0, in one pass (f32 CPU tensors only).
+/// else 0, in one pass (f32 tensors on the CPU or CUDA only).
 pub(crate) fn relu_grad(dy: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     dy.contiguous()?.apply_op2_no_bwd(y, &ReluGrad)
 }
@@ -159,6 +184,18 @@ impl CustomOp2 for ReluGrad {
                 0.0
             }
         })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sd: &candle_core::CudaStorage,
+        ld: &Layout,
+        sy: &candle_core::CudaStorage,
+        ly: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let dx = crate::cuda::map(self.name(), "relu_grad_f32", &[(sd, ld), (sy, ly)])?;
+        Ok((dx, ld.shape().clone()))
     }
 }
 

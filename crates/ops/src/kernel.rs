@@ -27,23 +27,37 @@ pub(crate) fn has_kernel(device: &Device, dtype: DType) -> bool {
     fast_kernels() && device.is_cpu() && dtype == DType::F32
 }
 
-/// This crate's CUDA kernels (built with the `cudnn` feature).
+/// This crate's CUDA kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CudaKernel {
-    /// [`crate::conv2d`] through cuDNN's convolutions.
+    /// [`crate::conv2d`] through cuDNN's convolutions (`cudnn` feature).
     Conv,
-    /// [`crate::batch_norm_train`] through cuDNN's batch norm.
+    /// [`crate::batch_norm_train`] through cuDNN's batch norm (`cudnn`
+    /// feature).
     #[cfg(feature = "cudnn")]
     BatchNorm,
+    /// The ReLU, the residual join and the SGD update through this crate's
+    /// own kernels (`cuda` feature).
+    Elementwise,
+}
+
+impl CudaKernel {
+    /// Whether this build has the kernel.
+    fn built(self) -> bool {
+        match self {
+            CudaKernel::Elementwise => cfg!(feature = "cuda"),
+            _ => cfg!(feature = "cudnn"),
+        }
+    }
 }
 
 /// Whether `kernel` runs tensors on `device` of type `dtype`: f32 on CUDA,
-/// built with the `cudnn` feature, kernels switched on, and `kernel` not
+/// built with the kernel's feature, kernels switched on, and `kernel` not
 /// turned off by the `RESNET_CUDA_KERNELS` environment variable, read once:
 /// `all` (the default), `conv` (the convolution only) or `none` (candle's
 /// CUDA ops for everything, to compare).
 pub(crate) fn has_cuda_kernel(kernel: CudaKernel, device: &Device, dtype: DType) -> bool {
-    cfg!(feature = "cudnn")
+    kernel.built()
         && device.is_cuda()
         && dtype == DType::F32
         && fast_kernels()
@@ -59,6 +73,13 @@ fn cuda_kernel_enabled(kernel: CudaKernel) -> bool {
         "conv" => kernel == CudaKernel::Conv,
         _ => true,
     }
+}
+
+/// Whether the element-wise ops (ReLU, residual join, SGD update) have a
+/// kernel for tensors on `device` of type `dtype`: on the CPU as
+/// [`has_kernel`], on CUDA as [`has_cuda_kernel`].
+pub(crate) fn has_elementwise_kernel(device: &Device, dtype: DType) -> bool {
+    has_kernel(device, dtype) || has_cuda_kernel(CudaKernel::Elementwise, device, dtype)
 }
 
 /// Whether [`crate::conv2d`] has a kernel for tensors on `device` of type
@@ -103,7 +124,7 @@ pub(crate) fn contiguous_range(
 
 /// The contiguous f32 values of a CUDA custom-op argument, checked as
 /// [`f32_data`] checks them on the CPU.
-#[cfg(feature = "cudnn")]
+#[cfg(feature = "cuda")]
 pub(crate) fn cuda_f32_view<'a>(
     op: &'static str,
     storage: &'a candle_core::CudaStorage,

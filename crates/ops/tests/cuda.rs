@@ -1,7 +1,8 @@
 //! The ops on an NVIDIA GPU against the same ops on the CPU, values and
 //! gradients: the convolution (cuDNN's forward, backward-data and
 //! backward-filter with the `cudnn` feature, candle's CUDA convolution
-//! without it), batch norm, ReLU and pooling. Needs a GPU: built by
+//! without it), batch norm, ReLU, pooling and the SGD update. Needs a GPU:
+//! built by
 //! `scripts/build-cuda.sh`, run by `scripts/gpu-check.sh`.
 #![cfg(feature = "cuda")]
 
@@ -13,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
     add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, max_pool_3x3_s2, relu,
-    subsample2, DeviceSpec,
+    subsample2, DeviceSpec, SgdStep,
 };
 
 /// cuDNN may run f32 convolutions on TF32 tensor cores (10-bit mantissa),
@@ -272,6 +273,45 @@ fn activations_and_pooling_match_the_cpu() {
             11 + i as u64,
             TOLERANCE,
             what,
+        );
+    }
+}
+
+#[test]
+fn sgd_update_matches_the_cpu() {
+    // The kernels round as the CPU does (no fused multiply-adds): the
+    // values should be equal, the tolerance only allows for a surprise.
+    const SGD_TOLERANCE: f32 = 1e-6;
+    let step = SgdStep {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+    };
+    // Less than a block of threads, several blocks with a tail.
+    for (i, shape) in [&[7][..], &[64, 16, 3, 3], &[3, 70_001]].iter().enumerate() {
+        let seed = 200 + 10 * i as u64;
+        let run = |device: &Device| {
+            let on = |t: Tensor| Var::from_tensor(&t.to_device(device).unwrap()).unwrap();
+            let weight = on(random(shape, seed));
+            let velocity = on(random(shape, seed + 1));
+            for k in 2..5 {
+                let grad = random(shape, seed + k).to_device(device).unwrap();
+                step.apply(&weight, &velocity, &grad).unwrap();
+            }
+            [weight, velocity].map(|v| v.as_tensor().to_device(&Device::Cpu).unwrap())
+        };
+        let (gpu, cpu) = (run(&gpu()), run(&Device::Cpu));
+        assert_close(
+            &gpu[0],
+            &cpu[0],
+            SGD_TOLERANCE,
+            &format!("sgd weights {shape:?}"),
+        );
+        assert_close(
+            &gpu[1],
+            &cpu[1],
+            SGD_TOLERANCE,
+            &format!("sgd momentum {shape:?}"),
         );
     }
 }

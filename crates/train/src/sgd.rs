@@ -6,6 +6,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use resnet_ops::SgdStep;
+
 use crate::error::{Result, TrainError};
 
 /// Prefix of the optimizer's tensors in a checkpoint: the momentum buffer of
@@ -49,6 +51,12 @@ impl SgdConfig {
     }
 }
 
+/// A copy of `var`'s values, outside the autograd graph, that the following
+/// in-place updates leave as it is.
+fn snapshot(var: &Var) -> Result<Tensor> {
+    Ok(var.as_tensor().detach().copy()?)
+}
+
 fn check_non_negative(what: &str, value: f64) -> Result<()> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
@@ -64,8 +72,9 @@ fn check_non_negative(what: &str, value: f64) -> Result<()> {
 struct Param {
     name: String,
     var: Var,
-    /// Momentum buffer `v`, detached, same shape/dtype/device as `var`.
-    momentum: Tensor,
+    /// Momentum buffer `v`, same shape/dtype/device as `var`, updated in
+    /// place; its storage is its own.
+    momentum: Var,
 }
 
 /// SGD with momentum and weight decay, with the semantics of PyTorch's
@@ -91,8 +100,9 @@ struct Param {
 /// Batch-norm running means and variances are buffers, not parameters: they
 /// never reach the optimizer.
 ///
-/// The update runs outside the autograd graph: it works on detached tensors
-/// and writes the new values in place with [`Var::set`].
+/// The update runs outside the autograd graph and writes the new values in
+/// place, with `resnet_ops`'s kernels for f32 tensors on the CPU and CUDA
+/// ([`SgdStep`]).
 #[derive(Debug)]
 pub struct Sgd {
     config: SgdConfig,
@@ -113,7 +123,7 @@ impl Sgd {
                 if !seen.insert(name.clone()) {
                     return Err(TrainError::DuplicateParameter(name));
                 }
-                let momentum = var.as_tensor().zeros_like()?.detach();
+                let momentum = Var::zeros(var.shape(), var.dtype(), var.device())?;
                 Ok(Param {
                     name,
                     var,
@@ -134,23 +144,15 @@ impl Sgd {
             momentum,
             weight_decay,
         } = self.config;
-        for param in &mut self.params {
-            let Some(grad) = grads.get(param.var.as_tensor()) else {
-                continue;
-            };
-            let w = param.var.as_tensor().detach();
-            let mut g = grad.detach();
-            if weight_decay != 0.0 {
-                g = g.add(&w.affine(weight_decay, 0.0)?)?;
+        let step = SgdStep {
+            lr,
+            momentum,
+            weight_decay,
+        };
+        for param in &self.params {
+            if let Some(grad) = grads.get(param.var.as_tensor()) {
+                step.apply(&param.var, &param.momentum, grad)?;
             }
-            let v = if momentum != 0.0 {
-                param.momentum.affine(momentum, 0.0)?.add(&g)?
-            } else {
-                g
-            };
-            let updated = w.sub(&v.affine(lr, 0.0)?)?;
-            param.var.set(&updated)?;
-            param.momentum = v;
         }
         Ok(())
     }
@@ -175,22 +177,25 @@ impl Sgd {
         self.params.iter().map(|p| p.name.as_str())
     }
 
-    /// The momentum buffers keyed by parameter name (no prefix), in
-    /// parameter order.
-    pub fn momentum_buffers(&self) -> Vec<(String, Tensor)> {
+    /// Copies of the momentum buffers keyed by parameter name (no prefix),
+    /// in parameter order.
+    pub fn momentum_buffers(&self) -> Result<Vec<(String, Tensor)>> {
         self.params
             .iter()
-            .map(|p| (p.name.clone(), p.momentum.clone()))
+            .map(|p| Ok((p.name.clone(), snapshot(&p.momentum)?)))
             .collect()
     }
 
-    /// The optimizer state as checkpoint tensors: the momentum buffer of
-    /// every parameter under `momentum.<parameter name>`
+    /// The optimizer state as checkpoint tensors: a copy of the momentum
+    /// buffer of every parameter under `momentum.<parameter name>`
     /// (see [`MOMENTUM_PREFIX`]); ready for `candle_core::safetensors::save`.
-    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         self.params
             .iter()
-            .map(|p| (format!("{MOMENTUM_PREFIX}{}", p.name), p.momentum.clone()))
+            .map(|p| {
+                let name = format!("{MOMENTUM_PREFIX}{}", p.name);
+                Ok((name, snapshot(&p.momentum)?))
+            })
             .collect()
     }
 
@@ -222,7 +227,10 @@ impl Sgd {
                     found: tensor.dtype(),
                 });
             }
-            loaded.push(tensor.to_device(param.var.device())?.detach());
+            // A copy (`detach` makes it no variable, so `from_tensor` copies):
+            // the buffer is updated in place.
+            let tensor = tensor.to_device(param.var.device())?.detach();
+            loaded.push(Var::from_tensor(&tensor)?);
         }
         if let Some(name) = state.keys().min() {
             let found = state[name].shape().clone();

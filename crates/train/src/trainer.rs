@@ -260,7 +260,7 @@ fn run(
                 run_dir,
                 state,
                 model.state_tensors(),
-                sgd.state_tensors(),
+                sgd.state_tensors()?,
                 data.normalization_tensors()?,
             )?;
         }

@@ -47,7 +47,7 @@ fn scalar_sequence_matches_hand_computation() -> TestResult {
         let grads = linear_loss(&w, &[2.0])?.backward()?;
         sgd.step(&grads)?;
         assert_close(&values(&w), &[expected_w.next().unwrap()]);
-        let (name, v) = &sgd.momentum_buffers()[0];
+        let (name, v) = &sgd.momentum_buffers()?[0];
         assert_eq!(name, "w");
         assert_close(&v.to_vec1::<f64>()?, &[expected_v.next().unwrap()]);
         assert!(!v.track_op(), "momentum buffer must be outside the graph");
@@ -122,14 +122,14 @@ fn parameter_without_gradient_is_skipped_and_keeps_momentum() -> TestResult {
         }
         let grads = loss.backward()?;
         assert_eq!(grads.get(b.as_tensor()).is_some(), with_b);
-        let vb_before = sgd.momentum_buffers()[1].1.to_vec1::<f64>()?;
+        let vb_before = sgd.momentum_buffers()?[1].1.to_vec1::<f64>()?;
         sgd.step(&grads)?;
 
         reference_step(&mut ra, &mut va, &[1.0, -1.0], 0.5, 0.9, 0.01);
         if with_b {
             reference_step(&mut rb, &mut vb, &[4.0], 0.5, 0.9, 0.01);
         } else {
-            assert_eq!(sgd.momentum_buffers()[1].1.to_vec1::<f64>()?, vb_before);
+            assert_eq!(sgd.momentum_buffers()?[1].1.to_vec1::<f64>()?, vb_before);
         }
         assert_close(&values(&a), &ra);
         assert_close(&values(&b), &rb);
@@ -218,7 +218,7 @@ fn state_round_trips_through_safetensors() -> TestResult {
     for _ in 0..3 {
         problem.step(&mut sgd, &params)?;
     }
-    let state = sgd.state_tensors();
+    let state = sgd.state_tensors()?;
     let mut names: Vec<_> = state.keys().cloned().collect();
     names.sort();
     assert_eq!(names, ["momentum.fc.bias", "momentum.fc.weight"]);
@@ -230,7 +230,11 @@ fn state_round_trips_through_safetensors() -> TestResult {
 
     let mut other = Sgd::new(problem.params()?, SgdConfig::default())?;
     other.load_state(loaded)?;
-    for ((n1, t1), (n2, t2)) in sgd.momentum_buffers().iter().zip(other.momentum_buffers()) {
+    for ((n1, t1), (n2, t2)) in sgd
+        .momentum_buffers()?
+        .iter()
+        .zip(other.momentum_buffers()?)
+    {
         assert_eq!(*n1, n2);
         let a = t1.flatten_all()?.to_vec1::<f32>()?;
         let b = t2.flatten_all()?.to_vec1::<f32>()?;
@@ -257,7 +261,7 @@ fn resuming_from_a_checkpoint_is_bit_identical() -> TestResult {
     for _ in 0..4 {
         problem.step(&mut sgd, &params)?;
     }
-    let mut checkpoint: HashMap<String, Tensor> = sgd.state_tensors();
+    let mut checkpoint: HashMap<String, Tensor> = sgd.state_tensors()?;
     for (name, v) in &params {
         checkpoint.insert(name.clone(), v.as_tensor().clone());
     }
@@ -298,7 +302,7 @@ fn two_param_sgd() -> candle_core::Result<Sgd> {
 #[test]
 fn loading_a_mismatched_state_fails_with_names_and_shapes() -> TestResult {
     let mut sgd = two_param_sgd()?;
-    let good = sgd.state_tensors();
+    let good = sgd.state_tensors()?;
 
     let mut missing = good.clone();
     missing.remove("momentum.b");

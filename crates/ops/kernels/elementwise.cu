@@ -1,0 +1,52 @@
+// Element-wise f32 kernels of resnet-ops for NVIDIA GPUs: the ReLU, the
+// residual join, the ReLU gradient and the two halves of an SGD update.
+// build.rs compiles this file to PTX with nvcc when the `cuda` feature is on;
+// src/cuda.rs launches the kernels.
+//
+// The arithmetic goes through the round-to-nearest intrinsics (__fadd_rn,
+// __fmul_rn, __fsub_rn), which nvcc never contracts into a fused
+// multiply-add: each value is then rounded exactly as the CPU kernels round
+// it, and the GPU's results equal the CPU's bit for bit.
+//
+// Every kernel takes its element count `n` last and runs one thread per
+// element.
+
+#define INDEX_OR_RETURN                                    \
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; \
+    if (i >= n) return;
+
+// y = max(x, 0)
+extern "C" __global__ void relu_f32(const float *x, float *y, unsigned int n) {
+    INDEX_OR_RETURN
+    y[i] = fmaxf(x[i], 0.0f);
+}
+
+// y = max(a + b, 0): the join of a residual block.
+extern "C" __global__ void add_relu_f32(const float *a, const float *b, float *y,
+                                        unsigned int n) {
+    INDEX_OR_RETURN
+    y[i] = fmaxf(__fadd_rn(a[i], b[i]), 0.0f);
+}
+
+// dx = dy where the ReLU's output y > 0, else 0.
+extern "C" __global__ void relu_grad_f32(const float *dy, const float *y, float *dx,
+                                         unsigned int n) {
+    INDEX_OR_RETURN
+    dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// The momentum buffer, in place: v = momentum * v + (grad + weight_decay * w).
+extern "C" __global__ void sgd_velocity_f32(float *v, const float *grad, const float *w,
+                                            float momentum, float weight_decay,
+                                            unsigned int n) {
+    INDEX_OR_RETURN
+    const float g = __fadd_rn(grad[i], __fmul_rn(w[i], weight_decay));
+    v[i] = __fadd_rn(__fmul_rn(v[i], momentum), g);
+}
+
+// The weights, in place: w = w - lr * v.
+extern "C" __global__ void sgd_descend_f32(float *w, const float *v, float lr,
+                                           unsigned int n) {
+    INDEX_OR_RETURN
+    w[i] = __fsub_rn(w[i], __fmul_rn(v[i], lr));
+}

@@ -1,0 +1,83 @@
+//! Launches this crate's element-wise CUDA kernels (`kernels/elementwise.cu`,
+//! compiled to PTX by `build.rs`): one thread per value, on the device's
+//! stream, over contiguous f32 arguments of one shape.
+
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::{CudaStorage, Layout, Result};
+
+use crate::kernel::cuda_f32_view;
+
+/// The kernels' PTX, loaded into each device once, as module [`MODULE`].
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx"));
+const MODULE: &str = "resnet_ops_elementwise";
+
+/// A custom-op argument: its storage and layout.
+pub(crate) type Arg<'a> = (&'a CudaStorage, &'a Layout);
+
+/// One thread per value, and `n` as the kernels take it.
+fn launch_config(op: &'static str, n: usize) -> Result<(LaunchConfig, u32)> {
+    let n = u32::try_from(n)
+        .map_err(|_| candle_core::Error::Msg(format!("{op}: {n} values are too many")))?;
+    Ok((LaunchConfig::for_num_elems(n), n))
+}
+
+/// `out = kernel(inputs...)` for the kernel `name` of this crate, over the
+/// values of `inputs`, all of the first's dims; returns `out`.
+pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaStorage> {
+    let dev = &inputs[0].0.device;
+    let dims = inputs[0].1.dims();
+    let views = inputs
+        .iter()
+        .map(|(s, l)| cuda_f32_view(op, s, l, dims))
+        .collect::<Result<Vec<_>>>()?;
+    let (cfg, n) = launch_config(op, inputs[0].1.shape().elem_count())?;
+    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    // SAFETY: the kernel writes every one of the `n` values.
+    let out = unsafe { dev.alloc::<f32>(n as usize) }?;
+    let mut builder = func.builder();
+    for view in &views {
+        builder.arg(view);
+    }
+    builder.arg(&out).arg(&n);
+    // SAFETY: the arguments match the kernel's signature: one pointer per
+    // input, each to `n` contiguous f32 values, the output, then `n`.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}
+
+/// Runs the kernel `name` of this crate on `target`'s values in place, with
+/// `inputs` of the same dims and the f32 `scalars` after them.
+pub(crate) fn update(
+    op: &'static str,
+    name: &str,
+    (target, layout): (&mut CudaStorage, &Layout),
+    inputs: &[Arg],
+    scalars: &[f32],
+) -> Result<()> {
+    let dev: CudaDevice = target.device.clone();
+    let dims = layout.dims();
+    let views = inputs
+        .iter()
+        .map(|(s, l)| cuda_f32_view(op, s, l, dims))
+        .collect::<Result<Vec<_>>>()?;
+    let (start, end) = crate::kernel::contiguous_range(op, layout, dims)?;
+    let (cfg, n) = launch_config(op, end - start)?;
+    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    let slice: &mut CudaSlice<f32> = target.as_cuda_slice_mut()?;
+    let mut values = slice.slice_mut(start..end);
+    let mut builder = func.builder();
+    builder.arg(&mut values);
+    for view in &views {
+        builder.arg(view);
+    }
+    for scalar in scalars {
+        builder.arg(scalar);
+    }
+    builder.arg(&n);
+    // SAFETY: the arguments match the kernel's signature: the `n` values to
+    // update, one pointer per input to `n` contiguous f32 values, the
+    // scalars, then `n`.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(())
+}
