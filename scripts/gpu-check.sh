@@ -20,7 +20,10 @@
 #   train-speed  ResNet-20, 300 iterations on the GPU: images/s
 #   torch-speed  the same step in PyTorch (scripts/torch_cuda_step.py): ratio
 #   kernel-speed ResNet-20 with fewer of our CUDA kernels (RESNET_CUDA_KERNELS
-#                conv: cuDNN conv only; none: candle's CUDA ops throughout)
+#                conv: cuDNN conv only; none: candle's CUDA ops throughout),
+#                and with the GPU memory pool's default release threshold
+#                (RESNET_CUDA_MEMORY=release: freed memory goes back to the
+#                driver at each synchronisation)
 #   r50-speed    ResNet-50 training at 224x224 against PyTorch (target: ours
 #                at least 0.8x PyTorch's images/s): ours trains on a generated
 #                image folder (2 classes x 64 photo-like 256x256 JPEGs, PNGs
@@ -37,8 +40,8 @@
 # per stage and summary.txt. The whole run stops starting stages after
 # GPU_CHECK_BUDGET seconds (default 270), so it ends within 5 minutes.
 # PYTHON (default python3) is the interpreter that has torch. Run with
-# RESNET_CUDA_KERNELS=conv (or none) to leave out our cuDNN batch norm (or
-# all our CUDA kernels) everywhere.
+# RESNET_CUDA_KERNELS=conv (or none) to leave out our cuDNN batch norm and
+# element-wise kernels (or all our CUDA kernels) everywhere.
 set -u
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -213,9 +216,14 @@ kernel_speed() {
             --iterations 100 --log-every 25 --eval-every 0 --checkpoint-every 0 \
             --loader-threads 8 --device cuda --out "$WORK/r20-kernels-$kernels" || return 1
     done
+    RESNET_CUDA_MEMORY=release "$DIST/resnet" train --arch resnet20 --data "$DATA" \
+        --iterations 100 --log-every 25 --eval-every 0 --checkpoint-every 0 \
+        --loader-threads 8 --device cuda --out "$WORK/r20-memory-release" || return 1
     echo "resnet20 images/s by RESNET_CUDA_KERNELS: ${RESNET_CUDA_KERNELS:-all} $(ours_speed "$WORK/r20-speed/metrics.jsonl")," \
         "conv $(ours_speed "$WORK/r20-kernels-conv/metrics.jsonl")," \
-        "none $(ours_speed "$WORK/r20-kernels-none/metrics.jsonl")"
+        "none $(ours_speed "$WORK/r20-kernels-none/metrics.jsonl");" \
+        "GPU memory pool releasing freed memory at each synchronisation:" \
+        "$(ours_speed "$WORK/r20-memory-release/metrics.jsonl")"
 }
 
 # ResNet-50 training on the generated image folder WORK/folder (224x224
