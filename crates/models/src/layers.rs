@@ -89,13 +89,9 @@ impl BatchNorm {
             resnet_ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?
         };
         let n = (x.elem_count() / self.weight.dim(0)?) as f64;
-        let unbiased = (batch.var * (n / (n - 1.0).max(1.0)))?;
-        let update = |running: &Var, batch: &Tensor| -> Result<(), ModelError> {
-            let next = ((running.as_tensor() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?;
-            Ok(running.set(&next)?)
-        };
-        update(&self.running_mean, &batch.mean)?;
-        update(&self.running_var, &unbiased)?;
+        let unbiased = n / (n - 1.0).max(1.0);
+        resnet_ops::update_running_stat(&self.running_mean, &batch.mean, BN_MOMENTUM, 1.0)?;
+        resnet_ops::update_running_stat(&self.running_var, &batch.var, BN_MOMENTUM, unbiased)?;
         Ok(batch.y)
     }
 

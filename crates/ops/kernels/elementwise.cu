@@ -50,3 +50,11 @@ extern "C" __global__ void sgd_descend_f32(float *w, const float *v, float lr,
     INDEX_OR_RETURN
     w[i] = __fsub_rn(w[i], __fmul_rn(v[i], lr));
 }
+
+// A batch norm's running statistic, in place:
+// r = keep * r + momentum * (scale * batch), keep = 1 - momentum.
+extern "C" __global__ void running_stat_f32(float *r, const float *batch, float keep,
+                                            float scale, float momentum, unsigned int n) {
+    INDEX_OR_RETURN
+    r[i] = __fadd_rn(__fmul_rn(r[i], keep), __fmul_rn(__fmul_rn(batch[i], scale), momentum));
+}

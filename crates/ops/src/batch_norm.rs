@@ -21,9 +21,12 @@ mod cpu;
 #[cfg(feature = "cudnn")]
 mod cuda;
 mod eval;
+mod running;
 #[cfg(test)]
 mod tests;
 mod train;
+
+pub use running::update_running_stat;
 
 use candle_core::Tensor;
 

@@ -26,7 +26,8 @@ mod test_util;
 
 pub use activation::{add_relu, relu};
 pub use batch_norm::{
-    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train, BatchNormOutput,
+    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train,
+    update_running_stat, BatchNormOutput,
 };
 pub use conv::conv2d;
 pub use device::DeviceSpec;

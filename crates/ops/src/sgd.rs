@@ -8,15 +8,10 @@
 //! momentum buffer, one the weights. Each value is rounded as candle's ops
 //! round it, so the results are the composed update's bit for bit.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
-use rayon::prelude::*;
 
-use crate::kernel::{contiguous_range, f32_data, has_elementwise_kernel};
+use crate::kernel::{f32_data, has_elementwise_kernel, update_in_place};
 use crate::OpsError;
-
-/// Values per parallel task, as for the element-wise activations.
-const CHUNK: usize = 1 << 15;
 
 /// The coefficients of one SGD step with PyTorch's semantics (dampening 0, no
 /// Nesterov): for a weight `w` with gradient `grad` and momentum buffer `v`,
@@ -114,7 +109,7 @@ impl InplaceOp3 for Velocity {
         let grad = f32_data(self.name(), sg, lg, lv.dims())?;
         let w = f32_data(self.name(), sw, lw, lv.dims())?;
         let (momentum, decay) = (self.0.momentum as f32, self.0.weight_decay as f32);
-        update_cpu(self.name(), (sv, lv), grad, w, |v, g, w| {
+        update_in_place(self.name(), (sv, lv), grad, w, |v, g, w| {
             v * momentum + (g + w * decay)
         })
     }
@@ -152,7 +147,7 @@ impl InplaceOp2 for Descend {
     ) -> candle_core::Result<()> {
         let v = f32_data(self.name(), sv, lv, lw.dims())?;
         let lr = self.0.lr as f32;
-        update_cpu(self.name(), (sw, lw), v, v, |w, v, _| w - v * lr)
+        update_in_place(self.name(), (sw, lw), v, v, |w, v, _| w - v * lr)
     }
 
     #[cfg(feature = "cuda")]
@@ -166,33 +161,6 @@ impl InplaceOp2 for Descend {
         let lr = self.0.lr as f32;
         crate::cuda::update(self.name(), "sgd_descend_f32", (sw, lw), &[(sv, lv)], &[lr])
     }
-}
-
-/// `t[i] = f(t[i], a[i], b[i])` over the contiguous f32 values of `t`, in
-/// parallel chunks; `a` and `b` have as many values as `t`.
-fn update_cpu(
-    op: &'static str,
-    (storage, layout): (&mut CpuStorage, &Layout),
-    a: &[f32],
-    b: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32 + Sync,
-) -> candle_core::Result<()> {
-    let (start, end) = contiguous_range(op, layout, layout.dims())?;
-    let CpuStorage::F32(data) = storage else {
-        return Err(candle_core::Error::UnsupportedDTypeForOp(
-            storage.dtype(),
-            op,
-        ));
-    };
-    data[start..end]
-        .par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(t, (a, b))| {
-            for ((t, a), b) in t.iter_mut().zip(a).zip(b) {
-                *t = f(*t, *a, *b);
-            }
-        });
-    Ok(())
 }
 
 #[cfg(test)]

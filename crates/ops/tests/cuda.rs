@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
     add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, max_pool_3x3_s2, relu,
-    subsample2, DeviceSpec, SgdStep,
+    subsample2, update_running_stat, DeviceSpec, SgdStep,
 };
 
 /// cuDNN may run f32 convolutions on TF32 tensor cores (10-bit mantissa),
@@ -313,6 +313,26 @@ fn sgd_update_matches_the_cpu() {
             SGD_TOLERANCE,
             &format!("sgd momentum {shape:?}"),
         );
+    }
+}
+
+#[test]
+fn running_statistics_update_matches_the_cpu() {
+    // Rounded as on the CPU, as the SGD update.
+    const RUNNING_TOLERANCE: f32 = 1e-6;
+    for (i, channels) in [16, 2048, 70_001].into_iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let run = |device: &Device| {
+            let running = random(&[channels], seed).to_device(device).unwrap();
+            let running = Var::from_tensor(&running).unwrap();
+            for k in 1..4 {
+                let batch = random(&[channels], seed + k).to_device(device).unwrap();
+                update_running_stat(&running, &batch, 0.1, 128.0 / 127.0).unwrap();
+            }
+            running.as_tensor().to_device(&Device::Cpu).unwrap()
+        };
+        let what = format!("running statistic, {channels} channels");
+        assert_close(&run(&gpu()), &run(&Device::Cpu), RUNNING_TOLERANCE, &what);
     }
 }
 
