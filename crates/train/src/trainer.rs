@@ -180,6 +180,10 @@ fn run(
         sgd.set_lr(lr);
         let logits = model.forward_t(&batch.images, true)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+        sgd.step(&loss.backward()?)?;
+        // Read back only now: on a GPU, the backward pass and the update are
+        // then queued behind the forward pass without waiting for it. A
+        // non-finite loss ends the run, so the update it made is never saved.
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         if !loss_value.is_finite() {
             return Err(TrainError::NonFiniteLoss {
@@ -187,7 +191,6 @@ fn run(
                 loss: loss_value,
             });
         }
-        sgd.step(&loss.backward()?)?;
         let (wrong, _) = resnet_eval::batch_errors(&logits, &batch.labels)?;
         let done = iteration + 1;
 
