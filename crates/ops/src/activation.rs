@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::buffer::filled_by;
-use crate::kernel::{f32_data, has_elementwise_kernel};
+use crate::kernel::{f32_data, has_native_kernel};
 use crate::OpsError;
 
 /// Elements per parallel task: large enough to amortise scheduling, small
@@ -29,7 +29,7 @@ const CHUNK: usize = 1 << 15;
 /// f32 tensors on the CPU or on CUDA run this crate's kernel, forward and
 /// backward; everything else runs candle's `relu`.
 pub fn relu(x: &Tensor) -> Result<Tensor, OpsError> {
-    if has_elementwise_kernel(x.device(), x.dtype()) {
+    if has_native_kernel(x.device(), x.dtype()) {
         Ok(x.contiguous()?.apply_op1(Relu)?)
     } else {
         Ok(x.relu()?)
@@ -48,8 +48,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor, OpsError> {
             detail: format!("shapes {:?} and {:?} differ", a.dims(), b.dims()),
         });
     }
-    let fast = has_elementwise_kernel(a.device(), a.dtype())
-        && has_elementwise_kernel(b.device(), b.dtype());
+    let fast = has_native_kernel(a.device(), a.dtype()) && has_native_kernel(b.device(), b.dtype());
     if fast {
         Ok(a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)?)
     } else {

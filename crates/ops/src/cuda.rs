@@ -1,6 +1,6 @@
-//! Launches this crate's element-wise CUDA kernels (`kernels/elementwise.cu`,
-//! compiled to PTX by `build.rs`): one thread per value, on the device's
-//! stream, over contiguous f32 arguments of one shape.
+//! This crate's own CUDA kernels (`kernels/*.cu`, compiled to PTX by
+//! `build.rs`), and the launch of the element-wise ones: one thread per
+//! value, on the device's stream, over contiguous f32 arguments of one shape.
 
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
@@ -8,9 +8,26 @@ use candle_core::{CudaStorage, Layout, Result};
 
 use crate::kernel::cuda_f32_view;
 
-/// The kernels' PTX, loaded into each device once, as module [`MODULE`].
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx"));
-const MODULE: &str = "resnet_ops_elementwise";
+/// A PTX module of this crate's kernels, loaded into each device once
+/// (`CudaDevice::get_or_load_custom_func(kernel, module.name, module.ptx)`).
+pub(crate) struct Module {
+    /// The name the device keeps the loaded module under.
+    pub(crate) name: &'static str,
+    /// The module's PTX.
+    pub(crate) ptx: &'static str,
+}
+
+/// `kernels/elementwise.cu`: ReLU, residual join, SGD and running statistics.
+pub(crate) const ELEMENTWISE: Module = Module {
+    name: "resnet_ops_elementwise",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx")),
+};
+
+/// `kernels/pool.cu`: the max pool forward and backward.
+pub(crate) const POOL: Module = Module {
+    name: "resnet_ops_pool",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/pool.ptx")),
+};
 
 /// A custom-op argument: its storage and layout.
 pub(crate) type Arg<'a> = (&'a CudaStorage, &'a Layout);
@@ -22,7 +39,7 @@ fn launch_config(op: &'static str, n: usize) -> Result<(LaunchConfig, u32)> {
     Ok((LaunchConfig::for_num_elems(n), n))
 }
 
-/// `out = kernel(inputs...)` for the kernel `name` of this crate, over the
+/// `out = kernel(inputs...)` for the element-wise kernel `name`, over the
 /// values of `inputs`, all of the first's dims; returns `out`.
 pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaStorage> {
     let dev = &inputs[0].0.device;
@@ -32,7 +49,7 @@ pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaSt
         .map(|(s, l)| cuda_f32_view(op, s, l, dims))
         .collect::<Result<Vec<_>>>()?;
     let (cfg, n) = launch_config(op, inputs[0].1.shape().elem_count())?;
-    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
     // SAFETY: the kernel writes every one of the `n` values.
     let out = unsafe { dev.alloc::<f32>(n as usize) }?;
     let mut builder = func.builder();
@@ -46,7 +63,7 @@ pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaSt
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }
 
-/// Runs the kernel `name` of this crate on `target`'s values in place, with
+/// Runs the element-wise kernel `name` on `target`'s values in place, with
 /// `inputs` of the same dims and the f32 `scalars` after them.
 pub(crate) fn update(
     op: &'static str,
@@ -63,7 +80,7 @@ pub(crate) fn update(
         .collect::<Result<Vec<_>>>()?;
     let (start, end) = crate::kernel::contiguous_range(op, layout, dims)?;
     let (cfg, n) = launch_config(op, end - start)?;
-    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
     let slice: &mut CudaSlice<f32> = target.as_cuda_slice_mut()?;
     let mut values = slice.slice_mut(start..end);
     let mut builder = func.builder();

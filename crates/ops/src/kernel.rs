@@ -41,16 +41,17 @@ pub(crate) enum CudaKernel {
     /// feature).
     #[cfg(feature = "cudnn")]
     BatchNorm,
-    /// The ReLU, the residual join and the SGD update through this crate's
-    /// own kernels (`cuda` feature).
-    Elementwise,
+    /// This crate's own kernels (`kernels/*.cu`, `cuda` feature): the ReLU,
+    /// the residual join, the max pool, the SGD update and the running
+    /// statistics' update.
+    Native,
 }
 
 impl CudaKernel {
     /// Whether this build has the kernel.
     fn built(self) -> bool {
         match self {
-            CudaKernel::Elementwise => cfg!(feature = "cuda"),
+            CudaKernel::Native => cfg!(feature = "cuda"),
             _ => cfg!(feature = "cudnn"),
         }
     }
@@ -80,11 +81,11 @@ fn cuda_kernel_enabled(kernel: CudaKernel) -> bool {
     }
 }
 
-/// Whether the element-wise ops (ReLU, residual join, SGD update) have a
-/// kernel for tensors on `device` of type `dtype`: on the CPU as
-/// [`has_kernel`], on CUDA as [`has_cuda_kernel`].
-pub(crate) fn has_elementwise_kernel(device: &Device, dtype: DType) -> bool {
-    has_kernel(device, dtype) || has_cuda_kernel(CudaKernel::Elementwise, device, dtype)
+/// Whether the ops with a kernel of this crate's own on CUDA (see
+/// [`CudaKernel::Native`]) have one for tensors on `device` of type `dtype`:
+/// on the CPU as [`has_kernel`], on CUDA as [`has_cuda_kernel`].
+pub(crate) fn has_native_kernel(device: &Device, dtype: DType) -> bool {
+    has_kernel(device, dtype) || has_cuda_kernel(CudaKernel::Native, device, dtype)
 }
 
 /// Whether [`crate::conv2d`] has a kernel for tensors on `device` of type

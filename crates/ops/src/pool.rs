@@ -1,10 +1,15 @@
-//! Differentiable pooling and resampling built from candle's own ops.
+//! Differentiable pooling and resampling.
 //!
-//! Each op is expressed with reshapes, narrows and element-wise maxima, so
-//! candle's autograd differentiates it on every backend.
+//! The max pool of f32 tensors on the CPU and CUDA runs this crate's kernels
+//! (`pool/max.rs`). Everything else is expressed with reshapes, narrows and
+//! element-wise maxima, so candle's autograd differentiates it on every
+//! backend.
+
+mod max;
 
 use candle_core::{Tensor, D};
 
+use crate::kernel::has_native_kernel;
 use crate::OpsError;
 
 fn expect_nchw(op: &'static str, x: &Tensor) -> Result<(), OpsError> {
@@ -77,10 +82,16 @@ fn max3_stride2(x: &Tensor, dim: usize) -> Result<Tensor, OpsError> {
 
 /// 3x3 max pool with stride 2 and padding 1 (the ImageNet stem's pool), with
 /// a working backward pass. Output size is `floor((H - 1) / 2) + 1`, as in
-/// PyTorch's `MaxPool2d(3, 2, 1)`. Padding never wins the max (it is -inf).
-/// Where several inputs tie for the max, the gradient is shared between them.
+/// PyTorch's `MaxPool2d(3, 2, 1)`. Padding never wins the max.
+///
+/// f32 tensors on the CPU or CUDA run this crate's kernels, which give each
+/// output's gradient to the first maximum of its window, as PyTorch does.
+/// Other tensors run candle's ops, which share it between tied maxima.
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor, OpsError> {
     expect_nchw("max_pool_3x3_s2", x)?;
+    if has_native_kernel(x.device(), x.dtype()) {
+        return Ok(x.contiguous()?.apply_op1(max::MaxPool)?);
+    }
     max3_stride2(&max3_stride2(x, 2)?, 3)
 }
 

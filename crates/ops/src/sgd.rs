@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 
-use crate::kernel::{f32_data, has_elementwise_kernel, update_in_place};
+use crate::kernel::{f32_data, has_native_kernel, update_in_place};
 use crate::OpsError;
 
 /// The coefficients of one SGD step with PyTorch's semantics (dampening 0, no
@@ -60,7 +60,7 @@ impl SgdStep {
         }
         let fast = [weight.as_tensor(), velocity.as_tensor(), grad]
             .iter()
-            .all(|t| has_elementwise_kernel(t.device(), t.dtype()));
+            .all(|t| has_native_kernel(t.device(), t.dtype()));
         if fast {
             let grad = grad.contiguous()?;
             velocity.inplace_op3(&grad, weight, &Velocity(*self))?;

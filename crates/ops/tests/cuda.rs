@@ -275,6 +275,22 @@ fn activations_and_pooling_match_the_cpu() {
             what,
         );
     }
+    // Values in steps of 1/2: many windows tie, and both devices must give
+    // the gradient to the same (first) maximum.
+    let tied = x
+        .affine(2.0, 0.0)
+        .unwrap()
+        .round()
+        .unwrap()
+        .affine(0.5, 0.0)
+        .unwrap();
+    check(
+        |t| max_pool_3x3_s2(&t[0]).unwrap(),
+        &[tied],
+        20,
+        TOLERANCE,
+        "max pool with tied maxima",
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 
-use crate::kernel::{f32_data, has_elementwise_kernel, update_in_place};
+use crate::kernel::{f32_data, has_native_kernel, update_in_place};
 use crate::OpsError;
 
 /// Moves a running statistic towards a batch's, as PyTorch's batch norm does:
@@ -35,7 +35,7 @@ pub fn update_running_stat(
     let batch = batch.detach();
     let fast = [running.as_tensor(), &batch]
         .iter()
-        .all(|t| has_elementwise_kernel(t.device(), t.dtype()));
+        .all(|t| has_native_kernel(t.device(), t.dtype()));
     if fast {
         let batch = batch.contiguous()?;
         running.inplace_op2(&batch, &RunningStat { momentum, scale })?;
