@@ -5,9 +5,11 @@
 //! transposed-convolution loop and runs the weight gradient on one core.
 //! [`conv2d`] instead runs three custom ops built on im2col + gemm, each
 //! parallel over the batch with rayon: the forward pass, the input gradient
-//! (gemm, then col2im) and the weight gradient (gemm accumulated over fixed
-//! chunks of the batch, reduced in a fixed order, so results are bit-identical
-//! from run to run). On CUDA, candle uses cuDNN for the forward pass only and
+//! (a forward convolution of the output gradient when the stride is 1, else
+//! gemm then col2im) and the weight gradient (gemm accumulated over fixed
+//! chunks of the batch, reduced in a fixed order, so results are
+//! bit-identical from run to run). Forward convolutions that are 3x3 and wide
+//! enough run Winograd's F(2x2, 3x3) instead of im2col (`conv/winograd.rs`). On CUDA, candle uses cuDNN for the forward pass only and
 //! computes the input gradient with a naive kernel; the same three ops run
 //! cuDNN's forward, backward-data and backward-filter convolutions there
 //! (`conv/cuda.rs`). On devices or dtypes without a kernel here it falls back
@@ -19,6 +21,7 @@ mod cpu;
 mod cuda;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 #[cfg(feature = "cudnn")]

@@ -43,11 +43,13 @@ impl Geometry {
         self.k == 1 && self.stride == 1 && self.pad == 0
     }
 
-    fn image_len(&self) -> usize {
+    /// Values in one input image.
+    pub(super) fn image_len(&self) -> usize {
         self.c * self.h * self.w
     }
 
-    fn out_image_len(&self) -> usize {
+    /// Values in one output image.
+    pub(super) fn out_image_len(&self) -> usize {
         self.o * self.ho * self.wo
     }
 
@@ -79,7 +81,7 @@ impl Geometry {
 
 /// A read-only strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-struct MatRef<'a> {
+pub(super) struct MatRef<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -88,12 +90,23 @@ struct MatRef<'a> {
 }
 
 impl<'a> MatRef<'a> {
-    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    /// A `rows x cols` matrix stored row after row.
+    pub(super) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::row_major_strided(data, rows, cols, cols)
+    }
+
+    /// A `rows x cols` matrix whose rows start `row_stride` values apart.
+    pub(super) fn row_major_strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+    ) -> Self {
         Self {
             data,
             rows,
             cols,
-            rs: cols,
+            rs: row_stride,
             cs: 1,
         }
     }
@@ -117,7 +130,7 @@ impl<'a> MatRef<'a> {
 
 /// `dst = a b` (or `dst += a b` when `accumulate`), `dst` row-major `m x n`,
 /// on the calling thread.
-fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+pub(super) fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     // SAFETY: `dst` is an initialised, uniquely borrowed slice.
     unsafe { gemm_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate, false, 1) }
 }
@@ -343,7 +356,19 @@ fn images_per_thread(n: usize) -> usize {
 
 /// The forward pass: `y` (`[N, O, Ho, Wo]`) from `x` (`[N, C, H, W]`) and `w`
 /// (`[O, C, K, K]`).
+///
+/// 3x3, stride-1, padding-1 convolutions with enough channels and tiles run
+/// Winograd's F(2x2, 3x3) (`winograd.rs`), the others im2col + gemm.
 pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if super::winograd::applies(g) {
+        super::winograd::forward(g, x, w)
+    } else {
+        im2col_forward(g, x, w)
+    }
+}
+
+/// The forward pass through im2col + gemm, for any geometry.
+pub(super) fn im2col_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let len = g.n * g.out_image_len();
     assert_eq!(
         x.len(),

@@ -6,9 +6,10 @@ use crate::OpsError;
 
 /// `[n, c, h, w, o, k, stride, pad]`: 3x3 with and without stride and
 /// padding, 1x1 (pointwise, strided, padded), the 7x7/2 stem, odd sizes,
-/// batch 1, kernels that overhang a tiny input, and enough output channels
-/// for the row-major weight-gradient path.
-const CASES: [[usize; 8]; 13] = [
+/// batch 1, kernels that overhang a tiny input, enough output channels for
+/// the row-major weight-gradient path, and enough channels and tiles for
+/// Winograd's F(2x2, 3x3) (an odd width too).
+const CASES: [[usize; 8]; 14] = [
     [2, 3, 8, 8, 4, 3, 1, 1],
     [3, 5, 9, 7, 6, 3, 2, 1],
     [1, 16, 32, 32, 16, 3, 1, 1],
@@ -22,6 +23,7 @@ const CASES: [[usize; 8]; 13] = [
     [1, 2, 1, 1, 3, 3, 1, 1],
     [5, 7, 6, 6, 9, 3, 1, 0],
     [3, 5, 6, 7, 40, 3, 1, 1],
+    [4, 64, 16, 15, 64, 3, 1, 1],
 ];
 
 /// Closeness relative to the largest reference magnitude.
