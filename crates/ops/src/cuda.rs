@@ -32,8 +32,9 @@ pub(crate) const POOL: Module = Module {
 /// A custom-op argument: its storage and layout.
 pub(crate) type Arg<'a> = (&'a CudaStorage, &'a Layout);
 
-/// One thread per value, and `n` as the kernels take it.
-fn launch_config(op: &'static str, n: usize) -> Result<(LaunchConfig, u32)> {
+/// One thread per value, and `n` as the kernels take it (`n` > 0: a launch
+/// of no blocks is an error).
+pub(crate) fn launch_config(op: &'static str, n: usize) -> Result<(LaunchConfig, u32)> {
     let n = u32::try_from(n)
         .map_err(|_| candle_core::Error::Msg(format!("{op}: {n} values are too many")))?;
     Ok((LaunchConfig::for_num_elems(n), n))
@@ -48,7 +49,14 @@ pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaSt
         .iter()
         .map(|(s, l)| cuda_f32_view(op, s, l, dims))
         .collect::<Result<Vec<_>>>()?;
-    let (cfg, n) = launch_config(op, inputs[0].1.shape().elem_count())?;
+    let count = inputs[0].1.shape().elem_count();
+    if count == 0 {
+        return Ok(CudaStorage::wrap_cuda_slice(
+            dev.alloc_zeros::<f32>(0)?,
+            dev.clone(),
+        ));
+    }
+    let (cfg, n) = launch_config(op, count)?;
     let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
     // SAFETY: the kernel writes every one of the `n` values.
     let out = unsafe { dev.alloc::<f32>(n as usize) }?;
@@ -79,6 +87,9 @@ pub(crate) fn update(
         .map(|(s, l)| cuda_f32_view(op, s, l, dims))
         .collect::<Result<Vec<_>>>()?;
     let (start, end) = crate::kernel::contiguous_range(op, layout, dims)?;
+    if start == end {
+        return Ok(());
+    }
     let (cfg, n) = launch_config(op, end - start)?;
     let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
     let slice: &mut CudaSlice<f32> = target.as_cuda_slice_mut()?;

@@ -170,12 +170,12 @@ impl CustomOp2 for MaxPoolGrad {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
     use candle_core::cuda_backend::WrapErr;
     use candle_core::{CudaStorage, Result};
 
     use super::Planes;
-    use crate::cuda::{Arg, POOL};
+    use crate::cuda::{launch_config, Arg, POOL};
     use crate::kernel::cuda_f32_view;
 
     /// Runs the pool kernel `name`: the forward (`dy` None, one thread per
@@ -195,8 +195,13 @@ mod cuda {
             .map(|(s, l)| cuda_f32_view(op, s, l, &pooled_dims))
             .transpose()?;
         let count = planes * if dy.is_some() { p.h * p.w } else { p.ho * p.wo };
-        let n = u32::try_from(count)
-            .map_err(|_| candle_core::Error::Msg(format!("{op}: {count} values are too many")))?;
+        if count == 0 {
+            return Ok(CudaStorage::wrap_cuda_slice(
+                dev.alloc_zeros::<f32>(0)?,
+                dev.clone(),
+            ));
+        }
+        let (cfg, n) = launch_config(op, count)?;
         let sizes = [p.h, p.w, p.ho, p.wo].map(|v| v as u32);
         let func = dev.get_or_load_custom_func(name, POOL.name, POOL.ptx)?;
         // SAFETY: the kernel writes every one of the `n` values.
@@ -214,7 +219,7 @@ mod cuda {
         // SAFETY: the arguments match the kernel's signature: the input, the
         // output gradient for the backward, the output, the four plane
         // sizes, then `n`; each buffer holds what its sizes say.
-        unsafe { builder.launch(LaunchConfig::for_num_elems(n)) }.w()?;
+        unsafe { builder.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 }
