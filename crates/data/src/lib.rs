@@ -17,7 +17,8 @@
 //!   PCA colour augmentation; [`center_view`], [`ten_crop`] and [`multi_scale`]
 //!   are the evaluation views; [`ImageNetNormalization`] turns views into inputs;
 //! - [`ImageNetTrainLoader`] / [`ImageNetEvalLoader`] prepare [`ImageBatch`]es
-//!   like the CIFAR-10 loaders, yielding an error naming any file that fails to decode.
+//!   like the CIFAR-10 loaders, yielding an error naming any file that fails to decode;
+//! - [`synthetic::test_pattern`] generates images to try it all without a data set.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -59,6 +60,7 @@ mod imagenet_views;
 mod loader;
 mod normalize;
 mod prefetch;
+pub mod synthetic;
 
 pub use augment::{Augment, CropFlip};
 pub use batch::Batch;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use image::{ImageFormat, RgbImage};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use resnet_data::synthetic::test_pattern;
 use resnet_data::{
     center_view, epoch_permutation, lighting_offset, multi_scale, resize_shorter_side, ten_crop,
     BadImagePolicy, ChwImage, DataError, ImageBatch, ImageFolder, ImageNetAugment,
@@ -19,26 +20,12 @@ const IDENTITY: ImageNetNormalization = ImageNetNormalization::PerChannel {
     std: [1.0; 3],
 };
 
-/// A `w x h` image: smooth gradients plus seeded noise, so that no two crops or flips agree.
-fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
-    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
-    RgbImage::from_fn(w, h, |x, y| {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let noise = (state >> 26) as u8;
-        image::Rgb([
-            (x * 190 / w) as u8 + noise,
-            (y * 190 / h) as u8 + noise,
-            ((x + 2 * y) % 200) as u8,
-        ])
-    })
-}
-
-/// Writes `picture(w, h, seed)` to `path` in `format`, creating its folder.
+/// Writes `test_pattern(w, h, seed)` to `path` in `format`, creating its folder.
 fn write(path: &Path, w: u32, h: u32, seed: u32, format: ImageFormat) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    picture(w, h, seed).save_with_format(path, format).unwrap();
+    test_pattern(w, h, seed)
+        .save_with_format(path, format)
+        .unwrap();
 }
 
 /// `ROOT/{a_cat,b_dog,c_bird}/...` with PNG and JPEG files of several sizes and
@@ -202,7 +189,7 @@ fn at(view: &ChwImage, c: usize, y: usize, x: usize) -> f32 {
 
 #[test]
 fn training_views_are_224_deterministic_and_scaled_within_256_480() {
-    let image = picture(500, 375, 9);
+    let image = test_pattern(500, 375, 9);
     let aug = ImageNetAugment::PAPER;
     let norm = ImageNetNormalization::TORCHVISION;
     let draw = |seed| {
@@ -247,7 +234,7 @@ fn training_views_are_224_deterministic_and_scaled_within_256_480() {
 
 #[test]
 fn ten_crop_mirrors_and_contains_the_center_view() {
-    let image = picture(300, 200, 10);
+    let image = test_pattern(300, 200, 10);
     let norm = ImageNetNormalization::TORCHVISION;
     let views = ten_crop(&image, &norm);
     assert_eq!(views.len(), 10);
@@ -283,15 +270,15 @@ fn multi_scale_resizes_the_whole_image_to_each_shorter_side() {
             .collect()
     };
     let landscape = [(224, 299), (256, 341), (384, 512), (480, 640), (640, 853)];
-    assert_eq!(sizes(&picture(500, 375, 11)), landscape);
+    assert_eq!(sizes(&test_pattern(500, 375, 11)), landscape);
     let portrait = [(336, 224), (384, 256), (576, 384), (720, 480), (960, 640)];
-    assert_eq!(sizes(&picture(200, 300, 12)), portrait);
+    assert_eq!(sizes(&test_pattern(200, 300, 12)), portrait);
 }
 
 #[test]
 fn pca_lighting_shifts_colours_slightly_and_not_at_all_for_zero_alpha() {
     assert_eq!(lighting_offset([0.0; 3]), [0.0; 3]);
-    let image = picture(300, 200, 13);
+    let image = test_pattern(300, 200, 13);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let lit = ImageNetAugment::PAPER.sample(&mut rng, 300, 200);
     assert!(

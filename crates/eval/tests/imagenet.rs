@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
+use resnet_data::synthetic::test_pattern;
 use resnet_data::{
     center_view, load_rgb, multi_scale, ChwImage, DataError, ImageFolder, ImageNetNormalization,
     Resample,
@@ -31,22 +32,6 @@ fn config(geometry: CropGeometry) -> ViewConfig {
         geometry,
         normalization: ImageNetNormalization::TORCHVISION,
     }
-}
-
-/// A `w x h` image of gradients plus seeded noise, so that no two crops or flips agree.
-fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
-    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
-    RgbImage::from_fn(w, h, |x, y| {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let noise = (state >> 26) as u8;
-        image::Rgb([
-            (x * 190 / w) as u8 + noise,
-            (y * 190 / h) as u8 + noise,
-            ((x + 2 * y) % 200) as u8,
-        ])
-    })
 }
 
 /// Saves each `(class, file, image)` as `root/class/file` (PNG) and opens the folder.
@@ -122,11 +107,11 @@ fn center_crop_counts_every_image_and_scores_the_logits_of_its_views() {
     let folder = folder(
         tmp.path(),
         &[
-            ("a", "1.png", picture(40, 30, 1)),
-            ("a", "2.png", picture(30, 40, 2)),
-            ("a", "3.png", picture(48, 36, 3)),
-            ("b", "4.png", picture(37, 50, 4)),
-            ("b", "5.png", picture(40, 30, 5)),
+            ("a", "1.png", test_pattern(40, 30, 1)),
+            ("a", "2.png", test_pattern(30, 40, 2)),
+            ("a", "3.png", test_pattern(48, 36, 3)),
+            ("b", "4.png", test_pattern(37, 50, 4)),
+            ("b", "5.png", test_pattern(40, 30, 5)),
         ],
     );
     let model = net("resnet20", 3);
@@ -183,7 +168,7 @@ fn ten_crop_of_a_mirror_symmetric_image_averages_its_five_plain_crops() {
         let x = x.min(47 - x);
         image::Rgb([(9 * x) as u8, (7 * y) as u8, (x * y) as u8])
     });
-    let plain = picture(48, 36, 7);
+    let plain = test_pattern(48, 36, 7);
     let mirrored = image::imageops::flip_horizontal(&plain);
     let tmp = tempfile::tempdir().unwrap();
     let folder = folder(
@@ -234,9 +219,9 @@ fn an_ensemble_of_one_model_twice_is_that_model() {
     let folder = folder(
         tmp.path(),
         &[
-            ("a", "1.png", picture(40, 30, 11)),
-            ("b", "2.png", picture(30, 40, 12)),
-            ("c", "3.png", picture(36, 36, 13)),
+            ("a", "1.png", test_pattern(40, 30, 11)),
+            ("b", "2.png", test_pattern(30, 40, 12)),
+            ("c", "3.png", test_pattern(36, 36, 13)),
         ],
     );
     let model = net("resnet20", 5);
@@ -285,8 +270,8 @@ fn an_ensemble_averages_the_softmax_of_each_model_on_its_own_views() {
     let folder = folder(
         tmp.path(),
         &[
-            ("a", "1.png", picture(40, 30, 21)),
-            ("b", "2.png", picture(30, 44, 22)),
+            ("a", "1.png", test_pattern(40, 30, 21)),
+            ("b", "2.png", test_pattern(30, 44, 22)),
         ],
     );
     let (first, second) = (net("resnet20", 6), net("plain20", 7));
@@ -333,9 +318,9 @@ fn multi_scale_averages_whole_images_of_every_size() {
     let folder = folder(
         tmp.path(),
         &[
-            ("a", "1.png", picture(40, 30, 31)),
-            ("a", "2.png", picture(30, 40, 32)),
-            ("b", "3.png", picture(45, 30, 33)),
+            ("a", "1.png", test_pattern(40, 30, 31)),
+            ("a", "2.png", test_pattern(30, 40, 32)),
+            ("b", "3.png", test_pattern(45, 30, 33)),
         ],
     );
     let model = net("resnet20", 8);
@@ -372,7 +357,7 @@ fn multi_scale_averages_whole_images_of_every_size() {
 #[test]
 fn a_file_that_fails_to_decode_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let good = picture(40, 30, 41);
+    let good = test_pattern(40, 30, 41);
     let folder = folder(
         tmp.path(),
         &[
@@ -406,9 +391,9 @@ fn models_labels_and_options_that_do_not_fit_are_errors() {
     let folder = folder(
         tmp.path(),
         &[
-            ("a", "1.png", picture(40, 30, 51)),
-            ("b", "2.png", picture(40, 30, 52)),
-            ("c", "3.png", picture(40, 30, 53)),
+            ("a", "1.png", test_pattern(40, 30, 51)),
+            ("b", "2.png", test_pattern(40, 30, 52)),
+            ("c", "3.png", test_pattern(40, 30, 53)),
         ],
     );
     let ten = net("resnet20", 1);

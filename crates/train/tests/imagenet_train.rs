@@ -7,29 +7,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use image::RgbImage;
+use resnet_data::synthetic::test_pattern;
 use resnet_data::ImageNetNormalization;
 use resnet_train::run_dir::{CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 use resnet_train::{
     read_metrics, resume, train, DatasetKind, NoObserver, NormalizationKind, TrainConfig,
     TrainError, TrainObserver,
 };
-
-/// A `w x h` picture: gradients plus seeded noise, different for every seed.
-fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
-    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
-    RgbImage::from_fn(w, h, |x, y| {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let noise = (state >> 26) as u8;
-        image::Rgb([
-            (x * 190 / w) as u8 + noise,
-            (y * 190 / h) as u8 + noise,
-            ((x + 2 * y + seed) % 200) as u8,
-        ])
-    })
-}
 
 /// Writes `ROOT/<class>/<i>.png` for every class, `per_class` images each, of
 /// varying sizes; returns the root.
@@ -39,7 +23,7 @@ fn image_folder(root: &Path, classes: &[&str], per_class: u32, seed: u32) -> Pat
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..per_class {
             let s = seed + 10 * c as u32 + i;
-            picture(40 + 8 * i, 32 + 4 * (c as u32), s)
+            test_pattern(40 + 8 * i, 32 + 4 * (c as u32), s)
                 .save(dir.join(format!("{i}.png")))
                 .unwrap();
         }
@@ -286,8 +270,8 @@ fn a_flat_validation_folder_is_labelled_by_its_label_file() {
     let (train_dir, _) = folders(dir.path());
     let flat = dir.path().join("flat");
     std::fs::create_dir_all(&flat).unwrap();
-    picture(50, 40, 1).save(flat.join("v1.png")).unwrap();
-    picture(40, 50, 2).save(flat.join("v2.png")).unwrap();
+    test_pattern(50, 40, 1).save(flat.join("v1.png")).unwrap();
+    test_pattern(40, 50, 2).save(flat.join("v2.png")).unwrap();
     let labels = dir.path().join("val.txt");
     std::fs::write(&labels, "v1.png cow\nv2.png 0\n").unwrap();
     let config = TrainConfig {
