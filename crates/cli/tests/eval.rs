@@ -40,6 +40,18 @@ fn weights() -> tempfile::TempDir {
     dir
 }
 
+/// `resnet eval --arch resnet20 --weights WEIGHTS --data DATA` and `extra`.
+fn eval_resnet20(weights: &Path, data: &Path, extra: &[&str]) -> Output {
+    let (w, d) = (weights.to_str().unwrap(), data.to_str().unwrap());
+    resnet(
+        &[
+            &["eval", "--arch", "resnet20", "--weights", w, "--data", d][..],
+            extra,
+        ]
+        .concat(),
+    )
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -61,16 +73,7 @@ fn json_report_on_the_sample_test_split_from_a_run_folder() {
     let dir = weights();
     let run = dir.path().join("run");
     let data = sample();
-    let out = resnet(&[
-        "eval",
-        "--arch",
-        "resnet20",
-        "--weights",
-        run.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = eval_resnet20(&run, &data, &["--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["images"], 1017);
@@ -88,23 +91,20 @@ fn mean_and_std_flags_normalize_weights_that_store_none() {
     let dir = weights();
     let bare = dir.path().join("bare.safetensors");
     let data = sample();
-    let out = resnet(&[
-        "eval",
-        "--arch",
-        "resnet20",
-        "--weights",
-        bare.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--split",
-        "val",
-        "--val-size",
-        "100",
-        "--mean",
-        "0.49,0.48,0.45",
-        "--std",
-        "0.25,0.24,0.26",
-    ]);
+    let out = eval_resnet20(
+        &bare,
+        &data,
+        &[
+            "--split",
+            "val",
+            "--val-size",
+            "100",
+            "--mean",
+            "0.49,0.48,0.45",
+            "--std",
+            "0.25,0.24,0.26",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -327,15 +327,7 @@ fn image_folder_weights_without_normalization_use_torchvision_with_a_warning() {
     let dir = weights();
     let bare = dir.path().join("bare.safetensors");
     let root = image_folder(dir.path());
-    let out = resnet(&[
-        "eval",
-        "--arch",
-        "resnet20",
-        "--weights",
-        bare.to_str().unwrap(),
-        "--data",
-        root.to_str().unwrap(),
-    ]);
+    let out = eval_resnet20(&bare, &root, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
