@@ -35,9 +35,13 @@
 #                second run of ours without augmentation (decode and crop
 #                only, the same GPU work) tells whether our data loading on
 #                the CPU is what limits the first
+#   profile      ResNet-20, 40 steps under Nsight Systems where the machine
+#                has nsys: GPU kernels by total time, CUDA API calls
 #
 # Everything is logged to GPU_CHECK_OUT (default target/gpu-check): one log
-# per stage and summary.txt. The whole run stops starting stages after
+# per stage and summary.txt. GPU_CHECK_ONLY="stage ..." runs only the stages
+# named (train-match and eval-match need weights; torch-speed and
+# kernel-speed read train-speed's run). The whole run stops starting stages after
 # GPU_CHECK_BUDGET seconds (default 270), so it ends within 5 minutes.
 # PYTHON (default python3) is the interpreter that has torch. Run with
 # RESNET_CUDA_KERNELS=conv (or none) to leave out our cuDNN batch norm and
@@ -69,6 +73,10 @@ note() { echo "$*" | tee -a "$SUMMARY"; }
 # LIMIT seconds or what is left of the budget, logs it, records the outcome.
 stage() {
     local name=$1 limit=$2 fn=$3 left rc start
+    if [[ -n ${GPU_CHECK_ONLY:-} && " $GPU_CHECK_ONLY " != *" $name "* ]]; then
+        note "[not selected] $name"
+        return
+    fi
     left=$((BUDGET - SECONDS))
     if ((left < 15)); then
         note "[skipped] $name: out of time"
@@ -282,8 +290,37 @@ print(f"resnet50 at 224, batch {batch}: ours {aug:.1f} images/s, PyTorch {host:.
 EOF
 }
 
+# Nsight Systems, where the machine has it: on PATH or in a CUDA toolkit.
+find_nsys() {
+    local candidate
+    for candidate in "$(command -v nsys)" /usr/local/cuda/bin/nsys /usr/local/cuda-*/bin/nsys \
+        /opt/nvidia/nsight-systems/*/bin/nsys; do
+        [[ -n $candidate && -x $candidate ]] && { echo "$candidate"; return; }
+    done
+}
+
+# Where a ResNet-20 training step's GPU time goes: 40 steps under Nsight
+# Systems, then the kernels by total time and the CUDA API calls (launch and
+# synchronisation overhead). Skipped where the machine has no nsys.
+profile() {
+    local nsys
+    nsys=$(find_nsys)
+    if [[ -z $nsys ]]; then
+        echo "no nsys on this machine: profile skipped"
+        return 0
+    fi
+    "$nsys" profile --force-overwrite true --trace cuda -o "$WORK/r20-profile" \
+        "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 40 --log-every 10 \
+        --eval-every 0 --checkpoint-every 0 --loader-threads 8 --device cuda \
+        --out "$WORK/r20-profiled" >/dev/null || return 1
+    "$nsys" stats --report cuda_gpu_kern_sum --format table "$WORK/r20-profile.nsys-rep" |
+        head -n 30
+    "$nsys" stats --report cuda_api_sum --format table "$WORK/r20-profile.nsys-rep" | head -n 20
+    echo "profile: see above (ResNet-20, 40 steps of batch 128)"
+}
+
 export -f gpu libs ops_tests conv_timing train20 weights train_match eval_match ours_speed \
-    ratio train_speed torch_speed kernel_speed r50_train r50_speed
+    ratio train_speed torch_speed kernel_speed r50_train r50_speed find_nsys profile
 
 note "gpu-check of $DIST, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 stage gpu 30 gpu
@@ -297,6 +334,7 @@ stage train-speed 90 train_speed
 stage torch-speed 90 torch_speed
 stage kernel-speed 60 kernel_speed
 stage r50-speed 150 r50_speed
+stage profile 45 profile
 for f in train-match eval-match train-speed torch-speed kernel-speed r50-speed; do
     [[ -f $OUT_DIR/$f.log ]] && tail -n 1 "$OUT_DIR/$f.log" | sed "s/^/$f: /" >>"$SUMMARY"
 done
