@@ -49,7 +49,60 @@ fn main() {
         Command::Data(command) => data::run(&command),
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", one_line(&err));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, `outer: cause: ...`, leaving out a
+/// cause whose text the line already holds (the library errors name their
+/// source in their own message).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    /// An error that names its source in its own message, as the library
+    /// errors do.
+    #[derive(Debug)]
+    struct Wrapper {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot open `x`: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::other("disk on fire");
+        let err = anyhow::Error::new(Wrapper { source: io });
+        assert_eq!(one_line(&err), "cannot open `x`: disk on fire");
+    }
+
+    #[test]
+    fn causes_not_in_the_message_follow_it() {
+        let err = anyhow::anyhow!("inner problem").context("loading weights");
+        assert_eq!(one_line(&err), "loading weights: inner problem");
     }
 }
