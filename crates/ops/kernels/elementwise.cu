@@ -58,3 +58,15 @@ extern "C" __global__ void running_stat_f32(float *r, const float *batch, float 
     INDEX_OR_RETURN
     r[i] = __fadd_rn(__fmul_rn(r[i], keep), __fmul_rn(__fmul_rn(batch[i], scale), momentum));
 }
+
+// Eval-mode batch norm: y = x * scale[c] + shift[c], and max(y, 0) if relu,
+// over NCHW values, c = (i / plane) % channels.
+extern "C" __global__ void channel_affine_f32(const float *x, const float *scale,
+                                              const float *shift, float *y, unsigned int plane,
+                                              unsigned int channels, unsigned int relu,
+                                              unsigned int n) {
+    INDEX_OR_RETURN
+    const unsigned int c = (i / plane) % channels;
+    const float v = __fadd_rn(__fmul_rn(x[i], scale[c]), shift[c]);
+    y[i] = relu ? fmaxf(v, 0.0f) : v;
+}

@@ -30,7 +30,7 @@ pub use running::update_running_stat;
 
 use candle_core::Tensor;
 
-use crate::kernel::has_kernel;
+use crate::kernel::{has_kernel, has_native_kernel};
 use crate::OpsError;
 
 const OP: &str = "batch_norm";
@@ -179,7 +179,8 @@ fn unfused_train(
 /// Computed as one affine map per channel, `x * scale + shift`, with `scale`
 /// and `shift` folded from the parameters by candle's ops; `y` is
 /// differentiable with respect to `x`, `weight` and `bias`. f32 tensors on
-/// the CPU run this crate's kernel, everything else candle's broadcasts.
+/// the CPU or CUDA run this crate's kernel, everything else candle's
+/// broadcasts.
 /// Shapes that do not fit are errors as for [`batch_norm_train`].
 pub fn batch_norm_eval(
     x: &Tensor,
@@ -193,8 +194,9 @@ pub fn batch_norm_eval(
 }
 
 /// [`batch_norm_eval`] followed by a ReLU, `max(bn(x), 0)`, in the same
-/// pass on the CPU kernel (its backward masks the gradient by the output);
-/// elsewhere [`batch_norm_eval`] then [`crate::relu`].
+/// pass of this crate's kernel on the CPU or CUDA (its backward masks the
+/// gradient by the output); elsewhere [`batch_norm_eval`] then
+/// [`crate::relu`].
 pub fn batch_norm_relu_eval(
     x: &Tensor,
     weight: &Tensor,
@@ -225,7 +227,7 @@ fn eval(
     let (scale, shift) = composed::fold(weight, bias, running_mean, running_var, eps)?;
     if [x, &scale, &shift]
         .iter()
-        .all(|t| has_kernel(t.device(), t.dtype()))
+        .all(|t| has_native_kernel(t.device(), t.dtype()))
     {
         return eval::run(dims, x, &scale, &shift, relu);
     }

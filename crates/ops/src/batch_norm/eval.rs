@@ -1,4 +1,5 @@
-//! The eval-mode op: a per-channel affine map and its backward pass.
+//! The eval-mode op: a per-channel affine map and its backward pass, on the
+//! CPU and (with the `cuda` feature) on NVIDIA GPUs.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
@@ -8,7 +9,7 @@ use crate::kernel::f32_data;
 use crate::OpsError;
 
 /// Runs [`ChannelAffine`] (followed by a ReLU in the same pass if `relu`) on
-/// f32 CPU tensors.
+/// f32 CPU or CUDA tensors.
 pub(super) fn run(
     dims: Dims,
     x: &Tensor,
@@ -54,6 +55,21 @@ impl CustomOp3 for ChannelAffine {
         ))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ss: &candle_core::CudaStorage,
+        sl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let args = [(xs, xl), (ss, sl), (bs, bl)];
+        let y = cuda::channel_affine(self.name(), self.dims, args, self.relu)?;
+        Ok((y, xl.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -76,10 +92,14 @@ impl CustomOp3 for ChannelAffine {
         } else {
             None
         };
-        let grads = if scale.track_op() || shift.track_op() {
+        let grads = if !(scale.track_op() || shift.track_op()) {
+            None
+        } else if x.device().is_cpu() {
             Some(x.apply_op2_no_bwd(&dy, &ChannelAffineParamGrads(self.dims))?)
         } else {
-            None
+            // Elsewhere (CUDA) the two sums are candle's reductions.
+            let dscale = (&dy * x)?.sum((0, 2, 3))?;
+            Some(Tensor::stack(&[dscale, dy.sum((0, 2, 3))?], 0)?)
         };
         let row = |param: &Tensor, i: usize| match &grads {
             Some(grads) if param.track_op() => grads.get(i).map(Some),
@@ -112,5 +132,52 @@ impl CustomOp2 for ChannelAffineParamGrads {
             CpuStorage::F32(cpu::affine_param_grads(d, x, dy)),
             Shape::from((2, d.c)),
         ))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaStorage, Result};
+
+    use super::Dims;
+    use crate::cuda::{launch_config, Arg, ELEMENTWISE};
+    use crate::kernel::cuda_f32_view;
+
+    /// `x * scale + shift` per channel (then `max(., 0)` if `relu`) for
+    /// `[x, scale, shift]`.
+    pub(super) fn channel_affine(
+        op: &'static str,
+        d: Dims,
+        [(xs, xl), (ss, sl), (bs, bl)]: [Arg; 3],
+        relu: bool,
+    ) -> Result<CudaStorage> {
+        let dev = &xs.device;
+        let x = cuda_f32_view(op, xs, xl, xl.dims())?;
+        let scale = cuda_f32_view(op, ss, sl, &[d.c])?;
+        let shift = cuda_f32_view(op, bs, bl, &[d.c])?;
+        let count = xl.shape().elem_count();
+        if count == 0 {
+            return Ok(CudaStorage::wrap_cuda_slice(
+                dev.alloc_zeros::<f32>(0)?,
+                dev.clone(),
+            ));
+        }
+        let (cfg, n) = launch_config(op, count)?;
+        let sizes = [d.plane, d.c].map(|v| v as u32);
+        let relu = u32::from(relu);
+        let func =
+            dev.get_or_load_custom_func("channel_affine_f32", ELEMENTWISE.name, ELEMENTWISE.ptx)?;
+        // SAFETY: the kernel writes every one of the `n` values.
+        let out = unsafe { dev.alloc::<f32>(count) }?;
+        let mut builder = func.builder();
+        builder.arg(&x).arg(&scale).arg(&shift).arg(&out);
+        builder.arg(&sizes[0]).arg(&sizes[1]).arg(&relu).arg(&n);
+        // SAFETY: the arguments match the kernel's signature: the input,
+        // the `C` scales and shifts, the output, the plane size, `C`, the
+        // ReLU flag, then `n`; each buffer holds what the sizes say.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 }
