@@ -17,7 +17,8 @@ pub(crate) struct Module {
     pub(crate) ptx: &'static str,
 }
 
-/// `kernels/elementwise.cu`: ReLU, residual join, SGD and running statistics.
+/// `kernels/elementwise.cu`: ReLU, residual join, eval-mode batch norm, SGD
+/// and running statistics.
 pub(crate) const ELEMENTWISE: Module = Module {
     name: "resnet_ops_elementwise",
     ptx: include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx")),

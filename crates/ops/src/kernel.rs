@@ -42,8 +42,8 @@ pub(crate) enum CudaKernel {
     #[cfg(feature = "cudnn")]
     BatchNorm,
     /// This crate's own kernels (`kernels/*.cu`, `cuda` feature): the ReLU,
-    /// the residual join, the max pool, the SGD update and the running
-    /// statistics' update.
+    /// the residual join, the max pool, eval-mode batch norm, the SGD update
+    /// and the running statistics' update.
     Native,
 }
 
