@@ -41,6 +41,15 @@ pub(crate) fn launch_config(op: &'static str, n: usize) -> Result<(LaunchConfig,
     Ok((LaunchConfig::for_num_elems(n), n))
 }
 
+/// A tensor of no values on `dev`: the output of a kernel over nothing,
+/// which launches nothing.
+pub(crate) fn empty(dev: &CudaDevice) -> Result<CudaStorage> {
+    Ok(CudaStorage::wrap_cuda_slice(
+        dev.alloc_zeros::<f32>(0)?,
+        dev.clone(),
+    ))
+}
+
 /// `out = kernel(inputs...)` for the element-wise kernel `name`, over the
 /// values of `inputs`, all of the first's dims; returns `out`.
 pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaStorage> {
@@ -52,10 +61,7 @@ pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaSt
         .collect::<Result<Vec<_>>>()?;
     let count = inputs[0].1.shape().elem_count();
     if count == 0 {
-        return Ok(CudaStorage::wrap_cuda_slice(
-            dev.alloc_zeros::<f32>(0)?,
-            dev.clone(),
-        ));
+        return empty(dev);
     }
     let (cfg, n) = launch_config(op, count)?;
     let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;

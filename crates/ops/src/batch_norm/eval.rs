@@ -142,7 +142,7 @@ mod cuda {
     use candle_core::{CudaStorage, Result};
 
     use super::Dims;
-    use crate::cuda::{launch_config, Arg, ELEMENTWISE};
+    use crate::cuda::{empty, launch_config, Arg, ELEMENTWISE};
     use crate::kernel::cuda_f32_view;
 
     /// `x * scale + shift` per channel (then `max(., 0)` if `relu`) for
@@ -159,10 +159,7 @@ mod cuda {
         let shift = cuda_f32_view(op, bs, bl, &[d.c])?;
         let count = xl.shape().elem_count();
         if count == 0 {
-            return Ok(CudaStorage::wrap_cuda_slice(
-                dev.alloc_zeros::<f32>(0)?,
-                dev.clone(),
-            ));
+            return empty(dev);
         }
         let (cfg, n) = launch_config(op, count)?;
         let sizes = [d.plane, d.c].map(|v| v as u32);

@@ -175,7 +175,7 @@ mod cuda {
     use candle_core::{CudaStorage, Result};
 
     use super::Planes;
-    use crate::cuda::{launch_config, Arg, POOL};
+    use crate::cuda::{empty, launch_config, Arg, POOL};
     use crate::kernel::cuda_f32_view;
 
     /// Runs the pool kernel `name`: the forward (`dy` None, one thread per
@@ -196,10 +196,7 @@ mod cuda {
             .transpose()?;
         let count = planes * if dy.is_some() { p.h * p.w } else { p.ho * p.wo };
         if count == 0 {
-            return Ok(CudaStorage::wrap_cuda_slice(
-                dev.alloc_zeros::<f32>(0)?,
-                dev.clone(),
-            ));
+            return empty(dev);
         }
         let (cfg, n) = launch_config(op, count)?;
         let sizes = [p.h, p.w, p.ho, p.wo].map(|v| v as u32);
