@@ -41,8 +41,11 @@ fn weights() -> tempfile::TempDir {
 }
 
 /// `resnet eval --arch resnet20 --weights WEIGHTS --data DATA` and `extra`.
-fn eval_resnet20(weights: &Path, data: &Path, extra: &[&str]) -> Output {
-    let (w, d) = (weights.to_str().unwrap(), data.to_str().unwrap());
+fn eval_resnet20(weights: impl AsRef<Path>, data: impl AsRef<Path>, extra: &[&str]) -> Output {
+    let (w, d) = (
+        weights.as_ref().to_str().unwrap(),
+        data.as_ref().to_str().unwrap(),
+    );
     resnet(
         &[
             &["eval", "--arch", "resnet20", "--weights", w, "--data", d][..],
@@ -275,17 +278,7 @@ fn an_ensemble_of_the_same_weights_scores_as_one_model() {
     );
     assert!((a - b).abs() < 1e-9, "{single} {ensemble}");
 
-    let out = resnet(&[
-        "eval",
-        "--arch",
-        "resnet20",
-        "--weights",
-        run,
-        "--data",
-        root,
-        "--ensemble",
-        run,
-    ]);
+    let out = eval_resnet20(run, root, &["--ensemble", run]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
