@@ -1,8 +1,8 @@
 //! This crate's own CUDA kernels (`kernels/*.cu`, compiled to PTX by
-//! `build.rs`), and the launch of the element-wise ones: one thread per
-//! value, on the device's stream, over contiguous f32 arguments of one shape.
+//! `build.rs`) and their launch: one thread per value written, on the
+//! device's stream, over contiguous f32 arguments.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CudaStorage, Layout, Result};
 
@@ -35,47 +35,65 @@ pub(crate) type Arg<'a> = (&'a CudaStorage, &'a Layout);
 
 /// One thread per value, and `n` as the kernels take it (`n` > 0: a launch
 /// of no blocks is an error).
-pub(crate) fn launch_config(op: &'static str, n: usize) -> Result<(LaunchConfig, u32)> {
+fn launch_config(op: &'static str, n: usize) -> Result<(LaunchConfig, u32)> {
     let n = u32::try_from(n)
         .map_err(|_| candle_core::Error::Msg(format!("{op}: {n} values are too many")))?;
     Ok((LaunchConfig::for_num_elems(n), n))
 }
 
-/// A tensor of no values on `dev`: the output of a kernel over nothing,
-/// which launches nothing.
-pub(crate) fn empty(dev: &CudaDevice) -> Result<CudaStorage> {
-    Ok(CudaStorage::wrap_cuda_slice(
-        dev.alloc_zeros::<f32>(0)?,
-        dev.clone(),
-    ))
+/// Runs the kernel `name` of `module` with one thread for each of the
+/// `count` values it writes into a new buffer, which it returns. The kernel
+/// takes `inputs`, the output, `params`, then `count`, in that order: the
+/// signature of every kernel of this crate that makes a new tensor. Nothing
+/// is launched for no values.
+pub(crate) fn launch(
+    op: &'static str,
+    dev: &CudaDevice,
+    (module, name): (&Module, &str),
+    inputs: &[CudaView<f32>],
+    params: &[u32],
+    count: usize,
+) -> Result<CudaStorage> {
+    if count == 0 {
+        let none = dev.alloc_zeros::<f32>(0)?;
+        return Ok(CudaStorage::wrap_cuda_slice(none, dev.clone()));
+    }
+    let (cfg, n) = launch_config(op, count)?;
+    let func = dev.get_or_load_custom_func(name, module.name, module.ptx)?;
+    // SAFETY: the kernel writes every one of the `n` values.
+    let out = unsafe { dev.alloc::<f32>(count) }?;
+    let mut builder = func.builder();
+    for input in inputs {
+        builder.arg(input);
+    }
+    builder.arg(&out);
+    for param in params {
+        builder.arg(param);
+    }
+    builder.arg(&n);
+    // SAFETY: the arguments follow the kernel signature described above;
+    // each caller checks that its inputs hold what the kernel reads.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }
 
 /// `out = kernel(inputs...)` for the element-wise kernel `name`, over the
 /// values of `inputs`, all of the first's dims; returns `out`.
 pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaStorage> {
-    let dev = &inputs[0].0.device;
     let dims = inputs[0].1.dims();
     let views = inputs
         .iter()
         .map(|(s, l)| cuda_f32_view(op, s, l, dims))
         .collect::<Result<Vec<_>>>()?;
     let count = inputs[0].1.shape().elem_count();
-    if count == 0 {
-        return empty(dev);
-    }
-    let (cfg, n) = launch_config(op, count)?;
-    let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
-    // SAFETY: the kernel writes every one of the `n` values.
-    let out = unsafe { dev.alloc::<f32>(n as usize) }?;
-    let mut builder = func.builder();
-    for view in &views {
-        builder.arg(view);
-    }
-    builder.arg(&out).arg(&n);
-    // SAFETY: the arguments match the kernel's signature: one pointer per
-    // input, each to `n` contiguous f32 values, the output, then `n`.
-    unsafe { builder.launch(cfg) }.w()?;
-    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+    launch(
+        op,
+        &inputs[0].0.device,
+        (&ELEMENTWISE, name),
+        &views,
+        &[],
+        count,
+    )
 }
 
 /// Runs the element-wise kernel `name` on `target`'s values in place, with

@@ -137,44 +137,29 @@ impl CustomOp2 for ChannelAffineParamGrads {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-    use candle_core::cuda_backend::WrapErr;
     use candle_core::{CudaStorage, Result};
 
     use super::Dims;
-    use crate::cuda::{empty, launch_config, Arg, ELEMENTWISE};
+    use crate::cuda::{launch, Arg, ELEMENTWISE};
     use crate::kernel::cuda_f32_view;
 
     /// `x * scale + shift` per channel (then `max(., 0)` if `relu`) for
-    /// `[x, scale, shift]`.
+    /// `[x, scale, shift]`: the kernel takes those, the output, the plane
+    /// size, `C` and the ReLU flag.
     pub(super) fn channel_affine(
         op: &'static str,
         d: Dims,
         [(xs, xl), (ss, sl), (bs, bl)]: [Arg; 3],
         relu: bool,
     ) -> Result<CudaStorage> {
-        let dev = &xs.device;
-        let x = cuda_f32_view(op, xs, xl, xl.dims())?;
-        let scale = cuda_f32_view(op, ss, sl, &[d.c])?;
-        let shift = cuda_f32_view(op, bs, bl, &[d.c])?;
+        let inputs = [
+            cuda_f32_view(op, xs, xl, xl.dims())?,
+            cuda_f32_view(op, ss, sl, &[d.c])?,
+            cuda_f32_view(op, bs, bl, &[d.c])?,
+        ];
+        let params = [d.plane as u32, d.c as u32, u32::from(relu)];
         let count = xl.shape().elem_count();
-        if count == 0 {
-            return empty(dev);
-        }
-        let (cfg, n) = launch_config(op, count)?;
-        let sizes = [d.plane, d.c].map(|v| v as u32);
-        let relu = u32::from(relu);
-        let func =
-            dev.get_or_load_custom_func("channel_affine_f32", ELEMENTWISE.name, ELEMENTWISE.ptx)?;
-        // SAFETY: the kernel writes every one of the `n` values.
-        let out = unsafe { dev.alloc::<f32>(count) }?;
-        let mut builder = func.builder();
-        builder.arg(&x).arg(&scale).arg(&shift).arg(&out);
-        builder.arg(&sizes[0]).arg(&sizes[1]).arg(&relu).arg(&n);
-        // SAFETY: the arguments match the kernel's signature: the input,
-        // the `C` scales and shifts, the output, the plane size, `C`, the
-        // ReLU flag, then `n`; each buffer holds what the sizes say.
-        unsafe { builder.launch(cfg) }.w()?;
-        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        let kernel = (&ELEMENTWISE, "channel_affine_f32");
+        launch(op, &xs.device, kernel, &inputs, &params, count)
     }
 }

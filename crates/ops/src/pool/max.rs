@@ -170,16 +170,16 @@ impl CustomOp2 for MaxPoolGrad {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-    use candle_core::cuda_backend::WrapErr;
     use candle_core::{CudaStorage, Result};
 
     use super::Planes;
-    use crate::cuda::{empty, launch_config, Arg, POOL};
+    use crate::cuda::{launch, Arg, POOL};
     use crate::kernel::cuda_f32_view;
 
     /// Runs the pool kernel `name`: the forward (`dy` None, one thread per
-    /// output value) or the backward (one thread per input value).
+    /// output value) or the backward (one thread per input value). Both take
+    /// the input, the output gradient for the backward, the output, then the
+    /// four plane sizes.
     pub(super) fn pool(
         op: &'static str,
         name: &str,
@@ -188,36 +188,14 @@ mod cuda {
         (xs, xl): Arg,
         dy: Option<Arg>,
     ) -> Result<CudaStorage> {
-        let dev = &xs.device;
-        let x = cuda_f32_view(op, xs, xl, xl.dims())?;
+        let mut inputs = vec![cuda_f32_view(op, xs, xl, xl.dims())?];
         let pooled_dims = [xl.dims()[0], xl.dims()[1], p.ho, p.wo];
-        let dy = dy
-            .map(|(s, l)| cuda_f32_view(op, s, l, &pooled_dims))
-            .transpose()?;
+        if let Some((s, l)) = dy {
+            inputs.push(cuda_f32_view(op, s, l, &pooled_dims)?);
+        }
         let count = planes * if dy.is_some() { p.h * p.w } else { p.ho * p.wo };
-        if count == 0 {
-            return empty(dev);
-        }
-        let (cfg, n) = launch_config(op, count)?;
         let sizes = [p.h, p.w, p.ho, p.wo].map(|v| v as u32);
-        let func = dev.get_or_load_custom_func(name, POOL.name, POOL.ptx)?;
-        // SAFETY: the kernel writes every one of the `n` values.
-        let out = unsafe { dev.alloc::<f32>(count) }?;
-        let mut builder = func.builder();
-        builder.arg(&x);
-        if let Some(dy) = &dy {
-            builder.arg(dy);
-        }
-        builder.arg(&out);
-        for size in &sizes {
-            builder.arg(size);
-        }
-        builder.arg(&n);
-        // SAFETY: the arguments match the kernel's signature: the input, the
-        // output gradient for the backward, the output, the four plane
-        // sizes, then `n`; each buffer holds what its sizes say.
-        unsafe { builder.launch(cfg) }.w()?;
-        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        launch(op, &xs.device, (&POOL, name), &inputs, &sizes, count)
     }
 }
 
