@@ -17,12 +17,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::buffer::filled_by;
-use crate::kernel::{f32_data, has_native_kernel};
+use crate::kernel::{f32_data, has_native_kernel, CHUNK};
 use crate::OpsError;
-
-/// Elements per parallel task: large enough to amortise scheduling, small
-/// enough to split a CIFAR activation across both cores.
-const CHUNK: usize = 1 << 15;
 
 /// `max(x, 0)`, element-wise.
 ///

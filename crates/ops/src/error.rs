@@ -40,3 +40,26 @@ pub enum OpsError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
+
+/// Checks that `t` has the shape and dtype of `like`; otherwise an
+/// [`OpsError::Incompatible`] for `op` naming both, as `the <what> is <dtype>
+/// <dims>, the <like_what> <dtype> <dims>`.
+pub(crate) fn expect_like(
+    op: &'static str,
+    (what, t): (&str, &candle_core::Tensor),
+    (like_what, like): (&str, &candle_core::Tensor),
+) -> Result<(), OpsError> {
+    if t.shape() == like.shape() && t.dtype() == like.dtype() {
+        return Ok(());
+    }
+    Err(OpsError::Incompatible {
+        op,
+        detail: format!(
+            "the {what} is {:?} {:?}, the {like_what} {:?} {:?}",
+            t.dtype(),
+            t.dims(),
+            like.dtype(),
+            like.dims()
+        ),
+    })
+}

@@ -8,9 +8,10 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout};
 use rayon::prelude::*;
 
-/// Values per parallel task of [`update_in_place`]: large enough to amortise
-/// scheduling, small enough to split a large tensor across the cores.
-const CHUNK: usize = 1 << 15;
+/// Values per parallel task of the element-wise kernels: large enough to
+/// amortise scheduling, small enough to split a CIFAR activation across two
+/// cores.
+pub(crate) const CHUNK: usize = 1 << 15;
 
 static USE_FAST_KERNELS: AtomicBool = AtomicBool::new(true);
 

@@ -10,6 +10,7 @@
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 
+use crate::error::expect_like;
 use crate::kernel::{f32_data, has_native_kernel, update_in_place};
 use crate::OpsError;
 
@@ -41,23 +42,9 @@ impl SgdStep {
     /// f32 tensors on the CPU or CUDA run this crate's kernels; everything
     /// else runs candle's ops and writes the results with [`Var::set`].
     pub fn apply(&self, weight: &Var, velocity: &Var, grad: &Tensor) -> Result<(), OpsError> {
-        for (name, t) in [
-            ("momentum buffer", velocity.as_tensor()),
-            ("gradient", grad),
-        ] {
-            if t.shape() != weight.shape() || t.dtype() != weight.dtype() {
-                return Err(OpsError::Incompatible {
-                    op: "sgd",
-                    detail: format!(
-                        "the {name} is {:?} {:?}, the weight {:?} {:?}",
-                        t.dtype(),
-                        t.dims(),
-                        weight.dtype(),
-                        weight.dims()
-                    ),
-                });
-            }
-        }
+        let like = ("weight", weight.as_tensor());
+        expect_like("sgd", ("momentum buffer", velocity.as_tensor()), like)?;
+        expect_like("sgd", ("gradient", grad), like)?;
         let fast = [weight.as_tensor(), velocity.as_tensor(), grad]
             .iter()
             .all(|t| has_native_kernel(t.device(), t.dtype()));

@@ -2,8 +2,11 @@
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 
+use crate::error::expect_like;
 use crate::kernel::{f32_data, has_native_kernel, update_in_place};
 use crate::OpsError;
+
+const OP: &str = "update_running_stat";
 
 /// Moves a running statistic towards a batch's, as PyTorch's batch norm does:
 /// `running = (1 - momentum) * running + momentum * (scale * batch)`, in
@@ -20,18 +23,8 @@ pub fn update_running_stat(
     momentum: f64,
     scale: f64,
 ) -> Result<(), OpsError> {
-    if batch.shape() != running.shape() || batch.dtype() != running.dtype() {
-        return Err(OpsError::Incompatible {
-            op: "update_running_stat",
-            detail: format!(
-                "the batch statistic is {:?} {:?}, the running one {:?} {:?}",
-                batch.dtype(),
-                batch.dims(),
-                running.dtype(),
-                running.dims()
-            ),
-        });
-    }
+    let running_one = ("running one", running.as_tensor());
+    expect_like(OP, ("batch statistic", batch), running_one)?;
     let batch = batch.detach();
     let fast = [running.as_tensor(), &batch]
         .iter()
@@ -40,10 +33,16 @@ pub fn update_running_stat(
         let batch = batch.contiguous()?;
         running.inplace_op2(&batch, &RunningStat { momentum, scale })?;
     } else {
-        let kept = running.as_tensor().affine(1.0 - momentum, 0.0)?;
-        let added = batch.affine(scale, 0.0)?.affine(momentum, 0.0)?;
-        running.set(&(kept + added)?)?;
+        composed(running, &batch, momentum, scale)?;
     }
+    Ok(())
+}
+
+/// The update with candle's ops.
+fn composed(running: &Var, batch: &Tensor, momentum: f64, scale: f64) -> Result<(), OpsError> {
+    let kept = running.as_tensor().affine(1.0 - momentum, 0.0)?;
+    let added = batch.affine(scale, 0.0)?.affine(momentum, 0.0)?;
+    running.set(&(kept + added)?)?;
     Ok(())
 }
 
@@ -103,17 +102,6 @@ mod tests {
     use super::*;
     use crate::test_util::{random, values};
 
-    /// The update with candle's ops, as the composed path computes it.
-    fn composed(running: &Var, batch: &Tensor, momentum: f64, scale: f64) {
-        let kept = running.as_tensor().affine(1.0 - momentum, 0.0).unwrap();
-        let added = batch
-            .affine(scale, 0.0)
-            .unwrap()
-            .affine(momentum, 0.0)
-            .unwrap();
-        running.set(&(kept + added).unwrap()).unwrap();
-    }
-
     #[test]
     fn kernel_matches_candle_ops_bit_for_bit() {
         for (i, channels) in [1, 16, 2048, 70_001].into_iter().enumerate() {
@@ -124,7 +112,7 @@ mod tests {
                 for k in 1..4 {
                     let batch = random(&[channels], seed + k);
                     update_running_stat(&fast, &batch, momentum, scale).unwrap();
-                    composed(&reference, &batch, momentum, scale);
+                    composed(&reference, &batch, momentum, scale).unwrap();
                 }
                 assert_eq!(
                     values(&fast),
