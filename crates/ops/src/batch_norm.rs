@@ -11,7 +11,8 @@
 //! the same passes. Sums are accumulated in f64
 //! in a fixed order, so results are bit-identical whatever the number of
 //! threads. With the `cudnn` feature, [`batch_norm_train`] on f32 CUDA
-//! tensors runs cuDNN's batch norm forward and backward (`batch_norm/cuda.rs`).
+//! tensors runs cuDNN's batch norm forward and backward (`batch_norm/saved.rs`,
+//! whose CPU body lets the CPU tests cover everything but the launch).
 //! On devices or dtypes without a kernel here both fall back to the composed
 //! candle implementation; a Metal kernel is added by implementing `metal_fwd`
 //! on the ops and extending [`has_kernel`].
@@ -19,9 +20,11 @@
 mod composed;
 mod cpu;
 #[cfg(feature = "cudnn")]
-mod cuda;
+mod cudnn;
 mod eval;
 mod running;
+#[cfg(any(test, feature = "cudnn"))]
+mod saved;
 #[cfg(test)]
 mod tests;
 mod train;
@@ -168,7 +171,7 @@ fn unfused_train(
     if [x, weight, bias].iter().all(|t| {
         crate::kernel::has_cuda_kernel(crate::kernel::CudaKernel::BatchNorm, t.device(), t.dtype())
     }) {
-        return cuda::train(dims, x, weight, bias, eps);
+        return saved::train(dims, x, weight, bias, eps);
     }
     composed::train(x, weight, bias, eps)
 }

@@ -75,7 +75,12 @@ pub(crate) fn has_cuda_kernel(kernel: CudaKernel, device: &Device, dtype: DType)
 fn cuda_kernel_enabled(kernel: CudaKernel) -> bool {
     static CHOICE: OnceLock<String> = OnceLock::new();
     let choice = CHOICE.get_or_init(|| std::env::var("RESNET_CUDA_KERNELS").unwrap_or_default());
-    match choice.as_str() {
+    enabled_by(choice, kernel)
+}
+
+/// Whether the `RESNET_CUDA_KERNELS` value `choice` leaves `kernel` on.
+fn enabled_by(choice: &str, kernel: CudaKernel) -> bool {
+    match choice {
         "none" => false,
         "conv" => kernel == CudaKernel::Conv,
         _ => true,
@@ -168,4 +173,20 @@ pub(crate) fn update_in_place(
             }
         });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{enabled_by, CudaKernel};
+
+    #[test]
+    fn the_environment_choice_selects_the_cuda_kernels() {
+        for kernel in [CudaKernel::Conv, CudaKernel::Native] {
+            assert!(enabled_by("", kernel), "{kernel:?} by default");
+            assert!(enabled_by("all", kernel), "{kernel:?} with all");
+            assert!(!enabled_by("none", kernel), "{kernel:?} with none");
+        }
+        assert!(enabled_by("conv", CudaKernel::Conv));
+        assert!(!enabled_by("conv", CudaKernel::Native));
+    }
 }

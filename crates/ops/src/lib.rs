@@ -8,6 +8,31 @@
 //! activations and the SGD update whose CPU passes are fast and use every
 //! core, with CUDA versions of them (cuDNN's convolutions and batch norm, and
 //! this crate's element-wise kernels) behind the `cuda` and `cudnn` features.
+//!
+//! # CUDA code is the launch and nothing more
+//!
+//! No GPU runs this crate's tests in CI, so everything around a CUDA launch
+//! is written to run in the CPU test suite too. A CUDA op meets this rule
+//! when:
+//! - it is one candle custom op with a CPU body (`cpu_fwd`, this crate's CPU
+//!   kernel, or a reference built on it where the CPU path of the public
+//!   function uses another form) and a CUDA body (`cuda_fwd`), not a type of
+//!   its own behind the feature;
+//! - both bodies take their arguments through the same checks: the expected
+//!   dims come from one method or value of the op, read by
+//!   `kernel::f32_data` on the CPU and `kernel::cuda_f32_view` on CUDA;
+//! - the output's shape and the layout of any packed output come from code
+//!   both bodies share, and `bwd` (the backward composition) is shared by
+//!   construction, since it belongs to the op, not to a body;
+//! - only the `cuda_fwd` bodies and the launch functions they call (in a
+//!   `cuda`/`cudnn` module: buffers, descriptors, the kernel call) are behind
+//!   `#[cfg(feature = ...)]`;
+//! - a CPU test runs the op's forward and backward through the public
+//!   function or, for a form only CUDA uses, directly (see
+//!   `batch_norm/saved.rs`), and compares with the CPU kernels.
+//!
+//! `tests/cuda.rs` then compares the CUDA results with the CPU's on a GPU
+//! (`scripts/gpu-check.sh`).
 
 mod activation;
 mod batch_norm;

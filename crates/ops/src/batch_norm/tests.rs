@@ -3,7 +3,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{
     batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train, composed,
-    BatchNormOutput,
+    saved, BatchNormOutput, Dims,
 };
 use crate::test_util::{assert_close_above, random, values};
 use crate::OpsError;
@@ -98,6 +98,32 @@ fn train_matches_the_composed_reference() {
             assert_close(got, want, &format!("{shape:?}: {name}"));
         }
         assert_eq!(ours[1].dims(), [shape[1]]);
+    }
+}
+
+/// The saved-statistics form is what runs on CUDA (cuDNN computes the
+/// values there); its ops, argument checks, packing and backward composition
+/// are the same on the CPU, so running it here covers everything but the
+/// launch.
+#[test]
+fn saved_statistics_form_matches_the_kernels() {
+    for (i, shape) in shapes().into_iter().enumerate() {
+        let seed = 4 * i as u64 + 500;
+        let args = inputs(shape, seed);
+        let dims = Dims::new(&args.0, &[]).unwrap();
+        let saved = train_run(
+            |x, w, b| saved::train(dims, x, w, b, EPS).unwrap(),
+            &args,
+            seed + 3,
+        );
+        let kernels = train_run(
+            |x, w, b| batch_norm_train(x, w, b, EPS).unwrap(),
+            &args,
+            seed + 3,
+        );
+        for ((got, want), name) in saved.iter().zip(&kernels).zip(TRAIN_NAMES) {
+            assert_close(got, want, &format!("{shape:?}: {name}"));
+        }
     }
 }
 
