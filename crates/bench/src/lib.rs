@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use resnet_data::{
     Augment, Cifar10, ImageFolder, ImageNetAugment, ImageNetNormalization, ImageNetTrainLoader,
     LoaderConfig, LoaderPosition, MeanImage, Normalization, TrainLoader,
@@ -37,6 +39,11 @@ pub enum Kind {
     /// decode, random rescale to a shorter side in [256, 480], 224 crop,
     /// flip, colour augmentation, normalise.
     ImageNetLoader,
+    /// Reading and decoding those JPEGs on one thread, nothing else.
+    JpegDecode,
+    /// The paper's training augmentation of those images, already decoded,
+    /// on one thread: rescale, crop, flip, colour, normalise.
+    ImageNetAugment,
 }
 
 /// One line of the benchmark table.
@@ -99,6 +106,8 @@ pub fn workloads() -> Vec<Workload> {
         w("train_step/resnet18/b16", TrainStep, "resnet18", 16, 224),
         w("loader/cifar10/b128", Loader, "-", 128, 32),
         w("loader/imagenet-jpeg/b32", ImageNetLoader, "-", 32, 224),
+        w("decode/imagenet-jpeg/1-thread", JpegDecode, "-", 32, 224),
+        w("augment/imagenet/1-thread", ImageNetAugment, "-", 32, 224),
     ]
 }
 
@@ -218,6 +227,35 @@ pub fn measure(w: &Workload, runs: usize, data: &Path) -> Result<Measurement> {
                 Ok(())
             })?
         }
+        Kind::JpegDecode => {
+            let dir = tempfile::tempdir()?;
+            imagenet_folder::write_jpeg_folder(dir.path(), w.batch)?;
+            let folder = ImageFolder::open(dir.path(), None)?;
+            time(1, runs, || {
+                for i in 0..w.batch {
+                    folder.load(i)?;
+                }
+                Ok(())
+            })?
+        }
+        Kind::ImageNetAugment => {
+            let dir = tempfile::tempdir()?;
+            imagenet_folder::write_jpeg_folder(dir.path(), w.batch)?;
+            let folder = ImageFolder::open(dir.path(), None)?;
+            let images = (0..w.batch)
+                .map(|i| folder.load(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let norm = ImageNetNormalization::TORCHVISION;
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            time(1, runs, || {
+                for image in &images {
+                    let view =
+                        ImageNetAugment::PAPER.sample(&mut rng, image.width(), image.height());
+                    view.apply(image, &norm);
+                }
+                Ok(())
+            })?
+        }
         Kind::ImageNetLoader => {
             let dir = tempfile::tempdir()?;
             imagenet_folder::write_jpeg_folder(dir.path(), IMAGENET_IMAGES)?;
@@ -244,7 +282,7 @@ pub fn measure(w: &Workload, runs: usize, data: &Path) -> Result<Measurement> {
     let batches = match w.kind {
         Kind::Loader => LOADER_BATCHES_PER_RUN,
         Kind::ImageNetLoader => IMAGENET_BATCHES_PER_RUN,
-        Kind::TrainStep | Kind::Forward => 1,
+        Kind::TrainStep | Kind::Forward | Kind::JpegDecode | Kind::ImageNetAugment => 1,
     };
     let images_per_sec = (batches * w.batch) as f64 / median_seconds;
     let computes = matches!(w.kind, Kind::TrainStep | Kind::Forward);

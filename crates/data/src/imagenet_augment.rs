@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::imagenet_norm::ImageNetNormalization;
+use crate::resample::resize_window;
 
 /// Eigenvalues of the ImageNet RGB covariance (0..1 units), as in AlexNet and fb.resnet.torch.
 pub const PCA_EIGVAL: [f32; 3] = [0.2175, 0.0188, 0.0045];
@@ -135,12 +136,12 @@ impl TrainView {
             self.resized_width.max(self.crop),
             self.resized_height.max(self.crop),
         );
-        let resized = imageops::resize(image, w, h, FilterType::Triangle);
         let (left, top) = (self.left.min(w - self.crop), self.top.min(h - self.crop));
-        let region = [left, top, self.crop, self.crop];
+        let window = [left, top, self.crop, self.crop];
+        let cropped = resize_window(image, (w, h), window, Resample::Bilinear);
         crop_view(
-            &resized,
-            region,
+            &cropped,
+            [0, 0, self.crop, self.crop],
             self.flip,
             lighting_offset(self.alpha),
             norm,
@@ -181,15 +182,17 @@ pub fn resize_shorter_side_with(image: &RgbImage, side: u32, resample: Resample)
 
 /// The standard evaluation view: shorter side resized to 256, centre 224x224 crop.
 pub fn center_view(image: &RgbImage, norm: &ImageNetNormalization) -> ChwImage {
-    let resized = resize_shorter_side(image, EVAL_SHORT_SIDE);
-    let (dx, dy) = (resized.width() - CROP_SIDE, resized.height() - CROP_SIDE);
-    crop_view(
-        &resized,
-        [dx / 2, dy / 2, CROP_SIDE, CROP_SIDE],
-        false,
-        [0.0; 3],
-        norm,
-    )
+    let cropped = center_crop(image, EVAL_SHORT_SIDE, CROP_SIDE, Resample::Bilinear);
+    let region = [0, 0, CROP_SIDE, CROP_SIDE];
+    crop_view(&cropped, region, false, [0.0; 3], norm)
+}
+
+/// The centre `crop x crop` square of `image` resized with `resample` so that
+/// its shorter side is `side` (at least `crop`), resampling only that square.
+pub(crate) fn center_crop(image: &RgbImage, side: u32, crop: u32, resample: Resample) -> RgbImage {
+    let (w, h) = scaled_size(image.width(), image.height(), side.max(crop));
+    let window = [(w - crop) / 2, (h - crop) / 2, crop, crop];
+    resize_window(image, (w, h), window, resample)
 }
 
 /// The standard 10-crop test: the 224x224 top-left, top-right, bottom-left,

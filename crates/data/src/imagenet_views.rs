@@ -11,7 +11,7 @@ use image::RgbImage;
 use crate::error::{DataError, Result};
 use crate::folder::ImageFolder;
 use crate::imagenet_augment::{
-    crop_view, multi_scale, resize_shorter_side_with, ChwImage, Resample, CROP_SIDE,
+    center_crop, crop_view, multi_scale, resize_shorter_side_with, ChwImage, Resample, CROP_SIDE,
     EVAL_SHORT_SIDE, TEST_SCALES,
 };
 use crate::imagenet_norm::ImageNetNormalization;
@@ -143,14 +143,21 @@ impl TestViews {
         if let Self::MultiScale(scales) = self {
             return multi_scale(image, norm, scales);
         }
+        if *self == Self::Center {
+            let cropped = center_crop(image, resize, crop, resample);
+            return vec![crop_view(
+                &cropped,
+                [0, 0, crop, crop],
+                false,
+                [0.0; 3],
+                norm,
+            )];
+        }
         let resized = resize_shorter_side_with(image, resize.max(crop), resample);
         let (dx, dy) = (resized.width() - crop, resized.height() - crop);
         let center = (dx / 2, dy / 2);
         let square =
             |(left, top), flip| crop_view(&resized, [left, top, crop, crop], flip, [0.0; 3], norm);
-        if *self == Self::Center {
-            return vec![square(center, false)];
-        }
         let corners = [(0, 0), (dx, 0), (0, dy), (dx, dy), center];
         [false, true]
             .into_iter()

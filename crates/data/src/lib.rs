@@ -60,6 +60,7 @@ mod imagenet_views;
 mod loader;
 mod normalize;
 mod prefetch;
+mod resample;
 pub mod synthetic;
 
 pub use augment::{Augment, CropFlip};
