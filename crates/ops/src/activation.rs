@@ -16,8 +16,9 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::args::{f32_data, CHUNK};
 use crate::buffer::filled_by;
-use crate::kernel::{f32_data, has_native_kernel, CHUNK};
+use crate::dispatch::has_native_kernel;
 use crate::OpsError;
 
 /// `max(x, 0)`, element-wise.

@@ -33,7 +33,7 @@ pub use running::update_running_stat;
 
 use candle_core::Tensor;
 
-use crate::kernel::{has_kernel, has_native_kernel};
+use crate::dispatch::{has_kernel, has_native_kernel};
 use crate::OpsError;
 
 const OP: &str = "batch_norm";
@@ -169,7 +169,11 @@ fn unfused_train(
 ) -> Result<BatchNormOutput, OpsError> {
     #[cfg(feature = "cudnn")]
     if [x, weight, bias].iter().all(|t| {
-        crate::kernel::has_cuda_kernel(crate::kernel::CudaKernel::BatchNorm, t.device(), t.dtype())
+        crate::dispatch::has_cuda_kernel(
+            crate::dispatch::CudaKernel::BatchNorm,
+            t.device(),
+            t.dtype(),
+        )
     }) {
         return saved::train(dims, x, weight, bias, eps);
     }

@@ -27,7 +27,8 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 #[cfg(feature = "cudnn")]
 use candle_core::{CudaStorage, Result as CandleResult};
 
-use crate::kernel::{f32_data, has_conv_kernel};
+use crate::args::f32_data;
+use crate::dispatch::has_conv_kernel;
 use crate::OpsError;
 
 const OP: &str = "conv2d";

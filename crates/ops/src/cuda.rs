@@ -6,7 +6,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfi
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CudaStorage, Layout, Result};
 
-use crate::kernel::cuda_f32_view;
+use crate::args::cuda_f32_view;
 
 /// A PTX module of this crate's kernels, loaded into each device once
 /// (`CudaDevice::get_or_load_custom_func(kernel, module.name, module.ptx)`).
@@ -111,7 +111,7 @@ pub(crate) fn update(
         .iter()
         .map(|(s, l)| cuda_f32_view(op, s, l, dims))
         .collect::<Result<Vec<_>>>()?;
-    let (start, end) = crate::kernel::contiguous_range(op, layout, dims)?;
+    let (start, end) = crate::args::contiguous_range(op, layout, dims)?;
     if start == end {
         return Ok(());
     }

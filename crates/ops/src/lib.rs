@@ -20,7 +20,7 @@
 //!   its own behind the feature;
 //! - both bodies take their arguments through the same checks: the expected
 //!   dims come from one method or value of the op, read by
-//!   `kernel::f32_data` on the CPU and `kernel::cuda_f32_view` on CUDA;
+//!   `args::f32_data` on the CPU and `args::cuda_f32_view` on CUDA;
 //! - the output's shape and the layout of any packed output come from code
 //!   both bodies share, and `bwd` (the backward composition) is shared by
 //!   construction, since it belongs to the op, not to a body;
@@ -35,14 +35,15 @@
 //! (`scripts/gpu-check.sh`).
 
 mod activation;
+mod args;
 mod batch_norm;
 mod buffer;
 mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod device;
+mod dispatch;
 mod error;
-mod kernel;
 mod pool;
 mod scratch;
 mod sgd;
@@ -56,7 +57,7 @@ pub use batch_norm::{
 };
 pub use conv::conv2d;
 pub use device::DeviceSpec;
+pub use dispatch::{fast_kernels, set_fast_kernels};
 pub use error::OpsError;
-pub use kernel::{fast_kernels, set_fast_kernels};
 pub use pool::{global_avg_pool, max_pool_3x3_s2, subsample2};
 pub use sgd::SgdStep;

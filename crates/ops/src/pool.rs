@@ -9,7 +9,7 @@ mod max;
 
 use candle_core::{Tensor, D};
 
-use crate::kernel::has_native_kernel;
+use crate::dispatch::has_native_kernel;
 use crate::OpsError;
 
 fn expect_nchw(op: &'static str, x: &Tensor) -> Result<(), OpsError> {

@@ -10,8 +10,9 @@
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 
+use crate::args::{f32_data, update_in_place};
+use crate::dispatch::has_native_kernel;
 use crate::error::expect_like;
-use crate::kernel::{f32_data, has_native_kernel, update_in_place};
 use crate::OpsError;
 
 /// The coefficients of one SGD step with PyTorch's semantics (dampening 0, no

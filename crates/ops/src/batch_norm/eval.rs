@@ -5,7 +5,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::{cpu, Dims};
 use crate::activation::relu_grad;
-use crate::kernel::f32_data;
+use crate::args::f32_data;
 use crate::OpsError;
 
 /// Runs [`ChannelAffine`] (followed by a ReLU in the same pass if `relu`) on
@@ -140,8 +140,8 @@ mod cuda {
     use candle_core::{CudaStorage, Result};
 
     use super::Dims;
+    use crate::args::cuda_f32_view;
     use crate::cuda::{launch, Arg, ELEMENTWISE};
-    use crate::kernel::cuda_f32_view;
 
     /// `x * scale + shift` per channel (then `max(., 0)` if `relu`) for
     /// `[x, scale, shift]`: the kernel takes those, the output, the plane

@@ -2,8 +2,9 @@
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 
+use crate::args::{f32_data, update_in_place};
+use crate::dispatch::has_native_kernel;
 use crate::error::expect_like;
-use crate::kernel::{f32_data, has_native_kernel, update_in_place};
 use crate::OpsError;
 
 const OP: &str = "update_running_stat";

@@ -22,7 +22,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::cpu::{self, Moments};
 use super::{BatchNormOutput, Dims};
-use crate::kernel::f32_data;
+use crate::args::f32_data;
 use crate::OpsError;
 
 /// Runs [`Forward`] on f32 tensors: cuDNN's batch norm on CUDA, the CPU
@@ -151,7 +151,7 @@ impl CustomOp3 for Forward {
         bs: &candle_core::CudaStorage,
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use crate::kernel::cuda_f32_view;
+        use crate::args::cuda_f32_view;
         let (name, [xd, wd, bd]) = (self.name(), self.arg_dims());
         let args = [
             cuda_f32_view(name, xs, xl, &xd)?,
@@ -260,7 +260,7 @@ impl CustomOp3 for Backward {
         ss: &candle_core::CudaStorage,
         sl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use crate::kernel::cuda_f32_view;
+        use crate::args::cuda_f32_view;
         let (name, [xd, dyd, sd]) = (self.name(), self.arg_dims());
         let args = [
             cuda_f32_view(name, xs, xl, &xd)?,

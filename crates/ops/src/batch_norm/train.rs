@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::cpu::{self, Moments};
 use super::{BatchNormOutput, Dims};
-use crate::kernel::f32_data;
+use crate::args::f32_data;
 use crate::OpsError;
 
 /// Runs [`BatchNormTrain`] (followed by a ReLU in the same kernel if `relu`)

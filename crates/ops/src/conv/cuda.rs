@@ -25,7 +25,7 @@ use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::{CudaStorage, Layout, Result};
 
 use super::Geometry;
-use crate::kernel::cuda_f32_view;
+use crate::args::cuda_f32_view;
 
 /// A custom-op argument: its storage and layout.
 type Arg<'a> = (&'a CudaStorage, &'a Layout);

@@ -15,8 +15,8 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::args::f32_data;
 use crate::buffer::filled_by;
-use crate::kernel::f32_data;
 
 /// The output size of the pool along a dimension of `n` inputs.
 fn pooled(n: usize) -> usize {
@@ -173,8 +173,8 @@ mod cuda {
     use candle_core::{CudaStorage, Result};
 
     use super::Planes;
+    use crate::args::cuda_f32_view;
     use crate::cuda::{launch, Arg, POOL};
-    use crate::kernel::cuda_f32_view;
 
     /// Runs the pool kernel `name`: the forward (`dy` None, one thread per
     /// output value) or the backward (one thread per input value). Both take

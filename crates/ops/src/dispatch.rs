@@ -1,17 +1,11 @@
-//! What the kernels of this crate share: which tensors they take and how a
-//! custom op reads its arguments.
+//! Which kernel runs an op: this crate's (on the CPU, or on CUDA with the
+//! `cuda`/`cudnn` features) or candle's own ops, by device, dtype, build and
+//! the process-wide switches.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout};
-use rayon::prelude::*;
-
-/// Values per parallel task of the element-wise kernels: large enough to
-/// amortise scheduling, small enough to split a CIFAR activation across two
-/// cores.
-pub(crate) const CHUNK: usize = 1 << 15;
+use candle_core::{DType, Device};
 
 static USE_FAST_KERNELS: AtomicBool = AtomicBool::new(true);
 
@@ -98,81 +92,6 @@ pub(crate) fn has_native_kernel(device: &Device, dtype: DType) -> bool {
 /// `dtype`: on the CPU as [`has_kernel`], on CUDA as [`has_cuda_kernel`].
 pub(crate) fn has_conv_kernel(device: &Device, dtype: DType) -> bool {
     has_kernel(device, dtype) || has_cuda_kernel(CudaKernel::Conv, device, dtype)
-}
-
-/// The contiguous f32 data of a custom-op argument, checked against the
-/// dims the op expects.
-pub(crate) fn f32_data<'a>(
-    op: &'static str,
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    dims: &[usize],
-) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        return Err(candle_core::Error::UnsupportedDTypeForOp(
-            storage.dtype(),
-            op,
-        ));
-    };
-    let (start, end) = contiguous_range(op, layout, dims)?;
-    Ok(&data[start..end])
-}
-
-/// The start and end offsets of a custom-op argument's values, checked to be
-/// contiguous and of the dims the op expects.
-pub(crate) fn contiguous_range(
-    op: &'static str,
-    layout: &Layout,
-    dims: &[usize],
-) -> candle_core::Result<(usize, usize)> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Err(candle_core::Error::RequiresContiguous { op });
-    };
-    if layout.dims() != dims {
-        candle_core::bail!("{op}: expected shape {dims:?}, got {:?}", layout.dims());
-    }
-    Ok((start, end))
-}
-
-/// The contiguous f32 values of a CUDA custom-op argument, checked as
-/// [`f32_data`] checks them on the CPU.
-#[cfg(feature = "cuda")]
-pub(crate) fn cuda_f32_view<'a>(
-    op: &'static str,
-    storage: &'a candle_core::CudaStorage,
-    layout: &Layout,
-    dims: &[usize],
-) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
-    let slice = storage.as_cuda_slice::<f32>()?;
-    let (start, end) = contiguous_range(op, layout, dims)?;
-    Ok(slice.slice(start..end))
-}
-
-/// `t[i] = f(t[i], a[i], b[i])` over the contiguous f32 values of `t`, in
-/// parallel chunks; `a` and `b` have as many values as `t`.
-pub(crate) fn update_in_place(
-    op: &'static str,
-    (storage, layout): (&mut CpuStorage, &Layout),
-    a: &[f32],
-    b: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32 + Sync,
-) -> candle_core::Result<()> {
-    let (start, end) = contiguous_range(op, layout, layout.dims())?;
-    let CpuStorage::F32(data) = storage else {
-        return Err(candle_core::Error::UnsupportedDTypeForOp(
-            storage.dtype(),
-            op,
-        ));
-    };
-    data[start..end]
-        .par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(t, (a, b))| {
-            for ((t, a), b) in t.iter_mut().zip(a).zip(b) {
-                *t = f(*t, *a, *b);
-            }
-        });
-    Ok(())
 }
 
 #[cfg(test)]

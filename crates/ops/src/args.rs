@@ -1,0 +1,86 @@
+//! How the custom ops of this crate read their arguments (checked to be
+//! contiguous f32 values of the dims the op expects, alike on the CPU and on
+//! CUDA), and the parallel chunking of the element-wise kernels.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout};
+use rayon::prelude::*;
+
+/// Values per parallel task of the element-wise kernels: large enough to
+/// amortise scheduling, small enough to split a CIFAR activation across two
+/// cores.
+pub(crate) const CHUNK: usize = 1 << 15;
+/// The contiguous f32 data of a custom-op argument, checked against the
+/// dims the op expects.
+pub(crate) fn f32_data<'a>(
+    op: &'static str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    dims: &[usize],
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        return Err(candle_core::Error::UnsupportedDTypeForOp(
+            storage.dtype(),
+            op,
+        ));
+    };
+    let (start, end) = contiguous_range(op, layout, dims)?;
+    Ok(&data[start..end])
+}
+
+/// The start and end offsets of a custom-op argument's values, checked to be
+/// contiguous and of the dims the op expects.
+pub(crate) fn contiguous_range(
+    op: &'static str,
+    layout: &Layout,
+    dims: &[usize],
+) -> candle_core::Result<(usize, usize)> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Err(candle_core::Error::RequiresContiguous { op });
+    };
+    if layout.dims() != dims {
+        candle_core::bail!("{op}: expected shape {dims:?}, got {:?}", layout.dims());
+    }
+    Ok((start, end))
+}
+
+/// The contiguous f32 values of a CUDA custom-op argument, checked as
+/// [`f32_data`] checks them on the CPU.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_f32_view<'a>(
+    op: &'static str,
+    storage: &'a candle_core::CudaStorage,
+    layout: &Layout,
+    dims: &[usize],
+) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
+    let slice = storage.as_cuda_slice::<f32>()?;
+    let (start, end) = contiguous_range(op, layout, dims)?;
+    Ok(slice.slice(start..end))
+}
+
+/// `t[i] = f(t[i], a[i], b[i])` over the contiguous f32 values of `t`, in
+/// parallel chunks; `a` and `b` have as many values as `t`.
+pub(crate) fn update_in_place(
+    op: &'static str,
+    (storage, layout): (&mut CpuStorage, &Layout),
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync,
+) -> candle_core::Result<()> {
+    let (start, end) = contiguous_range(op, layout, layout.dims())?;
+    let CpuStorage::F32(data) = storage else {
+        return Err(candle_core::Error::UnsupportedDTypeForOp(
+            storage.dtype(),
+            op,
+        ));
+    };
+    data[start..end]
+        .par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(t, (a, b))| {
+            for ((t, a), b) in t.iter_mut().zip(a).zip(b) {
+                *t = f(*t, *a, *b);
+            }
+        });
+    Ok(())
+}
