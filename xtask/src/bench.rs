@@ -5,7 +5,13 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use resnet_bench::{measure, workloads, Measurement};
+use resnet_bench::{measure, measure_peak_gflops, workloads, Measurement};
+
+/// Threads each workload runs with (the 2 cores of the reference machine).
+const THREADS: usize = 2;
+
+/// How `run` hands its measured peak to each workload's process.
+const PEAK_VAR: &str = "RESNET_BENCH_PEAK_GFLOPS";
 
 /// Runs the workloads (all, or the one named `only`) and prints a table or JSON lines.
 pub fn run(json: bool, only: Option<&str>, runs: usize, root: &Path) -> Result<()> {
@@ -21,7 +27,14 @@ pub fn run(json: bool, only: Option<&str>, runs: usize, root: &Path) -> Result<(
             names.join(", ")
         );
     }
-    if !json {
+    let peak = measure_peak_gflops(THREADS);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "peak_gflops": peak, "threads": THREADS })
+        );
+    } else {
+        println!("FP32 FMA peak of this machine, {THREADS} threads: {peak:.0} GFLOP/s (measured)");
         println!(
             "{:<28} {:>10} {:>12} {:>9} {:>7} {:>10}",
             "workload", "median s", "images/s", "GFLOP/s", "peak", "RSS MiB"
@@ -30,7 +43,8 @@ pub fn run(json: bool, only: Option<&str>, runs: usize, root: &Path) -> Result<(
     for w in selected {
         let out = Command::new(std::env::current_exe()?)
             .args(["bench-one", w.name, "--runs", &runs.to_string()])
-            .env("RAYON_NUM_THREADS", "2")
+            .env("RAYON_NUM_THREADS", THREADS.to_string())
+            .env(PEAK_VAR, peak.to_string())
             .current_dir(root)
             .output()
             .with_context(|| format!("cannot start the benchmark of {}", w.name))?;
@@ -67,7 +81,14 @@ pub fn run_one(name: &str, runs: usize, root: &Path) -> Result<()> {
         .into_iter()
         .find(|w| w.name == name)
         .with_context(|| format!("unknown workload `{name}`"))?;
-    let m: Measurement = measure(&w, runs, &root.join("data/cifar-10-sample"))?;
+    // The peak `run` measured, or this process's own measurement when run alone.
+    let peak = match std::env::var(PEAK_VAR) {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{PEAK_VAR}={value} is not a number"))?,
+        Err(_) => measure_peak_gflops(THREADS),
+    };
+    let m: Measurement = measure(&w, runs, &root.join("data/cifar-10-sample"), peak)?;
     println!("{}", serde_json::to_string(&m)?);
     Ok(())
 }

@@ -3,9 +3,11 @@
 //! Each [`Workload`] is timed after warm-up as the median of several runs;
 //! the result carries images/s, GFLOP/s (2 FLOPs per multiply-add; a training
 //! step counted as 3x a forward pass) and the fraction of the machine's FP32
-//! peak, plus the process's peak resident memory where the OS reports it.
+//! peak (measured by [`measure_peak_gflops`]), plus the process's peak
+//! resident memory where the OS reports it.
 
 mod imagenet_folder;
+mod peak;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,8 +25,7 @@ use resnet_models::{count, ArchSpec, ResNet, StridePlacement};
 use resnet_train::{Sgd, SgdConfig};
 use serde::Serialize;
 
-/// FP32 peak of the reference machine (2-core AMD EPYC, AVX-512 FMA), GFLOP/s.
-pub const REFERENCE_PEAK_GFLOPS: f64 = 232.0;
+pub use peak::measure_peak_gflops;
 
 /// What a workload does per timed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +123,7 @@ pub struct Measurement {
     pub images_per_sec: f64,
     /// Arithmetic throughput (None for the loader).
     pub gflops: Option<f64>,
-    /// `gflops` as a fraction of [`REFERENCE_PEAK_GFLOPS`].
+    /// `gflops` as a fraction of the peak [`measure`] was given.
     pub peak_fraction: Option<f64>,
     /// Peak resident memory of the process in MiB (Linux only).
     pub peak_rss_mib: Option<f64>,
@@ -174,8 +175,9 @@ fn model(w: &Workload, device: &Device) -> Result<ResNet> {
 }
 
 /// Runs one workload on the CPU with `runs` timed repetitions; `data` is a
-/// CIFAR-10 folder for the loader workload.
-pub fn measure(w: &Workload, runs: usize, data: &Path) -> Result<Measurement> {
+/// CIFAR-10 folder for the loader workload, `peak_gflops` the machine's FP32
+/// peak (see [`measure_peak_gflops`]) that GFLOP/s are stated against.
+pub fn measure(w: &Workload, runs: usize, data: &Path, peak_gflops: f64) -> Result<Measurement> {
     let device = Device::Cpu;
     resnet_ops::set_fast_kernels(!w.candle_ops);
     let x = || Tensor::randn(0f32, 1.0, (w.batch, 3, w.side, w.side), &device);
@@ -302,7 +304,7 @@ pub fn measure(w: &Workload, runs: usize, data: &Path) -> Result<Measurement> {
         median_seconds,
         images_per_sec,
         gflops,
-        peak_fraction: gflops.map(|g| g / REFERENCE_PEAK_GFLOPS),
+        peak_fraction: gflops.map(|g| g / peak_gflops),
         peak_rss_mib: peak_rss_mib(),
         runs,
     })
