@@ -169,6 +169,15 @@ fn time(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result
         .collect()
 }
 
+/// A generated folder of `images` ImageNet-sized JPEGs, opened (the folder
+/// lives as long as the returned guard).
+fn jpeg_folder(images: usize) -> Result<(tempfile::TempDir, ImageFolder)> {
+    let dir = tempfile::tempdir()?;
+    imagenet_folder::write_jpeg_folder(dir.path(), images)?;
+    let folder = ImageFolder::open(dir.path(), None)?;
+    Ok((dir, folder))
+}
+
 fn model(w: &Workload, device: &Device) -> Result<ResNet> {
     let spec = ArchSpec::from_id(w.arch)?.with_stride_placement(StridePlacement::V1_5);
     Ok(ResNet::new(&spec, 0, device)?)
@@ -230,9 +239,7 @@ pub fn measure(w: &Workload, runs: usize, data: &Path, peak_gflops: f64) -> Resu
             })?
         }
         Kind::JpegDecode => {
-            let dir = tempfile::tempdir()?;
-            imagenet_folder::write_jpeg_folder(dir.path(), w.batch)?;
-            let folder = ImageFolder::open(dir.path(), None)?;
+            let (_dir, folder) = jpeg_folder(w.batch)?;
             time(1, runs, || {
                 for i in 0..w.batch {
                     folder.load(i)?;
@@ -241,9 +248,7 @@ pub fn measure(w: &Workload, runs: usize, data: &Path, peak_gflops: f64) -> Resu
             })?
         }
         Kind::ImageNetAugment => {
-            let dir = tempfile::tempdir()?;
-            imagenet_folder::write_jpeg_folder(dir.path(), w.batch)?;
-            let folder = ImageFolder::open(dir.path(), None)?;
+            let (_dir, folder) = jpeg_folder(w.batch)?;
             let images = (0..w.batch)
                 .map(|i| folder.load(i))
                 .collect::<Result<Vec<_>, _>>()?;
