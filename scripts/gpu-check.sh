@@ -35,6 +35,12 @@
 #                second run of ours without augmentation (decode and crop
 #                only, the same GPU work) tells whether our data loading on
 #                the CPU is what limits the first
+#   recipe-match ResNet-20 on the bundled sample with the same recipe in ours
+#                and in plain PyTorch (scripts/torch_cifar_train.py), two
+#                seeds each, RECIPE_ITERATIONS iterations (default 1500; lr
+#                0.1 divided by 10 at 1/2 and 3/4 of them): test errors side
+#                by side. It fails when the means differ by more than the
+#                spread of the four runs plus 2 points
 #   profile      ResNet-20, 40 steps under Nsight Systems where the machine
 #                has nsys: GPU kernels by total time, CUDA API calls
 #
@@ -290,6 +296,38 @@ print(f"resnet50 at 224, batch {batch}: ours {aug:.1f} images/s, PyTorch {host:.
 EOF
 }
 
+# The same training recipe in ours and in plain PyTorch: final test errors.
+recipe_match() {
+    set -o pipefail
+    local n=${RECIPE_ITERATIONS:-1500} seed milestones
+    milestones="$((n / 2)),$((n * 3 / 4))"
+    for seed in 1 2; do
+        "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations "$n" \
+            --milestones "$milestones" --seed "$seed" --log-every 500 --eval-every 0 \
+            --checkpoint-every 0 --loader-threads 8 --device cuda \
+            --out "$WORK/recipe-ours-$seed" >/dev/null || return 1
+        "$PYTHON" scripts/torch_cifar_train.py --data "$DATA" --iterations "$n" \
+            --milestones "$milestones" --seed "$seed" | tee "$WORK/recipe-torch-$seed.json" ||
+            return 1
+    done
+    "$PYTHON" - "$WORK" "$n" <<'EOF'
+import json, statistics, sys
+work, n = sys.argv[1], sys.argv[2]
+ours, theirs = [], []
+for seed in (1, 2):
+    summary = json.load(open(f"{work}/recipe-ours-{seed}/summary.json"))
+    ours.append(100.0 * summary["test"]["top1_error"])
+    theirs.append(json.load(open(f"{work}/recipe-torch-{seed}.json"))["test_error"])
+spread = max(ours + theirs) - min(ours + theirs)
+gap = abs(statistics.mean(ours) - statistics.mean(theirs))
+print(f"resnet20, {n} iterations, seeds 1 and 2, test error %: ours "
+      + " / ".join(f"{e:.1f}" for e in ours) + ", PyTorch " + " / ".join(f"{e:.1f}" for e in theirs)
+      + f"; means {statistics.mean(ours):.1f} vs {statistics.mean(theirs):.1f}, "
+      + f"gap {gap:.1f} (limit: spread {spread:.1f} + 2)")
+sys.exit(0 if gap <= spread + 2.0 else 1)
+EOF
+}
+
 # Nsight Systems, where the machine has it: on PATH or in a CUDA toolkit.
 find_nsys() {
     local candidate
@@ -320,7 +358,7 @@ profile() {
 }
 
 export -f gpu libs ops_tests conv_timing train20 weights train_match eval_match ours_speed \
-    ratio train_speed torch_speed kernel_speed r50_train r50_speed find_nsys profile
+    ratio train_speed torch_speed kernel_speed r50_train r50_speed recipe_match find_nsys profile
 
 note "gpu-check of $DIST, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 stage gpu 30 gpu
@@ -334,6 +372,7 @@ stage train-speed 90 train_speed
 stage torch-speed 90 torch_speed
 stage kernel-speed 60 kernel_speed
 stage r50-speed 150 r50_speed
+stage recipe-match 150 recipe_match
 stage profile 45 profile
 for f in train-match eval-match train-speed torch-speed kernel-speed r50-speed; do
     [[ -f $OUT_DIR/$f.log ]] && tail -n 1 "$OUT_DIR/$f.log" | sed "s/^/$f: /" >>"$SUMMARY"
