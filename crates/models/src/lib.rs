@@ -8,6 +8,28 @@
 //! [`ResNet`] module and the exact parameter and FLOP counts are derived.
 //! Tensor names are torchvision's (`conv1`, `bn1`, `layerN.i.conv1`,
 //! `layerN.i.downsample.0`, `fc`, ...), so its weights load as they are.
+//!
+//! A net of the zoo, and a custom one from the same fields:
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use resnet_models::{count, ArchSpec, ResNet, Shortcut};
+//!
+//! let resnet20 = ArchSpec::from_id("resnet20")?;
+//! assert_eq!(count(&resnet20, 32).params, 269_722); // the paper's 0.27M
+//!
+//! // A CIFAR ResNet with wider stages, projection shortcuts and 100 classes.
+//! let wide = ArchSpec {
+//!     id: "wide-resnet20".into(),
+//!     widths: vec![32, 64, 128],
+//!     ..resnet20.with_shortcut(Shortcut::B).with_num_classes(100)
+//! };
+//! let net = ResNet::new(&wide, 0, &Device::Cpu)?;
+//! let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
+//! assert_eq!(net.forward_t(&x, false)?.dims(), [2, 100]);
+//! assert_eq!(net.num_parameters(), count(&wide, 32).params);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod count;
 mod error;

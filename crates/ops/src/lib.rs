@@ -9,6 +9,27 @@
 //! core, with CUDA versions of them (cuDNN's convolutions and batch norm, and
 //! this crate's element-wise kernels) behind the `cuda` and `cudnn` features.
 //!
+//! A residual block's forward and backward pass with these ops, which
+//! candle's autograd differentiates like its own:
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor, Var};
+//! use resnet_ops::{add_relu, batch_norm_relu_train, batch_norm_train, conv2d};
+//!
+//! let dev = Device::Cpu;
+//! let x = Tensor::randn(0f32, 1.0, (2, 16, 8, 8), &dev)?;
+//! let w1 = Var::randn(0f32, 0.1, (16, 16, 3, 3), &dev)?;
+//! let w2 = Var::randn(0f32, 0.1, (16, 16, 3, 3), &dev)?;
+//! let (gamma, beta) = (Tensor::ones(16, DType::F32, &dev)?, Tensor::zeros(16, DType::F32, &dev)?);
+//! let h = batch_norm_relu_train(&conv2d(&x, &w1, 1, 1)?, &gamma, &beta, 1e-5)?.y;
+//! let f = batch_norm_train(&conv2d(&h, &w2, 1, 1)?, &gamma, &beta, 1e-5)?;
+//! let y = add_relu(&f.y, &x)?; // y = relu(F(x) + x)
+//! let grads = y.sum_all()?.backward()?;
+//! assert_eq!(grads.get(&w1).expect("w1 gets a gradient").dims(), [16, 16, 3, 3]);
+//! assert_eq!(f.mean.dims(), [16]); // the batch statistics, for the running averages
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # CUDA code is the launch and nothing more
 //!
 //! No GPU runs this crate's tests in CI, so everything around a CUDA launch
