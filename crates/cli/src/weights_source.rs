@@ -2,15 +2,15 @@
 //! a run folder or a hub file), with the preprocessing the weights expect;
 //! shared by `resnet predict` and `resnet eval` on image folders.
 
-use anyhow::{ensure, Result};
+use std::path::Path;
+
+use anyhow::Result;
 use candle_core::Device;
-use resnet_data::{
-    ImageNetNormalization, MeanImage, Normalization, Resample, IMAGENET_MEAN, IMAGENET_STD,
-};
+use resnet_data::{ImageNetNormalization, MeanImage, Normalization};
 use resnet_eval::{load_imagenet_weights, load_weights, resolve_weights, NORMALIZATION_PREFIX};
 use resnet_hub::registry::{self, Preprocessing};
-use resnet_hub::{load_pretrained, read_tensors, WeightsSource};
-use resnet_models::ResNet;
+use resnet_hub::{read_tensors, HubOptions, WeightsSource};
+use resnet_models::{ArchSpec, ResNet, StridePlacement};
 
 use crate::arch::ArchArgs;
 
@@ -46,105 +46,76 @@ pub struct LoadedModel {
 /// Builds the model `arch` describes and loads `weights` into it, on `device`.
 ///
 /// `weights` is a safetensors or .pth file, a run folder (its
-/// model.safetensors) or `hf:OWNER/REPO[/FILE][@REV]`. Known hub weights must
-/// be of `arch`'s architecture and take their stride placement from the
-/// registry (an explicit `--stride-placement` that contradicts it is an
-/// error). Our own weights files (with `normalization.*` tensors) go through
+/// model.safetensors), a registry name (`resnet50.tv_in1k`) or
+/// `hf:OWNER/REPO[/FILE][@REV]`.
+/// Our own weights files (with `normalization.*` tensors) go through
 /// [`resnet_eval::load_weights`] and keep their normalisation; everything
-/// else through [`resnet_hub::load_pretrained`].
+/// else through [`resnet_hub::load_model`], the one loader of pretrained
+/// models (known weights must be of `arch`'s architecture and take their
+/// stride placement from the registry; an explicit `--stride-placement` that
+/// contradicts it is an error).
 pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<LoadedModel> {
+    let spec = arch.spec()?;
     let source = WeightsSource::parse(weights)?;
-    let entry = registry::find_source(&source);
-    let mut spec = arch.spec()?;
-    if let Some(entry) = entry {
-        ensure!(
-            spec.id == entry.arch,
-            "--arch {} does not fit {weights} ({} weights)",
-            spec.id,
-            entry.arch
-        );
-        ensure!(
-            arch.stride_placement.is_none() || spec.stride_placement == entry.stride_placement,
-            "--stride-placement {} contradicts {}: its weights use {}",
-            spec.stride_placement,
-            entry.name,
-            entry.stride_placement
-        );
-        spec = spec.with_stride_placement(entry.stride_placement);
-    }
-    let model = ResNet::new(&spec, 0, device)?;
-    let default = default_preprocessing(spec.input_size);
-    let source = match source {
-        WeightsSource::Local(path) => {
-            let path = resolve_weights(&path)?;
+    let mut weights = weights.to_string();
+    match &source {
+        WeightsSource::Local(path) if registry::find(&weights).is_none() => {
+            let path = resolve_weights(path)?;
             let tensors = read_tensors(&path)?;
             if tensors.keys().any(|k| k.starts_with(NORMALIZATION_PREFIX)) {
-                let normalization = if spec.input_size == CIFAR_INPUT_SIZE {
-                    match load_weights(&model, &path)? {
-                        Some(Normalization::PerChannel { mean, std }) => {
-                            KnownNormalization::Known(ImageNetNormalization::PerChannel {
-                                mean,
-                                std,
-                            })
-                        }
-                        Some(Normalization::PerPixelMean(mean)) => {
-                            KnownNormalization::CifarMeanImage(mean)
-                        }
-                        None => KnownNormalization::Unknown,
-                    }
-                } else {
-                    load_imagenet_weights(&model, &path)?
-                        .map_or(KnownNormalization::Unknown, KnownNormalization::Known)
-                };
-                return Ok(LoadedModel {
-                    model,
-                    weights: path.display().to_string(),
-                    preprocessing: default,
-                    normalization,
-                });
+                return load_ours(spec, &path, device);
             }
-            WeightsSource::Local(path)
+            weights = path.display().to_string();
         }
-        hf => hf,
-    };
-    load_pretrained(&model, &source, None)?;
-    let (preprocessing, normalization) = match entry {
-        Some(entry) => {
-            let p = entry.preprocessing;
-            let norm = ImageNetNormalization::PerChannel {
-                mean: p.mean,
-                std: p.std,
-            };
-            (p, KnownNormalization::Known(norm))
-        }
-        None => (default, KnownNormalization::Unknown),
+        _ => {}
+    }
+    let stride_placement = arch
+        .stride_placement
+        .as_deref()
+        .map(str::parse::<StridePlacement>)
+        .transpose()?;
+    let pretrained = resnet_hub::load_model(
+        &weights,
+        &spec,
+        stride_placement,
+        device,
+        &HubOptions::default(),
+    )?;
+    let normalization = match pretrained.entry {
+        Some(_) => KnownNormalization::Known(pretrained.preprocessing.view_config().normalization),
+        None => KnownNormalization::Unknown,
     };
     Ok(LoadedModel {
-        model,
-        weights: source.to_string(),
-        preprocessing,
+        model: pretrained.model,
+        weights: match (pretrained.entry, source) {
+            (_, hf @ WeightsSource::Hf(_)) => hf.to_string(),
+            (Some(entry), WeightsSource::Local(_)) => entry.source().to_string(),
+            (None, WeightsSource::Local(_)) => weights,
+        },
+        preprocessing: pretrained.preprocessing,
         normalization,
     })
 }
 
-/// torchvision's evaluation transform for a `crop` x `crop` input: shorter
-/// side `crop / 0.875` (256 for 224), center crop, ImageNet mean and std.
-fn default_preprocessing(crop: usize) -> Preprocessing {
-    Preprocessing {
-        crop_pct: 0.875,
-        crop,
-        interpolation: Resample::Bilinear,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_preprocessing_is_torchvision_resize_256_crop_224() {
-        assert_eq!(default_preprocessing(224).resize(), 256);
-    }
+/// Our own weights file at `path` (with its normalisation) in the net `spec`.
+fn load_ours(spec: ArchSpec, path: &Path, device: &Device) -> Result<LoadedModel> {
+    let model = ResNet::new(&spec, 0, device)?;
+    let normalization = if spec.input_size == CIFAR_INPUT_SIZE {
+        match load_weights(&model, path)? {
+            Some(Normalization::PerChannel { mean, std }) => {
+                KnownNormalization::Known(ImageNetNormalization::PerChannel { mean, std })
+            }
+            Some(Normalization::PerPixelMean(mean)) => KnownNormalization::CifarMeanImage(mean),
+            None => KnownNormalization::Unknown,
+        }
+    } else {
+        load_imagenet_weights(&model, path)?
+            .map_or(KnownNormalization::Unknown, KnownNormalization::Known)
+    };
+    Ok(LoadedModel {
+        model,
+        weights: path.display().to_string(),
+        preprocessing: Preprocessing::torchvision(spec.input_size),
+        normalization,
+    })
 }

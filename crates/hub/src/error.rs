@@ -74,6 +74,26 @@ pub enum HubError {
         /// The tensor's name in the file.
         name: String,
     },
+    /// Known weights asked for as another architecture.
+    #[error("{found} does not fit weights `{weights}`: they are {expected} weights")]
+    ArchMismatch {
+        /// The weights as named.
+        weights: String,
+        /// The architecture the weights are for.
+        expected: &'static str,
+        /// The architecture asked for.
+        found: String,
+    },
+    /// A stride placement asked for that known weights were not trained with.
+    #[error("stride placement {asked} contradicts `{name}`: its weights use {expected}")]
+    StridePlacementContradicts {
+        /// The registry name of the weights.
+        name: &'static str,
+        /// The placement the weights need.
+        expected: StridePlacement,
+        /// The placement asked for.
+        asked: StridePlacement,
+    },
     /// Known weights loaded into a model built with the other stride placement.
     #[error("weights `{name}` were trained with {expected} stride placement, the model has {found}; build the model with {expected}")]
     StridePlacement {

@@ -10,12 +10,15 @@
 //! - [`registry`]: known pretrained weights as data (repository, file,
 //!   architecture, stride placement, preprocessing, reported top-1).
 //! - [`load_pretrained`]: all of the above into a [`resnet_models::ResNet`].
+//! - [`load_model`]: the net built for the weights, loaded, with the
+//!   preprocessing they expect: what evaluation and prediction start from.
 
 #![warn(missing_docs)]
 
 mod error;
 mod fetch;
 mod load;
+mod pretrained;
 mod pth;
 mod read;
 pub mod registry;
@@ -25,6 +28,7 @@ mod source;
 pub use error::{HubError, Result};
 pub use fetch::{fetch, fetch_with, HubOptions, DEFAULT_ENDPOINT};
 pub use load::{load_pretrained, load_pretrained_with, LoadedWeights};
+pub use pretrained::{load_model, Pretrained};
 pub use pth::read_pth;
 pub use read::read_tensors;
 pub use registry::Entry;

@@ -4,7 +4,9 @@
 //! was trained with, its evaluation preprocessing and the top-1 accuracy
 //! reported for it on the ImageNet-1k validation set, with the source.
 
-use resnet_data::{CropGeometry, Resample};
+use resnet_data::{
+    CropGeometry, ImageNetNormalization, Resample, ViewConfig, IMAGENET_MEAN, IMAGENET_STD,
+};
 use resnet_models::{ArchSpec, ModelError, StridePlacement};
 
 use crate::{HfSpec, WeightsSource, DEFAULT_REVISION};
@@ -27,6 +29,31 @@ pub struct Preprocessing {
 }
 
 impl Preprocessing {
+    /// torchvision's evaluation transform for a `crop` x `crop` input:
+    /// shorter side `crop / 0.875` (256 for 224), bilinear, centre crop,
+    /// ImageNet mean and std. What weights the registry does not know are
+    /// assumed to expect.
+    pub const fn torchvision(crop: usize) -> Preprocessing {
+        Preprocessing {
+            crop_pct: 0.875,
+            crop,
+            interpolation: Resample::Bilinear,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+
+    /// The evaluation views' crops and normalisation.
+    pub fn view_config(&self) -> ViewConfig {
+        ViewConfig {
+            geometry: self.geometry(),
+            normalization: ImageNetNormalization::PerChannel {
+                mean: self.mean,
+                std: self.std,
+            },
+        }
+    }
+
     /// The shorter side before cropping, `floor(crop / crop_pct)` as timm
     /// computes it: 256 for crop 224 at 0.875.
     pub fn resize(&self) -> usize {
@@ -81,18 +108,8 @@ impl Entry {
     }
 }
 
-/// The ImageNet statistics every entry normalises with.
-const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
 /// torchvision's evaluation transform: resize 256, crop 224, bilinear.
-const TORCHVISION: Preprocessing = Preprocessing {
-    crop_pct: 0.875,
-    crop: 224,
-    interpolation: Resample::Bilinear,
-    mean: IMAGENET_MEAN,
-    std: IMAGENET_STD,
-};
+const TORCHVISION: Preprocessing = Preprocessing::torchvision(224);
 
 /// Source of the torchvision V1 weights' accuracy.
 const TV_V1_SOURCE: &str = "torchvision IMAGENET1K_V1 weights documentation (acc@1)";

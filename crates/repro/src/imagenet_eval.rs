@@ -12,13 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use resnet_data::{
-    ImageFolder, ImageNetNormalization, Resample, TestViews, ViewConfig, IMAGENET_MEAN,
-    IMAGENET_STD,
-};
+use resnet_data::{ImageFolder, TestViews, ViewConfig};
 use resnet_eval::{evaluate_folder, EvalReport, Member};
-use resnet_hub::registry::{self, Preprocessing};
-use resnet_hub::{load_pretrained, WeightsSource};
+use resnet_hub::{load_model, HubOptions};
 use resnet_models::{ArchSpec, ResNet};
 use resnet_ops::DeviceSpec;
 use serde_json::json;
@@ -75,60 +71,27 @@ struct Loaded {
 
 /// Builds `key`'s model and loads `weights` (a registry name, `hf:` spec or local file).
 fn load(key: &str, weights: &str, device: &candle_core::Device) -> Result<Loaded> {
-    let entry = registry::find(weights);
-    let (spec, preprocessing, origin) = match entry {
-        Some(e) => {
-            if e.arch != key {
-                bail!("weights {weights} are {} weights, not {key}", e.arch);
-            }
-            let origin = format!(
-                "{} (hf:{}/{}): {}, reported top-1 {}; {}",
-                e.name,
-                e.repo,
-                e.file,
-                e.stride_placement,
-                e.top1.map_or("unknown".into(), |t| format!("{t}%")),
-                e.top1_source
-            );
-            (e.spec()?, e.preprocessing, origin)
-        }
-        None => (
-            ArchSpec::from_id(key)?,
-            torchvision_preprocessing(),
-            format!("{weights} (not in the registry: torchvision's preprocessing assumed)"),
-        ),
-    };
-    let source = match entry {
-        Some(e) => e.source(),
-        None => WeightsSource::parse(weights)?,
-    };
-    let model = ResNet::new(&spec, 0, device)?;
-    load_pretrained(&model, &source, None)
+    let arch = ArchSpec::from_id(key)?;
+    let pretrained = load_model(weights, &arch, None, device, &HubOptions::default())
         .with_context(|| format!("loading {weights} for {key}"))?;
-    let views = ViewConfig {
-        geometry: preprocessing.geometry(),
-        normalization: ImageNetNormalization::PerChannel {
-            mean: preprocessing.mean,
-            std: preprocessing.std,
-        },
+    let origin = match pretrained.entry {
+        Some(e) => format!(
+            "{} (hf:{}/{}): {}, reported top-1 {}; {}",
+            e.name,
+            e.repo,
+            e.file,
+            e.stride_placement,
+            e.top1.map_or("unknown".into(), |t| format!("{t}%")),
+            e.top1_source
+        ),
+        None => format!("{weights} (not in the registry: torchvision's preprocessing assumed)"),
     };
     Ok(Loaded {
         key: key.to_string(),
-        model,
-        views,
+        views: pretrained.preprocessing.view_config(),
+        model: pretrained.model,
         origin,
     })
-}
-
-/// torchvision's evaluation preprocessing: shorter side 256, centre 224 crop, ImageNet mean/std.
-fn torchvision_preprocessing() -> Preprocessing {
-    Preprocessing {
-        crop_pct: 0.875,
-        crop: 224,
-        interpolation: Resample::Bilinear,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-    }
 }
 
 /// The state of one evaluation command: the validation set and the device.

@@ -1,0 +1,150 @@
+//! The one loader of pretrained models: the net built for the weights, the
+//! weights loaded into it, and the preprocessing they expect, together (as
+//! torchvision's weight enums and timm's pretrained configs keep them).
+
+use candle_core::Device;
+use resnet_models::{ArchSpec, BlockKind, ResNet, StridePlacement};
+
+use crate::registry::{self, Entry, Preprocessing};
+use crate::{load_pretrained_with, HubError, HubOptions, LoadedWeights, Result, WeightsSource};
+
+/// A pretrained model, ready to evaluate.
+#[derive(Debug)]
+pub struct Pretrained {
+    /// The net, with the weights loaded, on the device asked for.
+    pub model: ResNet,
+    /// The evaluation preprocessing the weights expect: the registry's for
+    /// known weights, else torchvision's for the net's input size.
+    pub preprocessing: Preprocessing,
+    /// The registry entry of known weights.
+    pub entry: Option<&'static Entry>,
+    /// What was loaded: the file, its naming layout.
+    pub loaded: LoadedWeights,
+}
+
+/// Builds the net for `weights` and loads them into it, on `device`.
+///
+/// `weights` is a registry name (`resnet50.tv_in1k`), `hf:OWNER/REPO[/FILE][@REV]`
+/// or a weights file. `arch` is the net asked for. Weights the registry knows
+/// must be of `arch`'s architecture ([`HubError::ArchMismatch`] otherwise) and
+/// set its stride placement, which `stride_placement`, where the caller
+/// chose one, must agree with for bottleneck nets
+/// ([`HubError::StridePlacementContradicts`]).
+/// Other weights load into `arch` as it is. Hub files are fetched as
+/// [`crate::fetch_with`] does with `options`.
+pub fn load_model(
+    weights: &str,
+    arch: &ArchSpec,
+    stride_placement: Option<StridePlacement>,
+    device: &Device,
+    options: &HubOptions,
+) -> Result<Pretrained> {
+    let entry = registry::find(weights);
+    let (spec, source) = match entry {
+        Some(entry) => {
+            if arch.id != entry.arch {
+                return Err(HubError::ArchMismatch {
+                    weights: weights.to_string(),
+                    expected: entry.arch,
+                    found: arch.id.clone(),
+                });
+            }
+            if let Some(asked) = stride_placement {
+                if arch.block == BlockKind::Bottleneck && asked != entry.stride_placement {
+                    return Err(HubError::StridePlacementContradicts {
+                        name: entry.name,
+                        expected: entry.stride_placement,
+                        asked,
+                    });
+                }
+            }
+            let spec = arch.clone().with_stride_placement(entry.stride_placement);
+            (spec, entry.source())
+        }
+        None => {
+            let spec = match stride_placement {
+                Some(placement) => arch.clone().with_stride_placement(placement),
+                None => arch.clone(),
+            };
+            (spec, WeightsSource::parse(weights)?)
+        }
+    };
+    let model = ResNet::new(&spec, 0, device)?;
+    let loaded = load_pretrained_with(&model, &source, options)?;
+    let preprocessing = entry.map_or_else(
+        || Preprocessing::torchvision(spec.input_size),
+        |e| e.preprocessing,
+    );
+    Ok(Pretrained {
+        model,
+        preprocessing,
+        entry,
+        loaded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+    use resnet_models::{ArchSpec, ResNet, StridePlacement};
+
+    use super::load_model;
+    use crate::registry::Preprocessing;
+    use crate::{HubError, HubOptions};
+
+    /// Options whose server does not listen (any request fails), with an
+    /// empty cache in `dir`.
+    fn offline(dir: &tempfile::TempDir) -> HubOptions {
+        HubOptions {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            cache_dir: Some(dir.path().join("hub")),
+        }
+    }
+
+    #[test]
+    fn a_weights_file_loads_into_the_net_asked_for_with_torchvision_preprocessing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = ArchSpec::from_id("resnet20").unwrap();
+        let source = ResNet::new(&spec, 7, &Device::Cpu).unwrap();
+        let path = tmp.path().join("r20.safetensors");
+        source.save(&path).unwrap();
+
+        let weights = path.to_str().unwrap();
+        let got = load_model(weights, &spec, None, &Device::Cpu, &offline(&tmp)).unwrap();
+        assert_eq!(got.entry, None);
+        assert_eq!(got.preprocessing, Preprocessing::torchvision(32));
+        assert_eq!(got.loaded.path, path);
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let logits = |m: &ResNet| m.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(logits(&got.model), logits(&source));
+    }
+
+    #[test]
+    fn known_weights_fix_the_architecture_and_stride_placement_before_fetching() {
+        let tmp = tempfile::tempdir().unwrap();
+        let load = |arch: &str, placement| {
+            let spec = ArchSpec::from_id(arch).unwrap();
+            load_model(
+                "resnet50.tv_in1k",
+                &spec,
+                placement,
+                &Device::Cpu,
+                &offline(&tmp),
+            )
+            .unwrap_err()
+        };
+        let err = load("resnet18", None);
+        assert!(matches!(err, HubError::ArchMismatch { .. }), "{err:?}");
+        assert!(err.to_string().contains("resnet18 does not fit"), "{err}");
+        let err = load("resnet50", Some(StridePlacement::V1));
+        assert!(
+            matches!(err, HubError::StridePlacementContradicts { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("weights use v1.5"), "{err}");
+        // With the placement left to the registry, the request reaches the
+        // (absent) server: the spec was accepted.
+        let err = load("resnet50", None);
+        assert!(matches!(err, HubError::Download { .. }), "{err:?}");
+    }
+}
