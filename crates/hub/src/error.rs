@@ -84,6 +84,15 @@ pub enum HubError {
         /// The architecture asked for.
         found: String,
     },
+    /// Bottleneck weights the registry does not know, with no stride
+    /// placement given: v1 and v1.5 have the same tensors.
+    #[error("{weights}: unknown {arch} weights; v1 (the paper's) and v1.5 (torchvision's and timm's) bottleneck nets have the same tensors, so say which with --stride-placement v1|v1.5")]
+    AmbiguousStridePlacement {
+        /// The weights as named.
+        weights: String,
+        /// The architecture asked for.
+        arch: String,
+    },
     /// A stride placement asked for that known weights were not trained with.
     #[error("stride placement {asked} contradicts `{name}`: its weights use {expected}")]
     StridePlacementContradicts {

@@ -30,7 +30,10 @@ pub struct Pretrained {
 /// set its stride placement, which `stride_placement`, where the caller
 /// chose one, must agree with for bottleneck nets
 /// ([`HubError::StridePlacementContradicts`]).
-/// Other weights load into `arch` as it is. Hub files are fetched as
+/// Other weights load into `arch` as it is, with `stride_placement`, which
+/// bottleneck nets must be given ([`HubError::AmbiguousStridePlacement`]
+/// otherwise: their v1 and v1.5 forms have the same tensors, so loading
+/// cannot tell them apart). Hub files are fetched as
 /// [`crate::fetch_with`] does with `options`.
 pub fn load_model(
     weights: &str,
@@ -64,6 +67,15 @@ pub fn load_model(
         None => {
             let spec = match stride_placement {
                 Some(placement) => arch.clone().with_stride_placement(placement),
+                // v1 and v1.5 bottleneck nets have the same tensors: weights
+                // of either load into both, and one of them computes another
+                // function. Nothing in the file tells which.
+                None if arch.block == BlockKind::Bottleneck => {
+                    return Err(HubError::AmbiguousStridePlacement {
+                        weights: weights.to_string(),
+                        arch: arch.id.clone(),
+                    })
+                }
                 None => arch.clone(),
             };
             (spec, WeightsSource::parse(weights)?)
@@ -146,5 +158,31 @@ mod tests {
         // (absent) server: the spec was accepted.
         let err = load("resnet50", None);
         assert!(matches!(err, HubError::Download { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_bottleneck_weights_need_a_stride_placement() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v15 = ArchSpec::from_id("resnet50")
+            .unwrap()
+            .with_stride_placement(StridePlacement::V1_5)
+            .with_num_classes(3);
+        let path = tmp.path().join("r50.safetensors");
+        ResNet::new(&v15, 1, &Device::Cpu)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        let weights = path.to_str().unwrap();
+        let options = offline(&tmp);
+        let load = |placement| load_model(weights, &v15, placement, &Device::Cpu, &options);
+
+        let err = load(None).unwrap_err();
+        assert!(
+            matches!(err, HubError::AmbiguousStridePlacement { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("--stride-placement"), "{err}");
+        let got = load(Some(StridePlacement::V1_5)).unwrap();
+        assert_eq!(got.model.spec().stride_placement, StridePlacement::V1_5);
     }
 }

@@ -14,8 +14,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use resnet_data::{ImageFolder, TestViews, ViewConfig};
 use resnet_eval::{evaluate_folder, EvalReport, Member};
-use resnet_hub::{load_model, HubOptions};
-use resnet_models::{ArchSpec, ResNet};
+use resnet_hub::{load_model, registry, HubOptions};
+use resnet_models::{ArchSpec, ResNet, StridePlacement};
 use resnet_ops::DeviceSpec;
 use serde_json::json;
 
@@ -72,7 +72,12 @@ struct Loaded {
 /// Builds `key`'s model and loads `weights` (a registry name, `hf:` spec or local file).
 fn load(key: &str, weights: &str, device: &candle_core::Device) -> Result<Loaded> {
     let arch = ArchSpec::from_id(key)?;
-    let pretrained = load_model(weights, &arch, None, device, &HubOptions::default())
+    // Weights the registry does not know are taken as torchvision's layout
+    // (v1.5 strides), as the reports say.
+    let placement = registry::find(weights)
+        .is_none()
+        .then_some(StridePlacement::V1_5);
+    let pretrained = load_model(weights, &arch, placement, device, &HubOptions::default())
         .with_context(|| format!("loading {weights} for {key}"))?;
     let origin = match pretrained.entry {
         Some(e) => format!(
@@ -84,7 +89,9 @@ fn load(key: &str, weights: &str, device: &candle_core::Device) -> Result<Loaded
             e.top1.map_or("unknown".into(), |t| format!("{t}%")),
             e.top1_source
         ),
-        None => format!("{weights} (not in the registry: torchvision's preprocessing assumed)"),
+        None => format!(
+            "{weights} (not in the registry: torchvision's v1.5 strides and preprocessing assumed)"
+        ),
     };
     Ok(Loaded {
         key: key.to_string(),
