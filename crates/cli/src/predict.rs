@@ -1,20 +1,16 @@
 //! `resnet predict`: the top classes of images, with names and probabilities.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Device, Tensor};
+use anyhow::{ensure, Context, Result};
 use clap::Args;
-use resnet_data::{load_rgb, ImageNetNormalization, PixelMean, TestViews, ViewConfig};
-use resnet_models::ResNet;
+use resnet_data::{load_rgb, ImageNetNormalization, PixelMean, ViewConfig};
+use resnet_hub::{classify, imagenet_classes};
 use resnet_ops::DeviceSpec;
 use serde_json::json;
 
 use crate::arch::ArchArgs;
 use crate::weights_source::{load_model, KnownNormalization};
-
-/// The 1000 ImageNet-1k class names, one per line in index order (torchvision's list).
-const IMAGENET_CLASSES: &str = include_str!("../imagenet_classes.txt");
 
 /// Flags of `resnet predict`.
 #[derive(Debug, Args)]
@@ -49,17 +45,16 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         normalization: normalization(&loaded.normalization)?,
     };
     let model = &loaded.model;
-    let names: Vec<&str> = IMAGENET_CLASSES.lines().collect();
+    let names: Vec<String> = imagenet_classes().into_iter().map(String::from).collect();
     let names = (model.spec().num_classes == names.len()).then_some(names);
 
     for path in &args.images {
-        let probabilities = classify(model, path, &config, &device)?;
-        let top = top_k(&probabilities, args.top);
-        let name = |class: usize| names.as_ref().map(|n| n[class]);
+        let image = load_rgb(path).with_context(|| format!("reading image {}", path.display()))?;
+        let top = classify(model, &device, &image, &config, names.as_deref(), args.top)?;
         if args.json {
             let top: Vec<_> = top
                 .iter()
-                .map(|&(class, p)| json!({"class": class, "name": name(class), "probability": p}))
+                .map(|p| json!({"class": p.class, "name": p.name, "probability": p.probability}))
                 .collect();
             println!(
                 "{}",
@@ -67,9 +62,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             );
         } else {
             println!("{}:", path.display());
-            for (class, p) in top {
-                let label = name(class).map(|n| format!(" {n}")).unwrap_or_default();
-                println!("  {:6.2}%  {class:4}{label}", 100.0 * p);
+            for p in top {
+                let label = p.name.map(|n| format!(" {n}")).unwrap_or_default();
+                println!("  {:6.2}%  {:4}{label}", 100.0 * p.probability, p.class);
             }
         }
     }
@@ -89,51 +84,4 @@ fn normalization(known: &KnownNormalization) -> Result<ImageNetNormalization> {
         }
         KnownNormalization::Unknown => ImageNetNormalization::TORCHVISION,
     })
-}
-
-/// Softmax probabilities of every class for the centre view of the image at `path`.
-fn classify(model: &ResNet, path: &Path, config: &ViewConfig, device: &Device) -> Result<Vec<f32>> {
-    let image = load_rgb(path).with_context(|| format!("reading image {}", path.display()))?;
-    let views = TestViews::Center.of(&image, config);
-    let Some(view) = views.first() else {
-        bail!("{}: no centre view", path.display());
-    };
-    let input = Tensor::from_slice(&view.data, (1, 3, view.height, view.width), device)?;
-    let logits = model.forward_t(&input, false)?;
-    Ok(softmax(&logits.flatten_all()?.to_vec1::<f32>()?))
-}
-
-/// `exp(x - max) / sum`, which cannot overflow.
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = logits.iter().map(|x| (x - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
-/// The `k` most probable classes, most probable first.
-fn top_k(probabilities: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    ranked.truncate(k);
-    ranked
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_k_sorts_by_probability_and_truncates() {
-        assert_eq!(top_k(&[0.1, 0.6, 0.3], 2), vec![(1, 0.6), (2, 0.3)]);
-        assert_eq!(top_k(&[1.0], 5).len(), 1);
-    }
-
-    #[test]
-    fn class_file_has_1000_names_in_torchvision_order() {
-        let names: Vec<&str> = IMAGENET_CLASSES.lines().collect();
-        assert_eq!(names.len(), 1000);
-        assert_eq!(names[0], "tench");
-        assert_eq!(names[207], "golden retriever");
-    }
 }

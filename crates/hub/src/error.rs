@@ -113,6 +113,14 @@ pub enum HubError {
         /// The model's placement.
         found: StridePlacement,
     },
+    /// Class names that do not match the net's outputs.
+    #[error("{names} class names for a net with {outputs} outputs")]
+    ClassNames {
+        /// How many names were given.
+        names: usize,
+        /// How many outputs the net has.
+        outputs: usize,
+    },
     /// A missing, unexpected or misshapen tensor, or another model error.
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -11,10 +11,12 @@
 //!   architecture, stride placement, preprocessing, reported top-1).
 //! - [`load_pretrained`]: all of the above into a [`resnet_models::ResNet`].
 //! - [`load_model`]: the net built for the weights, loaded, with the
-//!   preprocessing they expect: what evaluation and prediction start from.
+//!   preprocessing they expect and its class names: what evaluation and
+//!   prediction start from; [`Pretrained::classify`] names an image's classes.
 
 #![warn(missing_docs)]
 
+mod classify;
 mod error;
 mod fetch;
 mod load;
@@ -25,6 +27,7 @@ pub mod registry;
 mod rename;
 mod source;
 
+pub use classify::{classify, imagenet_classes, Prediction};
 pub use error::{HubError, Result};
 pub use fetch::{fetch, fetch_with, HubOptions, DEFAULT_ENDPOINT};
 pub use load::{load_pretrained, load_pretrained_with, LoadedWeights};

@@ -3,16 +3,22 @@
 //! torchvision's weight enums and timm's pretrained configs keep them).
 
 use candle_core::Device;
+use image::RgbImage;
 use resnet_models::{ArchSpec, BlockKind, ResNet, StridePlacement};
 
+use crate::classify::{classify, imagenet_classes, Prediction};
 use crate::registry::{self, Entry, Preprocessing};
 use crate::{load_pretrained_with, HubError, HubOptions, LoadedWeights, Result, WeightsSource};
 
 /// A pretrained model, ready to evaluate.
 #[derive(Debug)]
 pub struct Pretrained {
-    /// The net, with the weights loaded, on the device asked for.
+    /// The net, with the weights loaded, on [`Pretrained::device`].
     pub model: ResNet,
+    /// The device the net is on.
+    pub device: Device,
+    /// The names of the net's outputs: ImageNet-1k's for 1000-class nets.
+    pub classes: Option<Vec<String>>,
     /// The evaluation preprocessing the weights expect: the registry's for
     /// known weights, else torchvision's for the net's input size.
     pub preprocessing: Preprocessing,
@@ -20,6 +26,22 @@ pub struct Pretrained {
     pub entry: Option<&'static Entry>,
     /// What was loaded: the file, its naming layout.
     pub loaded: LoadedWeights,
+}
+
+impl Pretrained {
+    /// The `k` most probable classes of `image`, with their names, most
+    /// probable first: the centre view of the weights' preprocessing.
+    pub fn classify(&self, image: &RgbImage, k: usize) -> Result<Vec<Prediction>> {
+        let views = self.preprocessing.view_config();
+        classify(
+            &self.model,
+            &self.device,
+            image,
+            &views,
+            self.classes.as_deref(),
+            k,
+        )
+    }
 }
 
 /// Builds the net for `weights` and loads them into it, on `device`.
@@ -87,8 +109,13 @@ pub fn load_model(
         || Preprocessing::torchvision(spec.input_size),
         |e| e.preprocessing,
     );
+    let names = imagenet_classes();
+    let classes =
+        (spec.num_classes == names.len()).then(|| names.into_iter().map(str::to_string).collect());
     Ok(Pretrained {
         model,
+        device: device.clone(),
+        classes,
         preprocessing,
         entry,
         loaded,
@@ -129,6 +156,22 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
         let logits = |m: &ResNet| m.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(logits(&got.model), logits(&source));
+
+        // Ten classes have no names; the probabilities come most probable first.
+        assert_eq!(got.classes, None);
+        let image =
+            image::RgbImage::from_fn(40, 36, |x, y| image::Rgb([x as u8 * 6, y as u8 * 7, 90]));
+        let top = got.classify(&image, 3).unwrap();
+        assert_eq!(top.len(), 3);
+        assert!(top.windows(2).all(|p| p[0].probability >= p[1].probability));
+        assert!(top.iter().all(|p| p.name.is_none() && p.class < 10));
+        let all: f32 = got
+            .classify(&image, 10)
+            .unwrap()
+            .iter()
+            .map(|p| p.probability)
+            .sum();
+        assert!((all - 1.0).abs() < 1e-5, "{all}");
     }
 
     #[test]
