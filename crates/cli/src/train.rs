@@ -1,6 +1,7 @@
 //! `resnet train`: train a net with the paper's recipe, on CIFAR-10 or on an
 //! ImageNet-style image folder.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -53,6 +54,9 @@ pub struct TrainArgs {
     /// Images per step (paper: 128 on CIFAR-10, 256 on ImageNet).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Batch-norm statistics over groups of N images of the batch in training, as on the paper's GPUs (CIFAR-10: 64; ImageNet: 32); must divide --batch-size; default: the whole batch.
+    #[arg(long, value_name = "N")]
+    bn_group: Option<NonZeroUsize>,
     /// Initial learning rate (paper: 0.1).
     #[arg(long)]
     lr: Option<f64>,
@@ -213,6 +217,9 @@ impl TrainArgs {
         );
         if let Some(s) = self.shortcut {
             c.shortcut = Some(s);
+        }
+        if let Some(group) = self.bn_group {
+            c.bn_group = Some(group);
         }
         if let Some(dir) = &self.val_data {
             c.val_data = Some(dir.clone());

@@ -87,7 +87,7 @@ pub fn build_model(config: &TrainConfig, device: &Device) -> Result<ResNet> {
     if let Some(shortcut) = config.shortcut {
         spec = spec.with_shortcut(shortcut);
     }
-    Ok(ResNet::new(&spec, config.seed, device)?)
+    Ok(ResNet::new(&spec, config.seed, device)?.with_bn_group(config.bn_group))
 }
 
 /// Where a run starts: fresh, or from its checkpoint.
