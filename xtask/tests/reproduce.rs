@@ -89,7 +89,6 @@ fn a_dry_run_prints_the_plan_and_deviations_and_trains_nothing() {
         "profile: paper",
         "batch norm over groups of 64 images",
         "- resnet110: seeds [0, 1, 2, 3, 4]",
-        "- `update-rule`:",
         "- `init`:",
     ] {
         assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");

@@ -1,6 +1,7 @@
 //! Ways a run differs from the paper's recipe, each under a stable id so a
 //! reader (or a script) can find the same difference in every report.
 
+use resnet_train::UpdateRule;
 use serde::Serialize;
 
 use crate::curves::display_name;
@@ -41,16 +42,16 @@ pub fn init() -> Deviation {
     )
 }
 
-/// The momentum update: PyTorch's form, not Caffe's.
-pub fn update_rule() -> Deviation {
-    Deviation::new(
+/// The momentum update in PyTorch's form, not Caffe's; `None` for Caffe's.
+pub fn update_rule(rule: UpdateRule) -> Option<Deviation> {
+    (rule == UpdateRule::Pytorch).then(|| Deviation::new(
         "update-rule",
         "SGD uses PyTorch's form of the momentum update, v = m*v + g + wd*w; w -= lr*v, not Caffe's \
          (the framework of the authors' released models), v = m*v + lr*(g + wd*w); w -= v. They agree while the lr is constant but \
          differ at every lr change: ours rescales the whole step at once (after ResNet-110's warm-up it jumps \
          10x from one iteration to the next), Caffe's lets the velocity built at the old lr decay over ~10 \
-         iterations.",
-    )
+         iterations (--update-rule caffe in `resnet train`; the paper profile uses it).",
+    ))
 }
 
 /// Batch-norm statistics: over `group` images of a batch of `batch`
@@ -156,7 +157,8 @@ mod tests {
 
     #[test]
     fn markdown_lists_every_id() {
-        let md = markdown(&[init(), update_rule()]);
+        let md = markdown(&[init(), update_rule(UpdateRule::Pytorch).unwrap()]);
+        assert_eq!(update_rule(UpdateRule::Caffe), None);
         assert!(
             md.contains("- `init`: ") && md.contains("- `update-rule`: "),
             "{md}"

@@ -63,7 +63,10 @@ fn train_config(arch: &str, opts: &ImageNetTrainOptions) -> Result<TrainConfig> 
     };
     match opts.profile {
         // The paper's 8 GPUs each normalised 32 images of the batch of 256.
-        ProfileName::Paper => config.bn_group = NonZeroUsize::new(32),
+        ProfileName::Paper => {
+            config.bn_group = NonZeroUsize::new(32);
+            config.update_rule = resnet_train::UpdateRule::Caffe;
+        }
         ProfileName::Smoke => {
             config.batch_size = 2;
             config.iterations = 3;
@@ -149,7 +152,7 @@ fn deviations(opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> Vec<Deviatio
         ));
     }
     out.push(deviation::init());
-    out.push(deviation::update_rule());
+    out.extend(deviation::update_rule(c.update_rule));
     out.extend(deviation::bn_batch(
         c.bn_group.map(NonZeroUsize::get),
         c.batch_size,

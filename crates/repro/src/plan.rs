@@ -161,7 +161,6 @@ mod tests {
         let text = plan(Target::All, &opts(ProfileName::Paper)).unwrap();
         for needle in [
             "- `init`:",
-            "- `update-rule`:",
             "- `warmup-end`:",
             "downloads CIFAR-10",
             "resnet1202: seeds [0, 1, 2, 3, 4]",

@@ -7,7 +7,7 @@ use resnet_data::ImageNetAugment;
 use resnet_models::Shortcut;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, ScheduleConfig, SgdConfig, TrainError};
+use crate::{Result, ScheduleConfig, SgdConfig, TrainError, UpdateRule};
 
 /// How images are normalised before they enter the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -80,6 +80,9 @@ pub struct TrainConfig {
     pub iterations: u64,
     /// Optimizer hyperparameters (its lr is overridden by the schedule).
     pub sgd: SgdConfig,
+    /// The form of the momentum update: PyTorch's (the default) or Caffe's
+    /// (the paper's authors'); they differ at every change of the lr.
+    pub update_rule: UpdateRule,
     /// Learning-rate schedule, with the optional ResNet-110 warm-up.
     pub schedule: ScheduleConfig,
     /// Seed of the weights' initialisation, the shuffling and the augmentation.
@@ -124,6 +127,7 @@ impl Default for TrainConfig {
             bn_group: None,
             iterations: 64_000,
             sgd: SgdConfig::default(),
+            update_rule: UpdateRule::Pytorch,
             schedule: ScheduleConfig::cifar(),
             seed: 0,
             loader_threads: 2,
