@@ -56,12 +56,21 @@ profiles:
           images, 5 runs (what it cannot match, e.g. the momentum update's form, is listed as deviations)
   smoke   a few iterations of everything, to check that every file is produced";
 
-/// The workspace root, from this crate's manifest directory.
+/// The workspace root, from this crate's manifest directory; for a runner
+/// copied to a machine without the workspace (`target/cuda/dist/xtask`,
+/// shipped with `data/cifar-10-sample` beside it), the binary's folder.
 fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .to_path_buf();
+    if workspace.join("Cargo.toml").exists() {
+        return workspace;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+        .unwrap_or(workspace)
 }
 
 /// mimalloc, keeping freed memory for reuse (see `resnet-alloc`).
