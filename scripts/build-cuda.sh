@@ -9,6 +9,8 @@
 # Output, in a target dir of its own so the CPU build is left alone
 # (default target/cuda, RESNET_CUDA_TARGET_DIR to change):
 #   target/cuda/dist/resnet            the CLI, `--device cuda`
+#   target/cuda/dist/xtask             the reproduction runner (`xtask reproduce all --profile gpu
+#                                      --device cuda`), with dist/data/cifar-10-sample beside it
 #   target/cuda/dist/ops-cuda-tests    crates/ops/tests/cuda.rs (CUDA vs CPU)
 #   target/cuda/dist/lib/libcurand.so.10  scripts/curand_host.c (see below)
 #   target/cuda/dist/BUILD-INFO.txt    versions, compute capability, commit
@@ -133,8 +135,9 @@ build() {
     export CARGO_TARGET_DIR=$TARGET_DIR
     cd "$REPO"
     log "nvcc: $(nvcc --version | tail -2 | head -1)"
-    log "cargo build --release -p resnet-cli --features cuda,cudnn (target dir $TARGET_DIR)"
-    nice -n 10 cargo build --release -j "$JOBS" -p resnet-cli --features cuda,cudnn
+    local features=resnet-cli/cuda,resnet-cli/cudnn,xtask/cuda,xtask/cudnn
+    log "cargo build --release -p resnet-cli -p xtask --features $features (target dir $TARGET_DIR)"
+    nice -n 10 cargo build --release -j "$JOBS" -p resnet-cli -p xtask --features "$features"
     log "cargo test --release -p resnet-ops --features cuda,cudnn --no-run"
     local tests test_args=(--release -j "$JOBS" -p resnet-ops --features "cuda,cudnn" --test cuda --no-run)
     nice -n 10 cargo test "${test_args[@]}"
@@ -151,6 +154,9 @@ for line in sys.stdin:
     mkdir -p "$dist"
     # Line tables only cost size on the GPU machine: keep symbols, drop debug info.
     objcopy --strip-debug "$TARGET_DIR/release/resnet" "$dist/resnet"
+    objcopy --strip-debug "$TARGET_DIR/release/xtask" "$dist/xtask"
+    mkdir -p "$dist/data"
+    cp -r "$REPO/data/cifar-10-sample" "$dist/data/"
     objcopy --strip-debug "$tests" "$dist/ops-cuda-tests"
     mkdir -p "$dist/lib"
     gcc -shared -fPIC -O2 -Wall -Wextra -I"$CUDA_HOME/include" -o "$dist/lib/libcurand.so.10" \

@@ -3,6 +3,7 @@
 //! A thin runner over the library crates (it never reimplements them), with
 //! as few dependencies as possible.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 mod bench;
@@ -11,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use resnet_repro::{ImageNetOptions, ImageNetTarget, Options, Profile, ProfileName, Target};
 
 const USAGE: &str = "\
-usage: cargo xtask reproduce <target> [--profile quick|paper|smoke] [--data DIR] [--device cpu|cuda|metal]
-                             [--runs N] [--seed S] [--out DIR]
+usage: cargo xtask reproduce <target> [--profile quick|gpu|paper|smoke] [--data DIR] [--device cpu|cuda|metal]
+                             [--runs N] [--seed S] [--out DIR] [--val-size N] [--bn-group N] [--dry-run]
        cargo xtask reproduce <table2|fig4> --imagenet DIR --profile paper|smoke [--limit N] [--seed S]
        cargo xtask reproduce <table3|table4|table5> --imagenet DIR [--limit N]
                              [--weights ARCH=SOURCE,...] [--device D] [--out DIR]
@@ -38,17 +39,38 @@ ImageNet flags:
   --weights A=S   weights for arch A: a registry name, hf:OWNER/REPO[/FILE][@REV], a local file,
                   or none to leave A out (default: torchvision's, resnet34..152.tv_in1k)
 
+CIFAR-10 flags:
+  --dry-run       print the plan (nets, seeds, iterations, data, device) and every deviation from the
+                  paper, and exit without training
+  --val-size N    hold N training images out for validation (the paper chose its schedule on a 45k/5k
+                  split; its final models, and the paper profile's, train on all 50k)
+  --bn-group N    batch-norm statistics over groups of N images of the batch, as on the paper's GPUs
+                  (the paper and gpu profiles use 64; the others the whole batch)
+
 profiles:
   quick   (default) short schedules on the bundled CIFAR-10 sample, for a 2-core CPU
-  paper   the paper's recipe exactly: full CIFAR-10, 45k/5k split, 64k iterations, 5 runs
+  gpu     every net of Fig. 6 (plain and ResNet 20-110), 3000 iterations at the paper's lr 0.1 (steps at
+          1500/2250, warm-up for ResNet-110), batch norm per 64 images, two seeds for Fig. 7's nets; the
+          full CIFAR-10 in data/cifar-10-batches-bin when present, else the bundled sample; for one GPU
+  paper   the paper's recipe: full CIFAR-10, all 50k training images, 64k iterations, batch norm per 64
+          images, 5 runs (what it cannot match, e.g. the momentum update's form, is listed as deviations)
   smoke   a few iterations of everything, to check that every file is produced";
 
-/// The workspace root, from this crate's manifest directory.
+/// The workspace root, from this crate's manifest directory; for a runner
+/// copied to a machine without the workspace (`target/cuda/dist/xtask`,
+/// shipped with `data/cifar-10-sample` beside it), the binary's folder.
 fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .to_path_buf();
+    if workspace.join("Cargo.toml").exists() {
+        return workspace;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+        .unwrap_or(workspace)
 }
 
 /// mimalloc, keeping freed memory for reuse (see `resnet-alloc`).
@@ -64,6 +86,7 @@ fn main() -> Result<()> {
         (root.join("results"), None, "cpu".to_string(), 0, None);
     let mut profile = ProfileName::Quick;
     let (mut json, mut only) = (false, None);
+    let (mut dry_run, mut val_size, mut bn_group) = (false, None, None);
     let (mut imagenet, mut limit, mut weights) = (None, None, Vec::new());
     let mut positional = Vec::new();
     let mut it = args.iter();
@@ -106,6 +129,21 @@ fn main() -> Result<()> {
                     weights.push((arch.to_string(), source.to_string()));
                 }
             }
+            "--val-size" => {
+                val_size = Some(
+                    value("--val-size")?
+                        .parse::<usize>()
+                        .context("--val-size must be a whole number")?,
+                )
+            }
+            "--bn-group" => {
+                bn_group = Some(
+                    value("--bn-group")?
+                        .parse::<NonZeroUsize>()
+                        .context("--bn-group must be a whole number of images, at least 1")?,
+                )
+            }
+            "--dry-run" => dry_run = true,
             "--json" => json = true,
             "--only" => only = Some(value("--only")?),
             "-h" | "--help" => {
@@ -118,6 +156,10 @@ fn main() -> Result<()> {
     }
     let target: Target = match positional.as_slice() {
         ["reproduce", target] if target.parse::<ImageNetTarget>().is_ok() => {
+            anyhow::ensure!(
+                !dry_run,
+                "--dry-run plans the CIFAR-10 targets (table1, fig1, fig6, table6, fig7, all), not {target}"
+            );
             return resnet_repro::reproduce_imagenet(
                 target.parse()?,
                 ImageNetOptions {
@@ -136,20 +178,43 @@ fn main() -> Result<()> {
         ["bench-one", name] => return bench::run_one(name, runs.unwrap_or(5), &root),
         _ => bail!("{USAGE}"),
     };
+    if device.starts_with("cuda") && !cfg!(feature = "cuda") {
+        bail!(
+            "--device {device} needs the runner built with CUDA, and `cargo xtask` builds it without: run \
+             `cargo run --release -p xtask --features cuda -- reproduce ...` (cudnn for cuDNN; needs the CUDA \
+             toolkit, see scripts/build-cuda.sh)"
+        );
+    }
     let mut profile = Profile::new(profile);
     if let Some(runs) = runs {
         anyhow::ensure!(runs > 0, "--runs must be at least 1");
         profile.runs = runs;
+        // Table 6 trains the Fig. 7 nets over every seed anyway: use them all.
+        profile.fig7_runs = profile.fig7_runs.max(runs);
+    }
+    if let Some(val_size) = val_size {
+        profile.val_size = val_size;
+    }
+    if let Some(group) = bn_group {
+        anyhow::ensure!(
+            profile.batch_size.is_multiple_of(group.get()),
+            "--bn-group {group} must divide the {} profile's batch of {}",
+            profile.name,
+            profile.batch_size
+        );
+        profile.bn_group = Some(group);
     }
     let data = data.unwrap_or_else(|| profile.default_data(&root));
-    resnet_repro::reproduce(
-        target,
-        Options {
-            profile,
-            data,
-            device,
-            seed,
-            out,
-        },
-    )
+    let opts = Options {
+        profile,
+        data,
+        device,
+        seed,
+        out,
+    };
+    if dry_run {
+        print!("{}", resnet_repro::plan(target, &opts)?);
+        return Ok(());
+    }
+    resnet_repro::reproduce(target, opts)
 }

@@ -55,3 +55,60 @@ fn unknown_target_fails_with_usage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown reproduction target `table9`"));
 }
+
+fn xtask(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_dry_run_prints_the_plan_and_deviations_and_trains_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    let data = dir.path().join("cifar-10-batches-bin");
+    let out = xtask(&[
+        "reproduce",
+        "all",
+        "--profile",
+        "paper",
+        "--dry-run",
+        "--out",
+        out_dir,
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "profile: paper",
+        "batch norm over groups of 64 images",
+        "- resnet110: seeds [0, 1, 2, 3, 4]",
+        "- `init`:",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");
+    }
+    // Nothing downloaded, trained or written.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_reproduction_flags_name_the_flag() {
+    let out = xtask(&["reproduce", "fig1", "--bn-group", "48", "--dry-run"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--bn-group 48 must divide"), "{stderr}");
+    let out = xtask(&["reproduce", "fig1", "--bn-group", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bn-group must be"));
+    if !cfg!(feature = "cuda") {
+        let out = xtask(&["reproduce", "fig1", "--device", "cuda", "--dry-run"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--features cuda"), "{stderr}");
+    }
+}

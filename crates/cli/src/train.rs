@@ -1,6 +1,7 @@
 //! `resnet train`: train a net with the paper's recipe, on CIFAR-10 or on an
 //! ImageNet-style image folder.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -8,7 +9,7 @@ use clap::Args;
 use resnet_data::Cifar10;
 use resnet_models::Shortcut;
 use resnet_train::progress::ProgressObserver;
-use resnet_train::{DatasetKind, LrSchedule, NormalizationKind, TrainConfig, Warmup};
+use resnet_train::{DatasetKind, LrSchedule, NormalizationKind, TrainConfig, UpdateRule, Warmup};
 
 /// Flags of `resnet train`. Flags override the values of `--config`, which
 /// override the paper's defaults: its CIFAR-10 recipe, or its ImageNet recipe
@@ -53,6 +54,12 @@ pub struct TrainArgs {
     /// Images per step (paper: 128 on CIFAR-10, 256 on ImageNet).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Batch-norm statistics over groups of N images of the batch in training, as on the paper's GPUs (CIFAR-10: 64; ImageNet: 32); must divide --batch-size; default: the whole batch.
+    #[arg(long, value_name = "N")]
+    bn_group: Option<NonZeroUsize>,
+    /// Form of the momentum update: pytorch (v = m*v + g + wd*w; w -= lr*v) or caffe (v = m*v + lr*(g + wd*w); w -= v); they differ at every lr change.
+    #[arg(long, value_parser = parse_update_rule)]
+    update_rule: Option<UpdateRule>,
     /// Initial learning rate (paper: 0.1).
     #[arg(long)]
     lr: Option<f64>,
@@ -96,6 +103,14 @@ fn parse_normalization(s: &str) -> Result<NormalizationKind, String> {
         "per-pixel-mean" => Ok(NormalizationKind::PerPixelMean),
         "per-channel" => Ok(NormalizationKind::PerChannel),
         _ => Err(format!("`{s}` is not per-pixel-mean or per-channel")),
+    }
+}
+
+fn parse_update_rule(s: &str) -> Result<UpdateRule, String> {
+    match s {
+        "pytorch" => Ok(UpdateRule::Pytorch),
+        "caffe" => Ok(UpdateRule::Caffe),
+        _ => Err(format!("`{s}` is not pytorch or caffe")),
     }
 }
 
@@ -213,6 +228,12 @@ impl TrainArgs {
         );
         if let Some(s) = self.shortcut {
             c.shortcut = Some(s);
+        }
+        if let Some(rule) = self.update_rule {
+            c.update_rule = rule;
+        }
+        if let Some(group) = self.bn_group {
+            c.bn_group = Some(group);
         }
         if let Some(dir) = &self.val_data {
             c.val_data = Some(dir.clone());

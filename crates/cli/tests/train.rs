@@ -1,5 +1,7 @@
 //! `resnet train` as a user runs it: a run killed with SIGKILL and resumed
-//! ends bit-identical to an uninterrupted one.
+//! ends bit-identical to an uninterrupted one, with the paper's recipe
+//! options that carry state across steps: Caffe's momentum update across lr
+//! changes and per-group batch norm.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,14 @@ fn train_command(out: &Path) -> Command {
         "24",
         "--checkpoint-every",
         "3",
+        // An lr change at every checkpoint the run may be killed at: Caffe's
+        // update must rescale its momentum there, after the resume too.
+        "--milestones",
+        "6,9,12",
+        "--update-rule",
+        "caffe",
+        "--bn-group",
+        "4",
     ])
     .args([
         "--log-every",

@@ -1,5 +1,7 @@
 //! The typed layers of a ResNet: conv + batch norm pairs and the fc head.
 
+use std::num::NonZeroUsize;
+
 use candle_core::{Tensor, Var};
 
 use crate::init::Initializer;
@@ -47,6 +49,10 @@ fn push(out: &mut Vec<NamedVar>, prefix: &str, field: &str, var: &Var, kind: Ten
 
 /// Batch normalisation with running statistics (PyTorch semantics: eps 1e-5,
 /// momentum 0.1, running variance updated with the unbiased batch variance).
+///
+/// With a `group` of N images, train mode normalises each run of N images of
+/// the batch with that run's own statistics, as each of the paper's GPUs did
+/// with its share of the batch (see [`crate::ResNet::with_bn_group`]).
 #[derive(Debug)]
 pub(crate) struct BatchNorm {
     name: String,
@@ -54,6 +60,7 @@ pub(crate) struct BatchNorm {
     bias: Var,
     running_mean: Var,
     running_var: Var,
+    group: Option<NonZeroUsize>,
 }
 
 const BN_EPS: f64 = 1e-5;
@@ -67,6 +74,7 @@ impl BatchNorm {
             bias: init.constant(&[channels], 0.0)?,
             running_mean: init.constant(&[channels], 0.0)?,
             running_var: init.constant(&[channels], 1.0)?,
+            group: None,
         })
     }
 
@@ -83,16 +91,51 @@ impl BatchNorm {
             let (mean, var) = (&self.running_mean, &self.running_var);
             return Ok(bn(x, &self.weight, &self.bias, mean, var, BN_EPS)?);
         }
-        let batch = if relu {
+        let images = x.dim(0)?;
+        let group = self.group.map_or(images, NonZeroUsize::get);
+        if group >= images {
+            let batch = self.train_stats(x, relu)?;
+            let unbiased = self.unbiased_factor(x)?;
+            resnet_ops::update_running_stat(&self.running_mean, &batch.mean, BN_MOMENTUM, 1.0)?;
+            resnet_ops::update_running_stat(&self.running_var, &batch.var, BN_MOMENTUM, unbiased)?;
+            return Ok(batch.y);
+        }
+        // Each group is normalised on its own; the running statistics move
+        // once per step, towards the mean of the groups' means and the mean
+        // of their unbiased variances (equal groups weigh the same).
+        let (mut ys, mut means, mut vars) = (Vec::new(), Vec::new(), Vec::new());
+        for start in (0..images).step_by(group) {
+            let part = x.narrow(0, start, group.min(images - start))?;
+            let batch = self.train_stats(&part, relu)?;
+            means.push(batch.mean);
+            vars.push(batch.var.affine(self.unbiased_factor(&part)?, 0.0)?);
+            ys.push(batch.y);
+        }
+        let mean = Tensor::stack(&means, 0)?.mean(0)?;
+        let var = Tensor::stack(&vars, 0)?.mean(0)?;
+        resnet_ops::update_running_stat(&self.running_mean, &mean, BN_MOMENTUM, 1.0)?;
+        resnet_ops::update_running_stat(&self.running_var, &var, BN_MOMENTUM, 1.0)?;
+        Ok(Tensor::cat(&ys, 0)?)
+    }
+
+    /// Train-mode batch norm of `x` with its own statistics.
+    fn train_stats(
+        &self,
+        x: &Tensor,
+        relu: bool,
+    ) -> Result<resnet_ops::BatchNormOutput, ModelError> {
+        Ok(if relu {
             resnet_ops::batch_norm_relu_train(x, &self.weight, &self.bias, BN_EPS)?
         } else {
             resnet_ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?
-        };
+        })
+    }
+
+    /// `n / (n - 1)` for the `n` values per channel of `x`: turns its biased
+    /// batch variance into the unbiased one a running variance keeps.
+    fn unbiased_factor(&self, x: &Tensor) -> Result<f64, ModelError> {
         let n = (x.elem_count() / self.weight.dim(0)?) as f64;
-        let unbiased = n / (n - 1.0).max(1.0);
-        resnet_ops::update_running_stat(&self.running_mean, &batch.mean, BN_MOMENTUM, 1.0)?;
-        resnet_ops::update_running_stat(&self.running_var, &batch.var, BN_MOMENTUM, unbiased)?;
-        Ok(batch.y)
+        Ok(n / (n - 1.0).max(1.0))
     }
 
     fn collect(&self, out: &mut Vec<NamedVar>) {
@@ -174,6 +217,11 @@ impl ConvBn {
             trace.responses.push((self.bn.name.clone(), y.clone()));
         }
         Ok(if relu { resnet_ops::relu(&y)? } else { y })
+    }
+
+    /// Sets the images per batch-norm group of train mode (None: the whole batch).
+    pub(crate) fn set_bn_group(&mut self, group: Option<NonZeroUsize>) {
+        self.bn.group = group;
     }
 
     pub(crate) fn collect(&self, out: &mut Vec<NamedVar>) {

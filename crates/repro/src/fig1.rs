@@ -6,17 +6,17 @@ use std::fmt::Write;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::curves::{
-    curves_json, display_name, final_test_error, final_train_error, test_series, train_series,
-};
+use crate::curves::{curves_json, test_series, train_series};
+use crate::index::Entry;
 use crate::plot::{Figure, Panel, Scale};
 use crate::report::write_atomic;
+use crate::verdict::{degradation, NetResult, TRAINED_RULE};
 use crate::Reproduction;
 
 const NETS: [&str; 2] = ["plain20", "plain56"];
 
 /// Trains (or reuses) the two plain nets and writes `fig1.{md,json,svg,png}`.
-pub fn write(r: &mut Reproduction) -> Result<()> {
+pub fn write(r: &mut Reproduction) -> Result<Entry> {
     let seed = r.opts.seed;
     let runs = NETS
         .iter()
@@ -54,51 +54,48 @@ pub fn write(r: &mut Reproduction) -> Result<()> {
     };
     figure.write(&r.opts.out, "fig1")?;
 
-    let (train20, train56) = (
-        final_train_error(&runs[0].metrics),
-        final_train_error(&runs[1].metrics),
-    );
-    let (test20, test56) = (final_test_error(&runs[0]), final_test_error(&runs[1]));
-    let degradation = train56 > train20;
+    let results: Vec<NetResult> = runs.iter().map(NetResult::of).collect();
+    let finding = degradation(&results[0], &results[1]);
+    let provenance = r.provenance("fig1", &runs.iter().collect::<Vec<_>>());
     let mut md =
         String::from("# Fig. 1: training and test error of plain-20 and plain-56 on CIFAR-10\n\n");
-    writeln!(
-        md,
-        "{}",
-        r.provenance("fig1", &runs.iter().collect::<Vec<_>>())
-            .markdown()
-    )?;
+    writeln!(md, "{}", provenance.markdown())?;
     writeln!(md, "![Fig. 1](fig1.svg)\n")?;
     writeln!(
         md,
         "| net | final training error (%) | final test error (%) |\n|---|---|---|"
     )?;
-    for (run, (train, test)) in runs.iter().zip([(train20, test20), (train56, test56)]) {
+    for net in &results {
         writeln!(
             md,
-            "| {} | {train:.2} | {test:.2} |",
-            display_name(&run.config.arch)
+            "| {} | {:.2} | {:.2} |",
+            net.name, net.train_pct, net.test_pct
         )?;
     }
     writeln!(
         md,
         "\nThe paper: the deeper plain-56 has higher training error (and so higher test error) than plain-20 \
-         throughout training: degradation, not overfitting.\n\nHere: plain-56 ends with {} training error than plain-20 \
-         ({train56:.2}% vs {train20:.2}%): the finding {}; its test error is {test56:.2}% vs {test20:.2}%.",
-        if degradation { "higher" } else { "lower" },
-        if degradation { "holds" } else { "does NOT show at this scale" },
+         throughout training: degradation, not overfitting.\n\nHere:\n{}\n\nRule: {TRAINED_RULE}.",
+        finding.markdown()
     )?;
     write_atomic(&r.opts.out, "fig1.md", &md)?;
     let record = json!({
-        "provenance": r.provenance("fig1", &runs.iter().collect::<Vec<_>>()),
-        "nets": runs.iter().zip([(train20, test20), (train56, test56)]).map(|(run, (train, test))| json!({
-            "arch": run.config.arch, "final_train_error_pct": train, "final_test_error_pct": test, "curves": curves_json(run),
+        "provenance": provenance,
+        "nets": runs.iter().zip(&results).map(|(run, net)| json!({
+            "arch": run.config.arch, "final_train_error_pct": net.train_pct, "final_test_error_pct": net.test_pct,
+            "trained": net.trained(), "curves": curves_json(run),
         })).collect::<Vec<_>>(),
-        "plain56_higher_train_error_than_plain20": degradation,
+        "findings": [&finding],
+        "rule": TRAINED_RULE,
     });
     write_atomic(
         &r.opts.out,
         "fig1.json",
         &serde_json::to_string_pretty(&record)?,
-    )
+    )?;
+    Ok(Entry::figure(
+        "fig1",
+        "Fig. 1: plain-20 vs plain-56 (degradation)",
+        vec![finding],
+    ))
 }

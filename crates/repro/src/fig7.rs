@@ -11,9 +11,11 @@ use resnet_models::{ArchSpec, ResNet, Trace};
 use serde_json::json;
 
 use crate::curves::display_name;
+use crate::index::Entry;
 use crate::plot::{Figure, LineStyle, Panel, Scale, Series};
 use crate::report::write_atomic;
 use crate::runs::FinishedRun;
+use crate::verdict::{smaller_beyond_spread, Finding, NetResult, Verdict, TRAINED_RULE};
 use crate::Reproduction;
 
 const NETS: [&str; 5] = ["plain20", "plain56", "resnet20", "resnet56", "resnet110"];
@@ -49,29 +51,80 @@ fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
 }
 
-/// Computes the responses of the five nets and writes `fig7.{md,json,svg,png}`.
-pub fn write(r: &mut Reproduction) -> Result<()> {
-    let seed = r.opts.seed;
+/// One finding of Fig. 7: in each `(smaller, larger)` pair of net indices,
+/// the first net's mean response (per seed, in `means`) is below the
+/// second's by more than the seed spread, and every net trained.
+fn ordering(
+    claim: &str,
+    pairs: &[(usize, usize)],
+    means: &[Vec<f64>],
+    runs: &[Vec<FinishedRun>],
+) -> Finding {
+    let name = |i: usize| display_name(NETS[i]);
+    let mut verdicts = Vec::new();
+    let mut details = Vec::new();
+    for &(a, b) in pairs {
+        let (v, detail) = smaller_beyond_spread((&name(a), &means[a]), (&name(b), &means[b]));
+        verdicts.push(v);
+        details.push(detail);
+    }
+    let mut verdict = Verdict::all(&verdicts);
+    let untrained: Vec<String> = pairs
+        .iter()
+        .flat_map(|&(a, b)| [a, b])
+        .flat_map(|i| &runs[i])
+        .map(NetResult::of)
+        .filter(|n| !n.trained())
+        .map(|n| format!("{} ended at {:.1}% training error", n.name, n.train_pct))
+        .collect();
+    if !untrained.is_empty() {
+        verdict = Verdict::NotShown;
+        details.push(format!(
+            "{}: it did not train, and the responses of an untrained net say nothing",
+            untrained.join(", ")
+        ));
+    }
+    Finding {
+        claim: claim.to_string(),
+        verdict,
+        detail: format!("Mean std of the 3x3 responses: {}.", details.join("; ")),
+    }
+}
+
+/// Computes the responses of the five nets over the Fig. 7 seeds and writes
+/// `fig7.{md,json,svg,png}` (the plots show the first seed).
+pub fn write(r: &mut Reproduction) -> Result<Entry> {
+    let seeds = r.fig7_seeds();
     let device = r.opts.device.parse::<resnet_ops::DeviceSpec>()?.open()?;
     let runs = NETS
         .iter()
-        .map(|a| r.run(a, seed))
+        .map(|a| {
+            seeds
+                .iter()
+                .map(|&s| r.run(a, s))
+                .collect::<Result<Vec<_>>>()
+        })
         .collect::<Result<Vec<_>>>()?;
-    let stds = runs
+    let all_stds = runs
         .iter()
-        .map(|run| layer_stds(run, &device))
+        .map(|net| {
+            net.iter()
+                .map(|run| layer_stds(run, &device))
+                .collect::<Result<Vec<_>>>()
+        })
         .collect::<Result<Vec<_>>>()?;
+    let stds: Vec<&Vec<f64>> = all_stds.iter().map(|per_seed| &per_seed[0]).collect();
     let series = |sorted: bool| -> Vec<Series> {
         runs.iter()
             .zip(&stds)
             .enumerate()
-            .map(|(i, (run, s))| {
-                let mut s = s.clone();
+            .map(|(i, (net, s))| {
+                let mut s = (*s).clone();
                 if sorted {
                     s.sort_by(|a, b| b.total_cmp(a));
                 }
                 Series {
-                    label: display_name(&run.config.arch),
+                    label: display_name(&net[0].config.arch),
                     points: s
                         .iter()
                         .enumerate()
@@ -103,43 +156,74 @@ pub fn write(r: &mut Reproduction) -> Result<()> {
     }
     .write(&r.opts.out, "fig7")?;
 
-    let means: Vec<f64> = stds.iter().map(|s| mean(s)).collect();
-    let smaller_than_plain = means[2] < means[0] && means[3] < means[1];
-    let deeper_smaller = means[4] < means[3] && means[3] < means[2];
-    let provenance = r.provenance("fig7", &runs.iter().collect::<Vec<_>>());
+    // Per net, the mean over its layers of each seed's response stds.
+    let means: Vec<Vec<f64>> = all_stds
+        .iter()
+        .map(|per_seed| per_seed.iter().map(|s| mean(s)).collect())
+        .collect();
+    let findings = vec![
+        ordering(
+            "ResNets respond less than their plain counterparts (ResNet-20 < plain-20, ResNet-56 < plain-56)",
+            &[(2, 0), (3, 1)],
+            &means,
+            &runs,
+        ),
+        ordering(
+            "deeper ResNets respond less (ResNet-110 < ResNet-56 < ResNet-20)",
+            &[(4, 3), (3, 2)],
+            &means,
+            &runs,
+        ),
+    ];
+    let flat: Vec<&FinishedRun> = runs.iter().flatten().collect();
+    let provenance = r.provenance("fig7", &flat);
     let mut md = String::from("# Fig. 7: standard deviations of layer responses on CIFAR-10\n\n");
     writeln!(md, "{}", provenance.markdown())?;
-    writeln!(md, "![Fig. 7](fig7.svg)\n\nResponses: the output of each 3x3 conv's BN, before ReLU or the addition, over the test images.\n")?;
+    writeln!(md, "![Fig. 7](fig7.svg)\n\nResponses: the output of each 3x3 conv's BN, before ReLU or the addition, over the test images. The plots show seed {}.\n", seeds[0])?;
     writeln!(
         md,
-        "| net | 3x3 layers | mean std | max std |\n|---|---|---|---|"
+        "| net | 3x3 layers | mean std (per seed) | max std (seed {}) |\n|---|---|---|---|",
+        seeds[0]
     )?;
-    for ((run, s), m) in runs.iter().zip(&stds).zip(&means) {
+    for ((net, s), m) in runs.iter().zip(&stds).zip(&means) {
+        let per_seed: Vec<String> = m.iter().map(|v| format!("{v:.3}")).collect();
         writeln!(
             md,
-            "| {} | {} | {m:.3} | {:.3} |",
-            display_name(&run.config.arch),
+            "| {} | {} | {} | {:.3} |",
+            display_name(&net[0].config.arch),
             s.len(),
+            per_seed.join(", "),
             s.iter().copied().fold(0.0, f64::max)
         )?;
     }
     writeln!(
         md,
-        "\nThe paper: ResNets have generally smaller responses than their plain counterparts, and deeper ResNets smaller \
-         ones still.\n\nHere: ResNet-20/56 respond less than plain-20/56 on average: {}; ResNet-110 < ResNet-56 < ResNet-20: {}.",
-        if smaller_than_plain { "holds" } else { "does NOT show at this scale" },
-        if deeper_smaller { "holds" } else { "does NOT show at this scale" },
+        "\nThe paper: ResNets have generally smaller responses than their plain counterparts, and deeper ResNets \
+         smaller ones still.\n\nHere:"
     )?;
+    for f in &findings {
+        writeln!(md, "{}", f.markdown())?;
+    }
+    writeln!(md, "\nRule: {TRAINED_RULE}.")?;
     write_atomic(&r.opts.out, "fig7.md", &md)?;
     let record = json!({
         "provenance": provenance,
-        "nets": runs.iter().zip(&stds).map(|(run, s)| json!({ "arch": run.config.arch, "layer_std": s })).collect::<Vec<_>>(),
-        "resnets_smaller_than_plain": smaller_than_plain,
-        "deeper_resnets_smaller": deeper_smaller,
+        "nets": runs.iter().zip(&all_stds).map(|(net, per_seed)| json!({
+            "arch": net[0].config.arch,
+            "seeds": net.iter().map(|run| run.config.seed).collect::<Vec<_>>(),
+            "layer_std": per_seed,
+        })).collect::<Vec<_>>(),
+        "findings": findings,
+        "rule": TRAINED_RULE,
     });
     write_atomic(
         &r.opts.out,
         "fig7.json",
         &serde_json::to_string_pretty(&record)?,
-    )
+    )?;
+    Ok(Entry::figure(
+        "fig7",
+        "Fig. 7: std of 3x3 layer responses",
+        findings,
+    ))
 }

@@ -7,12 +7,15 @@
 //! reused, an interrupted one resumed, so rerunning a target only re-plots.
 
 mod curves;
+pub mod deviation;
 pub mod fig1;
 pub mod fig6;
 pub mod fig7;
 pub mod imagenet_eval;
 pub mod imagenet_paper;
 pub mod imagenet_train;
+pub mod index;
+mod plan;
 pub mod plot;
 pub mod profile;
 pub mod report;
@@ -20,13 +23,15 @@ mod reproduction;
 pub mod runs;
 pub mod table1;
 pub mod table6;
+pub mod verdict;
 
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::Result;
 
-pub use profile::{Profile, ProfileName};
+pub use plan::plan;
+pub use profile::{DataFacts, Profile, ProfileName};
 pub use reproduction::{Options, Reproduction};
 
 /// A table or figure of the paper.
@@ -62,7 +67,31 @@ impl FromStr for Target {
     }
 }
 
-/// Produces `target`'s files in `opts.out`.
+impl Target {
+    /// The target's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Table1 => "table1",
+            Target::Fig1 => "fig1",
+            Target::Fig6 => "fig6",
+            Target::Table6 => "table6",
+            Target::Fig7 => "fig7",
+            Target::All => "all",
+        }
+    }
+}
+
+/// Table 1's entry in the results index.
+fn table1_entry() -> index::Entry {
+    index::Entry::table(
+        "table1",
+        "Table 1: architectures, parameters and FLOPs",
+        "our exact parameter and FLOP counts beside the paper's (no training)".to_string(),
+    )
+}
+
+/// Produces `target`'s files in `opts.out`; `all` also writes the folder's
+/// `README.md`, an index of every report with its findings' verdicts.
 pub fn reproduce(target: Target, opts: Options) -> Result<()> {
     if target == Target::Table1 {
         return table1::write(&opts.out);
@@ -70,16 +99,28 @@ pub fn reproduce(target: Target, opts: Options) -> Result<()> {
     let mut r = Reproduction::new(opts)?;
     match target {
         Target::Table1 => unreachable!("handled above"),
-        Target::Fig1 => fig1::write(&mut r)?,
-        Target::Fig6 => fig6::write(&mut r)?,
-        Target::Table6 => table6::write(&mut r)?,
-        Target::Fig7 => fig7::write(&mut r)?,
+        Target::Fig1 => {
+            fig1::write(&mut r)?;
+        }
+        Target::Fig6 => {
+            fig6::write(&mut r)?;
+        }
+        Target::Table6 => {
+            table6::write(&mut r)?;
+        }
+        Target::Fig7 => {
+            fig7::write(&mut r)?;
+        }
         Target::All => {
             table1::write(&r.opts.out)?;
-            fig1::write(&mut r)?;
-            fig6::write(&mut r)?;
-            table6::write(&mut r)?;
-            fig7::write(&mut r)?;
+            let entries = vec![
+                table1_entry(),
+                fig1::write(&mut r)?,
+                fig6::write(&mut r)?,
+                table6::write(&mut r)?,
+                fig7::write(&mut r)?,
+            ];
+            index::write(&r.opts.out, &r.opts.profile.name.to_string(), &entries)?;
         }
     }
     tracing::info!("done in {:.0} s", r.elapsed());

@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
+use crate::deviation::{self, Deviation};
+
 /// Writes `contents` to `dir/name` through a temporary file and a rename,
 /// so a reader never sees a half-written result.
 pub fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<()> {
@@ -78,7 +80,7 @@ pub struct Provenance {
     /// Seconds of training summed over the runs behind the result.
     pub train_seconds: f64,
     /// Every way the result departs from the paper's recipe.
-    pub deviations: Vec<String>,
+    pub deviations: Vec<Deviation>,
 }
 
 impl Provenance {
@@ -97,14 +99,7 @@ impl Provenance {
             self.seeds,
             self.train_seconds
         );
-        if self.deviations.is_empty() {
-            md.push_str("\nNo deviation from the paper's recipe.\n");
-        } else {
-            md.push_str("\nDeviations from the paper:\n");
-            for d in &self.deviations {
-                md.push_str(&format!("- {d}\n"));
-            }
-        }
+        md.push_str(&deviation::markdown(&self.deviations));
         md
     }
 }

@@ -8,7 +8,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use resnet_data::{fetch_cifar10, Cifar10, CIFAR10_MD5, CIFAR10_URL};
 
-use crate::profile::{Profile, ProfileName};
+use crate::deviation;
+use crate::profile::{DataFacts, Profile, ProfileName};
 use crate::report::{commit, today, Provenance};
 use crate::runs::{ensure_run, run_dir, FinishedRun};
 
@@ -27,13 +28,48 @@ pub struct Options {
     pub out: PathBuf,
 }
 
+impl Options {
+    /// `runs` seeds from the first: `seed`, `seed + 1`, ...
+    pub fn seeds(&self, runs: usize) -> Vec<u64> {
+        (0..runs as u64).map(|k| self.seed + k).collect()
+    }
+
+    /// The command that reproduces `target` with these options.
+    pub fn command(&self, target: &str) -> String {
+        let p = &self.profile;
+        let mut command = format!("cargo xtask reproduce {target} --profile {}", p.name);
+        if p.val_size != Profile::new(p.name).val_size {
+            command.push_str(&format!(" --val-size {}", p.val_size));
+        }
+        if p.runs != Profile::new(p.name).runs {
+            command.push_str(&format!(" --runs {}", p.runs));
+        }
+        command
+    }
+
+    /// The data folder and what it holds, in words.
+    pub fn data_words(&self, data: &DataFacts) -> String {
+        let kind = if data.train_images == 50_000 {
+            "full CIFAR-10"
+        } else {
+            "CIFAR-10 sample"
+        };
+        format!(
+            "{kind} in {} ({} training images, {} held out for validation, {} test images)",
+            self.data.display(),
+            data.train_images,
+            self.profile.val_size,
+            data.test_images
+        )
+    }
+}
+
 /// The state shared by the targets of one command.
 pub struct Reproduction {
     /// The options.
     pub opts: Options,
     runs: HashMap<(String, u64), FinishedRun>,
-    dataset_train_images: usize,
-    test_images: usize,
+    data: DataFacts,
     started: Instant,
 }
 
@@ -66,19 +102,24 @@ impl Reproduction {
             format!("cannot read CIFAR-10 from {}{hint}", opts.data.display())
         })?;
         Ok(Reproduction {
-            dataset_train_images: data.train.len(),
-            test_images: data.test.len(),
+            data: DataFacts {
+                train_images: data.train.len(),
+                test_images: data.test.len(),
+            },
             opts,
             runs: HashMap::new(),
             started: Instant::now(),
         })
     }
 
-    /// The seeds every net is trained with.
+    /// The seeds every net is trained with for Table 6.
     pub fn seeds(&self) -> Vec<u64> {
-        (0..self.opts.profile.runs as u64)
-            .map(|k| self.opts.seed + k)
-            .collect()
+        self.opts.seeds(self.opts.profile.runs)
+    }
+
+    /// The seeds of the Fig. 7 nets, whose spread an ordering must exceed.
+    pub fn fig7_seeds(&self) -> Vec<u64> {
+        self.opts.seeds(self.opts.profile.fig7_runs)
     }
 
     /// The finished run of `arch` with `seed`: trained, resumed or reused.
@@ -98,38 +139,22 @@ impl Reproduction {
     /// How a result made from `runs` was made.
     pub fn provenance(&self, target: &str, runs: &[&FinishedRun]) -> Provenance {
         let p = &self.opts.profile;
-        let kind = if self.dataset_train_images == 50_000 {
-            "full CIFAR-10"
-        } else {
-            "CIFAR-10 sample"
-        };
         let mut seeds: Vec<u64> = runs.iter().map(|r| r.config.seed).collect();
         seeds.sort_unstable();
         seeds.dedup();
+        let mut deviations = p.deviations(&self.data);
+        deviations.extend(runs.iter().filter_map(|r| deviation::warmup_end(r)));
         Provenance {
-            command: format!("cargo xtask reproduce {target} --profile {}", p.name),
+            command: self.opts.command(target),
             profile: p.name.to_string(),
-            data: format!(
-                "{kind} in {} ({} training images, {} held out for validation, {} test images)",
-                self.opts.data.display(),
-                self.dataset_train_images,
-                p.val_size,
-                self.test_images
-            ),
-            schedule: format!(
-                "{} iterations of batch {}, SGD lr {} (0.01 warm-up for ResNet-110/1202 until training error < 80%) \
-                 divided by 10 at {:?}, momentum 0.9, weight decay 1e-4, pad-4 crop + flip, per-pixel mean",
-                p.iterations,
-                p.batch_size,
-                p.base_lr,
-                p.milestones
-            ),
+            data: self.opts.data_words(&self.data),
+            schedule: p.schedule_words(),
             seeds,
             device: self.opts.device.clone(),
             commit: commit(),
             date: today(),
             train_seconds: runs.iter().map(|r| r.summary.wall_time).sum(),
-            deviations: p.deviations(self.dataset_train_images),
+            deviations,
         }
     }
 

@@ -46,6 +46,53 @@ fn smoke_profile_writes_every_file_and_each_parses() {
             );
         }
     }
+    // Every report carries its deviations under stable ids.
+    for name in ["fig1", "fig6", "table6", "fig7"] {
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = json["provenance"]["deviations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        for id in [
+            "train-images",
+            "test-images",
+            "iterations",
+            "lr",
+            "runs",
+            "init",
+            "update-rule",
+            "bn-batch",
+        ] {
+            assert!(ids.contains(&id), "{name}.json lacks {id}: {ids:?}");
+        }
+        // ResNet-110 is in every report but Fig. 1.
+        assert_eq!(
+            ids.contains(&"warmup-end"),
+            name != "fig1",
+            "{name}: {ids:?}"
+        );
+    }
+    // Two iterations train nothing: no finding can hold.
+    let fig1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("fig1.json")).unwrap())
+            .unwrap();
+    assert_eq!(fig1["findings"][0]["verdict"], "not shown at this scale");
+    let index = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    for file in [
+        "table1.md",
+        "fig1.png",
+        "fig6.svg",
+        "table6.json",
+        "fig7.md",
+    ] {
+        assert!(index.contains(&format!("({file})")), "{file}: {index}");
+    }
+
     let table6: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("table6.json")).unwrap())
             .unwrap();

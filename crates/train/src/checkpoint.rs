@@ -33,6 +33,10 @@ pub struct CheckpointState {
     pub recent_errors: Vec<f64>,
     /// Seconds of training so far.
     pub wall_time: f64,
+    /// The learning rate of the last step (Caffe's update form rescales the
+    /// momentum when the next one differs); absent in older checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lr: Option<f64>,
     /// File name, in the run folder, of the checkpoint's tensors.
     pub tensors: String,
 }

@@ -1,12 +1,13 @@
 //! The full configuration of a training run, written into its folder.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use resnet_data::ImageNetAugment;
 use resnet_models::Shortcut;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, ScheduleConfig, SgdConfig, TrainError};
+use crate::{Result, ScheduleConfig, SgdConfig, TrainError, UpdateRule};
 
 /// How images are normalised before they enter the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -68,10 +69,20 @@ pub struct TrainConfig {
     pub skip_bad_images: bool,
     /// Images per SGD step.
     pub batch_size: usize,
+    /// Images per batch-norm group in train mode: the statistics of each
+    /// group of this many images of the batch normalise that group, as each
+    /// of the paper's GPUs did with its share (CIFAR-10: 64 of 128 on 2 GPUs;
+    /// ImageNet: 32 of 256 on 8). `None`: the whole batch. Must divide
+    /// `batch_size`. See `resnet_models::ResNet::with_bn_group`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bn_group: Option<NonZeroUsize>,
     /// Number of SGD steps of the whole run.
     pub iterations: u64,
     /// Optimizer hyperparameters (its lr is overridden by the schedule).
     pub sgd: SgdConfig,
+    /// The form of the momentum update: PyTorch's (the default) or Caffe's
+    /// (the paper's authors'); they differ at every change of the lr.
+    pub update_rule: UpdateRule,
     /// Learning-rate schedule, with the optional ResNet-110 warm-up.
     pub schedule: ScheduleConfig,
     /// Seed of the weights' initialisation, the shuffling and the augmentation.
@@ -113,8 +124,10 @@ impl Default for TrainConfig {
             val_labels: None,
             skip_bad_images: false,
             batch_size: 128,
+            bn_group: None,
             iterations: 64_000,
             sgd: SgdConfig::default(),
+            update_rule: UpdateRule::Pytorch,
             schedule: ScheduleConfig::cifar(),
             seed: 0,
             loader_threads: 2,
@@ -180,6 +193,14 @@ impl TrainConfig {
             if value == 0 {
                 return Err(TrainError::InvalidConfig(format!(
                     "{name} must be at least 1"
+                )));
+            }
+        }
+        if let Some(group) = self.bn_group {
+            if !self.batch_size.is_multiple_of(group.get()) {
+                return Err(TrainError::InvalidConfig(format!(
+                    "bn_group (--bn-group) {group} must divide batch_size (--batch-size) {}",
+                    self.batch_size
                 )));
             }
         }
@@ -286,6 +307,19 @@ mod tests {
         let config: TrainConfig = serde_json::from_str(old).unwrap();
         assert_eq!(config, TrainConfig::default());
         assert_eq!(config.dataset, DatasetKind::Cifar10);
+    }
+
+    #[test]
+    fn a_bn_group_must_divide_the_batch() {
+        let group = |n| TrainConfig {
+            bn_group: NonZeroUsize::new(n),
+            ..TrainConfig::default()
+        };
+        group(64).validate().unwrap();
+        let err = group(48).validate().unwrap_err().to_string();
+        assert!(err.contains("--bn-group") && err.contains("128"), "{err}");
+        let zero: std::result::Result<TrainConfig, _> = serde_json::from_str(r#"{"bn_group": 0}"#);
+        assert!(zero.is_err(), "a group of 0 images must not parse");
     }
 
     #[test]

@@ -32,6 +32,6 @@ pub use config::{DatasetKind, NormalizationKind, TrainConfig};
 pub use error::{Result, TrainError};
 pub use metrics::{read_metrics, MetricRecord};
 pub use schedule::{LrSchedule, PlateauState, ScheduleConfig, Scheduler, SchedulerState, Warmup};
-pub use sgd::{Sgd, SgdConfig, MOMENTUM_PREFIX};
+pub use sgd::{Sgd, SgdConfig, UpdateRule, MOMENTUM_PREFIX};
 pub use summary::RunSummary;
 pub use trainer::{build_model, resume, train, NoObserver, TrainObserver};

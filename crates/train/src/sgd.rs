@@ -16,6 +16,22 @@ use crate::error::{Result, TrainError};
 /// owns the name, since it must skip these entries in checkpoints.
 pub use resnet_eval::MOMENTUM_PREFIX;
 
+/// The form of the momentum update.
+///
+/// The two agree while the learning rate is constant; at a change of the
+/// rate, PyTorch's form rescales the whole step at once, while in Caffe's the
+/// velocity accumulated at the old rate carries over and decays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateRule {
+    /// `v = m*v + g + wd*w; w -= lr*v` (`torch.optim.SGD`).
+    #[default]
+    Pytorch,
+    /// `v = m*v + lr*(g + wd*w); w -= v` (Caffe's `SGDSolver`, the framework
+    /// of the paper's authors).
+    Caffe,
+}
+
 /// Hyper-parameters of [`Sgd`].
 ///
 /// The defaults are the paper's (He et al. 2015, sections 3.4 and 4.2):
@@ -103,10 +119,20 @@ struct Param {
 /// The update runs outside the autograd graph and writes the new values in
 /// place, with `resnet_ops`'s kernels for f32 tensors on the CPU and CUDA
 /// ([`SgdStep`]).
+///
+/// **Caffe's form** ([`Sgd::with_update_rule`]): Caffe's velocity `V` is
+/// `lr * v` with the buffer `v` above while the rate is constant, so the
+/// same kernel computes it when, at a change of the rate from `lr0` to
+/// `lr1`, the buffer is first multiplied by `lr0 / lr1`: then
+/// `lr1 * v = m * V + lr1 * g` exactly as Caffe's `V = m*V + lr*g`. The
+/// buffer saved in checkpoints is `v` in both forms; a resumed Caffe-form
+/// run needs the rate of its last step back ([`Sgd::set_last_step_lr`]).
 #[derive(Debug)]
 pub struct Sgd {
     config: SgdConfig,
     params: Vec<Param>,
+    rule: UpdateRule,
+    last_step_lr: Option<f64>,
 }
 
 impl Sgd {
@@ -131,7 +157,30 @@ impl Sgd {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { config, params })
+        Ok(Self {
+            config,
+            params,
+            rule: UpdateRule::Pytorch,
+            last_step_lr: None,
+        })
+    }
+
+    /// The optimizer with the momentum update in `rule`'s form.
+    pub fn with_update_rule(mut self, rule: UpdateRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// The learning rate of the last step taken (None before the first).
+    pub fn last_step_lr(&self) -> Option<f64> {
+        self.last_step_lr
+    }
+
+    /// Restores the rate of the last step taken, with the momentum buffers
+    /// of a checkpoint ([`Sgd::load_state`]): the Caffe form rescales the
+    /// buffers when the next step's rate differs from it.
+    pub fn set_last_step_lr(&mut self, lr: Option<f64>) {
+        self.last_step_lr = lr;
     }
 
     /// Applies one update to every parameter that has a gradient in `grads`.
@@ -149,6 +198,15 @@ impl Sgd {
             momentum,
             weight_decay,
         };
+        if let (UpdateRule::Caffe, Some(last)) = (self.rule, self.last_step_lr) {
+            if last != lr && lr > 0.0 {
+                for param in &self.params {
+                    let scaled = param.momentum.as_tensor().affine(last / lr, 0.0)?;
+                    param.momentum.set(&scaled)?;
+                }
+            }
+        }
+        self.last_step_lr = Some(lr);
         for param in &self.params {
             if let Some(grad) = grads.get(param.var.as_tensor()) {
                 step.apply(&param.var, &param.momentum, grad)?;

@@ -87,7 +87,7 @@ pub fn build_model(config: &TrainConfig, device: &Device) -> Result<ResNet> {
     if let Some(shortcut) = config.shortcut {
         spec = spec.with_shortcut(shortcut);
     }
-    Ok(ResNet::new(&spec, config.seed, device)?)
+    Ok(ResNet::new(&spec, config.seed, device)?.with_bn_group(config.bn_group))
 }
 
 /// Where a run starts: fresh, or from its checkpoint.
@@ -128,6 +128,7 @@ fn restore(
         .partition(|(name, _)| name.starts_with(NORMALIZATION_PREFIX));
     model.load_tensors(&weights, &source)?;
     sgd.load_state(momentum)?;
+    sgd.set_last_step_lr(state.last_lr);
     scheduler.load_state(state.scheduler.clone())?;
     let data = dataset.normalize(Some((&norm, &source)), config)?;
     tracing::info!(iteration = state.iteration, "resuming from checkpoint");
@@ -158,7 +159,7 @@ fn run(
 ) -> Result<RunSummary> {
     let device = config.device.parse::<DeviceSpec>()?.open()?;
     let model = build_model(config, &device)?;
-    let mut sgd = Sgd::new(model.parameters(), config.sgd)?;
+    let mut sgd = Sgd::new(model.parameters(), config.sgd)?.with_update_rule(config.update_rule);
     let mut scheduler = Scheduler::new(config.schedule.clone())?;
     let start = restore(run_dir, config, dataset, &model, &mut sgd, &mut scheduler)?;
     let mut metrics = MetricsLog::open_at(&run_dir.join(METRICS_FILE), start.iteration)?;
@@ -257,6 +258,7 @@ fn run(
                 scheduler: scheduler.state(),
                 recent_errors: recent_errors.iter().copied().collect(),
                 wall_time,
+                last_lr: sgd.last_step_lr(),
                 tensors: String::new(),
             };
             save_checkpoint(

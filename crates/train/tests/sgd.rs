@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
-use resnet_train::{Sgd, SgdConfig, TrainError, MOMENTUM_PREFIX};
+use resnet_train::{Sgd, SgdConfig, TrainError, UpdateRule, MOMENTUM_PREFIX};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -63,6 +63,87 @@ fn reference_step(w: &mut [f64], v: &mut [f64], grad: &[f64], lr: f64, m: f64, w
         v[i] = m * v[i] + g;
         w[i] -= lr * v[i];
     }
+}
+
+/// Plain f64 reference of Caffe's SGD update: the velocity holds the rate.
+fn caffe_step(w: &mut [f64], v: &mut [f64], grad: &[f64], lr: f64, m: f64, wd: f64) {
+    for i in 0..w.len() {
+        v[i] = m * v[i] + lr * (grad[i] + wd * w[i]);
+        w[i] -= v[i];
+    }
+}
+
+/// Steps with gradient `grad a = c + a` through the rates `lrs`, and Caffe's
+/// update on `reference` (weights, velocity) beside it; returns the largest
+/// relative difference of the weights over the steps.
+fn caffe_run(
+    sgd: &mut Sgd,
+    a: &Var,
+    c: &[f64],
+    lrs: &[f64],
+    reference: &mut [Vec<f64>; 2],
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut worst: f64 = 0.0;
+    for &lr in lrs {
+        sgd.set_lr(lr);
+        let at = a.as_tensor();
+        let loss = (linear_loss(a, c)? + (at.mul(at)?.sum_all()? * 0.5)?)?;
+        sgd.step(&loss.backward()?)?;
+        let grad: Vec<f64> = reference[0].iter().zip(c).map(|(w, c)| c + w).collect();
+        let [w, v] = reference;
+        caffe_step(w, v, &grad, lr, 0.9, 1e-4);
+        for (got, want) in values(a).iter().zip(w.iter()) {
+            worst = worst.max((got - want).abs() / want.abs().max(1.0));
+        }
+    }
+    Ok(worst)
+}
+
+#[test]
+fn the_caffe_form_matches_caffes_update_across_rate_changes_and_resumes() -> TestResult {
+    // The paper's ResNet-110 warm-up (0.01, then 0.1) and a step down.
+    let lrs = [0.01, 0.01, 0.1, 0.1, 0.1, 0.01, 0.01];
+    let c = [0.5, -1.5, 2.0];
+    let start = [1.0, -2.0, 0.25];
+    let caffe = |a: &Var| -> candle_core::Result<Sgd> {
+        Ok(
+            Sgd::new(vec![("a".into(), a.clone())], SgdConfig::default())
+                .map_err(candle_core::Error::wrap)?
+                .with_update_rule(UpdateRule::Caffe),
+        )
+    };
+    let a = var(&start)?;
+    let mut sgd = caffe(&a)?;
+    let mut reference = [start.to_vec(), vec![0.0; 3]];
+    let worst = caffe_run(&mut sgd, &a, &c, &lrs, &mut reference)?;
+    assert!(
+        worst < 1e-12,
+        "Caffe's form differs from Caffe's update by {worst}"
+    );
+    assert_eq!(sgd.last_step_lr(), Some(0.01));
+
+    // Resumed after the third step from its buffers and last rate: the same.
+    let a = var(&start)?;
+    let mut first = caffe(&a)?;
+    let mut reference = [start.to_vec(), vec![0.0; 3]];
+    caffe_run(&mut first, &a, &c, &lrs[..3], &mut reference)?;
+    let mut resumed = caffe(&a)?;
+    resumed.load_state(first.state_tensors()?)?;
+    resumed.set_last_step_lr(first.last_step_lr());
+    let worst = caffe_run(&mut resumed, &a, &c, &lrs[3..], &mut reference)?;
+    assert!(worst < 1e-12, "the resumed run differs by {worst}");
+
+    // PyTorch's form agrees while the rate is constant, not after it changes.
+    let a = var(&start)?;
+    let mut pytorch = Sgd::new(vec![("a".into(), a.clone())], SgdConfig::default())?;
+    let mut reference = [start.to_vec(), vec![0.0; 3]];
+    let before = caffe_run(&mut pytorch, &a, &c, &lrs[..2], &mut reference)?;
+    let after = caffe_run(&mut pytorch, &a, &c, &lrs[2..3], &mut reference)?;
+    assert!(
+        before < 1e-12 && after > 1e-3,
+        "before {before}, after {after}"
+    );
+    Ok(())
 }
 
 #[test]
