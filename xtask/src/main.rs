@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use resnet_repro::{ImageNetOptions, ImageNetTarget, Options, Profile, ProfileName, Target};
 
 const USAGE: &str = "\
-usage: cargo xtask reproduce <target> [--profile quick|gpu|paper|smoke] [--data DIR] [--device cpu|cuda|metal]
+usage: cargo xtask reproduce <target> [--profile quick|gpu|paper|smoke] [--data DIR] [--device cpu|cuda]
                              [--runs N] [--seed S] [--out DIR] [--val-size N] [--bn-group N] [--dry-run]
        cargo xtask reproduce <table2|fig4> --imagenet DIR --profile paper|smoke [--limit N] [--seed S]
        cargo xtask reproduce <table3|table4|table5> --imagenet DIR [--limit N]
