@@ -81,6 +81,36 @@ pub enum TrainError {
         path: PathBuf,
     },
 
+    /// Another process trains in the run folder (it holds the folder's lock).
+    #[error(
+        "{path} is in use by another trainer ({}); wait for it to end or stop it first",
+        match pid { Some(pid) => format!("pid {pid}"), None => "pid unknown".to_string() }
+    )]
+    RunInUse {
+        /// The run folder.
+        path: PathBuf,
+        /// The process holding the lock, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
+
+    /// The run was asked to stop (a signal) and saved a checkpoint first.
+    #[error("stopped on request after iteration {iteration}; checkpoint saved in {path}, resume the run to continue")]
+    Stopped {
+        /// The run folder.
+        path: PathBuf,
+        /// Steps done, and saved in the checkpoint.
+        iteration: u64,
+    },
+
+    /// No checkpoint of a run reads: the latest and the one before it.
+    #[error("{path}: no checkpoint can be resumed from: {failures}")]
+    NoReadableCheckpoint {
+        /// The run folder.
+        path: PathBuf,
+        /// Each checkpoint's failure, the latest first, joined by `; `.
+        failures: String,
+    },
+
     /// Resuming a folder that holds no run.
     #[error("{path} holds no run to resume (no config.json)")]
     NoRun {
