@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use image::{ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,9 @@ impl ImageFolder {
     /// Opens a flat folder of images labelled by `label_file` over `classes`
     /// (typically the training folder's [`ImageFolder::classes`]).
     ///
-    /// Samples keep the label file's order; listed files that are missing count as bad.
+    /// Samples keep the label file's order; listed files that are missing
+    /// count as bad. A listed name must stay inside `dir`: an absolute path
+    /// or a `..` is an error naming the line.
     pub fn open_flat(
         dir: &Path,
         label_file: &Path,
@@ -115,6 +117,17 @@ impl ImageFolder {
                     "expected `<file name> <class index or name>`, found {text:?}"
                 )));
             };
+            // A name that leads out of `dir` (absolute, or with `..`) would
+            // read files the folder does not hold.
+            if !Path::new(name)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                return Err(bad(format!(
+                    "expected a file name inside {}, found {name:?}",
+                    dir.display()
+                )));
+            }
             let label = if label.bytes().all(|b| b.is_ascii_digit()) {
                 label.parse().ok().filter(|&i| i < classes.len())
             } else {

@@ -138,6 +138,9 @@ fn flat_folder_with_a_label_file() {
         ("v1.png 3\n", 1),
         ("v1.png\n", 1),
         ("v1.png 0\nv2.jpg zebra\n", 2),
+        // Names that lead out of the folder.
+        ("v1.png 0\n../labels.txt 1\n", 2),
+        ("/etc/passwd 1\n", 1),
     ] {
         std::fs::write(&labels, text).unwrap();
         let err = ImageFolder::open_flat(&dir, &labels, &classes, BadImagePolicy::Reject);
