@@ -6,6 +6,7 @@
 //! peak, plus the process's peak resident memory where the OS reports it.
 
 mod imagenet_folder;
+pub mod soak;
 
 use std::path::Path;
 use std::sync::Arc;
