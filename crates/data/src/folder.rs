@@ -378,8 +378,17 @@ fn check_header(path: &Path) -> Option<String> {
         Err(e) => return Some(e.to_string()),
     };
     match reader.into_dimensions() {
-        Ok((w, h)) if w > 0 && h > 0 => None,
-        Ok((w, h)) => Some(format!("empty image ({w}x{h})")),
+        Ok((w, h)) if w == 0 || h == 0 => Some(format!("empty image ({w}x{h})")),
+        Ok((w, h)) if w.max(h) / w.min(h) >= MAX_ASPECT_RATIO => Some(format!(
+            "{w}x{h} is longer than {MAX_ASPECT_RATIO} times its width or height, \
+             which resizing its shorter side to 256 or more would blow up"
+        )),
+        Ok(_) => None,
         Err(e) => Some(e.to_string()),
     }
 }
+
+/// The most elongated image accepted: resizing the shorter side of a 12x62985
+/// image (a few hundred bytes of JPEG) to 256 pixels, as every view does,
+/// makes a 256x1343680 image, a gigabyte and tens of seconds of work.
+const MAX_ASPECT_RATIO: u32 = 32;

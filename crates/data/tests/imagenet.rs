@@ -157,6 +157,23 @@ fn flat_folder_with_a_label_file() {
 }
 
 #[test]
+fn an_image_too_elongated_to_resize_is_a_bad_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("train");
+    write(&root.join("a/wide.png"), 300, 10, 1, ImageFormat::Png);
+    write(&root.join("a/needle.png"), 4, 200, 2, ImageFormat::Png);
+    let err = ImageFolder::open(&root, None).unwrap_err();
+    let DataError::BadImages { bad, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(bad.len(), 1, "{err}");
+    assert!(bad[0].path.ends_with("a/needle.png"), "{err}");
+    assert!(err.to_string().contains("4x200"), "{err}");
+    let kept = ImageFolder::open_with(&root, None, BadImagePolicy::Skip).unwrap();
+    assert_eq!(kept.len(), 1, "a 30:1 image is kept");
+}
+
+#[test]
 fn bad_files_are_all_listed_or_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let root = class_tree(tmp.path());
