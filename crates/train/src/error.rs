@@ -74,6 +74,22 @@ pub enum TrainError {
         loss: f64,
     },
 
+    /// The GPU had no memory left for a training step or an evaluation.
+    #[error(
+        "{device} ran out of memory training {arch} with batches of {batch_size}; \
+         try a smaller --batch-size (the driver said: {detail})"
+    )]
+    OutOfMemory {
+        /// The device, as configured.
+        device: String,
+        /// The architecture id.
+        arch: String,
+        /// Images per step.
+        batch_size: usize,
+        /// The error as the driver reported it.
+        detail: String,
+    },
+
     /// A new run was asked for in a folder that already holds one.
     #[error("{path} already holds a run (config.json exists); resume it or choose another folder")]
     RunExists {

@@ -230,16 +230,20 @@ fn run(
     observer.on_start(start.iteration, config.iterations);
     for iteration in start.iteration..config.iterations {
         let step_started = Instant::now();
-        let batch = loader.next_batch(&device)?;
         let lr = scheduler.lr_at(iteration);
         sgd.set_lr(lr);
-        let logits = model.forward_t(&batch.images, true)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
-        sgd.step(&loss.backward()?)?;
-        // Read back only now: on a GPU, the backward pass and the update are
-        // then queued behind the forward pass without waiting for it. A
-        // non-finite loss ends the run, so the update it made is never saved.
-        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        let mut step = || -> Result<_> {
+            let batch = loader.next_batch(&device)?;
+            let logits = model.forward_t(&batch.images, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            sgd.step(&loss.backward()?)?;
+            // Read back only now: on a GPU, the backward pass and the update
+            // are then queued behind the forward pass without waiting for it.
+            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            Ok((batch, logits, loss_value))
+        };
+        let (batch, logits, loss_value) = step().map_err(|e| name_out_of_memory(e, config))?;
+        // A non-finite loss ends the run, so the update it made is never saved.
         if !loss_value.is_finite() {
             return Err(TrainError::NonFiniteLoss {
                 iteration: iteration + 1,
@@ -278,7 +282,7 @@ fn run(
         };
         if evaluating {
             let eval_started = Instant::now();
-            eval = evaluate()?;
+            eval = evaluate().map_err(|e| name_out_of_memory(e, config))?;
             if let Some(error) = data.plateau_error(&eval, &recent_errors) {
                 scheduler.observe_val_error(error);
             }
@@ -360,4 +364,66 @@ fn run(
     };
     write_json(&run_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
+}
+
+/// Marks the text of a CUDA out-of-memory error in the driver's words.
+const CUDA_OUT_OF_MEMORY: &str = "CUDA_ERROR_OUT_OF_MEMORY";
+
+/// A GPU out-of-memory error as one that names the run's batch size and
+/// what to try; any other error as it is.
+fn name_out_of_memory(error: TrainError, config: &TrainConfig) -> TrainError {
+    let detail = error.to_string();
+    if !detail.contains(CUDA_OUT_OF_MEMORY) {
+        return error;
+    }
+    TrainError::OutOfMemory {
+        device: config.device.clone(),
+        arch: config.arch.clone(),
+        batch_size: config.batch_size,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cuda_out_of_memory_error_names_the_batch_size_and_what_to_try() {
+        let config = TrainConfig {
+            device: "cuda:0".into(),
+            batch_size: 512,
+            ..TrainConfig::default()
+        };
+        // How candle reports cudarc's `DriverError` when an allocation fails.
+        let driver = candle_core::Error::Msg(
+            r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#.into(),
+        );
+        let named = name_out_of_memory(TrainError::Candle(driver), &config);
+        assert!(
+            matches!(
+                named,
+                TrainError::OutOfMemory {
+                    batch_size: 512,
+                    ..
+                }
+            ),
+            "{named}"
+        );
+        let message = named.to_string();
+        for part in [
+            "cuda:0",
+            "resnet20",
+            "batches of 512",
+            "--batch-size",
+            "out of memory",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        let other = TrainError::InvalidConfig("x".into());
+        assert!(matches!(
+            name_out_of_memory(other, &config),
+            TrainError::InvalidConfig(_)
+        ));
+    }
 }
