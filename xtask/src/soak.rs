@@ -1,12 +1,13 @@
 //! `cargo xtask soak`: trains ResNet-20 on the CPU for thousands of steps and
 //! evaluates over an image folder many times, sampling resident memory as
-//! they go; prints the curves and the growth after warm-up, and writes them
-//! as JSON. A benchmark, not a test: it takes an hour at full length.
+//! they go; prints the curves and the growth after warm-up (training: the
+//! first evaluation; evaluation: the first tenth of the passes), and writes
+//! them as JSON. A benchmark, not a test: it takes an hour at full length.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use resnet_bench::soak::{growth_after, soak_eval, soak_train, RssSample};
+use resnet_bench::soak::{growth_after, soak_eval, soak_train, RssSample, TRAIN_EVAL_EVERY};
 
 /// What to run: the lengths, and where the curves go.
 pub struct SoakOptions {
@@ -28,8 +29,8 @@ pub struct SoakOptions {
 pub fn run(options: &SoakOptions, root: &Path) -> Result<()> {
     let data = root.join("data/cifar-10-sample");
     let train = soak_train(&data, options.iterations, options.every, options.batch_size)?;
-    // Warm-up: the first tenth of the run, at least the first sample.
-    let train_warmup = (options.iterations / 10).max(options.every);
+    // Warm-up: up to the first sample after the first evaluation.
+    let train_warmup = TRAIN_EVAL_EVERY + options.every;
     report("train", &train, train_warmup);
     let eval = soak_eval(options.passes, options.images, 2)?;
     let eval_warmup = (options.passes / 10).max(1);
