@@ -273,7 +273,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let summary = match summary {
         Err(TrainError::Stopped { path, iteration }) => bail!(
             "stopped after iteration {iteration}; the checkpoint is saved, resume with: \
-             resnet train --resume {}",
+             resnet train --resume --out {}",
             path.display()
         ),
         other => other?,

@@ -127,6 +127,17 @@ fn records(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// A child process killed when dropped, so that a failing test leaves no
+/// trainer running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends `signal` (a `kill` name such as TERM) to a child process.
 fn send_signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
@@ -175,14 +186,19 @@ fn a_run_stopped_with_sigterm_saves_a_checkpoint_and_resumes_bit_identical() {
     assert!((3..24).contains(&iteration), "stopped at {iteration}");
     assert!(
         stderr.contains(&format!("stopped after iteration {iteration}"))
-            && stderr.contains(&format!("resnet train --resume {}", stopped.display())),
+            && stderr.contains(&format!(
+                "resnet train --resume --out {}",
+                stopped.display()
+            )),
         "{stderr}"
     );
     assert!(!stopped.join("model.safetensors").exists());
 
+    // Resume with exactly the command printed.
+    let printed = stderr.lines().last().unwrap();
+    let (_, command) = printed.split_once("resume with: resnet ").unwrap();
     let resume = Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(["train", "--resume", "--out"])
-        .arg(&stopped)
+        .args(command.split(' '))
         .output()
         .unwrap();
     assert!(
@@ -199,8 +215,13 @@ fn a_run_stopped_with_sigterm_saves_a_checkpoint_and_resumes_bit_identical() {
 fn a_second_trainer_on_a_run_folder_in_use_is_refused_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut holder = train_command(&run, 100_000, 1000).spawn().unwrap();
-    wait_for_a_record(&run, &mut holder);
+    let mut holder = Reaped(
+        train_command(&run, 100_000, 1000)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_a_record(&run, &mut holder.0);
     for args in [
         vec!["train", "--resume"],
         vec!["train", "--iterations", "1"],
@@ -216,14 +237,13 @@ fn a_second_trainer_on_a_run_folder_in_use_is_refused_naming_the_holder() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {stderr}");
         let needle = match args.len() {
-            2 => format!("in use by another trainer (pid {})", holder.id()),
+            2 => format!("in use by another trainer (pid {})", holder.0.id()),
             _ => "already holds a run".to_string(),
         };
         assert!(stderr.contains(&needle), "{args:?}: {stderr}");
     }
-    send_signal(&holder, "INT");
-    let out = holder.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    send_signal(&holder.0, "INT");
+    assert_eq!(holder.0.wait().unwrap().code(), Some(1));
     // The holder saved a checkpoint on SIGINT (Ctrl-C) as on SIGTERM. (That
     // the OS releases the lock of a killed holder, the SIGKILL test shows.)
     assert!(checkpoint_iteration(&run).is_some());
