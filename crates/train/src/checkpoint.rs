@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use md5::{Digest, Md5};
 use resnet_data::LoaderPosition;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,11 @@ pub struct CheckpointState {
     pub window: MetricWindow,
     /// File name, in the run folder, of the checkpoint's tensors.
     pub tensors: String,
+    /// MD5 of the tensors file, checked before it is loaded, so that a file
+    /// damaged after it was written (a flipped bit) is not resumed from
+    /// (absent in checkpoints written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors_md5: Option<String>,
 }
 
 /// Writes a checkpoint atomically, keeps the one before it as the
@@ -66,7 +72,10 @@ pub fn save_checkpoint(
     let mut tensors = model_tensors;
     tensors.extend(optimizer_tensors);
     tensors.extend(normalization_tensors);
-    save_tensors(&run_dir.join(&state.tensors), &tensors)?;
+    let tensors_path = run_dir.join(&state.tensors);
+    save_tensors(&tensors_path, &tensors)?;
+    let file = std::fs::File::open(&tensors_path).map_err(io_error(&tensors_path))?;
+    state.tensors_md5 = Some(md5_hex(file).map_err(io_error(&tensors_path))?);
     // The latest checkpoint becomes the previous one, unless it does not read
     // (then the previous one stays). Both files are valid at every moment: a
     // kill between the two writes leaves the old latest in both.
@@ -106,12 +115,36 @@ pub fn read_checkpoint(path: &Path) -> Result<CheckpointState> {
 }
 
 /// Loads the tensors of a checkpoint of the run in `run_dir` (on the CPU;
-/// callers move them).
+/// callers move them), after checking the file's MD5 where the checkpoint
+/// has one.
 pub fn load_checkpoint_tensors(
     run_dir: &Path,
     state: &CheckpointState,
 ) -> Result<HashMap<String, Tensor>> {
     let path = run_dir.join(&state.tensors);
-    candle_core::safetensors::load(&path, &Device::Cpu)
+    let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+    if let Some(expected) = &state.tensors_md5 {
+        let found = md5_hex(bytes.as_slice()).map_err(io_error(&path))?;
+        if found != *expected {
+            return Err(TrainError::ChecksumMismatch {
+                path,
+                expected: expected.clone(),
+                found,
+            });
+        }
+    }
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| TrainError::Tensors { path, source: e })
+}
+
+/// The MD5 of everything `reader` yields, in lowercase hexadecimal; read in
+/// pieces, so a large checkpoint is never held twice.
+fn md5_hex(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = Md5::new();
+    std::io::copy(&mut reader, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

@@ -192,6 +192,17 @@ pub enum TrainError {
         source: candle_core::Error,
     },
 
+    /// A checkpoint's tensors file is not the one that was written.
+    #[error("{path}: MD5 {found} differs from the {expected} written with the checkpoint: the file was damaged after it was written")]
+    ChecksumMismatch {
+        /// The tensors file.
+        path: std::path::PathBuf,
+        /// The MD5 recorded in the checkpoint's state.
+        expected: String,
+        /// The MD5 of the file as it is.
+        found: String,
+    },
+
     /// Building or loading the model failed.
     #[error(transparent)]
     Model(#[from] resnet_models::ModelError),

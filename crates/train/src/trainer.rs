@@ -322,6 +322,7 @@ fn run(
                 wall_time,
                 window,
                 tensors: String::new(),
+                tensors_md5: None,
             };
             save_checkpoint(
                 run_dir,

@@ -376,6 +376,35 @@ fn a_damaged_latest_checkpoint_falls_back_to_the_one_before_it() {
 }
 
 #[test]
+fn a_flipped_bit_in_the_latest_checkpoint_is_caught_by_its_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, damaged) = (dir.path().join("straight"), dir.path().join("damaged"));
+    let config = small_config(6);
+    train(&config, &straight, &mut NoObserver).unwrap();
+    let mut observer = StopAt {
+        at: Some(5),
+        ..StopAt::default()
+    };
+    train(&config, &damaged, &mut observer).unwrap_err();
+    // One bit of a weight, past the header: the file still parses.
+    let newest = damaged.join("checkpoint-00000005.safetensors");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    std::fs::write(&newest, &bytes).unwrap();
+    assert!(candle_core::safetensors::load(&newest, &Device::Cpu).is_ok());
+
+    let mut observer = StopAt::default();
+    resume(&damaged, &mut observer).unwrap();
+    assert_eq!(
+        observer.started_at,
+        vec![4],
+        "resumed from the older checkpoint"
+    );
+    assert_bit_identical(&final_weights(&straight), &final_weights(&damaged));
+}
+
+#[test]
 fn no_readable_checkpoint_is_an_error_naming_each() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
