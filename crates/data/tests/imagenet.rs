@@ -174,6 +174,39 @@ fn an_image_too_elongated_to_resize_is_a_bad_image() {
 }
 
 #[test]
+fn an_image_of_more_than_100_million_pixels_is_a_bad_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("train");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    // A header is all the check reads: a PNG that says 10001x10000 and has
+    // no pixels, and one that says 10000x10000.
+    let chunk = |bytes: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        let body = [kind, data].concat();
+        bytes.extend((data.len() as u32).to_be_bytes());
+        bytes.extend(&body);
+        let mut crc = flate2::Crc::new();
+        crc.update(&body);
+        bytes.extend(crc.sum().to_be_bytes());
+    };
+    let png = |w: u32, h: u32| {
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        let header = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 2, 0, 0, 0]].concat();
+        chunk(&mut bytes, b"IHDR", &header);
+        chunk(&mut bytes, b"IDAT", &[]);
+        bytes
+    };
+    std::fs::write(root.join("a/huge.png"), png(10_001, 10_000)).unwrap();
+    std::fs::write(root.join("a/large.png"), png(10_000, 10_000)).unwrap();
+    let err = ImageFolder::open(&root, None).unwrap_err();
+    let DataError::BadImages { bad, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(bad.len(), 1, "{err}");
+    assert!(bad[0].path.ends_with("a/huge.png"), "{err}");
+    assert!(err.to_string().contains("10001x10000"), "{err}");
+}
+
+#[test]
 fn bad_files_are_all_listed_or_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let root = class_tree(tmp.path());
