@@ -7,6 +7,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 mod bench;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use resnet_repro::{ImageNetOptions, ImageNetTarget, Options, Profile, ProfileName, Target};
@@ -18,6 +19,8 @@ usage: cargo xtask reproduce <target> [--profile quick|gpu|paper|smoke] [--data 
        cargo xtask reproduce <table3|table4|table5> --imagenet DIR [--limit N]
                              [--weights ARCH=SOURCE,...] [--device D] [--out DIR]
        cargo xtask bench [--json] [--only NAME] [--runs N]
+       cargo xtask soak [--iterations N] [--every N] [--batch-size N] [--passes N] [--images N]
+                        [--out FILE]
 
 targets:
   table1  Table 1: architectures, parameters and FLOPs (no training)
@@ -47,6 +50,12 @@ CIFAR-10 flags:
   --bn-group N    batch-norm statistics over groups of N images of the batch, as on the paper's GPUs
                   (the paper and gpu profiles use 64; the others the whole batch)
 
+soak (resident memory over a long CPU run; defaults as the issue asks):
+  --iterations N  ResNet-20 training steps on the CIFAR-10 sample (5000), RSS every --every (100) steps
+  --batch-size N  images per step (128)
+  --passes N      ResNet-18 evaluation passes over --images N (256) generated JPEGs (50)
+  --out FILE      the curves as JSON (results/soak.json)
+
 profiles:
   quick   (default) short schedules on the bundled CIFAR-10 sample, for a 2-core CPU
   gpu     every net of Fig. 6 (plain and ResNet 20-110), 3000 iterations at the paper's lr 0.1 (steps at
@@ -73,6 +82,12 @@ fn project_root() -> PathBuf {
         .unwrap_or(workspace)
 }
 
+/// `text` as a whole number, or an error naming `flag`.
+fn whole<T: std::str::FromStr>(text: &str, flag: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{flag} must be a whole number, not `{text}`"))
+}
+
 /// mimalloc, keeping freed memory for reuse (see `resnet-alloc`).
 #[global_allocator]
 static GLOBAL: resnet_alloc::MiMalloc = resnet_alloc::MiMalloc;
@@ -88,6 +103,15 @@ fn main() -> Result<()> {
     let (mut json, mut only) = (false, None);
     let (mut dry_run, mut val_size, mut bn_group) = (false, None, None);
     let (mut imagenet, mut limit, mut weights) = (None, None, Vec::new());
+    let mut soak = soak::SoakOptions {
+        iterations: 5000,
+        every: 100,
+        batch_size: 128,
+        passes: 50,
+        images: 256,
+        out: root.join("results/soak.json"),
+    };
+    let mut soak_out = None;
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -97,7 +121,11 @@ fn main() -> Result<()> {
                 .cloned()
         };
         match arg.as_str() {
-            "--out" => out = PathBuf::from(value("--out")?),
+            "--out" => {
+                let dir = PathBuf::from(value("--out")?);
+                soak_out = Some(dir.clone());
+                out = dir;
+            }
             "--data" => data = Some(PathBuf::from(value("--data")?)),
             "--device" => device = value("--device")?,
             "--profile" => profile = value("--profile")?.parse()?,
@@ -144,6 +172,11 @@ fn main() -> Result<()> {
                 )
             }
             "--dry-run" => dry_run = true,
+            "--iterations" => soak.iterations = whole(&value("--iterations")?, "--iterations")?,
+            "--every" => soak.every = whole(&value("--every")?, "--every")?,
+            "--batch-size" => soak.batch_size = whole(&value("--batch-size")?, "--batch-size")?,
+            "--passes" => soak.passes = whole(&value("--passes")?, "--passes")?,
+            "--images" => soak.images = whole(&value("--images")?, "--images")?,
             "--json" => json = true,
             "--only" => only = Some(value("--only")?),
             "-h" | "--help" => {
@@ -176,6 +209,12 @@ fn main() -> Result<()> {
         ["reproduce", target] => target.parse().with_context(|| USAGE.to_string())?,
         ["bench"] => return bench::run(json, only.as_deref(), runs.unwrap_or(5), &root),
         ["bench-one", name] => return bench::run_one(name, runs.unwrap_or(5), &root),
+        ["soak"] => {
+            if let Some(file) = soak_out {
+                soak.out = file;
+            }
+            return soak::run(&soak, &root);
+        }
         _ => bail!("{USAGE}"),
     };
     if device.starts_with("cuda") && !cfg!(feature = "cuda") {

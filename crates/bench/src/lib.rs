@@ -8,6 +8,7 @@
 
 mod imagenet_folder;
 mod peak;
+pub mod soak;
 
 use std::path::Path;
 use std::sync::Arc;

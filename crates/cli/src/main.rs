@@ -5,6 +5,7 @@ mod data;
 mod eval;
 mod info;
 mod predict;
+mod stop;
 mod train;
 mod weights_source;
 

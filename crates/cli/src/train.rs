@@ -4,12 +4,16 @@
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use resnet_data::Cifar10;
 use resnet_models::Shortcut;
 use resnet_train::progress::ProgressObserver;
-use resnet_train::{DatasetKind, LrSchedule, NormalizationKind, TrainConfig, UpdateRule, Warmup};
+use resnet_train::{
+    DatasetKind, LrSchedule, NormalizationKind, TrainConfig, TrainError, UpdateRule, Warmup,
+};
+
+use crate::stop::{self, StopOnSignal};
 
 /// Flags of `resnet train`. Flags override the values of `--config`, which
 /// override the paper's defaults: its CIFAR-10 recipe, or its ImageNet recipe
@@ -280,15 +284,23 @@ impl TrainArgs {
     }
 }
 
-/// Trains (or resumes) and prints the final errors.
+/// Trains (or resumes) and prints the final errors. SIGINT or SIGTERM stops
+/// the run after its current step with a checkpoint, and says how to resume.
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let mut observer = ProgressObserver::new("train");
+    let mut observer = StopOnSignal::new(ProgressObserver::new("train"), stop::on_signals()?);
     let summary = match &args.resume {
         Some(dir) => resnet_train::resume(dir.as_ref().unwrap_or(&args.out), &mut observer),
         None => resnet_train::train(&args.config()?, &args.out, &mut observer),
     };
     drop(observer);
-    let summary = summary?;
+    let summary = match summary {
+        Err(TrainError::Stopped { path, iteration }) => bail!(
+            "stopped after iteration {iteration}; the checkpoint is saved, resume with: \
+             resnet train --resume --out {}",
+            path.display()
+        ),
+        other => other?,
+    };
     let test = match summary.test.as_ref() {
         Some(test) => format!(
             "test error {:.2}% (top-5 {:.2}%) on {} images",

@@ -1,11 +1,12 @@
-//! `resnet train` as a user runs it: a run killed with SIGKILL and resumed
-//! ends bit-identical to an uninterrupted one, with the paper's recipe
-//! options that carry state across steps: Caffe's momentum update across lr
-//! changes and per-group batch norm.
+//! `resnet train` as a user runs it: a run killed with SIGKILL, or stopped
+//! with SIGTERM, and resumed ends bit-identical to an uninterrupted one, with
+//! the paper's recipe options that carry state across steps (Caffe's momentum
+//! update across lr changes, per-group batch norm); a run folder in use is
+//! refused.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
@@ -14,18 +15,15 @@ fn sample() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
 }
 
-fn train_command(out: &Path) -> Command {
+/// `resnet train` of ResNet-20 on the sample, batches of 8, a record every 3 steps.
+fn train_command(out: &Path, iterations: u64, checkpoint_every: u64) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_resnet"));
+    cmd.args(["train", "--arch", "resnet20", "--batch-size", "8"])
+        .arg("--iterations")
+        .arg(iterations.to_string())
+        .arg("--checkpoint-every")
+        .arg(checkpoint_every.to_string());
     cmd.args([
-        "train",
-        "--arch",
-        "resnet20",
-        "--batch-size",
-        "8",
-        "--iterations",
-        "24",
-        "--checkpoint-every",
-        "3",
         // An lr change at every checkpoint the run may be killed at: Caffe's
         // update must rescale its momentum there, after the resume too.
         "--milestones",
@@ -34,8 +32,6 @@ fn train_command(out: &Path) -> Command {
         "caffe",
         "--bn-group",
         "4",
-    ])
-    .args([
         "--log-every",
         "3",
         "--eval-every",
@@ -66,7 +62,7 @@ fn a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let (straight, interrupted) = (dir.path().join("straight"), dir.path().join("interrupted"));
 
-    let out = train_command(&straight).output().unwrap();
+    let out = train_command(&straight, 24, 3).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -74,7 +70,7 @@ fn a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     );
 
     // Kill the second run with SIGKILL as soon as it has a checkpoint mid-way.
-    let mut child = train_command(&interrupted).spawn().unwrap();
+    let mut child = train_command(&interrupted, 24, 3).spawn().unwrap();
     let started = Instant::now();
     let killed_after = loop {
         if let Some(it) = checkpoint_iteration(&interrupted).filter(|&it| it >= 6) {
@@ -106,7 +102,13 @@ fn a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
         String::from_utf8_lossy(&resume.stderr)
     );
 
-    let (a, b) = (weights(&straight), weights(&interrupted));
+    assert_same_weights(&straight, &interrupted);
+    // The metrics log reads as if the run had never stopped.
+    assert_eq!(records(&interrupted), records(&straight));
+}
+
+fn assert_same_weights(straight: &Path, resumed: &Path) {
+    let (a, b) = (weights(straight), weights(resumed));
     assert_eq!(a.len(), b.len());
     for (name, ta) in &a {
         let (va, vb) = (
@@ -118,19 +120,143 @@ fn a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
             "{name} differs after resume"
         );
     }
-    // The metrics log reads as if the run had never stopped.
-    let iterations = |run: &Path| -> Vec<u64> {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["iteration"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect()
-    };
-    assert_eq!(iterations(&interrupted), iterations(&straight));
+}
+
+/// Iteration and training loss of each metric record.
+fn records(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let record = serde_json::from_str::<serde_json::Value>(l).unwrap();
+            (
+                record["iteration"].as_u64().unwrap(),
+                record["train_loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A child process killed when dropped, so that a failing test leaves no
+/// trainer running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` (a `kill` name such as TERM) to a child process.
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Waits until the run in `run` has written a metric record.
+fn wait_for_a_record(run: &Path, child: &mut Child) {
+    let started = Instant::now();
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |t| t.is_empty()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run finished before it could be stopped"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no metric record appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_run_stopped_with_sigterm_saves_a_checkpoint_and_resumes_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, stopped) = (dir.path().join("straight"), dir.path().join("stopped"));
+    // A checkpoint only every 10 steps: the stop writes its own.
+    let out = train_command(&straight, 24, 10).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = train_command(&stopped, 24, 10).spawn().unwrap();
+    wait_for_a_record(&stopped, &mut child);
+    send_signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let iteration = checkpoint_iteration(&stopped).expect("a checkpoint is saved");
+    assert!((3..24).contains(&iteration), "stopped at {iteration}");
+    assert!(
+        stderr.contains(&format!("stopped after iteration {iteration}"))
+            && stderr.contains(&format!(
+                "resnet train --resume --out {}",
+                stopped.display()
+            )),
+        "{stderr}"
+    );
+    assert!(!stopped.join("model.safetensors").exists());
+
+    // Resume with exactly the command printed.
+    let printed = stderr.lines().last().unwrap();
+    let (_, command) = printed.split_once("resume with: resnet ").unwrap();
+    let resume = Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(command.split(' '))
+        .output()
+        .unwrap();
+    assert!(
+        resume.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resume.stderr)
+    );
+    assert_same_weights(&straight, &stopped);
+    // The same records, the first after the stop averaging over the same steps.
+    assert_eq!(records(&stopped), records(&straight));
+}
+
+#[test]
+fn a_second_trainer_on_a_run_folder_in_use_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut holder = Reaped(
+        train_command(&run, 100_000, 1000)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_a_record(&run, &mut holder.0);
+    for args in [
+        vec!["train", "--resume"],
+        vec!["train", "--iterations", "1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
+            .args(&args)
+            .arg("--out")
+            .arg(&run)
+            .arg("--data")
+            .arg(sample())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        let needle = match args.len() {
+            2 => format!("in use by another trainer (pid {})", holder.0.id()),
+            _ => "already holds a run".to_string(),
+        };
+        assert!(stderr.contains(&needle), "{args:?}: {stderr}");
+    }
+    send_signal(&holder.0, "INT");
+    assert_eq!(holder.0.wait().unwrap().code(), Some(1));
+    // The holder saved a checkpoint on SIGINT (Ctrl-C) as on SIGTERM. (That
+    // the OS releases the lock of a killed holder, the SIGKILL test shows.)
+    assert!(checkpoint_iteration(&run).is_some());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use image::{ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,9 @@ impl ImageFolder {
     /// Opens a flat folder of images labelled by `label_file` over `classes`
     /// (typically the training folder's [`ImageFolder::classes`]).
     ///
-    /// Samples keep the label file's order; listed files that are missing count as bad.
+    /// Samples keep the label file's order; listed files that are missing
+    /// count as bad. A listed name must stay inside `dir`: an absolute path
+    /// or a `..` is an error naming the line.
     pub fn open_flat(
         dir: &Path,
         label_file: &Path,
@@ -115,6 +117,17 @@ impl ImageFolder {
                     "expected `<file name> <class index or name>`, found {text:?}"
                 )));
             };
+            // A name that leads out of `dir` (absolute, or with `..`) would
+            // read files the folder does not hold.
+            if !Path::new(name)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                return Err(bad(format!(
+                    "expected a file name inside {}, found {name:?}",
+                    dir.display()
+                )));
+            }
             let label = if label.bytes().all(|b| b.is_ascii_digit()) {
                 label.parse().ok().filter(|&i| i < classes.len())
             } else {
@@ -365,8 +378,27 @@ fn check_header(path: &Path) -> Option<String> {
         Err(e) => return Some(e.to_string()),
     };
     match reader.into_dimensions() {
-        Ok((w, h)) if w > 0 && h > 0 => None,
-        Ok((w, h)) => Some(format!("empty image ({w}x{h})")),
+        Ok((w, h)) if w == 0 || h == 0 => Some(format!("empty image ({w}x{h})")),
+        Ok((w, h)) if w.max(h) / w.min(h) >= MAX_ASPECT_RATIO => Some(format!(
+            "{w}x{h} is longer than {MAX_ASPECT_RATIO} times its width or height, \
+             which resizing its shorter side to 256 or more would blow up"
+        )),
+        Ok((w, h)) if u64::from(w) * u64::from(h) > MAX_PIXELS => Some(format!(
+            "{w}x{h} is more than {} million pixels",
+            MAX_PIXELS / 1_000_000
+        )),
+        Ok(_) => None,
         Err(e) => Some(e.to_string()),
     }
 }
+
+/// The most elongated image accepted: resizing the shorter side of a 12x62985
+/// image (a few hundred bytes of JPEG) to 256 pixels, as every view does,
+/// makes a 256x1343680 image, a gigabyte and tens of seconds of work.
+const MAX_ASPECT_RATIO: u32 = 32;
+
+/// The largest image accepted, 300 MB decoded: a 637-byte JPEG whose header
+/// says 2060x62985 took 15 s and 390 MB to decode into mostly nothing.
+/// Photographs of datasets are far smaller (ImageNet's are below 40
+/// million pixels).
+const MAX_PIXELS: u64 = 100_000_000;

@@ -138,6 +138,9 @@ fn flat_folder_with_a_label_file() {
         ("v1.png 3\n", 1),
         ("v1.png\n", 1),
         ("v1.png 0\nv2.jpg zebra\n", 2),
+        // Names that lead out of the folder.
+        ("v1.png 0\n../labels.txt 1\n", 2),
+        ("/etc/passwd 1\n", 1),
     ] {
         std::fs::write(&labels, text).unwrap();
         let err = ImageFolder::open_flat(&dir, &labels, &classes, BadImagePolicy::Reject);
@@ -151,6 +154,56 @@ fn flat_folder_with_a_label_file() {
     assert!(err.to_string().contains("gone.jpg"), "{err}");
     let kept = ImageFolder::open_flat(&dir, &labels, &classes, BadImagePolicy::Skip).unwrap();
     assert_eq!(names(&kept), [("v1.png".to_string(), 0)]);
+}
+
+#[test]
+fn an_image_too_elongated_to_resize_is_a_bad_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("train");
+    write(&root.join("a/wide.png"), 300, 10, 1, ImageFormat::Png);
+    write(&root.join("a/needle.png"), 4, 200, 2, ImageFormat::Png);
+    let err = ImageFolder::open(&root, None).unwrap_err();
+    let DataError::BadImages { bad, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(bad.len(), 1, "{err}");
+    assert!(bad[0].path.ends_with("a/needle.png"), "{err}");
+    assert!(err.to_string().contains("4x200"), "{err}");
+    let kept = ImageFolder::open_with(&root, None, BadImagePolicy::Skip).unwrap();
+    assert_eq!(kept.len(), 1, "a 30:1 image is kept");
+}
+
+#[test]
+fn an_image_of_more_than_100_million_pixels_is_a_bad_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("train");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    // A header is all the check reads: a PNG that says 10001x10000 and has
+    // no pixels, and one that says 10000x10000.
+    let chunk = |bytes: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        let body = [kind, data].concat();
+        bytes.extend((data.len() as u32).to_be_bytes());
+        bytes.extend(&body);
+        let mut crc = flate2::Crc::new();
+        crc.update(&body);
+        bytes.extend(crc.sum().to_be_bytes());
+    };
+    let png = |w: u32, h: u32| {
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        let header = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 2, 0, 0, 0]].concat();
+        chunk(&mut bytes, b"IHDR", &header);
+        chunk(&mut bytes, b"IDAT", &[]);
+        bytes
+    };
+    std::fs::write(root.join("a/huge.png"), png(10_001, 10_000)).unwrap();
+    std::fs::write(root.join("a/large.png"), png(10_000, 10_000)).unwrap();
+    let err = ImageFolder::open(&root, None).unwrap_err();
+    let DataError::BadImages { bad, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(bad.len(), 1, "{err}");
+    assert!(bad[0].path.ends_with("a/huge.png"), "{err}");
+    assert!(err.to_string().contains("10001x10000"), "{err}");
 }
 
 #[test]

@@ -35,7 +35,8 @@ impl HubOptions {
 }
 
 /// The local file `source` names: a local path as it is (it must be a
-/// file), a hub file from the cache if it is there, else downloaded into it
+/// file), a hub file (its spec checked against the hub's rules first, see
+/// [`HfSpec::validate`]) from the cache if it is there, else downloaded into it
 /// from `endpoint` (else `HF_ENDPOINT`, else [`DEFAULT_ENDPOINT`]). The cache
 /// is hf-hub's, under `HF_HOME`: once downloaded, a file is found again
 /// without any network access.
@@ -59,6 +60,8 @@ pub fn fetch_with(source: &WeightsSource, options: &HubOptions) -> Result<PathBu
 }
 
 fn fetch_hf(spec: &HfSpec, options: &HubOptions) -> Result<PathBuf> {
+    // A spec built by hand has not been through `WeightsSource::parse`.
+    spec.validate()?;
     let endpoint = options.endpoint();
     let mut builder = ApiBuilder::from_env()
         .with_progress(false)

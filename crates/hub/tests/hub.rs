@@ -8,7 +8,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use fake_hub::FakeHub;
 use resnet_hub::{
-    fetch_with, load_pretrained, load_pretrained_with, HubError, HubOptions, Layout, WeightsSource,
+    fetch_with, load_pretrained, load_pretrained_with, HfSpec, HubError, HubOptions, Layout,
+    WeightsSource,
 };
 use resnet_models::{ArchSpec, BlockKind, ModelError, ResNet, Shortcut, Stem, StridePlacement};
 
@@ -186,6 +187,31 @@ fn unknown_repo_or_file_is_an_error_naming_both() {
             assert!(msg.contains(&format!("`{part}`")), "{msg}");
         }
     }
+}
+
+#[test]
+fn an_invalid_repository_or_revision_is_refused_before_any_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = serve("a/b", "model.safetensors", b"x".to_vec());
+    let options = options(hub.endpoint(), &tmp.path().join("hub"));
+    let err = WeightsSource::parse("hf:../../etc/passwd").unwrap_err();
+    assert!(matches!(err, HubError::InvalidSpec { .. }), "{err:?}");
+    // Specs built by hand, which never went through `parse`, are checked too.
+    for (repo, file, revision) in [
+        ("../..", "etc/passwd", "main"),
+        ("a/b", "../../etc/passwd", "main"),
+        ("a/b", "model.safetensors", "../../x"),
+    ] {
+        let source = WeightsSource::Hf(HfSpec {
+            repo: repo.into(),
+            file: file.into(),
+            revision: revision.into(),
+        });
+        let err = fetch_with(&source, &options).unwrap_err();
+        assert!(matches!(err, HubError::InvalidSpec { .. }), "{err:?}");
+    }
+    assert_eq!(hub.stop(), 0, "no request may reach the server");
+    assert!(!tmp.path().join("hub").exists(), "nothing is written");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The full configuration of a training run, written into its folder.
 
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use resnet_data::ImageNetAugment;
 use resnet_models::Shortcut;
@@ -207,6 +207,24 @@ impl TrainConfig {
         self.sgd.validate()?;
         self.schedule.validate()?;
         self.validate_data_options()
+    }
+
+    /// The config with its paths (`data`, `val_data`, `val_labels`) made
+    /// absolute against the current folder, as written into a run folder: a
+    /// run resumed from another folder reads the same data.
+    pub fn with_absolute_paths(&self) -> Result<TrainConfig> {
+        let absolute = |path: &Path| {
+            std::path::absolute(path).map_err(|source| TrainError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        Ok(TrainConfig {
+            data: absolute(&self.data)?,
+            val_data: self.val_data.as_deref().map(absolute).transpose()?,
+            val_labels: self.val_labels.as_deref().map(absolute).transpose()?,
+            ..self.clone()
+        })
     }
 
     /// Checks that the data options given are those of the dataset.

@@ -85,23 +85,39 @@ impl Dataset {
         }
     }
 
-    /// Fixes the input normalisation: the one stored in a checkpoint's
-    /// `normalization.*` tensors (read from `source`), or, for a fresh run,
-    /// the one `config` asks for, computed from the training images.
-    pub(crate) fn normalize(
-        self,
-        stored: Option<(&HashMap<String, Tensor>, &str)>,
-        config: &TrainConfig,
-    ) -> Result<RunData> {
-        let missing = |source: &str| {
+    /// The input normalisation stored in a checkpoint's `normalization.*`
+    /// tensors (read from `source`), checked against the kind of data.
+    pub(crate) fn stored_normalization(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        source: &str,
+    ) -> Result<StoredNormalization> {
+        let missing = || {
             TrainError::InvalidConfig(format!("{source}: checkpoint holds no input normalization"))
         };
-        match self {
-            Self::Cifar { train, val, test } => {
+        Ok(match self {
+            Self::Cifar { .. } => StoredNormalization::Cifar(
+                resnet_eval::normalization_from_tensors(tensors)?.ok_or_else(missing)?,
+            ),
+            Self::Folder { .. } => StoredNormalization::Folder(
+                resnet_eval::imagenet_normalization_from_tensors(tensors)?.ok_or_else(missing)?,
+            ),
+        })
+    }
+
+    /// Fixes the input normalisation: the one a checkpoint stored (from
+    /// [`Dataset::stored_normalization`]), or, for a fresh run, the one
+    /// `config` asks for, computed from the training images.
+    pub(crate) fn normalize(
+        self,
+        stored: Option<StoredNormalization>,
+        config: &TrainConfig,
+    ) -> Result<RunData> {
+        match (self, stored) {
+            (Self::Cifar { train, val, test }, stored) => {
                 let norm = match stored {
-                    Some((tensors, source)) => resnet_eval::normalization_from_tensors(tensors)?
-                        .ok_or_else(|| missing(source))?,
-                    None => cifar_normalization(config.normalization, &train)?,
+                    Some(StoredNormalization::Cifar(norm)) => norm,
+                    _ => cifar_normalization(config.normalization, &train)?,
                 };
                 Ok(RunData::Cifar {
                     train: Arc::new(train),
@@ -110,14 +126,11 @@ impl Dataset {
                     norm,
                 })
             }
-            Self::Folder { train, val } => {
+            (Self::Folder { train, val }, stored) => {
                 let train = Arc::new(train);
                 let norm = match stored {
-                    Some((tensors, source)) => {
-                        resnet_eval::imagenet_normalization_from_tensors(tensors)?
-                            .ok_or_else(|| missing(source))?
-                    }
-                    None => folder_normalization(config, &train)?,
+                    Some(StoredNormalization::Folder(norm)) => norm,
+                    _ => folder_normalization(config, &train)?,
                 };
                 Ok(RunData::Folder {
                     train,
@@ -127,6 +140,14 @@ impl Dataset {
             }
         }
     }
+}
+
+/// An input normalisation read back from a checkpoint.
+pub(crate) enum StoredNormalization {
+    /// A CIFAR-10 run's.
+    Cifar(Normalization),
+    /// An image-folder run's.
+    Folder(ImageNetNormalization),
 }
 
 /// Opens the validation folder of an image-folder run: class folders with the

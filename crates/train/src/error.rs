@@ -74,11 +74,57 @@ pub enum TrainError {
         loss: f64,
     },
 
+    /// The GPU had no memory left for a training step or an evaluation.
+    #[error(
+        "{device} ran out of memory training {arch} with batches of {batch_size}; \
+         try a smaller --batch-size (the driver said: {detail})"
+    )]
+    OutOfMemory {
+        /// The device, as configured.
+        device: String,
+        /// The architecture id.
+        arch: String,
+        /// Images per step.
+        batch_size: usize,
+        /// The error as the driver reported it.
+        detail: String,
+    },
+
     /// A new run was asked for in a folder that already holds one.
     #[error("{path} already holds a run (config.json exists); resume it or choose another folder")]
     RunExists {
         /// The run folder.
         path: PathBuf,
+    },
+
+    /// Another process trains in the run folder (it holds the folder's lock).
+    #[error(
+        "{path} is in use by another trainer ({}); wait for it to end or stop it first",
+        match pid { Some(pid) => format!("pid {pid}"), None => "pid unknown".to_string() }
+    )]
+    RunInUse {
+        /// The run folder.
+        path: PathBuf,
+        /// The process holding the lock, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
+
+    /// The run was asked to stop (a signal) and saved a checkpoint first.
+    #[error("stopped on request after iteration {iteration}; checkpoint saved in {path}, resume the run to continue")]
+    Stopped {
+        /// The run folder.
+        path: PathBuf,
+        /// Steps done, and saved in the checkpoint.
+        iteration: u64,
+    },
+
+    /// No checkpoint of a run reads: the latest and the one before it.
+    #[error("{path}: no checkpoint can be resumed from: {failures}")]
+    NoReadableCheckpoint {
+        /// The run folder.
+        path: PathBuf,
+        /// Each checkpoint's failure, the latest first, joined by `; `.
+        failures: String,
     },
 
     /// Resuming a folder that holds no run.
@@ -144,6 +190,17 @@ pub enum TrainError {
         path: PathBuf,
         /// What candle reported.
         source: candle_core::Error,
+    },
+
+    /// A checkpoint's tensors file is not the one that was written.
+    #[error("{path}: MD5 {found} differs from the {expected} written with the checkpoint: the file was damaged after it was written")]
+    ChecksumMismatch {
+        /// The tensors file.
+        path: std::path::PathBuf,
+        /// The MD5 recorded in the checkpoint's state.
+        expected: String,
+        /// The MD5 of the file as it is.
+        found: String,
     },
 
     /// Building or loading the model failed.

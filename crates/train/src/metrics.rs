@@ -36,6 +36,22 @@ pub struct MetricRecord {
     pub wall_time: f64,
 }
 
+/// Sums over the steps since the last metric record: what the next record
+/// averages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricWindow {
+    /// Sum of the steps' training losses.
+    pub loss: f64,
+    /// Training images classified wrongly (top-1).
+    pub wrong: usize,
+    /// Training images seen.
+    pub images: usize,
+    /// Steps taken.
+    pub steps: usize,
+    /// Seconds the steps took.
+    pub seconds: f64,
+}
+
 /// Appends records to a run's `metrics.jsonl`.
 #[derive(Debug)]
 pub struct MetricsLog {

@@ -3,8 +3,10 @@
 //! ```text
 //! RUN/config.json                      every hyperparameter, written at start
 //! RUN/metrics.jsonl                    one MetricRecord per line
+//! RUN/run.lock                         advisory lock of the trainer writing here (its pid)
 //! RUN/checkpoint.json                  the latest checkpoint's state (the commit point)
-//! RUN/checkpoint-00001000.safetensors  weights + momentum + normalization of it
+//! RUN/checkpoint.previous.json         the checkpoint before it, kept as a fallback
+//! RUN/checkpoint-00001000.safetensors  weights + momentum + normalization of each
 //! RUN/model.safetensors                final weights + normalization (resnet_eval's format)
 //! RUN/summary.json                     final errors, written last
 //! ```
@@ -12,6 +14,8 @@
 //! never leaves a half-written file behind.
 
 use std::collections::HashMap;
+use std::fs::{File, TryLockError};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
@@ -26,6 +30,10 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 /// Name of the latest checkpoint's state file.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+/// Name of the state file of the checkpoint before the latest.
+pub const PREVIOUS_CHECKPOINT_FILE: &str = "checkpoint.previous.json";
+/// Name of the lock file of a run folder.
+pub const LOCK_FILE: &str = "run.lock";
 /// Name of the summary written when a run finishes.
 pub const SUMMARY_FILE: &str = "summary.json";
 
@@ -81,4 +89,47 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// An advisory lock on a run folder, held by the one process that trains
+/// in it. The OS releases it when that process ends, however it ends, so a
+/// killed run can be resumed at once.
+#[derive(Debug)]
+pub struct RunLock {
+    /// The open, locked lock file: closing it releases the lock.
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock of `run_dir` (which must exist) and writes this
+    /// process's id into it; a folder in use by another process is an error
+    /// naming the holder's pid.
+    pub fn acquire(run_dir: &Path) -> Result<RunLock> {
+        let path = run_dir.join(LOCK_FILE);
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(TrainError::RunInUse {
+                    path: run_dir.to_path_buf(),
+                    pid,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_error(&path)(e)),
+        }
+        file.set_len(0).map_err(io_error(&path))?;
+        writeln!(file, "{}", std::process::id()).map_err(io_error(&path))?;
+        Ok(RunLock { _file: file })
+    }
 }

@@ -14,13 +14,14 @@ use resnet_models::{ArchSpec, ResNet};
 use resnet_ops::DeviceSpec;
 
 use crate::checkpoint::{
-    load_checkpoint_tensors, read_checkpoint, save_checkpoint, CheckpointState,
+    checkpoint_files, load_checkpoint_tensors, read_checkpoint, save_checkpoint, CheckpointState,
 };
 use crate::config::{RunConfigFile, TrainConfig};
-use crate::dataset::{Dataset, Evaluation, RunData};
-use crate::metrics::{MetricRecord, MetricsLog};
+use crate::dataset::{Dataset, Evaluation, RunData, StoredNormalization};
+use crate::metrics::{MetricRecord, MetricWindow, MetricsLog};
 use crate::run_dir::{
-    read_json, save_tensors, write_json, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE,
+    read_json, save_tensors, write_json, RunLock, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE,
+    SUMMARY_FILE,
 };
 use crate::summary::RunSummary;
 use crate::{Result, Scheduler, Sgd, TrainError, MOMENTUM_PREFIX};
@@ -33,6 +34,11 @@ pub trait TrainObserver {
     fn on_step(&mut self, _done: u64, _loss: f64, _lr: f64) {}
     /// After every metric record is written.
     fn on_record(&mut self, _record: &MetricRecord) {}
+    /// Asked after every step: `true` stops the run there, after saving a
+    /// checkpoint to resume from (a graceful stop, e.g. on a signal).
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -43,13 +49,15 @@ impl TrainObserver for NoObserver {}
 
 /// Starts a new run in `run_dir`, which must not already hold one. A bad
 /// config or data folder (a bad image header included) is reported before
-/// anything is written.
+/// anything is written. The run holds the folder's [`RunLock`] while it
+/// trains; its config is written with absolute data paths.
 pub fn train(
     config: &TrainConfig,
     run_dir: &Path,
     observer: &mut dyn TrainObserver,
 ) -> Result<RunSummary> {
     config.validate()?;
+    let config = &config.with_absolute_paths()?;
     let config_path = run_dir.join(CONFIG_FILE);
     if config_path.exists() {
         return Err(TrainError::RunExists {
@@ -58,12 +66,22 @@ pub fn train(
     }
     let dataset = Dataset::open(config)?;
     std::fs::create_dir_all(run_dir).map_err(crate::run_dir::io_error(run_dir))?;
+    let _lock = RunLock::acquire(run_dir)?;
+    // Checked again under the lock: another process may have started a run
+    // here while the data was being opened.
+    if config_path.exists() {
+        return Err(TrainError::RunExists {
+            path: run_dir.to_path_buf(),
+        });
+    }
     write_json(&config_path, &RunConfigFile::new(config.clone()))?;
     run(config, dataset, run_dir, observer)
 }
 
 /// Continues the run in `run_dir` from its last checkpoint with the config
-/// it was started with; a finished run just returns its summary.
+/// it was started with; a finished run just returns its summary. A latest
+/// checkpoint that does not read is skipped, with a warning, for the one
+/// before it. A folder in use by another process is refused.
 pub fn resume(run_dir: &Path, observer: &mut dyn TrainObserver) -> Result<RunSummary> {
     let config_path = run_dir.join(CONFIG_FILE);
     if !config_path.exists() {
@@ -71,6 +89,7 @@ pub fn resume(run_dir: &Path, observer: &mut dyn TrainObserver) -> Result<RunSum
             path: run_dir.to_path_buf(),
         });
     }
+    let _lock = RunLock::acquire(run_dir)?;
     let summary = run_dir.join(SUMMARY_FILE);
     if summary.exists() {
         return read_json(&summary);
@@ -96,11 +115,13 @@ struct Start {
     loader: LoaderPosition,
     recent_errors: VecDeque<f64>,
     wall_time: f64,
+    window: MetricWindow,
     data: RunData,
 }
 
 /// Restores model, optimizer, scheduler and input normalisation from the
-/// run's checkpoint, if any; a fresh run computes its normalisation.
+/// run's latest checkpoint that reads, if any; a fresh run computes its
+/// normalisation.
 fn restore(
     run_dir: &Path,
     config: &TrainConfig,
@@ -109,16 +130,68 @@ fn restore(
     sgd: &mut Sgd,
     scheduler: &mut Scheduler,
 ) -> Result<Start> {
-    let Some(state) = read_checkpoint(run_dir)? else {
+    let candidates = checkpoint_files(run_dir);
+    if candidates.is_empty() {
         return Ok(Start {
             iteration: 0,
             loader: LoaderPosition::default(),
             recent_errors: VecDeque::new(),
             wall_time: 0.0,
+            window: MetricWindow::default(),
             data: dataset.normalize(None, config)?,
         });
-    };
-    let tensors = load_checkpoint_tensors(run_dir, &state)?;
+    }
+    let mut failures = Vec::new();
+    for path in &candidates {
+        let restored = read_checkpoint(path).and_then(|state| {
+            let norm = load_state(run_dir, &state, &dataset, model, sgd, scheduler)?;
+            Ok((state, norm))
+        });
+        let (state, norm) = match restored {
+            Ok(restored) => restored,
+            Err(error) => {
+                failures.push(format!("{}: {error}", path.display()));
+                continue;
+            }
+        };
+        if !failures.is_empty() {
+            tracing::warn!(
+                "the latest checkpoint does not read ({}); resuming from the one before it, {} (iteration {})",
+                failures.join("; "),
+                path.display(),
+                state.iteration
+            );
+            // The older checkpoint becomes the latest, so that the next
+            // checkpoint keeps it as its fallback.
+            write_json(&run_dir.join(CHECKPOINT_FILE), &state)?;
+        }
+        tracing::info!(iteration = state.iteration, "resuming from checkpoint");
+        return Ok(Start {
+            iteration: state.iteration,
+            loader: state.loader,
+            recent_errors: state.recent_errors.into_iter().collect(),
+            wall_time: state.wall_time,
+            window: state.window,
+            data: dataset.normalize(Some(norm), config)?,
+        });
+    }
+    Err(TrainError::NoReadableCheckpoint {
+        path: run_dir.to_path_buf(),
+        failures: failures.join("; "),
+    })
+}
+
+/// Loads a checkpoint's tensors into model and optimizer and its scheduler
+/// state into the scheduler, and reads its input normalisation.
+fn load_state(
+    run_dir: &Path,
+    state: &CheckpointState,
+    dataset: &Dataset,
+    model: &ResNet,
+    sgd: &mut Sgd,
+    scheduler: &mut Scheduler,
+) -> Result<StoredNormalization> {
+    let tensors = load_checkpoint_tensors(run_dir, state)?;
     let source = run_dir.join(&state.tensors).display().to_string();
     let (momentum, rest): (HashMap<String, Tensor>, HashMap<String, Tensor>) = tensors
         .into_iter()
@@ -130,25 +203,7 @@ fn restore(
     sgd.load_state(momentum)?;
     sgd.set_last_step_lr(state.last_lr);
     scheduler.load_state(state.scheduler.clone())?;
-    let data = dataset.normalize(Some((&norm, &source)), config)?;
-    tracing::info!(iteration = state.iteration, "resuming from checkpoint");
-    Ok(Start {
-        iteration: state.iteration,
-        loader: state.loader,
-        recent_errors: state.recent_errors.into_iter().collect(),
-        wall_time: state.wall_time,
-        data,
-    })
-}
-
-/// Loss and top-1 error sums since the last metric record.
-#[derive(Default)]
-struct Window {
-    loss: f64,
-    wrong: usize,
-    images: usize,
-    steps: usize,
-    seconds: f64,
+    dataset.stored_normalization(&norm, &source)
 }
 
 fn run(
@@ -170,22 +225,26 @@ fn run(
 
     let mut recent_errors = start.recent_errors;
     let mut wall_time = start.wall_time;
-    let mut window = Window::default();
+    let mut window = start.window;
     let mut last = (f64::NAN, f64::NAN);
     let mut final_eval = None;
     observer.on_start(start.iteration, config.iterations);
     for iteration in start.iteration..config.iterations {
         let step_started = Instant::now();
-        let batch = loader.next_batch(&device)?;
         let lr = scheduler.lr_at(iteration);
         sgd.set_lr(lr);
-        let logits = model.forward_t(&batch.images, true)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
-        sgd.step(&loss.backward()?)?;
-        // Read back only now: on a GPU, the backward pass and the update are
-        // then queued behind the forward pass without waiting for it. A
-        // non-finite loss ends the run, so the update it made is never saved.
-        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        let mut step = || -> Result<_> {
+            let batch = loader.next_batch(&device)?;
+            let logits = model.forward_t(&batch.images, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            sgd.step(&loss.backward()?)?;
+            // Read back only now: on a GPU, the backward pass and the update
+            // are then queued behind the forward pass without waiting for it.
+            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            Ok((batch, logits, loss_value))
+        };
+        let (batch, logits, loss_value) = step().map_err(|e| name_out_of_memory(e, config))?;
+        // A non-finite loss ends the run, so the update it made is never saved.
         if !loss_value.is_finite() {
             return Err(TrainError::NonFiniteLoss {
                 iteration: iteration + 1,
@@ -207,7 +266,7 @@ fn run(
         }
         let step_seconds = step_started.elapsed().as_secs_f64();
         wall_time += step_seconds;
-        window = Window {
+        window = MetricWindow {
             loss: window.loss + loss_value,
             wrong: window.wrong + wrong,
             images: window.images + batch.size,
@@ -224,7 +283,7 @@ fn run(
         };
         if evaluating {
             let eval_started = Instant::now();
-            eval = evaluate()?;
+            eval = evaluate().map_err(|e| name_out_of_memory(e, config))?;
             if let Some(error) = data.plateau_error(&eval, &recent_errors) {
                 scheduler.observe_val_error(error);
             }
@@ -249,9 +308,13 @@ fn run(
             };
             metrics.append(&record)?;
             observer.on_record(&record);
-            window = Window::default();
+            window = MetricWindow::default();
         }
-        if finished || (config.checkpoint_every > 0 && done % config.checkpoint_every == 0) {
+        let stopping = !finished && observer.stop_requested();
+        if stopping
+            || finished
+            || (config.checkpoint_every > 0 && done % config.checkpoint_every == 0)
+        {
             let state = CheckpointState {
                 iteration: done,
                 loader: batch.position,
@@ -259,7 +322,9 @@ fn run(
                 recent_errors: recent_errors.iter().copied().collect(),
                 wall_time,
                 last_lr: sgd.last_step_lr(),
+                window,
                 tensors: String::new(),
+                tensors_md5: None,
             };
             save_checkpoint(
                 run_dir,
@@ -268,6 +333,12 @@ fn run(
                 sgd.state_tensors()?,
                 data.normalization_tensors()?,
             )?;
+        }
+        if stopping {
+            return Err(TrainError::Stopped {
+                path: run_dir.to_path_buf(),
+                iteration: done,
+            });
         }
         if finished {
             final_eval = Some(eval);
@@ -296,4 +367,66 @@ fn run(
     };
     write_json(&run_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
+}
+
+/// Marks the text of a CUDA out-of-memory error in the driver's words.
+const CUDA_OUT_OF_MEMORY: &str = "CUDA_ERROR_OUT_OF_MEMORY";
+
+/// A GPU out-of-memory error as one that names the run's batch size and
+/// what to try; any other error as it is.
+fn name_out_of_memory(error: TrainError, config: &TrainConfig) -> TrainError {
+    let detail = error.to_string();
+    if !detail.contains(CUDA_OUT_OF_MEMORY) {
+        return error;
+    }
+    TrainError::OutOfMemory {
+        device: config.device.clone(),
+        arch: config.arch.clone(),
+        batch_size: config.batch_size,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cuda_out_of_memory_error_names_the_batch_size_and_what_to_try() {
+        let config = TrainConfig {
+            device: "cuda:0".into(),
+            batch_size: 512,
+            ..TrainConfig::default()
+        };
+        // How candle reports cudarc's `DriverError` when an allocation fails.
+        let driver = candle_core::Error::Msg(
+            r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#.into(),
+        );
+        let named = name_out_of_memory(TrainError::Candle(driver), &config);
+        assert!(
+            matches!(
+                named,
+                TrainError::OutOfMemory {
+                    batch_size: 512,
+                    ..
+                }
+            ),
+            "{named}"
+        );
+        let message = named.to_string();
+        for part in [
+            "cuda:0",
+            "resnet20",
+            "batches of 512",
+            "--batch-size",
+            "out of memory",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        let other = TrainError::InvalidConfig("x".into());
+        assert!(matches!(
+            name_out_of_memory(other, &config),
+            TrainError::InvalidConfig(_)
+        ));
+    }
 }

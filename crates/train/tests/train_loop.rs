@@ -1,10 +1,16 @@
 //! The training loop on the real bundled CIFAR-10 sample.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use resnet_train::run_dir::{CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
+use candle_core::{Device, Tensor};
+use resnet_train::run_dir::{
+    RunLock, CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE,
+    SUMMARY_FILE,
+};
 use resnet_train::{
-    read_metrics, resume, train, LrSchedule, NoObserver, ScheduleConfig, TrainConfig, TrainError,
+    read_metrics, resume, train, LrSchedule, MetricRecord, NoObserver, ScheduleConfig, TrainConfig,
+    TrainError, TrainObserver,
 };
 
 fn sample() -> PathBuf {
@@ -95,20 +101,23 @@ fn a_run_folder_holds_config_metrics_checkpoint_and_summary() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join(CHECKPOINT_FILE)).unwrap())
             .unwrap();
     assert_eq!(checkpoint["iteration"], 4);
-    // Only the latest checkpoint's tensors are kept, and no temporary files.
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let previous: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(PREVIOUS_CHECKPOINT_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(previous["iteration"], 2);
+    // The two latest checkpoints' tensors are kept, and no temporary files.
     assert_eq!(
-        names,
+        file_names(dir.path()),
         vec![
+            "checkpoint-00000002.safetensors",
             "checkpoint-00000004.safetensors",
             CHECKPOINT_FILE,
+            PREVIOUS_CHECKPOINT_FILE,
             CONFIG_FILE,
             METRICS_FILE,
             "model.safetensors",
+            LOCK_FILE,
             SUMMARY_FILE
         ]
     );
@@ -149,6 +158,27 @@ fn a_diverging_run_stops_naming_the_iteration_and_keeps_its_last_good_checkpoint
 }
 
 #[test]
+fn a_relative_data_path_is_written_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tests run in the crate's folder.
+    let relative = PathBuf::from("../../data/cifar-10-sample");
+    let config = TrainConfig {
+        data: relative.clone(),
+        ..small_config(1)
+    };
+    train(&config, dir.path(), &mut NoObserver).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap())
+            .unwrap();
+    let data = PathBuf::from(written["config"]["data"].as_str().unwrap());
+    assert!(data.is_absolute(), "{}", data.display());
+    assert_eq!(
+        data.canonicalize().unwrap(),
+        relative.canonicalize().unwrap()
+    );
+}
+
+#[test]
 fn bad_data_folder_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig {
@@ -159,4 +189,240 @@ fn bad_data_folder_is_an_error_naming_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("nowhere"), "{err}");
+}
+
+/// The names in a folder, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Asks the loop to stop once `at` steps are done (as a signal handler
+/// would), and notes where each run starts.
+#[derive(Default)]
+struct StopAt {
+    at: Option<u64>,
+    done: u64,
+    started_at: Vec<u64>,
+}
+
+impl TrainObserver for StopAt {
+    fn on_start(&mut self, start: u64, _total: u64) {
+        self.started_at.push(start);
+    }
+    fn on_step(&mut self, done: u64, _loss: f64, _lr: f64) {
+        self.done = done;
+    }
+    fn stop_requested(&mut self) -> bool {
+        self.at == Some(self.done)
+    }
+}
+
+fn final_weights(run: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(run.join("model.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn assert_bit_identical(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
+    assert_eq!(a.len(), b.len());
+    for (name, ta) in a {
+        let (va, vb) = (
+            ta.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert!(
+            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name} differs"
+        );
+    }
+}
+
+/// The metric records without their timings, which differ between runs.
+fn records_without_timings(run: &Path) -> Vec<MetricRecord> {
+    read_metrics(&run.join(METRICS_FILE))
+        .unwrap()
+        .into_iter()
+        .map(|r| MetricRecord {
+            images_per_sec: 0.0,
+            wall_time: 0.0,
+            ..r
+        })
+        .collect()
+}
+
+fn checkpoint_iteration(path: &Path) -> u64 {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    state["iteration"].as_u64().unwrap()
+}
+
+#[test]
+fn a_run_stopped_on_request_saves_a_checkpoint_and_resumes_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, stopped) = (dir.path().join("straight"), dir.path().join("stopped"));
+    // Checkpoints every 4 steps and records every 3: a stop after step 5
+    // falls between both, so the checkpoint must carry the unlogged steps.
+    let config = TrainConfig {
+        iterations: 9,
+        checkpoint_every: 4,
+        log_every: 3,
+        ..small_config(9)
+    };
+    train(&config, &straight, &mut NoObserver).unwrap();
+
+    let mut observer = StopAt {
+        at: Some(5),
+        ..StopAt::default()
+    };
+    let err = train(&config, &stopped, &mut observer).unwrap_err();
+    assert!(
+        matches!(err, TrainError::Stopped { iteration: 5, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("resume"), "{err}");
+    assert_eq!(checkpoint_iteration(&stopped.join(CHECKPOINT_FILE)), 5);
+    assert_eq!(
+        checkpoint_iteration(&stopped.join(PREVIOUS_CHECKPOINT_FILE)),
+        4
+    );
+    assert!(!stopped.join(SUMMARY_FILE).exists());
+
+    let mut observer = StopAt::default();
+    resume(&stopped, &mut observer).unwrap();
+    assert_eq!(observer.started_at, vec![5]);
+    assert_bit_identical(&final_weights(&straight), &final_weights(&stopped));
+    assert_eq!(
+        records_without_timings(&stopped),
+        records_without_timings(&straight)
+    );
+}
+
+#[test]
+fn a_run_folder_in_use_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut observer = StopAt {
+        at: Some(1),
+        ..StopAt::default()
+    };
+    let err = train(&small_config(4), &run, &mut observer).unwrap_err();
+    assert!(matches!(err, TrainError::Stopped { .. }), "{err}");
+
+    let lock = RunLock::acquire(&run).unwrap();
+    let pid = std::process::id();
+    let err = resume(&run, &mut NoObserver).unwrap_err();
+    assert!(
+        matches!(err, TrainError::RunInUse { pid: Some(p), .. } if p == pid),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&format!("pid {pid}")), "{err}");
+    // A new run in a folder in use is refused too, and writes nothing.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let fresh_lock = RunLock::acquire(&fresh).unwrap();
+    let err = train(&small_config(4), &fresh, &mut NoObserver).unwrap_err();
+    assert!(matches!(err, TrainError::RunInUse { .. }), "{err}");
+    assert_eq!(file_names(&fresh), vec![LOCK_FILE]);
+
+    // Released, the run resumes and finishes.
+    drop((lock, fresh_lock));
+    assert_eq!(resume(&run, &mut NoObserver).unwrap().iterations, 4);
+}
+
+#[test]
+fn a_damaged_latest_checkpoint_falls_back_to_the_one_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, damaged) = (dir.path().join("straight"), dir.path().join("damaged"));
+    let config = small_config(8);
+    train(&config, &straight, &mut NoObserver).unwrap();
+
+    let mut observer = StopAt {
+        at: Some(5),
+        ..StopAt::default()
+    };
+    train(&config, &damaged, &mut observer).unwrap_err();
+    // Checkpoints at 4 (every 2 steps) and 5 (the stop): 2 is removed.
+    let tensors: Vec<String> = file_names(&damaged)
+        .into_iter()
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert_eq!(
+        tensors,
+        vec![
+            "checkpoint-00000004.safetensors",
+            "checkpoint-00000005.safetensors"
+        ]
+    );
+    // The newest tensors file is cut short after it was written.
+    let newest = damaged.join("checkpoint-00000005.safetensors");
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+
+    let mut observer = StopAt::default();
+    resume(&damaged, &mut observer).unwrap();
+    assert_eq!(
+        observer.started_at,
+        vec![4],
+        "resumed from the older checkpoint"
+    );
+    assert_bit_identical(&final_weights(&straight), &final_weights(&damaged));
+    assert_eq!(
+        records_without_timings(&damaged),
+        records_without_timings(&straight)
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_the_latest_checkpoint_is_caught_by_its_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, damaged) = (dir.path().join("straight"), dir.path().join("damaged"));
+    let config = small_config(6);
+    train(&config, &straight, &mut NoObserver).unwrap();
+    let mut observer = StopAt {
+        at: Some(5),
+        ..StopAt::default()
+    };
+    train(&config, &damaged, &mut observer).unwrap_err();
+    // One bit of a weight, past the header: the file still parses.
+    let newest = damaged.join("checkpoint-00000005.safetensors");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    std::fs::write(&newest, &bytes).unwrap();
+    assert!(candle_core::safetensors::load(&newest, &Device::Cpu).is_ok());
+
+    let mut observer = StopAt::default();
+    resume(&damaged, &mut observer).unwrap();
+    assert_eq!(
+        observer.started_at,
+        vec![4],
+        "resumed from the older checkpoint"
+    );
+    assert_bit_identical(&final_weights(&straight), &final_weights(&damaged));
+}
+
+#[test]
+fn no_readable_checkpoint_is_an_error_naming_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut observer = StopAt {
+        at: Some(3),
+        ..StopAt::default()
+    };
+    train(&small_config(8), &run, &mut observer).unwrap_err();
+    std::fs::write(run.join(CHECKPOINT_FILE), "{ not json").unwrap();
+    std::fs::write(run.join("checkpoint-00000002.safetensors"), b"garbage").unwrap();
+    let err = resume(&run, &mut NoObserver).unwrap_err();
+    assert!(
+        matches!(err, TrainError::NoReadableCheckpoint { .. }),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(CHECKPOINT_FILE) && message.contains("checkpoint-00000002.safetensors"),
+        "{message}"
+    );
 }
