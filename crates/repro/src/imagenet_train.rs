@@ -27,6 +27,7 @@ use crate::plot::{Figure, Panel, Scale};
 use crate::profile::ProfileName;
 use crate::report::{commit, today, write_atomic};
 use crate::runs::{ensure_run, run_dir, FinishedRun};
+use crate::verdict::{chance_error_pct, imagenet_depth, TRAINED_RULE};
 
 /// The nets of Table 2 and Fig. 4, plain then residual, 18 then 34 layers.
 const NETS: [&str; 4] = ["plain18", "plain34", "resnet18", "resnet34"];
@@ -285,7 +286,30 @@ pub fn write_fig4(opts: &ImageNetTrainOptions) -> Result<()> {
     };
     figure.write(&opts.out, "fig4")?;
     let train: Vec<f64> = runs.iter().map(|r| final_train_error(&r.metrics)).collect();
-    let holds = |yes: bool| if yes { "holds" } else { "does NOT show" };
+    let name = |i: usize| display_name(&runs[i].config.arch);
+    // Chance among the training folder's classes (99.9% on ImageNet's 1000).
+    let train_dir = opts.imagenet.join("train");
+    let classes = std::fs::read_dir(&train_dir)
+        .with_context(|| format!("listing {}", train_dir.display()))?
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+        .count();
+    let chance = chance_error_pct(classes);
+    let findings = [
+        imagenet_depth(
+            "plain-34 has higher training error than plain-18 (degradation)",
+            (&name(0), train[0]),
+            (&name(1), train[1]),
+            true,
+            chance,
+        ),
+        imagenet_depth(
+            "with shortcuts, ResNet-34 has lower training error than ResNet-18",
+            (&name(2), train[2]),
+            (&name(3), train[3]),
+            false,
+            chance,
+        ),
+    ];
     let mut md = format!(
         "# Fig. 4: training on ImageNet, plain-18/34 and ResNet-18/34\n\n{}\n![Fig. 4](fig4.svg)\n\n",
         header("fig4", opts, &runs)
@@ -303,23 +327,21 @@ pub fn write_fig4(opts: &ImageNetTrainOptions) -> Result<()> {
                 .map_or("-".into(), |t| format!("{:.2}", 100.0 * t.top1_error))
         )?;
     }
+    writeln!(md, "\nThe paper's findings, here:\n")?;
+    for finding in &findings {
+        writeln!(md, "{}", finding.markdown())?;
+    }
     writeln!(
         md,
-        "\nThe paper: plain-34 has higher training error than plain-18 throughout (degradation); with shortcuts, \
-         ResNet-34 has lower training error than ResNet-18. Here: plain-34 {:.2}% vs plain-18 {:.2}% ({}); \
-         ResNet-34 {:.2}% vs ResNet-18 {:.2}% ({}).",
-        train[1],
-        train[0],
-        holds(train[1] > train[0]),
-        train[3],
-        train[2],
-        holds(train[3] < train[2])
+        "\nRule: {TRAINED_RULE}; with the {classes} classes of this training folder, chance is \
+         {chance:.1}% error."
     )?;
     write_atomic(&opts.out, "fig4.md", &md)?;
     let record = json!({
         "target": "fig4", "profile": opts.profile.to_string(), "date": today(), "commit": commit(),
         "device": opts.device,
         "deviations": deviations(opts, &runs),
+        "findings": findings,
         "nets": runs.iter().map(|r| json!({
             "arch": r.config.arch, "final_train_error_pct": final_train_error(&r.metrics), "curves": curves_json(r),
         })).collect::<Vec<_>>(),

@@ -218,6 +218,57 @@ pub fn overfits(shallow: &NetResult, deep: &NetResult) -> Finding {
     }
 }
 
+/// Error (%) of a guess among `classes` classes: chance (99.9% on ImageNet).
+pub fn chance_error_pct(classes: usize) -> f64 {
+    100.0 * (1.0 - 1.0 / classes.max(1) as f64)
+}
+
+/// Fig. 4: the deeper of two nets (named, final training error %) trained on
+/// an image folder whose chance error is `chance_pct` ends with higher
+/// (`deeper_higher`, the plain nets' degradation) or lower (the ResNets)
+/// training error. A net counts as trained below three quarters of chance,
+/// the rule of [`TRAINED_RULE`].
+pub fn imagenet_depth(
+    claim: &str,
+    shallow: (&str, f64),
+    deep: (&str, f64),
+    deeper_higher: bool,
+    chance_pct: f64,
+) -> Finding {
+    let trained_below = 0.75 * chance_pct;
+    let numbers = format!(
+        "Final training error: {} {:.1}%, {} {:.1}%.",
+        shallow.0, shallow.1, deep.0, deep.1
+    );
+    let failed: Vec<String> = [shallow, deep]
+        .iter()
+        .filter(|(_, err)| *err >= trained_below)
+        .map(|(name, err)| format!("{name} ended at {err:.1}%"))
+        .collect();
+    let holds = if deeper_higher {
+        deep.1 > shallow.1
+    } else {
+        deep.1 < shallow.1
+    };
+    let (verdict, detail) = if !failed.is_empty() {
+        let why = format!(
+            "{}, not below {trained_below:.1}% (3/4 of chance, {chance_pct:.1}%): not trained, \
+             so the comparison says nothing about depth",
+            failed.join(", ")
+        );
+        (Verdict::NotShown, format!("{numbers} {why}."))
+    } else if holds {
+        (Verdict::Holds, numbers)
+    } else {
+        (Verdict::DoesNotHold, numbers)
+    };
+    Finding {
+        claim: claim.to_string(),
+        verdict,
+        detail,
+    }
+}
+
 fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
 }
@@ -367,5 +418,32 @@ mod tests {
         assert_eq!(Verdict::all(&[Holds, NotShown]), NotShown);
         assert_eq!(Verdict::all(&[NotShown, DoesNotHold, Holds]), DoesNotHold);
         assert_eq!(Verdict::all(&[]), NotShown);
+    }
+
+    #[test]
+    fn imagenet_findings_need_both_nets_below_three_quarters_of_chance() {
+        let claim = "deeper is worse";
+        let chance = chance_error_pct(1000);
+        assert!((chance - 99.9).abs() < 1e-9);
+        // 74.9% is three quarters of 99.9%: a net at 80% has not trained.
+        let f = imagenet_depth(claim, ("plain-18", 60.0), ("plain-34", 80.0), true, chance);
+        assert_eq!(f.verdict, Verdict::NotShown, "{}", f.detail);
+        assert!(f.detail.contains("plain-34 ended at 80.0%"), "{}", f.detail);
+        let f = imagenet_depth(claim, ("plain-18", 60.0), ("plain-34", 65.0), true, chance);
+        assert_eq!(f.verdict, Verdict::Holds);
+        let f = imagenet_depth(claim, ("plain-18", 65.0), ("plain-34", 60.0), true, chance);
+        assert_eq!(f.verdict, Verdict::DoesNotHold);
+        let f = imagenet_depth(
+            claim,
+            ("ResNet-18", 65.0),
+            ("ResNet-34", 60.0),
+            false,
+            chance,
+        );
+        assert_eq!(f.verdict, Verdict::Holds);
+        assert!(f.markdown().contains("**holds**"));
+        // Two classes: chance is 50%, so 40% is not trained.
+        let f = imagenet_depth(claim, ("a", 30.0), ("b", 40.0), true, chance_error_pct(2));
+        assert_eq!(f.verdict, Verdict::NotShown, "{}", f.detail);
     }
 }

@@ -191,6 +191,14 @@ fn training_targets_smoke_train_four_nets_once_and_write_every_file() {
         .map(|n| n["arch"].clone())
         .collect();
     assert_eq!(nets, ["plain18", "plain34", "resnet18", "resnet34"]);
+    // A few smoke iterations train nothing: neither finding can be shown.
+    let verdicts: Vec<_> = fig4["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["verdict"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(verdicts, ["not shown at this scale"; 2]);
     for file in ["fig4.svg", "fig4.png", "fig4.md", "table2.md"] {
         assert!(tmp.path().join("results").join(file).is_file(), "{file}");
     }
