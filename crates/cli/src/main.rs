@@ -55,55 +55,30 @@ fn main() {
     }
 }
 
-/// The error and its causes on one line, `outer: cause: ...`, leaving out a
-/// cause whose text the line already holds (the library errors name their
-/// source in their own message).
+/// The error and its causes on one line, `outer: cause: ...`: the library
+/// errors leave their causes to `source()`, so each is printed once.
 fn one_line(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if line.is_empty() {
-            line = text;
-        } else if !line.contains(&text) {
-            line = format!("{line}: {text}");
-        }
-    }
-    line
+    format!("{err:#}")
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::one_line;
 
-    /// An error that names its source in its own message, as the library
-    /// errors do.
-    #[derive(Debug)]
-    struct Wrapper {
-        source: std::io::Error,
-    }
-
-    impl std::fmt::Display for Wrapper {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "cannot open `x`: {}", self.source)
-        }
-    }
-
-    impl std::error::Error for Wrapper {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.source)
-        }
-    }
-
     #[test]
-    fn a_cause_already_in_the_message_is_not_repeated() {
+    fn a_library_error_and_its_cause_are_printed_once_each() {
         let io = std::io::Error::other("disk on fire");
-        let err = anyhow::Error::new(Wrapper { source: io });
-        assert_eq!(one_line(&err), "cannot open `x`: disk on fire");
-    }
-
-    #[test]
-    fn causes_not_in_the_message_follow_it() {
-        let err = anyhow::anyhow!("inner problem").context("loading weights");
-        assert_eq!(one_line(&err), "loading weights: inner problem");
+        let err = resnet_data::DataError::Io {
+            action: "reading",
+            path: PathBuf::from("data/x.bin"),
+            source: io,
+        };
+        let err = anyhow::Error::new(err).context("loading CIFAR-10");
+        assert_eq!(
+            one_line(&err),
+            "loading CIFAR-10: reading data/x.bin: disk on fire"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// An I/O operation on a file or folder failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done ("reading", "creating", ...).
         action: &'static str,
@@ -92,7 +92,7 @@ pub enum DataError {
     },
 
     /// A loader worker thread could not be started.
-    #[error("spawning loader worker thread {name}: {source}")]
+    #[error("spawning loader worker thread {name}")]
     Spawn {
         /// The thread's name.
         name: String,
@@ -111,7 +111,7 @@ pub enum DataError {
     },
 
     /// The HTTP request failed (connection, TLS, non-2xx status, ...).
-    #[error("downloading {url}: {source}")]
+    #[error("downloading {url}")]
     Http {
         /// The URL.
         url: String,
@@ -121,7 +121,7 @@ pub enum DataError {
     },
 
     /// Reading the HTTP body failed part-way.
-    #[error("downloading {url}: reading the body failed after {received} bytes: {source}")]
+    #[error("downloading {url}: reading the body failed after {received} bytes")]
     DownloadIo {
         /// The URL.
         url: String,
@@ -155,7 +155,7 @@ pub enum DataError {
     },
 
     /// Unpacking the downloaded archive failed.
-    #[error("unpacking {url}: {source}")]
+    #[error("unpacking {url}")]
     Unpack {
         /// The URL the archive came from.
         url: String,
@@ -165,7 +165,7 @@ pub enum DataError {
     },
 
     /// The unpacked archive is not a valid CIFAR-10 dataset.
-    #[error("archive from {url} does not hold a valid cifar-10-batches-bin/: {source}")]
+    #[error("archive from {url} does not hold a valid cifar-10-batches-bin/")]
     BadArchive {
         /// The URL the archive came from.
         url: String,
@@ -175,9 +175,7 @@ pub enum DataError {
     },
 
     /// The destination already holds a dataset folder that does not load.
-    #[error(
-        "{path} exists but is not a valid CIFAR-10 dataset (remove it to download again): {source}"
-    )]
+    #[error("{path} exists but is not a valid CIFAR-10 dataset (remove it to download again)")]
     ExistingInvalid {
         /// The existing folder.
         path: PathBuf,
@@ -196,7 +194,7 @@ pub enum DataError {
     },
 
     /// An image file could not be decoded while loading it.
-    #[error("decoding image {path}: {source}")]
+    #[error("decoding image {path}")]
     Decode {
         /// The image file.
         path: PathBuf,

@@ -197,6 +197,10 @@ fn an_invalid_existing_dataset_is_reported_not_replaced() {
         matches!(err, DataError::ExistingInvalid { .. }),
         "unexpected error {err}"
     );
-    assert!(err.to_string().contains("test_batch.bin"));
+    // The message names the folder; its cause, the missing file.
+    let cause = std::error::Error::source(&err)
+        .expect("a cause")
+        .to_string();
+    assert!(cause.contains("test_batch.bin"), "{cause}");
     assert_eq!(entries(&dest.path().join(DATASET_DIR)).len(), 6);
 }

@@ -56,7 +56,7 @@ pub enum ModelError {
         found: Vec<usize>,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file concerned.
         path: PathBuf,
@@ -64,7 +64,7 @@ pub enum ModelError {
         source: std::io::Error,
     },
     /// A safetensors file that candle could not read or write.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Safetensors {
         /// The file concerned.
         path: PathBuf,

@@ -10,7 +10,7 @@ pub enum OpsError {
         spec: String,
     },
     /// The device exists as a name but could not be opened (not compiled in, no GPU, ...).
-    #[error("cannot open device `{spec}`: {source}")]
+    #[error("cannot open device `{spec}`")]
     Unavailable {
         /// The device that was asked for.
         spec: String,

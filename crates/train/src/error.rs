@@ -166,7 +166,7 @@ pub enum TrainError {
     LoaderStopped,
 
     /// A file of the run folder could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file concerned.
         path: PathBuf,
@@ -184,7 +184,7 @@ pub enum TrainError {
     },
 
     /// A checkpoint's tensors file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Tensors {
         /// The file concerned.
         path: PathBuf,
