@@ -9,61 +9,173 @@ use std::path::PathBuf;
 mod bench;
 mod soak;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{ensure, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use resnet_repro::{ImageNetOptions, ImageNetTarget, Options, Profile, ProfileName, Target};
 
-const USAGE: &str = "\
-usage: cargo xtask reproduce <target> [--profile quick|gpu|paper|smoke] [--data DIR] [--device cpu|cuda]
-                             [--runs N] [--seed S] [--out DIR] [--val-size N] [--bn-group N] [--dry-run]
-       cargo xtask reproduce <table2|fig4> --imagenet DIR --profile paper|smoke [--limit N] [--seed S]
-       cargo xtask reproduce <table3|table4|table5> --imagenet DIR [--limit N]
-                             [--weights ARCH=SOURCE,...] [--device D] [--out DIR]
-       cargo xtask bench [--json] [--only NAME] [--runs N]
-       cargo xtask soak [--iterations N] [--every N] [--batch-size N] [--passes N] [--images N]
-                        [--out FILE]
+/// Reproduction and benchmark tasks of the workspace.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
 
-targets:
-  table1  Table 1: architectures, parameters and FLOPs (no training)
-  fig1    Fig. 1: training and test error of plain-20 and plain-56
-  fig6    Fig. 6: CIFAR-10 plain nets and ResNets by depth, three panels
-  table6  Table 6: CIFAR-10 test error by depth, beside the paper's
-  fig7    Fig. 7: standard deviations of 3x3 layer responses
-  all     every target, sharing the training runs
-  table2  Table 2: plain-18/34 vs ResNet-18/34 (option A) trained on ImageNet, 10-crop top-1 error
-  fig4    Fig. 4: their training and validation error curves
-  table3  Table 3: 10-crop ImageNet validation error of public ResNet-34/50/101/152 weights
-  table4  Table 4: the same with multi-scale fully-convolutional testing
-  table5  Table 5: their ensemble (softmax averaged, multi-scale)
+#[derive(Subcommand)]
+enum Task {
+    /// Reproduce a table or figure of the paper.
+    Reproduce(Reproduce),
+    /// Every benchmark workload, each in its own process, as a table or JSON lines.
+    Bench {
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only the workload with this name.
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
+        /// Timed runs per workload (the median is reported).
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        runs: usize,
+    },
+    /// One benchmark workload in this process, as one JSON line (what `bench` runs per workload).
+    BenchOne {
+        /// The workload's name.
+        name: String,
+        /// Timed runs (the median is reported).
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        runs: usize,
+    },
+    /// Resident memory over a long CPU training run and many evaluation passes.
+    Soak(SoakArgs),
+}
 
-ImageNet flags:
-  --imagenet DIR  ILSVRC-2012 as DIR/train/<synset>/<image> and DIR/val/<synset>/<image> (table3-5 need
-                  only the validation set, which may also be DIR/<synset>/<image>)
-  --limit N       test on N evenly spaced validation images only (the report says so)
-  --weights A=S   weights for arch A: a registry name, hf:OWNER/REPO[/FILE][@REV], a local file,
-                  or none to leave A out (default: torchvision's, resnet34..152.tv_in1k)
+/// `cargo xtask reproduce`.
+#[derive(Args)]
+struct Reproduce {
+    /// What to reproduce.
+    target: AnyTarget,
+    /// How much compute to spend (table2/fig4: paper or smoke).
+    #[arg(long, value_enum, default_value_t = ProfileName::Quick)]
+    profile: ProfileName,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The first seed; run k uses seed + k.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where reports, plots and runs go (default: results/ in the workspace).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    cifar: CifarFlags,
+    #[command(flatten)]
+    imagenet: ImageNetFlags,
+}
 
-CIFAR-10 flags:
-  --dry-run       print the plan (nets, seeds, iterations, data, device) and every deviation from the
-                  paper, and exit without training
-  --val-size N    hold N training images out for validation (the paper chose its schedule on a 45k/5k
-                  split; its final models, and the paper profile's, train on all 50k)
-  --bn-group N    batch-norm statistics over groups of N images of the batch, as on the paper's GPUs
-                  (the paper and gpu profiles use 64; the others the whole batch)
+/// Flags of the CIFAR-10 targets (table1, fig1, fig6, table6, fig7, all).
+#[derive(Args)]
+#[command(next_help_heading = "CIFAR-10 targets")]
+struct CifarFlags {
+    /// CIFAR-10 in the official binary layout (default: the profile's).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Runs (seeds) per net, instead of the profile's.
+    #[arg(long, value_name = "N")]
+    runs: Option<NonZeroUsize>,
+    /// Hold N training images out for validation (the paper chose its schedule on a 45k/5k
+    /// split; its final models, and the paper profile's, train on all 50k).
+    #[arg(long, value_name = "N")]
+    val_size: Option<usize>,
+    /// Batch-norm statistics over groups of N images of the batch, as on the paper's GPUs
+    /// (the paper and gpu profiles use 64; the others the whole batch).
+    #[arg(long, value_name = "N")]
+    bn_group: Option<NonZeroUsize>,
+    /// Print the plan (nets, seeds, iterations, data, device) and every deviation from the
+    /// paper, and exit without training.
+    #[arg(long)]
+    dry_run: bool,
+}
 
-soak (resident memory over a long CPU run; defaults as the issue asks):
-  --iterations N  ResNet-20 training steps on the CIFAR-10 sample (5000), RSS every --every (100) steps
-  --batch-size N  images per step (128)
-  --passes N      ResNet-18 evaluation passes over --images N (256) generated JPEGs (50)
-  --out FILE      the curves as JSON (results/soak.json)
+/// Flags of the ImageNet targets (table2-5, fig4).
+#[derive(Args)]
+#[command(next_help_heading = "ImageNet targets")]
+struct ImageNetFlags {
+    /// ILSVRC-2012 as DIR/train/<synset>/<image> and DIR/val/<synset>/<image> (table3-5 need
+    /// only the validation set, which may also be DIR/<synset>/<image>).
+    #[arg(long, value_name = "DIR")]
+    imagenet: Option<PathBuf>,
+    /// Test on N evenly spaced validation images only (the report says so).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Weights for arch A: a registry name, hf:OWNER/REPO[/FILE][@REV], a local file, or none to
+    /// leave A out (default: torchvision's, resnet34..152.tv_in1k); comma-separated.
+    #[arg(long, value_name = "A=SOURCE", value_delimiter = ',', value_parser = arch_source)]
+    weights: Vec<(String, String)>,
+}
 
-profiles:
-  quick   (default) short schedules on the bundled CIFAR-10 sample, for a 2-core CPU
-  gpu     every net of Fig. 6 (plain and ResNet 20-110), 3000 iterations at the paper's lr 0.1 (steps at
-          1500/2250, warm-up for ResNet-110), batch norm per 64 images, two seeds for Fig. 7's nets; the
-          full CIFAR-10 in data/cifar-10-batches-bin when present, else the bundled sample; for one GPU
-  paper   the paper's recipe: full CIFAR-10, all 50k training images, 64k iterations, batch norm per 64
-          images, 5 runs (what it cannot match, e.g. the momentum update's form, is listed as deviations)
-  smoke   a few iterations of everything, to check that every file is produced";
+/// `cargo xtask soak`; the defaults are the full-length soak (about an hour).
+#[derive(Args)]
+struct SoakArgs {
+    /// ResNet-20 training steps on the CIFAR-10 sample.
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    iterations: u64,
+    /// Steps between resident-memory samples.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    every: u64,
+    /// Images per training step.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    batch_size: usize,
+    /// ResNet-18 evaluation passes over the generated image folder.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    passes: u64,
+    /// JPEGs in the generated image folder.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    images: usize,
+    /// The curves as JSON (default: results/soak.json in the workspace).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+/// A reproduction target of either half of the paper.
+#[derive(Clone, Copy)]
+enum AnyTarget {
+    Cifar(Target),
+    ImageNet(ImageNetTarget),
+}
+
+impl ValueEnum for AnyTarget {
+    fn value_variants<'a>() -> &'a [Self] {
+        use ImageNetTarget as I;
+        use Target as C;
+        &[
+            AnyTarget::Cifar(C::Table1),
+            AnyTarget::Cifar(C::Fig1),
+            AnyTarget::Cifar(C::Fig6),
+            AnyTarget::Cifar(C::Table6),
+            AnyTarget::Cifar(C::Fig7),
+            AnyTarget::Cifar(C::All),
+            AnyTarget::ImageNet(I::Table2),
+            AnyTarget::ImageNet(I::Fig4),
+            AnyTarget::ImageNet(I::Table3),
+            AnyTarget::ImageNet(I::Table4),
+            AnyTarget::ImageNet(I::Table5),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            AnyTarget::Cifar(t) => t.to_possible_value(),
+            AnyTarget::ImageNet(t) => t.to_possible_value(),
+        }
+    }
+}
+
+/// `A=SOURCE` as a pair.
+fn arch_source(pair: &str) -> Result<(String, String), String> {
+    pair.split_once('=')
+        .map(|(arch, source)| (arch.to_string(), source.to_string()))
+        .ok_or_else(|| format!("expected ARCH=SOURCE, not `{pair}`"))
+}
 
 /// The workspace root, from this crate's manifest directory; for a runner
 /// copied to a machine without the workspace (`target/cuda/dist/xtask`,
@@ -82,12 +194,6 @@ fn project_root() -> PathBuf {
         .unwrap_or(workspace)
 }
 
-/// `text` as a whole number, or an error naming `flag`.
-fn whole<T: std::str::FromStr>(text: &str, flag: &str) -> Result<T> {
-    text.parse()
-        .map_err(|_| anyhow::anyhow!("{flag} must be a whole number, not `{text}`"))
-}
-
 /// mimalloc, keeping freed memory for reuse (see `resnet-alloc`).
 #[global_allocator]
 static GLOBAL: resnet_alloc::MiMalloc = resnet_alloc::MiMalloc;
@@ -95,147 +201,91 @@ static GLOBAL: resnet_alloc::MiMalloc = resnet_alloc::MiMalloc;
 fn main() -> Result<()> {
     resnet_alloc::keep_freed_memory();
     resnet_train::progress::init_logging();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let root = project_root();
-    let (mut out, mut data, mut device, mut seed, mut runs) =
-        (root.join("results"), None, "cpu".to_string(), 0, None);
-    let mut profile = ProfileName::Quick;
-    let (mut json, mut only) = (false, None);
-    let (mut dry_run, mut val_size, mut bn_group) = (false, None, None);
-    let (mut imagenet, mut limit, mut weights) = (None, None, Vec::new());
-    let mut soak = soak::SoakOptions {
-        iterations: 5000,
-        every: 100,
-        batch_size: 128,
-        passes: 50,
-        images: 256,
-        out: root.join("results/soak.json"),
-    };
-    let mut soak_out = None;
-    let mut positional = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-                .cloned()
-        };
-        match arg.as_str() {
-            "--out" => {
-                let dir = PathBuf::from(value("--out")?);
-                soak_out = Some(dir.clone());
-                out = dir;
-            }
-            "--data" => data = Some(PathBuf::from(value("--data")?)),
-            "--device" => device = value("--device")?,
-            "--profile" => profile = value("--profile")?.parse()?,
-            "--seed" => {
-                seed = value("--seed")?
-                    .parse()
-                    .context("--seed must be a whole number")?
-            }
-            "--runs" => {
-                runs = Some(
-                    value("--runs")?
-                        .parse::<usize>()
-                        .context("--runs must be a whole number")?,
-                )
-            }
-            "--imagenet" => imagenet = Some(PathBuf::from(value("--imagenet")?)),
-            "--limit" => {
-                limit = Some(
-                    value("--limit")?
-                        .parse::<usize>()
-                        .context("--limit must be a whole number")?,
-                )
-            }
-            "--weights" => {
-                for pair in value("--weights")?.split(',') {
-                    let (arch, source) = pair
-                        .split_once('=')
-                        .with_context(|| format!("--weights `{pair}`: expected ARCH=SOURCE"))?;
-                    weights.push((arch.to_string(), source.to_string()));
-                }
-            }
-            "--val-size" => {
-                val_size = Some(
-                    value("--val-size")?
-                        .parse::<usize>()
-                        .context("--val-size must be a whole number")?,
-                )
-            }
-            "--bn-group" => {
-                bn_group = Some(
-                    value("--bn-group")?
-                        .parse::<NonZeroUsize>()
-                        .context("--bn-group must be a whole number of images, at least 1")?,
-                )
-            }
-            "--dry-run" => dry_run = true,
-            "--iterations" => soak.iterations = whole(&value("--iterations")?, "--iterations")?,
-            "--every" => soak.every = whole(&value("--every")?, "--every")?,
-            "--batch-size" => soak.batch_size = whole(&value("--batch-size")?, "--batch-size")?,
-            "--passes" => soak.passes = whole(&value("--passes")?, "--passes")?,
-            "--images" => soak.images = whole(&value("--images")?, "--images")?,
-            "--json" => json = true,
-            "--only" => only = Some(value("--only")?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            flag if flag.starts_with('-') => bail!("unknown flag `{flag}`\n{USAGE}"),
-            _ => positional.push(arg.as_str()),
-        }
+    match Cli::parse().task {
+        Task::Reproduce(args) => reproduce(args, &root),
+        Task::Bench { json, only, runs } => bench::run(json, only.as_deref(), runs, &root),
+        Task::BenchOne { name, runs } => bench::run_one(&name, runs, &root),
+        Task::Soak(args) => soak::run(
+            &soak::SoakOptions {
+                iterations: args.iterations,
+                every: args.every,
+                batch_size: args.batch_size,
+                passes: args.passes,
+                images: args.images,
+                out: args.out.unwrap_or_else(|| root.join("results/soak.json")),
+            },
+            &root,
+        ),
     }
-    let target: Target = match positional.as_slice() {
-        ["reproduce", target] if target.parse::<ImageNetTarget>().is_ok() => {
-            anyhow::ensure!(
-                !dry_run,
-                "--dry-run plans the CIFAR-10 targets (table1, fig1, fig6, table6, fig7, all), not {target}"
-            );
+}
+
+/// `cargo xtask reproduce`: refuses the flags of the other half of the paper.
+fn reproduce(args: Reproduce, root: &std::path::Path) -> Result<()> {
+    let out = args.out.unwrap_or_else(|| root.join("results"));
+    let target = match args.target {
+        AnyTarget::ImageNet(target) => {
+            let c = &args.cifar;
+            let given = [
+                ("--data", c.data.is_some()),
+                ("--runs", c.runs.is_some()),
+                ("--val-size", c.val_size.is_some()),
+                ("--bn-group", c.bn_group.is_some()),
+                ("--dry-run", c.dry_run),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                anyhow::bail!(
+                    "{flag} is a flag of the CIFAR-10 targets (table1, fig1, fig6, table6, fig7, all), not of {}",
+                    target.name()
+                );
+            }
             return resnet_repro::reproduce_imagenet(
-                target.parse()?,
+                target,
                 ImageNetOptions {
-                    imagenet,
-                    limit,
-                    device,
+                    imagenet: args.imagenet.imagenet,
+                    limit: args.imagenet.limit,
+                    device: args.device,
                     out,
-                    profile,
-                    seed,
-                    weights,
+                    profile: args.profile,
+                    seed: args.seed,
+                    weights: args.imagenet.weights,
                 },
             );
         }
-        ["reproduce", target] => target.parse().with_context(|| USAGE.to_string())?,
-        ["bench"] => return bench::run(json, only.as_deref(), runs.unwrap_or(5), &root),
-        ["bench-one", name] => return bench::run_one(name, runs.unwrap_or(5), &root),
-        ["soak"] => {
-            if let Some(file) = soak_out {
-                soak.out = file;
-            }
-            return soak::run(&soak, &root);
-        }
-        _ => bail!("{USAGE}"),
+        AnyTarget::Cifar(target) => target,
     };
+    let i = &args.imagenet;
+    let given = [
+        ("--imagenet", i.imagenet.is_some()),
+        ("--limit", i.limit.is_some()),
+        ("--weights", !i.weights.is_empty()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+        anyhow::bail!(
+            "{flag} is a flag of the ImageNet targets (table2, fig4, table3, table4, table5), not of {}",
+            target.name()
+        );
+    }
+    let device = args.device;
     if device.starts_with("cuda") && !cfg!(feature = "cuda") {
-        bail!(
+        anyhow::bail!(
             "--device {device} needs the runner built with CUDA, and `cargo xtask` builds it without: run \
              `cargo run --release -p xtask --features cuda -- reproduce ...` (cudnn for cuDNN; needs the CUDA \
              toolkit, see scripts/build-cuda.sh)"
         );
     }
-    let mut profile = Profile::new(profile);
-    if let Some(runs) = runs {
-        anyhow::ensure!(runs > 0, "--runs must be at least 1");
-        profile.runs = runs;
+    let cifar = args.cifar;
+    let mut profile = Profile::new(args.profile);
+    if let Some(runs) = cifar.runs {
+        profile.runs = runs.get();
         // Table 6 trains the Fig. 7 nets over every seed anyway: use them all.
-        profile.fig7_runs = profile.fig7_runs.max(runs);
+        profile.fig7_runs = profile.fig7_runs.max(profile.runs);
     }
-    if let Some(val_size) = val_size {
+    if let Some(val_size) = cifar.val_size {
         profile.val_size = val_size;
     }
-    if let Some(group) = bn_group {
-        anyhow::ensure!(
+    if let Some(group) = cifar.bn_group {
+        ensure!(
             profile.batch_size.is_multiple_of(group.get()),
             "--bn-group {group} must divide the {} profile's batch of {}",
             profile.name,
@@ -243,15 +293,15 @@ fn main() -> Result<()> {
         );
         profile.bn_group = Some(group);
     }
-    let data = data.unwrap_or_else(|| profile.default_data(&root));
+    let data = cifar.data.unwrap_or_else(|| profile.default_data(root));
     let opts = Options {
         profile,
         data,
         device,
-        seed,
+        seed: args.seed,
         out,
     };
-    if dry_run {
+    if cifar.dry_run {
         print!("{}", resnet_repro::plan(target, &opts)?);
         return Ok(());
     }

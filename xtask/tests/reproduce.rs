@@ -53,7 +53,13 @@ fn unknown_target_fails_with_usage() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown reproduction target `table9`"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid value 'table9'"), "{stderr}");
+    // The usage lists every target of both halves of the paper.
+    assert!(
+        stderr.contains("table1, fig1, fig6, table6, fig7, all, table2"),
+        "{stderr}"
+    );
 }
 
 fn xtask(args: &[&str]) -> std::process::Output {
@@ -104,7 +110,25 @@ fn bad_reproduction_flags_name_the_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--bn-group 48 must divide"), "{stderr}");
     let out = xtask(&["reproduce", "fig1", "--bn-group", "0"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--bn-group must be"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value '0' for '--bn-group"));
+    // A flag of the other half of the paper is refused, not ignored.
+    let out = xtask(&["reproduce", "table3", "--bn-group", "4"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--bn-group is a flag of the CIFAR-10 targets"),
+        "{stderr}"
+    );
+    let out = xtask(&["reproduce", "fig1", "--limit", "3", "--dry-run"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--limit is a flag of the ImageNet targets"),
+        "{stderr}"
+    );
+    // A flag of another task is refused too.
+    let out = xtask(&["bench", "--profile", "paper"]);
+    assert!(!out.status.success());
     if !cfg!(feature = "cuda") {
         let out = xtask(&["reproduce", "fig1", "--device", "cuda", "--dry-run"]);
         assert!(!out.status.success());

@@ -25,10 +25,8 @@ pub mod table1;
 pub mod table6;
 pub mod verdict;
 
-use std::path::PathBuf;
-use std::str::FromStr;
-
 use anyhow::Result;
+use std::path::PathBuf;
 
 pub use plan::plan;
 pub use profile::{DataFacts, Profile, ProfileName};
@@ -36,6 +34,7 @@ pub use reproduction::{Options, Reproduction};
 
 /// A table or figure of the paper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Target {
     /// Table 1: architectures, parameters, FLOPs (no training).
     Table1,
@@ -49,22 +48,6 @@ pub enum Target {
     Fig7,
     /// Every target above, sharing the training runs.
     All,
-}
-
-impl FromStr for Target {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<Target> {
-        Ok(match s {
-            "table1" => Target::Table1,
-            "fig1" => Target::Fig1,
-            "fig6" => Target::Fig6,
-            "table6" => Target::Table6,
-            "fig7" => Target::Fig7,
-            "all" => Target::All,
-            _ => anyhow::bail!("unknown reproduction target `{s}`: expected table1, fig1, fig6, table6, fig7 or all"),
-        })
-    }
 }
 
 impl Target {
@@ -130,6 +113,7 @@ pub fn reproduce(target: Target, opts: Options) -> Result<()> {
 /// A table or figure of the paper's ImageNet half: it needs the user's
 /// ImageNet (`--imagenet DIR`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ImageNetTarget {
     /// Table 2: plain-18/34 and ResNet-18/34 trained on ImageNet, 10-crop top-1 error.
     Table2,
@@ -153,23 +137,6 @@ impl ImageNetTarget {
             ImageNetTarget::Table4 => "table4",
             ImageNetTarget::Table5 => "table5",
         }
-    }
-}
-
-impl FromStr for ImageNetTarget {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<ImageNetTarget> {
-        Ok(match s {
-            "table2" => ImageNetTarget::Table2,
-            "fig4" => ImageNetTarget::Fig4,
-            "table3" => ImageNetTarget::Table3,
-            "table4" => ImageNetTarget::Table4,
-            "table5" => ImageNetTarget::Table5,
-            _ => anyhow::bail!(
-                "unknown ImageNet target `{s}`: expected table2, fig4, table3, table4 or table5"
-            ),
-        })
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use resnet_train::{LrSchedule, ScheduleConfig, TrainConfig, UpdateRule, Warmup};
 
@@ -11,6 +10,7 @@ use crate::deviation::{self, Deviation};
 
 /// Which recipe the reproductions follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ProfileName {
     /// A few iterations of everything, to check that every output is produced.
     Smoke,
@@ -21,20 +21,6 @@ pub enum ProfileName {
     /// The paper's recipe (full CIFAR-10, 64k iterations, final models on all
     /// 50k training images, per-GPU batch norm, 5 runs).
     Paper,
-}
-
-impl FromStr for ProfileName {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "smoke" => Ok(ProfileName::Smoke),
-            "quick" => Ok(ProfileName::Quick),
-            "gpu" => Ok(ProfileName::Gpu),
-            "paper" => Ok(ProfileName::Paper),
-            _ => anyhow::bail!("unknown profile `{s}`: expected smoke, quick, gpu or paper"),
-        }
-    }
 }
 
 impl std::fmt::Display for ProfileName {
