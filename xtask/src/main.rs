@@ -199,8 +199,7 @@ fn project_root() -> PathBuf {
 static GLOBAL: resnet_alloc::MiMalloc = resnet_alloc::MiMalloc;
 
 fn main() -> Result<()> {
-    resnet_alloc::keep_freed_memory();
-    resnet_train::progress::init_logging();
+    resnet_term::start();
     let root = project_root();
     match Cli::parse().task {
         Task::Reproduce(args) => reproduce(args, &root),

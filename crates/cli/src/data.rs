@@ -6,8 +6,6 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use resnet_data::{fetch_cifar10_with_progress, CIFAR10_MD5, CIFAR10_URL};
 
-use resnet_train::progress;
-
 /// Dataset commands.
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -40,7 +38,7 @@ pub fn run(command: &DataCommand) -> Result<()> {
     match command {
         DataCommand::Fetch(args) => {
             let Dataset::Cifar10 = args.dataset;
-            let bar = progress::bar(
+            let bar = resnet_term::bar(
                 0,
                 "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
             );
@@ -55,7 +53,7 @@ pub fn run(command: &DataCommand) -> Result<()> {
                     bar.set_position(done);
                 },
             );
-            progress::finish(&bar);
+            resnet_term::finish(&bar);
             println!("CIFAR-10 is ready in {}", dir?.display());
             Ok(())
         }

@@ -39,8 +39,7 @@ enum Command {
 static GLOBAL: resnet_alloc::MiMalloc = resnet_alloc::MiMalloc;
 
 fn main() {
-    resnet_alloc::keep_freed_memory();
-    resnet_train::progress::init_logging();
+    resnet_term::start();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(&args),

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use resnet_data::Cifar10;
 use resnet_models::Shortcut;
-use resnet_train::progress::ProgressObserver;
+use resnet_term::ProgressObserver;
 use resnet_train::{
     DatasetKind, LrSchedule, NormalizationKind, TrainConfig, TrainError, UpdateRule, Warmup,
 };

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use resnet_term::ProgressObserver;
 use resnet_train::config::RunConfigFile;
-use resnet_train::progress::ProgressObserver;
 use resnet_train::run_dir::{read_json, CONFIG_FILE, METRICS_FILE};
 use resnet_train::{read_metrics, MetricRecord, RunSummary, TrainConfig};
 

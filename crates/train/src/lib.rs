@@ -21,7 +21,6 @@ pub mod config;
 mod dataset;
 pub mod error;
 pub mod metrics;
-pub mod progress;
 pub mod run_dir;
 pub mod schedule;
 pub mod sgd;

@@ -1,15 +1,18 @@
-//! Progress bars that share the terminal with tracing's log lines.
+//! The terminal side of the workspace's binaries: progress bars that share
+//! the terminal with tracing's log lines, and the logging set-up.
 //!
-//! Log lines are printed through the active bar (`ProgressBar::suspend`), so
-//! they never garble it; bars are hidden when stdout is not a terminal.
-//! Binaries install [`LogWriter`] as their tracing writer.
+//! The library crates only emit tracing events; this crate decides how they
+//! look. Log lines are printed through the active bar
+//! (`ProgressBar::suspend`), so they never garble it; bars are hidden when
+//! stdout is not a terminal. Binaries call [`init_logging`] once at start,
+//! which installs [`LogWriter`] as tracing's writer.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{MetricRecord, TrainObserver};
+use resnet_train::{MetricRecord, TrainObserver};
 
 static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
@@ -123,4 +126,14 @@ impl TrainObserver for ProgressObserver {
         line.push_str(&format!(" {:.1} img/s", r.images_per_sec));
         tracing::info!("{line}");
     }
+}
+
+/// What every binary of the workspace does first: keep freed memory for reuse
+/// (see `resnet-alloc`; the binary itself declares
+/// `#[global_allocator] static GLOBAL: resnet_alloc::MiMalloc`, since a library
+/// that did so would impose it on every program linking it) and send log lines
+/// to stderr around the bars ([`init_logging`]).
+pub fn start() {
+    resnet_alloc::keep_freed_memory();
+    init_logging();
 }
