@@ -53,10 +53,6 @@ mod cifar;
 mod download;
 mod error;
 mod folder;
-mod imagenet_augment;
-mod imagenet_loader;
-mod imagenet_norm;
-mod imagenet_views;
 mod loader;
 mod normalize;
 mod prefetch;
@@ -71,16 +67,16 @@ pub use cifar::{
 };
 pub use download::{fetch_cifar10, fetch_cifar10_with_progress, CIFAR10_MD5, CIFAR10_URL};
 pub use error::{BadImage, DataError, Result};
-pub use folder::{load_rgb, BadImagePolicy, ImageFolder, ImageSample, IMAGE_EXTENSIONS};
-pub use imagenet_augment::{
+pub use folder::augment::{
     center_view, lighting_offset, multi_scale, resize_shorter_side, resize_shorter_side_with,
     ten_crop, ChwImage, ImageNetAugment, Resample, TrainView, CROP_SIDE, EVAL_SHORT_SIDE,
     PCA_EIGVAL, PCA_EIGVEC, TEST_SCALES,
 };
-pub use imagenet_loader::{ImageBatch, ImageNetEvalLoader, ImageNetTrainLoader};
-pub use imagenet_norm::{ImageNetNormalization, PixelMean, IMAGENET_MEAN, IMAGENET_STD};
-pub use imagenet_views::{
+pub use folder::loader::{ImageBatch, ImageNetEvalLoader, ImageNetTrainLoader};
+pub use folder::norm::{ImageNetNormalization, PixelMean, IMAGENET_MEAN, IMAGENET_STD};
+pub use folder::views::{
     CropGeometry, ImageNetViewLoader, TestViews, ViewBatch, ViewConfig, ViewGroup,
 };
+pub use folder::{load_rgb, BadImagePolicy, ImageFolder, ImageSample, IMAGE_EXTENSIONS};
 pub use loader::{epoch_permutation, EvalLoader, LoaderConfig, LoaderPosition, TrainLoader};
 pub use normalize::{MeanImage, Normalization};

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use image::RgbImage;
 
-use crate::imagenet_augment::Resample;
+use crate::folder::augment::Resample;
 
 /// The filter of a [`Resample`]: its kernel and its support in output pixels.
 fn filter(resample: Resample) -> (fn(f32) -> f32, f32) {
@@ -157,7 +157,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::resize_window;
-    use crate::imagenet_augment::Resample;
+    use crate::folder::augment::Resample;
 
     fn noisy(width: u32, height: u32, seed: u64) -> RgbImage {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

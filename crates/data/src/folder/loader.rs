@@ -11,9 +11,9 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 
 use crate::error::Result;
+use crate::folder::augment::{center_view, ChwImage, ImageNetAugment};
+use crate::folder::norm::ImageNetNormalization;
 use crate::folder::ImageFolder;
-use crate::imagenet_augment::{center_view, ChwImage, ImageNetAugment};
-use crate::imagenet_norm::ImageNetNormalization;
 use crate::loader::{positive, LoaderConfig, LoaderPosition, Schedule};
 use crate::prefetch::FallibleFetcher;
 

@@ -1,5 +1,7 @@
 //! ImageNet-style image folders: JPEG and PNG files labelled by folder or by a label file,
-//! see [`ImageFolder`].
+//! see [`ImageFolder`]; and what the paper's ImageNet recipe does with them: the training
+//! augmentation and test views ([`augment`]), the loaders ([`loader`]), the normalisation
+//! ([`norm`]) and the multi-view evaluation batches ([`views`]).
 
 use std::collections::HashMap;
 use std::fs;
@@ -9,6 +11,11 @@ use image::{ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, BadImage, DataError, Result};
+
+pub(crate) mod augment;
+pub(crate) mod loader;
+pub(crate) mod norm;
+pub(crate) mod views;
 
 /// File extensions (compared case-insensitively) of the files taken as images.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];

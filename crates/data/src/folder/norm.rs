@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
+use crate::folder::loader::ImageNetEvalLoader;
 use crate::folder::ImageFolder;
-use crate::imagenet_loader::ImageNetEvalLoader;
 
 /// torchvision's ImageNet per-channel mean (R, G, B), 0..1 units.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];

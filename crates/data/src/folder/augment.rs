@@ -18,7 +18,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::imagenet_norm::ImageNetNormalization;
+use crate::folder::norm::ImageNetNormalization;
 use crate::resample::resize_window;
 
 /// Eigenvalues of the ImageNet RGB covariance (0..1 units), as in AlexNet and fb.resnet.torch.

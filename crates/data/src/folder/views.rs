@@ -9,12 +9,12 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use crate::error::{DataError, Result};
-use crate::folder::ImageFolder;
-use crate::imagenet_augment::{
+use crate::folder::augment::{
     center_crop, crop_view, multi_scale, resize_shorter_side_with, ChwImage, Resample, CROP_SIDE,
     EVAL_SHORT_SIDE, TEST_SCALES,
 };
-use crate::imagenet_norm::ImageNetNormalization;
+use crate::folder::norm::ImageNetNormalization;
+use crate::folder::ImageFolder;
 use crate::loader::positive;
 use crate::prefetch::FallibleFetcher;
 
