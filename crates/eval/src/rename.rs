@@ -9,7 +9,7 @@ const RENAMES: [(&str, &str); 2] = [("linear.weight", "fc.weight"), ("linear.bia
 /// The torchvision name of a tensor named `name` in a PyTorch file: a leading
 /// `module.` is stripped, then the classifier's `linear.*` becomes `fc.*`;
 /// any other name is returned as it is.
-pub(crate) fn torchvision_name(name: &str) -> &str {
+pub(crate) fn pytorch_to_torchvision_name(name: &str) -> &str {
     let name = name.strip_prefix(DATA_PARALLEL_PREFIX).unwrap_or(name);
     RENAMES
         .iter()
@@ -19,7 +19,7 @@ pub(crate) fn torchvision_name(name: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::torchvision_name;
+    use super::pytorch_to_torchvision_name;
 
     #[test]
     fn strips_data_parallel_and_renames_the_classifier_only() {
@@ -35,7 +35,7 @@ mod tests {
             ("linear.weight_extra", "linear.weight_extra"),
             ("momentum.linear.weight", "momentum.linear.weight"),
         ] {
-            assert_eq!(torchvision_name(from), to, "{from}");
+            assert_eq!(pytorch_to_torchvision_name(from), to, "{from}");
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::normalization::{
     imagenet_normalization_from_tensors, normalization_from_tensors, normalization_tensors,
     NORMALIZATION_PREFIX,
 };
-use crate::rename::torchvision_name;
+use crate::rename::pytorch_to_torchvision_name;
 use crate::{EvalError, Result};
 
 /// The file a training run writes into its folder at the end: the final weights.
@@ -99,7 +99,7 @@ fn load_with<N>(
     let mut names: Vec<&String> = file.keys().collect();
     names.sort();
     for original in names {
-        let name = torchvision_name(original);
+        let name = pytorch_to_torchvision_name(original);
         if name.starts_with(MOMENTUM_PREFIX) {
             continue;
         }

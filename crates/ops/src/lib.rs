@@ -67,7 +67,7 @@ mod dispatch;
 mod error;
 mod pool;
 mod scratch;
-mod sgd;
+mod sgd_step;
 #[cfg(test)]
 mod test_util;
 
@@ -81,4 +81,4 @@ pub use device::DeviceSpec;
 pub use dispatch::{fast_kernels, set_fast_kernels};
 pub use error::OpsError;
 pub use pool::{global_avg_pool, max_pool_3x3_s2, subsample2};
-pub use sgd::SgdStep;
+pub use sgd_step::SgdStep;
