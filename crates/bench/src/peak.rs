@@ -43,13 +43,17 @@ fn kernel() -> (usize, fn(u64) -> f32) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY (of the call inside): AVX-512F is present.
-            return (16, |n| unsafe { x86::fma_avx512(n) });
+            return (16, |n| {
+                // SAFETY: AVX-512F is present (checked just above).
+                unsafe { x86::fma_avx512(n) }
+            });
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY (of the call inside): AVX2 and FMA are present.
-            return (8, |n| unsafe { x86::fma_avx2(n) });
+            return (8, |n| {
+                // SAFETY: AVX2 and FMA are present (checked just above).
+                unsafe { x86::fma_avx2(n) }
+            });
         }
     }
     (1, fma_scalar)

@@ -45,8 +45,6 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 mod augment;
 mod batch;
 mod cifar;

@@ -15,8 +15,6 @@
 //!   every image, softmax averaged; [`predict_folder`] yields each image's
 //!   averaged probabilities.
 
-#![warn(missing_docs)]
-
 mod error;
 mod evaluate;
 mod imagenet;

@@ -10,8 +10,6 @@
 //! or an instrumented toolchain, and this runs with `cargo test` on stable,
 //! in CI, in seconds (`tests/fuzz.rs`).
 
-#![warn(missing_docs)]
-
 pub mod mutate;
 pub mod targets;
 

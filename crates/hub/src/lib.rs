@@ -14,8 +14,6 @@
 //!   preprocessing they expect and its class names: what evaluation and
 //!   prediction start from; [`Pretrained::classify`] names an image's classes.
 
-#![warn(missing_docs)]
-
 mod classify;
 mod error;
 mod fetch;

@@ -14,8 +14,6 @@
 //!   paper's CIFAR-10 recipe) or on an ImageNet-style image folder
 //!   ([`TrainConfig::imagenet`], the paper's ImageNet recipe).
 
-#![warn(missing_docs)]
-
 pub mod checkpoint;
 pub mod config;
 mod dataset;
