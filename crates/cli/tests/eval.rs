@@ -1,22 +1,16 @@
 //! The `resnet eval` command as a user runs it, on the bundled CIFAR-10 sample.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::Device;
 use resnet_data::Normalization;
 use resnet_eval::{save_weights, MODEL_FILE};
 use resnet_models::{ArchSpec, ResNet};
-
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
-}
+use resnet_test_support::cifar_sample;
 
 fn resnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(args)
-        .output()
-        .unwrap()
+    resnet_test_support::run(env!("CARGO_BIN_EXE_resnet"), args)
 }
 
 /// A temp folder holding a run folder `run/` (with its model.safetensors,
@@ -75,7 +69,7 @@ fn fails_with(args: &[&str], needle: &str) {
 fn json_report_on_the_sample_test_split_from_a_run_folder() {
     let dir = weights();
     let run = dir.path().join("run");
-    let data = sample();
+    let data = cifar_sample();
     let out = eval_resnet20(&run, &data, &["--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -93,7 +87,7 @@ fn json_report_on_the_sample_test_split_from_a_run_folder() {
 fn mean_and_std_flags_normalize_weights_that_store_none() {
     let dir = weights();
     let bare = dir.path().join("bare.safetensors");
-    let data = sample();
+    let data = cifar_sample();
     let out = eval_resnet20(
         &bare,
         &data,
@@ -127,7 +121,7 @@ fn bad_flags_weights_and_data_are_one_clear_line_each() {
         run.to_str().unwrap(),
         bare.to_str().unwrap(),
         empty.path().to_str().unwrap(),
-        sample(),
+        cifar_sample(),
     );
     let data = data.to_str().unwrap();
     let eval = |extra: &[&'static str], weights: &str, data: &str| -> Vec<String> {
@@ -347,7 +341,7 @@ fn bad_image_folder_flags_weights_and_files_are_one_clear_line_each() {
         run.to_str().unwrap(),
         root.to_str().unwrap(),
         cifar_mean.to_str().unwrap(),
-        sample(),
+        cifar_sample(),
     );
     let cifar = cifar.to_str().unwrap();
     let eval = |extra: &[&str], data: &str| -> Vec<String> {
@@ -458,7 +452,7 @@ fn a_corrupt_image_is_named_unless_bad_images_are_skipped() {
         "--weights",
         run,
         "--data",
-        sample().to_str().unwrap(),
+        cifar_sample().to_str().unwrap(),
         "--skip-bad-images",
     ]);
     assert!(stderr(&out).contains("--skip-bad-images applies to image folders"));

@@ -1,12 +1,9 @@
 //! The `resnet info` command as a user runs it.
 
-use std::process::Command;
+use std::process::Output;
 
-fn resnet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(args)
-        .output()
-        .unwrap()
+fn resnet(args: &[&str]) -> Output {
+    resnet_test_support::run(env!("CARGO_BIN_EXE_resnet"), args)
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The `resnet predict` command as a user runs it, on local weights (no network).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::{Device, Tensor};
 use resnet_data::Normalization;
@@ -9,10 +9,7 @@ use resnet_eval::{save_weights, MODEL_FILE};
 use resnet_models::{ArchSpec, ResNet};
 
 fn resnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(args)
-        .output()
-        .unwrap()
+    resnet_test_support::run(env!("CARGO_BIN_EXE_resnet"), args)
 }
 
 /// A model of `arch` whose classifier ignores its input and favours `class`

@@ -5,15 +5,13 @@
 //! refused.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-
-fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
-}
+use resnet_test_support::process::{send_signal, wait_for_a_record, Reaped};
+use resnet_test_support::{assert_bit_identical, cifar_sample};
 
 /// `resnet train` of ResNet-20 on the sample, batches of 8, a record every 3 steps.
 fn train_command(out: &Path, iterations: u64, checkpoint_every: u64) -> Command {
@@ -40,7 +38,7 @@ fn train_command(out: &Path, iterations: u64, checkpoint_every: u64) -> Command 
         "7",
         "--data",
     ])
-    .arg(sample())
+    .arg(cifar_sample())
     .arg("--out")
     .arg(out)
     .stdout(Stdio::null())
@@ -108,18 +106,7 @@ fn a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
 }
 
 fn assert_same_weights(straight: &Path, resumed: &Path) {
-    let (a, b) = (weights(straight), weights(resumed));
-    assert_eq!(a.len(), b.len());
-    for (name, ta) in &a {
-        let (va, vb) = (
-            ta.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
-        assert!(
-            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{name} differs after resume"
-        );
-    }
+    assert_bit_identical(&weights(straight), &weights(resumed));
 }
 
 /// Iteration and training loss of each metric record.
@@ -135,43 +122,6 @@ fn records(run: &Path) -> Vec<(u64, f64)> {
             )
         })
         .collect()
-}
-
-/// A child process killed when dropped, so that a failing test leaves no
-/// trainer running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Sends `signal` (a `kill` name such as TERM) to a child process.
-fn send_signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} failed");
-}
-
-/// Waits until the run in `run` has written a metric record.
-fn wait_for_a_record(run: &Path, child: &mut Child) {
-    let started = Instant::now();
-    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |t| t.is_empty()) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run finished before it could be stopped"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "no metric record appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]
@@ -241,7 +191,7 @@ fn a_second_trainer_on_a_run_folder_in_use_is_refused_naming_the_holder() {
             .arg("--out")
             .arg(&run)
             .arg("--data")
-            .arg(sample())
+            .arg(cifar_sample())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -278,7 +228,7 @@ fn train_errors_are_one_clear_line() {
             .arg("--out")
             .arg(dir.path().join("run"))
             .arg("--data")
-            .arg(sample())
+            .arg(cifar_sample())
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?}");

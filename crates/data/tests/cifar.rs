@@ -3,13 +3,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use resnet_data::{Cifar10, DataError, Split, DATASET_DIR, IMAGE_BYTES, RECORD_BYTES};
-
-fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
-}
+use resnet_test_support::cifar_sample;
 
 fn histogram(labels: &[u8]) -> [usize; 10] {
     let mut h = [0; 10];
@@ -21,7 +18,7 @@ fn histogram(labels: &[u8]) -> [usize; 10] {
 
 #[test]
 fn reads_the_bundled_sample() {
-    let data = Cifar10::load(&sample_dir()).unwrap();
+    let data = Cifar10::load(&cifar_sample()).unwrap();
     assert_eq!(data.train.len(), 5438);
     assert_eq!(data.test.len(), 1017);
     assert_eq!(data.train.images().len(), 5438 * 3072);
@@ -37,15 +34,15 @@ fn reads_the_bundled_sample() {
 
 #[test]
 fn training_files_are_concatenated_in_order() {
-    let data = Cifar10::load(&sample_dir()).unwrap();
+    let data = Cifar10::load(&cifar_sample()).unwrap();
     // Record 3 of data_batch_4.bin follows the 1102 + 1017 + 1017 records of files 1-3.
-    let raw = fs::read(sample_dir().join("data_batch_4.bin")).unwrap();
+    let raw = fs::read(cifar_sample().join("data_batch_4.bin")).unwrap();
     let record = &raw[3 * RECORD_BYTES..4 * RECORD_BYTES];
     let i = 1102 + 1017 + 1017 + 3;
     assert_eq!(data.train.label(i), Some(record[0]));
     assert_eq!(data.train.image(i), Some(&record[1..]));
     // The first image of the test file.
-    let raw = fs::read(sample_dir().join("test_batch.bin")).unwrap();
+    let raw = fs::read(cifar_sample().join("test_batch.bin")).unwrap();
     assert_eq!(data.test.image(0), Some(&raw[1..RECORD_BYTES]));
     assert_eq!(data.test.image(1017), None);
     assert_eq!(data.test.label(1017), None);
@@ -176,7 +173,7 @@ fn wrong_number_of_class_names_is_rejected() {
 
 #[test]
 fn validation_is_the_last_n_training_images() {
-    let data = Cifar10::load(&sample_dir()).unwrap();
+    let data = Cifar10::load(&cifar_sample()).unwrap();
     let full = data.train.clone();
     let (train, val) = data.train.split_off_validation(1000).unwrap();
     assert_eq!((train.len(), val.len()), (4438, 1000));

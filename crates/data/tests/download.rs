@@ -2,41 +2,19 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use flate2::write::GzEncoder;
 use md5::{Digest, Md5};
 use resnet_data::{fetch_cifar10, fetch_cifar10_with_progress, Cifar10, DataError, DATASET_DIR};
+use resnet_test_support::http::Server;
 
 /// Serves one canned HTTP response per connection, `responses.len()` connections, then stops.
-fn serve(responses: Vec<Vec<u8>>) -> (String, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://{}/cifar-10-binary.tar.gz",
-        listener.local_addr().unwrap()
-    );
-    let handle = std::thread::spawn(move || {
-        for response in responses {
-            let (mut stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = stream.write_all(&response);
-        } // Each stream closes when dropped.
-    });
-    (url, handle)
+fn serve(responses: Vec<Vec<u8>>) -> (String, Server) {
+    let connections = responses.len();
+    let mut responses = responses.into_iter();
+    let server = Server::start(connections, move |_| responses.next().unwrap_or_default());
+    (format!("{}/cifar-10-binary.tar.gz", server.url()), server)
 }
 
 /// An HTTP 200 response announcing `content_length` bytes and sending `body`.
@@ -92,7 +70,7 @@ fn downloads_verifies_unpacks_and_then_reuses() {
         &mut |d, t| last = (d, t),
     )
     .unwrap();
-    server.join().unwrap();
+    server.join();
     assert_eq!(last, (tgz.len() as u64, Some(tgz.len() as u64)));
     assert_eq!(path, dest.path().join(DATASET_DIR));
     assert_eq!(entries(dest.path()), [DATASET_DIR]);
@@ -110,7 +88,7 @@ fn wrong_checksum_leaves_nothing_behind() {
     let dest = tempfile::tempdir().unwrap();
     let wrong = "0123456789abcdef0123456789abcdef";
     let err = fetch_cifar10(&url, dest.path(), wrong).unwrap_err();
-    server.join().unwrap();
+    server.join();
     match &err {
         DataError::ChecksumMismatch {
             expected, actual, ..
@@ -134,7 +112,7 @@ fn truncated_download_leaves_nothing_behind() {
     let (url, server) = serve(vec![ok_response(&tgz, tgz.len() + 1000)]);
     let dest = tempfile::tempdir().unwrap();
     let err = fetch_cifar10(&url, dest.path(), &md5_hex(&tgz)).unwrap_err();
-    server.join().unwrap();
+    server.join();
     assert!(
         matches!(
             err,
@@ -158,7 +136,7 @@ fn archive_without_the_dataset_folder_leaves_nothing_behind() {
     let dest = tempfile::tempdir().unwrap();
     std::fs::write(dest.path().join("keep.txt"), "previous state").unwrap();
     let err = fetch_cifar10(&url, dest.path(), &md5_hex(&tgz)).unwrap_err();
-    server.join().unwrap();
+    server.join();
     assert!(
         matches!(err, DataError::BadArchive { .. }),
         "unexpected error {err}"
@@ -172,7 +150,7 @@ fn http_error_status_is_an_error() {
     let (url, server) = serve(vec![not_found.to_vec()]);
     let dest = tempfile::tempdir().unwrap();
     let err = fetch_cifar10(&url, dest.path(), resnet_data::CIFAR10_MD5).unwrap_err();
-    server.join().unwrap();
+    server.join();
     assert!(
         matches!(err, DataError::Http { .. }),
         "unexpected error {err}"

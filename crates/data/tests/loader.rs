@@ -1,6 +1,5 @@
 //! The batch loaders: determinism across threads, resuming, epochs, eval order, errors, shutdown.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use resnet_data::{
 
 /// The last 300 training images of the bundled sample, and their per-pixel-mean normalisation.
 fn small_split() -> (Arc<Split>, Normalization) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample");
+    let dir = resnet_test_support::cifar_sample();
     let (_, split) = Cifar10::load(&dir)
         .unwrap()
         .train

@@ -1,14 +1,11 @@
 //! Normalisation (mean image, per-channel) and augmentation (pad, crop, flip).
 
-use std::path::Path;
-
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use resnet_data::{Augment, Cifar10, CropFlip, DataError, MeanImage, Normalization, Split};
 
 fn sample() -> Cifar10 {
-    Cifar10::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample"))
-        .unwrap()
+    Cifar10::load(&resnet_test_support::cifar_sample()).unwrap()
 }
 
 #[test]

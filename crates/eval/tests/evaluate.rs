@@ -1,6 +1,5 @@
 //! `evaluate` on real CIFAR-10 images from the bundled sample.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
@@ -10,7 +9,7 @@ use resnet_models::{ArchSpec, ResNet};
 
 /// The first `n` images of the sample's test split.
 fn test_images(n: usize) -> Split {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample");
+    let dir = resnet_test_support::cifar_sample();
     let test = Cifar10::load(&dir).unwrap().test;
     Split::new(
         test.images()[..n * IMAGE_BYTES].to_vec(),

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_models::{ArchSpec, ResNet, TensorKind};
+use resnet_test_support::max_abs_diff;
 
 fn model(group: Option<usize>) -> ResNet {
     ResNet::new(&ArchSpec::from_id("resnet20").unwrap(), 3, &Device::Cpu)
@@ -48,19 +49,6 @@ fn running_stats(model: &ResNet) -> Vec<(String, Tensor)> {
         .filter(|v| v.kind == TensorKind::RunningStat)
         .map(|v| (v.name, v.var.as_tensor().clone()))
         .collect()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Runs a batch of `sizes.sum()` images through a net grouped by

@@ -4,20 +4,10 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 use resnet_models::{ArchSpec, ResNet};
+use resnet_test_support::max_abs_diff;
 
 fn model(id: &str, seed: u64) -> ResNet {
     ResNet::new(&ArchSpec::from_id(id).unwrap(), seed, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]

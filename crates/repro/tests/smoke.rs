@@ -1,14 +1,12 @@
 //! The smoke profile end to end: every target produces every file, and each
 //! file parses (JSON valid, SVG well-formed, PNG decodes).
 
-use std::path::PathBuf;
-
 use resnet_repro::{reproduce, Options, Profile, ProfileName, Target};
 
 #[test]
 fn smoke_profile_writes_every_file_and_each_parses() {
     let out = tempfile::tempdir().unwrap();
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample");
+    let data = resnet_test_support::cifar_sample();
     let opts = Options {
         profile: Profile::new(ProfileName::Smoke),
         data,

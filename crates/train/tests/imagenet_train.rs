@@ -134,18 +134,7 @@ fn an_image_folder_run_writes_its_folder_and_resumes_bit_identical() {
     let resumed = resume(&crashed, &mut NoObserver).unwrap();
     assert_eq!(resumed.test, summary.test);
 
-    let (a, b) = (stored, weights(&crashed));
-    assert_eq!(a.len(), b.len());
-    for (name, ta) in &a {
-        let (va, vb) = (
-            ta.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
-        assert!(
-            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{name} differs after resume"
-        );
-    }
+    resnet_test_support::assert_bit_identical(&stored, &weights(&crashed));
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use resnet_test_support::{assert_bit_identical, cifar_sample};
 use resnet_train::run_dir::{
     RunLock, CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE,
     SUMMARY_FILE,
@@ -13,14 +14,10 @@ use resnet_train::{
     TrainError, TrainObserver,
 };
 
-fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
-}
-
 fn small_config(iterations: u64) -> TrainConfig {
     TrainConfig {
         arch: "resnet20".into(),
-        data: sample(),
+        data: cifar_sample(),
         batch_size: 16,
         iterations,
         eval_every: 0,
@@ -35,7 +32,7 @@ fn a_resnet_learns_on_real_cifar_images() {
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig {
         arch: "resnet20".into(),
-        data: sample(),
+        data: cifar_sample(),
         batch_size: 64,
         iterations: 400,
         eval_every: 0,
@@ -224,20 +221,6 @@ impl TrainObserver for StopAt {
 
 fn final_weights(run: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(run.join("model.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn assert_bit_identical(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
-    assert_eq!(a.len(), b.len());
-    for (name, ta) in a {
-        let (va, vb) = (
-            ta.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
-        assert!(
-            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{name} differs"
-        );
-    }
 }
 
 /// The metric records without their timings, which differ between runs.

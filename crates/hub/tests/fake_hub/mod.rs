@@ -6,107 +6,41 @@
 //! itself after that, after a deadline, or when stopped.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+
+use resnet_test_support::http::{response, Request, Server};
 
 /// The commit every served file belongs to.
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 const MAX_REQUESTS: usize = 32;
-const LIFETIME: Duration = Duration::from_secs(120);
 
 /// A running fake hub; stopped when dropped.
 pub struct FakeHub {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<usize>>,
+    server: Server,
 }
 
 impl FakeHub {
     /// Serves `files`, keyed by (`OWNER/REPO`, file path), at revision `main` or [`COMMIT`].
     pub fn start(files: HashMap<(String, String), Vec<u8>>) -> FakeHub {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let deadline = Instant::now() + LIFETIME;
-            let mut served = 0;
-            while served < MAX_REQUESTS && !flag.load(Ordering::SeqCst) && Instant::now() < deadline
-            {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        served += 1;
-                        // A client that hangs up early is its own business.
-                        let _ = serve(stream, &files);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => break,
-                }
-            }
-            served
-        });
-        FakeHub {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
+        let server = Server::start(MAX_REQUESTS, move |request| answer(request, &files));
+        FakeHub { server }
     }
 
     /// The base URL to pass as the endpoint.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Stops the server, closing its port, and returns how many requests it served.
-    pub fn stop(mut self) -> usize {
-        self.shut_down()
-    }
-
-    fn shut_down(&mut self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().map_or(0, |t| t.join().unwrap())
+    pub fn stop(self) -> usize {
+        self.server.stop()
     }
 }
 
-impl Drop for FakeHub {
-    fn drop(&mut self) {
-        self.shut_down();
-    }
-}
-
-fn serve(stream: TcpStream, files: &HashMap<(String, String), Vec<u8>>) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut range = None;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("range") {
-                range = Some(value.trim().to_string());
-            }
-        }
-    }
-    let path = request_line.split_whitespace().nth(1).unwrap_or_default();
-    match find(path, files) {
-        Some(content) => respond_file(stream, content, range.as_deref()),
-        None => respond(
-            stream,
+fn answer(request: &Request, files: &HashMap<(String, String), Vec<u8>>) -> Vec<u8> {
+    match find(&request.path, files) {
+        Some(content) => respond_file(content, request.headers.get("range").map(String::as_str)),
+        None => response(
             "404 Not Found",
             &["x-error-code: EntryNotFound".into()],
             b"Entry not found",
@@ -132,7 +66,7 @@ fn find<'a>(path: &str, files: &'a HashMap<(String, String), Vec<u8>>) -> Option
         .map(Vec::as_slice)
 }
 
-fn respond_file(stream: TcpStream, content: &[u8], range: Option<&str>) -> std::io::Result<()> {
+fn respond_file(content: &[u8], range: Option<&str>) -> Vec<u8> {
     let etag = format!("\"{:016x}{:08x}\"", fnv1a(content), content.len());
     let mut headers = vec![
         format!("ETag: {etag}"),
@@ -140,18 +74,13 @@ fn respond_file(stream: TcpStream, content: &[u8], range: Option<&str>) -> std::
         "Accept-Ranges: bytes".to_string(),
     ];
     let Some((start, end)) = range.and_then(|r| parse_range(r, content.len())) else {
-        return respond(stream, "200 OK", &headers, content);
+        return response("200 OK", &headers, content);
     };
     headers.push(format!(
         "Content-Range: bytes {start}-{end}/{}",
         content.len()
     ));
-    respond(
-        stream,
-        "206 Partial Content",
-        &headers,
-        &content[start..=end],
-    )
+    response("206 Partial Content", &headers, &content[start..=end])
 }
 
 /// `bytes=START-[END]` as an inclusive range within `len` bytes.
@@ -163,26 +92,6 @@ fn parse_range(range: &str, len: usize) -> Option<(usize, usize)> {
         end => end.parse::<usize>().ok()?.min(len.checked_sub(1)?),
     };
     (start <= end).then_some((start, end))
-}
-
-fn respond(
-    mut stream: TcpStream,
-    status: &str,
-    headers: &[String],
-    body: &[u8],
-) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for header in headers {
-        head.push_str(header);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -1,0 +1,81 @@
+//! What the workspace's tests share, so that each exists once: where the
+//! bundled CIFAR-10 sample is, how two tensors (or two sets of weights)
+//! compare, how a test runs one of the binaries, and a local HTTP server
+//! ([`http`]) for the download and hub tests, and how a test stops a
+//! training process as a user would ([`process`]). A dev-dependency only.
+
+pub mod http;
+pub mod process;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use candle_core::Tensor;
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bundled CIFAR-10 sample (`data/cifar-10-sample`: 5438 training and
+/// 1017 test images in the official binary layout).
+pub fn cifar_sample() -> PathBuf {
+    workspace_root().join("data/cifar-10-sample")
+}
+
+/// The largest absolute difference between two tensors of one shape, as f32.
+///
+/// # Panics
+/// When the shapes differ or the tensors cannot be read back.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_dtype(candle_core::DType::F32))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("two tensors of one shape")
+}
+
+/// Asserts that two sets of named tensors hold the same names and, for each,
+/// the same bits.
+///
+/// # Panics
+/// On the first name or value that differs, naming it.
+pub fn assert_bit_identical(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
+    let mut names: Vec<_> = a.keys().collect();
+    names.sort();
+    let mut other: Vec<_> = b.keys().collect();
+    other.sort();
+    assert_eq!(names, other, "the two sets name different tensors");
+    for name in names {
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .and_then(|t| t.to_dtype(candle_core::DType::F32))
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("a readable tensor")
+                .into_iter()
+                .map(f32::to_bits)
+                .collect()
+        };
+        assert!(bits(&a[name]) == bits(&b[name]), "{name} differs");
+    }
+}
+
+/// Runs `program` (a test's `env!("CARGO_BIN_EXE_...")`) with `args` and
+/// returns what it did.
+///
+/// # Panics
+/// When the program cannot be started.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+}
+
+/// The process's stderr, for assertion messages.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
