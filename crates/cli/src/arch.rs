@@ -10,12 +10,12 @@ pub struct ArchArgs {
     /// Architecture id, e.g. resnet20, resnet50, plain34.
     #[arg(long)]
     pub arch: String,
-    /// Shortcut option A, B or C (default: A for CIFAR nets, B for ImageNet nets).
+    /// Shortcut option (default: A for CIFAR nets, B for ImageNet nets).
+    #[arg(long, ignore_case = true)]
+    pub shortcut: Option<Shortcut>,
+    /// Stride placement of bottleneck blocks.
     #[arg(long)]
-    pub shortcut: Option<String>,
-    /// Stride placement of bottleneck blocks: v1 (paper) or v1.5 (torchvision/timm).
-    #[arg(long)]
-    pub stride_placement: Option<String>,
+    pub stride_placement: Option<StridePlacement>,
     /// Number of output classes (default: 1000 for ImageNet nets, 10 for CIFAR nets).
     #[arg(long)]
     pub num_classes: Option<usize>,
@@ -25,11 +25,11 @@ impl ArchArgs {
     /// The zoo spec with the requested changes applied.
     pub fn spec(&self) -> Result<ArchSpec> {
         let mut spec = ArchSpec::from_id(&self.arch)?;
-        if let Some(s) = &self.shortcut {
-            spec = spec.with_shortcut(s.parse::<Shortcut>()?);
+        if let Some(s) = self.shortcut {
+            spec = spec.with_shortcut(s);
         }
-        if let Some(s) = &self.stride_placement {
-            spec = spec.with_stride_placement(s.parse::<StridePlacement>()?);
+        if let Some(s) = self.stride_placement {
+            spec = spec.with_stride_placement(s);
         }
         if let Some(n) = self.num_classes {
             anyhow::ensure!(n > 0, "--num-classes must be at least 1");

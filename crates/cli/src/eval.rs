@@ -4,7 +4,6 @@
 mod folder;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -22,32 +21,23 @@ use crate::arch::ArchArgs;
 const CIFAR_BATCH_SIZE: usize = 256;
 
 /// Which images of the dataset to evaluate on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum SplitChoice {
+    /// The test split.
     Test,
+    /// The last --val-size training images.
     Val,
+    /// The training images before those.
     Train,
 }
 
 impl SplitChoice {
+    /// Its name on the command line.
     fn name(self) -> &'static str {
         match self {
             SplitChoice::Test => "test",
             SplitChoice::Val => "val",
             SplitChoice::Train => "train",
-        }
-    }
-}
-
-impl FromStr for SplitChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "test" => Ok(SplitChoice::Test),
-            "val" => Ok(SplitChoice::Val),
-            "train" => Ok(SplitChoice::Train),
-            _ => Err(format!("`{s}` is not test, val or train")),
         }
     }
 }
@@ -106,8 +96,7 @@ pub struct EvalArgs {
         requires = "multi_scale"
     )]
     scales: Option<Vec<u32>>,
-    /// CIFAR-10 only: split to evaluate: test (the default), val (the last
-    /// --val-size training images) or train (the training images before those).
+    /// CIFAR-10 only: split to evaluate (default: test).
     #[arg(long)]
     split: Option<SplitChoice>,
     /// CIFAR-10 only: training images held out as the validation split, taken
@@ -309,9 +298,10 @@ mod tests {
 
     #[test]
     fn split_names_parse_and_print() {
+        use clap::ValueEnum;
         for name in ["test", "val", "train"] {
-            assert_eq!(name.parse::<SplitChoice>().unwrap().name(), name);
+            assert_eq!(SplitChoice::from_str(name, false).unwrap().name(), name);
         }
-        assert!("validation".parse::<SplitChoice>().is_err());
+        assert!(SplitChoice::from_str("validation", false).is_err());
     }
 }

@@ -33,14 +33,14 @@ pub struct TrainArgs {
     /// Architecture id (default resnet20).
     #[arg(long)]
     arch: Option<String>,
-    /// Shortcut option A, B or C (default: the arch's, A for CIFAR nets).
-    #[arg(long)]
+    /// Shortcut option (default: the arch's, A for CIFAR nets).
+    #[arg(long, ignore_case = true)]
     shortcut: Option<Shortcut>,
     /// CIFAR-10 folder, or image folder ROOT/<class>/<image> (default data/cifar-10-sample).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// What --data holds: cifar10 or image-folder (alias imagenet); default: detected.
-    #[arg(long, value_parser = parse_dataset)]
+    /// What --data holds (default: detected).
+    #[arg(long)]
     dataset: Option<DatasetKind>,
     /// Image folders: validation images (class folders as in --data, or flat with --val-labels); their centre-crop error is the test error.
     #[arg(long)]
@@ -61,8 +61,8 @@ pub struct TrainArgs {
     /// Batch-norm statistics over groups of N images of the batch in training, as on the paper's GPUs (CIFAR-10: 64; ImageNet: 32); must divide --batch-size; default: the whole batch.
     #[arg(long, value_name = "N")]
     bn_group: Option<NonZeroUsize>,
-    /// Form of the momentum update: pytorch (v = m*v + g + wd*w; w -= lr*v) or caffe (v = m*v + lr*(g + wd*w); w -= v); they differ at every lr change.
-    #[arg(long, value_parser = parse_update_rule)]
+    /// Form of the momentum update; the two differ at every lr change.
+    #[arg(long)]
     update_rule: Option<UpdateRule>,
     /// Initial learning rate (paper: 0.1).
     #[arg(long)]
@@ -88,8 +88,8 @@ pub struct TrainArgs {
     /// Steps between metric records.
     #[arg(long)]
     log_every: Option<u64>,
-    /// Input normalization: per-pixel-mean (paper; on an image folder, one pass over it first) or per-channel (on an image folder, torchvision's constants).
-    #[arg(long, value_parser = parse_normalization)]
+    /// Input normalization.
+    #[arg(long)]
     normalization: Option<NormalizationKind>,
     /// Turn off the augmentation (CIFAR-10: pad-4 crop and flip; image folders: scale, flip and colour).
     #[arg(long)]
@@ -100,30 +100,6 @@ pub struct TrainArgs {
     /// Device: cpu, cuda[:N] or metal[:N].
     #[arg(long)]
     device: Option<String>,
-}
-
-fn parse_normalization(s: &str) -> Result<NormalizationKind, String> {
-    match s {
-        "per-pixel-mean" => Ok(NormalizationKind::PerPixelMean),
-        "per-channel" => Ok(NormalizationKind::PerChannel),
-        _ => Err(format!("`{s}` is not per-pixel-mean or per-channel")),
-    }
-}
-
-fn parse_update_rule(s: &str) -> Result<UpdateRule, String> {
-    match s {
-        "pytorch" => Ok(UpdateRule::Pytorch),
-        "caffe" => Ok(UpdateRule::Caffe),
-        _ => Err(format!("`{s}` is not pytorch or caffe")),
-    }
-}
-
-fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
-    match s {
-        "cifar10" => Ok(DatasetKind::Cifar10),
-        "image-folder" | "imagenet" => Ok(DatasetKind::ImageFolder),
-        _ => Err(format!("`{s}` is not cifar10 or image-folder")),
-    }
 }
 
 /// What `dir` holds, if it is a folder: CIFAR-10 if it is a CIFAR-10 folder,

@@ -10,7 +10,7 @@ use resnet_data::{ImageNetNormalization, MeanImage, Normalization};
 use resnet_eval::{load_imagenet_weights, load_weights, resolve_weights, NORMALIZATION_PREFIX};
 use resnet_hub::registry::{self, Preprocessing};
 use resnet_hub::{read_tensors, HubOptions, WeightsSource};
-use resnet_models::{ArchSpec, ResNet, StridePlacement};
+use resnet_models::{ArchSpec, ResNet};
 
 use crate::arch::ArchArgs;
 
@@ -69,15 +69,10 @@ pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<Loa
         }
         _ => {}
     }
-    let stride_placement = arch
-        .stride_placement
-        .as_deref()
-        .map(str::parse::<StridePlacement>)
-        .transpose()?;
     let pretrained = resnet_hub::load_model(
         &weights,
         &spec,
-        stride_placement,
+        arch.stride_placement,
         device,
         &HubOptions::default(),
     )?;

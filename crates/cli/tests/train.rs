@@ -356,7 +356,7 @@ fn image_folder_errors_name_the_flag_or_folder() {
         ),
         (
             vec!["--dataset", "pictures"],
-            "`pictures` is not cifar10 or image-folder".to_string(),
+            "invalid value 'pictures' for '--dataset".to_string(),
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_resnet"))

@@ -39,6 +39,7 @@ pub enum Stem {
 
 /// How a residual block's shortcut is formed (paper, Section 3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "UPPER"))]
 pub enum Shortcut {
     /// Identity; where the shape changes, stride-2 subsampling and zero-padded
     /// channels. No parameters.
@@ -68,12 +69,15 @@ impl FromStr for Shortcut {
 
 /// Where a downsampling bottleneck block puts its stride.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum StridePlacement {
     /// On the first 1x1 conv, as in the paper (ResNet-50 = 3.8 GFLOPs).
     #[serde(rename = "v1")]
+    #[cfg_attr(feature = "clap", value(name = "v1"))]
     V1,
     /// On the 3x3 conv, as in torchvision's and timm's weights (ResNet-50 = 4.1 GFLOPs).
     #[serde(rename = "v1.5")]
+    #[cfg_attr(feature = "clap", value(name = "v1.5"))]
     V1_5,
 }
 

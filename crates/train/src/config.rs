@@ -11,6 +11,7 @@ use crate::{Result, ScheduleConfig, SgdConfig, TrainError, UpdateRule};
 
 /// How images are normalised before they enter the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum NormalizationKind {
     /// The paper's per-pixel mean subtraction: the mean image of the training
@@ -26,6 +27,7 @@ pub enum NormalizationKind {
 
 /// What a run trains on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
     /// CIFAR-10 in the official binary layout, tested on its test split.
@@ -33,6 +35,7 @@ pub enum DatasetKind {
     Cifar10,
     /// An ImageNet-style folder `ROOT/<class>/<image>` of JPEG and PNG files,
     /// tested on the centre crops of a validation folder (`val_data`).
+    #[cfg_attr(feature = "clap", value(alias = "imagenet"))]
     ImageFolder,
 }
 

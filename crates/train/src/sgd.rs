@@ -22,6 +22,7 @@ pub use resnet_eval::MOMENTUM_PREFIX;
 /// rate, PyTorch's form rescales the whole step at once, while in Caffe's the
 /// velocity accumulated at the old rate carries over and decays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum UpdateRule {
     /// `v = m*v + g + wd*w; w -= lr*v` (`torch.optim.SGD`).
