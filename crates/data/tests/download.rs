@@ -7,7 +7,7 @@ use std::path::Path;
 use flate2::write::GzEncoder;
 use md5::{Digest, Md5};
 use resnet_data::{fetch_cifar10, fetch_cifar10_with_progress, Cifar10, DataError, DATASET_DIR};
-use resnet_test_support::http::Server;
+use resnet_test_support::{file_names, http::Server};
 
 /// Serves one canned HTTP response per connection, `responses.len()` connections, then stops.
 fn serve(responses: Vec<Vec<u8>>) -> (String, Server) {
@@ -39,16 +39,6 @@ fn md5_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// A small dataset's archive in the official layout, and the dataset itself.
 fn archive() -> (Vec<u8>, Cifar10) {
     let src = tempfile::tempdir().unwrap();
@@ -73,7 +63,7 @@ fn downloads_verifies_unpacks_and_then_reuses() {
     server.join();
     assert_eq!(last, (tgz.len() as u64, Some(tgz.len() as u64)));
     assert_eq!(path, dest.path().join(DATASET_DIR));
-    assert_eq!(entries(dest.path()), [DATASET_DIR]);
+    assert_eq!(file_names(dest.path()), [DATASET_DIR]);
     assert_eq!(Cifar10::load(dest.path()).unwrap(), data);
 
     // The server is gone: a second fetch must not download.
@@ -100,9 +90,9 @@ fn wrong_checksum_leaves_nothing_behind() {
     }
     assert!(err.to_string().contains(wrong));
     assert!(
-        entries(dest.path()).is_empty(),
+        file_names(dest.path()).is_empty(),
         "{:?}",
-        entries(dest.path())
+        file_names(dest.path())
     );
 }
 
@@ -121,9 +111,9 @@ fn truncated_download_leaves_nothing_behind() {
         "unexpected error {err}"
     );
     assert!(
-        entries(dest.path()).is_empty(),
+        file_names(dest.path()).is_empty(),
         "{:?}",
-        entries(dest.path())
+        file_names(dest.path())
     );
 }
 
@@ -141,7 +131,7 @@ fn archive_without_the_dataset_folder_leaves_nothing_behind() {
         matches!(err, DataError::BadArchive { .. }),
         "unexpected error {err}"
     );
-    assert_eq!(entries(dest.path()), ["keep.txt"]);
+    assert_eq!(file_names(dest.path()), ["keep.txt"]);
 }
 
 #[test]
@@ -156,7 +146,7 @@ fn http_error_status_is_an_error() {
         "unexpected error {err}"
     );
     assert!(err.to_string().contains(&url));
-    assert!(entries(dest.path()).is_empty());
+    assert!(file_names(dest.path()).is_empty());
 }
 
 #[test]
@@ -180,5 +170,5 @@ fn an_invalid_existing_dataset_is_reported_not_replaced() {
         .expect("a cause")
         .to_string();
     assert!(cause.contains("test_batch.bin"), "{cause}");
-    assert_eq!(entries(&dest.path().join(DATASET_DIR)).len(), 6);
+    assert_eq!(file_names(&dest.path().join(DATASET_DIR)).len(), 6);
 }

@@ -10,6 +10,7 @@ use resnet_eval::{
     MODEL_FILE,
 };
 use resnet_models::{ArchSpec, ResNet};
+use resnet_test_support::max_abs_diff;
 
 fn model(seed: u64) -> ResNet {
     ResNet::new(&ArchSpec::from_id("resnet20").unwrap(), seed, &Device::Cpu).unwrap()
@@ -24,14 +25,10 @@ fn trained() -> (ResNet, Tensor) {
 }
 
 fn assert_same_logits(a: &ResNet, b: &ResNet, x: &Tensor) {
-    let diff = (a.forward_t(x, false).unwrap() - b.forward_t(x, false).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(
+        &a.forward_t(x, false).unwrap(),
+        &b.forward_t(x, false).unwrap(),
+    );
     assert_eq!(diff, 0.0);
 }
 

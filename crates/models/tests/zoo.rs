@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use resnet_models::{
     count, zoo, ArchSpec, ResNet, Shortcut, ShortcutPlan, StridePlacement, TensorKind, Trace,
 };
+use resnet_test_support::max_abs_diff;
 
 /// Input side used to run each net in tests (224 is too slow for CI on a CPU).
 fn test_side(spec: &ArchSpec) -> usize {
@@ -289,15 +290,7 @@ fn traced_forward_records_every_3x3_response_and_changes_nothing() {
     let mut trace = Trace::default();
     let traced = model.forward_traced(&x, false, &mut trace).unwrap();
     let plain = model.forward_t(&x, false).unwrap();
-    let diff = (traced - plain)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert_eq!(diff, 0.0);
+    assert_eq!(max_abs_diff(&traced, &plain), 0.0);
     // In train mode the untraced pass fuses each ReLU into its batch norm and
     // the traced one does not (it records the response before the ReLU): the
     // outputs must still agree exactly, with and without shortcuts.

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use resnet_repro::plot::{Figure, LineStyle, Panel, Scale, Series, FIGURE_HEIGHT, PANEL_WIDTH};
+use resnet_test_support::file_names;
 
 /// A decaying error curve from `start`% to about `end`% over 64k iterations.
 fn curve(start: f64, end: f64) -> Vec<(f64, f64)> {
@@ -88,15 +89,6 @@ fn three_panels() -> Figure {
     }
 }
 
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Decodes a PNG file into (width, height, number of distinct colours).
 fn decode_png(path: &Path) -> (u32, u32, usize) {
     let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
@@ -116,7 +108,7 @@ fn three_panel_figure_writes_valid_svg_and_png() {
     let (svg_path, png_path) = fig.write(dir.path(), "fig6").unwrap();
     assert_eq!(svg_path, dir.path().join("fig6.svg"));
     assert_eq!(png_path, dir.path().join("fig6.png"));
-    assert_eq!(leftovers(dir.path()), ["fig6.png", "fig6.svg"]);
+    assert_eq!(file_names(dir.path()), ["fig6.png", "fig6.svg"]);
 
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     let doc = roxmltree::Document::parse(&svg).expect("SVG is well-formed XML");
@@ -183,7 +175,7 @@ fn one_and_two_panels_with_degenerate_series() {
     };
     nothing.write(dir.path(), "nothing").unwrap();
     assert_eq!(
-        leftovers(dir.path()),
+        file_names(dir.path()),
         [
             "nothing.png",
             "nothing.svg",
@@ -236,7 +228,7 @@ fn writing_into_a_file_is_an_error_naming_it() {
         message.contains(&file.display().to_string()),
         "error does not name the file: {message}"
     );
-    assert_eq!(leftovers(dir.path()), ["not-a-folder"]);
+    assert_eq!(file_names(dir.path()), ["not-a-folder"]);
 }
 
 #[test]
@@ -247,7 +239,7 @@ fn a_figure_without_panels_is_an_error() {
         panels: vec![],
     };
     assert!(fig.write(dir.path(), "empty").is_err());
-    assert!(leftovers(dir.path()).is_empty());
+    assert!(file_names(dir.path()).is_empty());
 }
 
 #[cfg(unix)]
@@ -270,5 +262,5 @@ fn overwriting_replaces_the_files() {
     fig.write(dir.path(), "fig").unwrap();
     let (svg, _) = fig.write(dir.path(), "fig").unwrap();
     assert!(std::fs::read_to_string(svg).unwrap().ends_with("</svg>\n"));
-    assert_eq!(leftovers(dir.path()), ["fig.png", "fig.svg"]);
+    assert_eq!(file_names(dir.path()), ["fig.png", "fig.svg"]);
 }

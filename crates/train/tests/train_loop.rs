@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use resnet_test_support::{assert_bit_identical, cifar_sample};
+use resnet_test_support::{assert_bit_identical, cifar_sample, file_names};
 use resnet_train::run_dir::{
     RunLock, CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE,
     SUMMARY_FILE,
@@ -186,16 +186,6 @@ fn bad_data_folder_is_an_error_naming_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("nowhere"), "{err}");
-}
-
-/// The names in a folder, sorted.
-fn file_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Asks the loop to stop once `at` steps are done (as a signal handler

@@ -8,7 +8,7 @@ pub mod http;
 pub mod process;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle_core::Tensor;
@@ -73,6 +73,24 @@ pub fn run(program: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+}
+
+/// The names of the entries of `dir`, sorted.
+///
+/// # Panics
+/// When `dir` cannot be read.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// The process's stderr, for assertion messages.
