@@ -136,11 +136,14 @@ def torch_peak_rss(name, channels_last):
 
 
 def ours(name, runs):
+    """Our measurement of workload `name`, and the FP32 FMA peak (GFLOP/s) `cargo xtask bench`
+    measured on this machine before it (its first JSON line)."""
     out = subprocess.run(
         ["cargo", "xtask", "bench", "--json", "--only", name, "--runs", str(runs)],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    return json.loads(lines[-1]), json.loads(lines[0]).get("peak_gflops")
 
 
 WORKLOADS = [
@@ -166,10 +169,14 @@ def main():
         print(peak_rss_mib())
         return
     print(f"{'workload':<28} {'ours img/s':>11} {'peer':>22} {'peer img/s':>11} {'ours/peer':>9}")
+    peak_printed = False
     for name, kind, arch, batch, side in WORKLOADS:
         if args.only and args.only != name:
             continue
-        mine = ours(name, args.runs)
+        mine, peak = ours(name, args.runs)
+        if not peak_printed and peak:
+            print(f"(this machine's FP32 FMA peak, 2 threads, measured by cargo xtask bench: {peak:.0f} GFLOP/s)")
+            peak_printed = True
         peers = {
             "pytorch NCHW": torch_seconds(kind, arch, batch, side, args.runs, False),
             "pytorch channels-last": torch_seconds(kind, arch, batch, side, args.runs, True),
@@ -182,6 +189,8 @@ def main():
         peer, seconds = min(peers.items(), key=lambda kv: kv[1])
         theirs = batch / seconds
         print(f"{name:<28} {mine['images_per_sec']:>11.1f} {peer:>22} {theirs:>11.1f} {mine['images_per_sec'] / theirs:>9.2f}")
+        if mine.get("gflops"):
+            print(f"{'':<28} ours {mine['gflops']:.0f} GFLOP/s, {100 * mine.get('peak_fraction', float('nan')):.0f}% of peak")
         if peer.startswith("pytorch"):
             rss = torch_peak_rss(name, peer.endswith("channels-last"))
             print(f"{'':<28} peak memory MiB: ours {mine.get('peak_rss_mib') or float('nan'):.0f}, {peer} {rss:.0f}")
