@@ -82,5 +82,5 @@ pub use imagenet_norm::{ImageNetNormalization, PixelMean, IMAGENET_MEAN, IMAGENE
 pub use imagenet_views::{
     CropGeometry, ImageNetViewLoader, TestViews, ViewBatch, ViewConfig, ViewGroup,
 };
-pub use loader::{epoch_permutation, EvalLoader, LoaderConfig, LoaderPosition, TrainLoader};
+pub use loader::{epoch_permutation, EvalLoader, LoaderConfig, LoaderPosition, Shard, TrainLoader};
 pub use normalize::{MeanImage, Normalization};
