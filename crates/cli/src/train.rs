@@ -353,6 +353,11 @@ fn run_rank(args: &TrainArgs, world: &resnet_train::collective::MpiWorld) -> Res
         };
     }
     eprintln!("error: rank {rank} of {size}: {err:#}");
+    if let Some(TrainError::RankFailed { .. }) = err.downcast_ref::<TrainError>() {
+        // The failed rank ends the job itself, after printing why; give it
+        // the time to, so that its cause is not cut off by this abort.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
     world.abort(1)
 }
 

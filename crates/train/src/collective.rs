@@ -4,7 +4,7 @@
 //! a replica, computes the gradients of its share of every batch, and the
 //! ranks sum them ([`Collective::all_reduce_sum`]) before each applies the
 //! same update. [`SingleProcess`] is the world of one that a plain run is;
-//! [`MpiWorld`] (feature `mpi`) is a world launched by `mpirun`/`srun`.
+//! `MpiWorld` (feature `mpi`) is a world launched by `mpirun`/`srun`.
 //!
 //! A collective that waits longer than its world's timeout for the other
 //! ranks ends with [`CollectiveError::Timeout`] instead of hanging.
