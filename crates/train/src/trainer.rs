@@ -905,6 +905,54 @@ mod tests {
         assert_eq!(worst, 0.0, "a resumed run continues bit for bit");
     }
 
+    #[test]
+    fn a_rank_whose_step_fails_is_named_at_that_iteration() {
+        let config = small_config();
+        let errors = on_threads(2, |rank| {
+            let model = build_model(&config, &Device::Cpu).unwrap();
+            let mut sgd = Sgd::new(model.parameters(), config.sgd).unwrap();
+            let local = if rank.rank() == 1 {
+                Err(TrainError::LoaderStopped)
+            } else {
+                let images = Tensor::zeros((2, 3, 32, 32), candle_core::DType::F32, &Device::Cpu);
+                let logits = model.forward_t(&images.unwrap(), true).unwrap();
+                let labels = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
+                let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+                Ok(LocalStep {
+                    position: LoaderPosition::default(),
+                    images: 2,
+                    loss: 2.3,
+                    wrong: 2,
+                    grads: loss.backward().unwrap(),
+                })
+            };
+            let copy = |tensors: HashMap<String, Tensor>| -> HashMap<String, Tensor> {
+                tensors
+                    .into_iter()
+                    .map(|(n, t)| (n, t.copy().unwrap()))
+                    .collect()
+            };
+            let before = copy(model.state_tensors());
+            let result = Replicas::new(&model).combine(&rank, local, &mut sgd, 7);
+            // No update is made when a rank failed.
+            assert_eq!(
+                max_relative_difference(&before, &model.state_tensors()),
+                0.0
+            );
+            result.err().unwrap()
+        });
+        assert!(
+            matches!(&errors[0], TrainError::RankFailed { rank: 1, during } if during == "at iteration 7"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            matches!(errors[1], TrainError::LoaderStopped),
+            "{}",
+            errors[1]
+        );
+    }
+
     /// Asks to stop once `.0` steps are done.
     struct StopAfter(u64, u64);
 
