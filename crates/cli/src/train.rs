@@ -4,13 +4,15 @@
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use resnet_data::Cifar10;
 use resnet_models::Shortcut;
 use resnet_term::ProgressObserver;
+use resnet_train::collective::{Collective, SingleProcess};
 use resnet_train::{
-    DatasetKind, LrSchedule, NormalizationKind, TrainConfig, TrainError, UpdateRule, Warmup,
+    DatasetKind, LrSchedule, NoObserver, NormalizationKind, TrainConfig, TrainError, TrainObserver,
+    UpdateRule, Warmup,
 };
 
 use crate::stop::{self, StopOnSignal};
@@ -100,6 +102,11 @@ pub struct TrainArgs {
     /// Device: cpu, cuda[:N] or metal[:N].
     #[arg(long)]
     device: Option<String>,
+    /// Under mpirun: seconds a rank waits for the others in a collective
+    /// before it ends the job, naming itself (a rank that died or hangs).
+    #[cfg(feature = "mpi")]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    collective_timeout: f64,
 }
 
 /// What `dir` holds, if it is a folder: CIFAR-10 if it is a CIFAR-10 folder,
@@ -260,23 +267,104 @@ impl TrainArgs {
     }
 }
 
+/// A run stopped on request (a signal), its checkpoint saved.
+#[derive(Debug)]
+struct StoppedRun {
+    path: PathBuf,
+    iteration: u64,
+}
+
+impl std::fmt::Display for StoppedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped after iteration {}; the checkpoint is saved, resume with: \
+             resnet train --resume --out {}",
+            self.iteration,
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for StoppedRun {}
+
 /// Trains (or resumes) and prints the final errors. SIGINT or SIGTERM stops
 /// the run after its current step with a checkpoint, and says how to resume.
+/// Started by `mpirun -n N` (feature `mpi`), this process is one of N
+/// data-parallel ranks: `--batch-size` is the global batch, rank 0 writes
+/// the run folder and reports, and a rank that fails ends the whole job.
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let mut observer = StopOnSignal::new(ProgressObserver::new("train"), stop::on_signals()?);
-    let summary = match &args.resume {
-        Some(dir) => resnet_train::resume(dir.as_ref().unwrap_or(&args.out), &mut observer),
-        None => resnet_train::train(&args.config()?, &args.out, &mut observer),
+    #[cfg(feature = "mpi")]
+    {
+        let timeout = args.collective_timeout;
+        if !(timeout.is_finite() && timeout > 0.0) {
+            anyhow::bail!(
+                "--collective-timeout must be a positive number of seconds, got {timeout}"
+            );
+        }
+        let timeout = std::time::Duration::from_secs_f64(timeout);
+        if let Some(world) = resnet_train::collective::MpiWorld::from_launcher(timeout) {
+            if world.world_size() > 1 {
+                return run_rank(args, &world);
+            }
+        }
+    }
+    run_in(args, &SingleProcess)
+}
+
+/// [`run_in`] as one rank of an MPI job. An error other than a stop that
+/// every rank agreed on ends every rank (`MPI_Abort`), so that none waits for
+/// this one; it is printed first, with the rank.
+#[cfg(feature = "mpi")]
+fn run_rank(args: &TrainArgs, world: &resnet_train::collective::MpiWorld) -> Result<()> {
+    let Err(err) = run_in(args, world) else {
+        return Ok(());
     };
-    drop(observer);
+    let (rank, size) = (world.rank(), world.world_size());
+    if err.downcast_ref::<StoppedRun>().is_some() {
+        // Every rank stopped at the same step; rank 0 says how to resume.
+        return match rank {
+            0 => Err(err),
+            _ => std::process::exit(1),
+        };
+    }
+    eprintln!("error: rank {rank} of {size}: {err:#}");
+    if let Some(TrainError::RankFailed { .. }) = err.downcast_ref::<TrainError>() {
+        // The failed rank ends the job itself, after printing why; give it
+        // the time to, so that its cause is not cut off by this abort.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    world.abort(1)
+}
+
+/// Trains or resumes as rank `group.rank()` of `group`; rank 0 shows the
+/// progress and prints the final errors.
+fn run_in(args: &TrainArgs, group: &dyn Collective) -> Result<()> {
+    let flag = stop::on_signals()?;
+    let mut progress;
+    let mut quiet;
+    let observer: &mut dyn TrainObserver = if group.rank() == 0 {
+        progress = StopOnSignal::new(ProgressObserver::new("train"), flag);
+        &mut progress
+    } else {
+        quiet = StopOnSignal::new(NoObserver, flag);
+        &mut quiet
+    };
+    let summary = match &args.resume {
+        Some(dir) => {
+            resnet_train::resume_data_parallel(dir.as_ref().unwrap_or(&args.out), observer, group)
+        }
+        None => resnet_train::train_data_parallel(&args.config()?, &args.out, observer, group),
+    };
     let summary = match summary {
-        Err(TrainError::Stopped { path, iteration }) => bail!(
-            "stopped after iteration {iteration}; the checkpoint is saved, resume with: \
-             resnet train --resume --out {}",
-            path.display()
-        ),
+        Err(TrainError::Stopped { path, iteration }) => {
+            return Err(StoppedRun { path, iteration }.into())
+        }
         other => other?,
     };
+    if group.rank() != 0 {
+        return Ok(());
+    }
     let test = match summary.test.as_ref() {
         Some(test) => format!(
             "test error {:.2}% (top-5 {:.2}%) on {} images",

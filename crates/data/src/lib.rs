@@ -76,5 +76,5 @@ pub use folder::views::{
     CropGeometry, ImageNetViewLoader, TestViews, ViewBatch, ViewConfig, ViewGroup,
 };
 pub use folder::{load_rgb, BadImagePolicy, ImageFolder, ImageSample, IMAGE_EXTENSIONS};
-pub use loader::{epoch_permutation, EvalLoader, LoaderConfig, LoaderPosition, TrainLoader};
+pub use loader::{epoch_permutation, EvalLoader, LoaderConfig, LoaderPosition, Shard, TrainLoader};
 pub use normalize::{MeanImage, Normalization};

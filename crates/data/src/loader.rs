@@ -50,10 +50,55 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Whether to drop each epoch's last incomplete batch.
     pub drop_last: bool,
+    /// The part of every batch this loader yields: one rank's share of the
+    /// global batch in data-parallel training (the whole batch by default).
+    #[serde(default)]
+    pub shard: Shard,
+}
+
+/// Part `index` of `count` contiguous, near-equal parts of every batch: the
+/// permutation and each sample's augmentation are those of the whole batch,
+/// so the parts of all `count` loaders together are exactly its samples, in
+/// order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Which part, in `0..count`.
+    pub index: usize,
+    /// Number of parts (> 0).
+    pub count: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self::WHOLE
+    }
+}
+
+impl Shard {
+    /// The whole batch.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// The range of positions `0..len` of a batch of `len` samples that
+    /// this part holds: `len * index / count .. len * (index + 1) / count`.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        len * self.index / self.count..len * (self.index + 1) / self.count
+    }
+
+    fn checked(self) -> Result<Self> {
+        if self.count == 0 || self.index >= self.count {
+            return Err(DataError::InvalidOption {
+                name: "shard",
+                value: format!("{} of {}", self.index, self.count),
+                expected: "a part index below a part count > 0".into(),
+            });
+        }
+        Ok(self)
+    }
 }
 
 impl LoaderConfig {
-    /// `batch_size` and `seed` with 2 threads, 4 batches of prefetch, and `drop_last`.
+    /// `batch_size` and `seed` with 2 threads, 4 batches of prefetch,
+    /// `drop_last`, and the whole batch.
     pub fn new(batch_size: usize, seed: u64) -> Self {
         Self {
             batch_size,
@@ -61,6 +106,7 @@ impl LoaderConfig {
             threads: 2,
             prefetch: 4,
             drop_last: true,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -132,6 +178,7 @@ pub(crate) struct Schedule {
     batch_size: usize,
     len: usize,
     per_epoch: u64,
+    shard: Shard,
     /// The global number (`epoch * per_epoch + batch`) of the first batch.
     first: u64,
     cached: Option<(u64, Vec<u32>)>,
@@ -142,6 +189,7 @@ impl Schedule {
     pub(crate) fn new(len: usize, config: &LoaderConfig, start: LoaderPosition) -> Result<Self> {
         positive("batch_size", config.batch_size)?;
         positive("threads", config.threads)?;
+        let shard = config.shard.checked()?;
         let per_epoch = if config.drop_last {
             len / config.batch_size
         } else {
@@ -178,6 +226,7 @@ impl Schedule {
             batch_size: config.batch_size,
             len,
             per_epoch,
+            shard,
             first,
             cached: None,
         })
@@ -201,8 +250,9 @@ impl Schedule {
         }
     }
 
-    /// The samples of the `k`-th batch from the start, each with its augmentation
-    /// generator; `None` once the global batch number overflows.
+    /// The samples of this loader's shard of the `k`-th batch from the start,
+    /// each with its augmentation generator; `None` once the global batch
+    /// number overflows.
     pub(crate) fn batch(&mut self, k: u64) -> Option<Vec<(usize, ChaCha8Rng)>> {
         let LoaderPosition { epoch, batch } = self.position(self.first.checked_add(k)?);
         if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -211,7 +261,8 @@ impl Schedule {
         let order = &self.cached.as_ref()?.1;
         let lo = batch as usize * self.batch_size;
         let hi = (lo + self.batch_size).min(order.len());
-        let samples = (lo..hi).map(|pos| {
+        let part = self.shard.range(hi - lo);
+        let samples = (lo + part.start..lo + part.end).map(|pos| {
             let rng = stream_rng(self.seed, epoch, pos as u64, AUGMENT_STREAM);
             (order[pos] as usize, rng)
         });

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use resnet_data::{
     epoch_permutation, Augment, Batch, Cifar10, DataError, EvalLoader, LoaderConfig,
-    LoaderPosition, MeanImage, Normalization, Split, TrainLoader,
+    LoaderPosition, MeanImage, Normalization, Shard, Split, TrainLoader,
 };
 
 /// The last 300 training images of the bundled sample, and their per-pixel-mean normalisation.
@@ -196,6 +196,40 @@ fn eval_loader_is_sequential_unaugmented_and_keeps_the_last_batch() {
 }
 
 #[test]
+fn the_shards_of_a_batch_are_its_contiguous_parts_in_order() {
+    let (split, norm) = small_split();
+    let start = LoaderPosition { epoch: 1, batch: 2 };
+    let whole = take(&split, &norm, config(40, 5, 2), start, 9);
+    // 40 images in 3 parts: 13, 13 and 14; the augmentation of each image
+    // is that of its place in the whole batch.
+    let parts: Vec<_> = (0..3)
+        .map(|index| {
+            let cfg = LoaderConfig {
+                shard: Shard { index, count: 3 },
+                ..config(40, 5, 1 + index)
+            };
+            take(&split, &norm, cfg, start, 9)
+        })
+        .collect();
+    for (k, (position, batch)) in whole.iter().enumerate() {
+        let mut joined = Batch {
+            images: Vec::new(),
+            labels: Vec::new(),
+            batch_size: 0,
+        };
+        for part in &parts {
+            assert_eq!(part[k].0, *position, "shards move together");
+            joined.images.extend_from_slice(&part[k].1.images);
+            joined.labels.extend_from_slice(&part[k].1.labels);
+            joined.batch_size += part[k].1.batch_size;
+        }
+        assert_eq!(parts[0][k].1.batch_size, 13);
+        assert_eq!(parts[2][k].1.batch_size, 14);
+        assert!(joined == *batch, "the shards of batch {k} differ from it");
+    }
+}
+
+#[test]
 fn bad_options_are_errors() {
     let (split, norm) = small_split();
     let start = LoaderPosition::default();
@@ -221,6 +255,11 @@ fn bad_options_are_errors() {
         ..config(301, 1, 1)
     };
     assert!(train(keep_last, start).is_none());
+    let past_parts = LoaderConfig {
+        shard: Shard { index: 2, count: 2 },
+        ..config(32, 1, 1)
+    };
+    assert_eq!(name_of(train(past_parts, start)), "shard");
     assert_eq!(
         name_of(EvalLoader::new(split.clone(), norm.clone(), 0, 1).err()),
         "batch_size"

@@ -212,6 +212,31 @@ impl TrainConfig {
         self.validate_data_options()
     }
 
+    /// Checks that the run can be split over `world_size` data-parallel
+    /// ranks: each takes an equal, contiguous share of every batch, so
+    /// `world_size` must divide `batch_size`, and `bn_group`, if given, must
+    /// divide the share (batch norm never spans ranks).
+    pub fn validate_world(&self, world_size: usize) -> Result<()> {
+        if world_size <= 1 {
+            return Ok(());
+        }
+        if !self.batch_size.is_multiple_of(world_size) {
+            return Err(TrainError::InvalidConfig(format!(
+                "batch_size (--batch-size) {} is the global batch and must divide evenly over the {world_size} ranks",
+                self.batch_size
+            )));
+        }
+        let share = self.batch_size / world_size;
+        if let Some(group) = self.bn_group.filter(|g| !share.is_multiple_of(g.get())) {
+            return Err(TrainError::InvalidConfig(format!(
+                "bn_group (--bn-group) {group} must divide each rank's share of the batch, {share} \
+                 images ({} over {world_size} ranks); each rank's share is a batch-norm group already",
+                self.batch_size
+            )));
+        }
+        Ok(())
+    }
+
     /// The config with its paths (`data`, `val_data`, `val_labels`) made
     /// absolute against the current folder, as written into a run folder: a
     /// run resumed from another folder reads the same data.
@@ -266,15 +291,28 @@ pub struct RunConfigFile {
     pub version: String,
     /// Version of candle it was built with.
     pub candle: String,
+    /// Data-parallel ranks the run trains on (each with its own batch-norm
+    /// statistics, so a resumed run must keep it); 1 when not written.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl RunConfigFile {
-    /// The config stamped with this build's versions.
+    /// The config stamped with this build's versions, for a run on one process.
     pub fn new(config: TrainConfig) -> RunConfigFile {
         RunConfigFile {
             config,
             version: env!("CARGO_PKG_VERSION").into(),
             candle: CANDLE_VERSION.into(),
+            world_size: 1,
         }
     }
 }
@@ -341,6 +379,25 @@ mod tests {
         assert!(err.contains("--bn-group") && err.contains("128"), "{err}");
         let zero: std::result::Result<TrainConfig, _> = serde_json::from_str(r#"{"bn_group": 0}"#);
         assert!(zero.is_err(), "a group of 0 images must not parse");
+    }
+
+    #[test]
+    fn a_batch_splits_evenly_over_the_ranks() {
+        let c = TrainConfig::default();
+        c.validate_world(1).unwrap();
+        c.validate_world(2).unwrap();
+        let err = c.validate_world(3).unwrap_err().to_string();
+        assert!(
+            err.contains("--batch-size") && err.contains("3 ranks"),
+            "{err}"
+        );
+        let grouped = TrainConfig {
+            bn_group: NonZeroUsize::new(64),
+            ..TrainConfig::default()
+        };
+        grouped.validate_world(2).unwrap();
+        let err = grouped.validate_world(4).unwrap_err().to_string();
+        assert!(err.contains("--bn-group") && err.contains("32"), "{err}");
     }
 
     #[test]

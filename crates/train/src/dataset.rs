@@ -18,7 +18,7 @@ use candle_core::{Device, Tensor};
 use resnet_data::{
     Augment, BadImagePolicy, Cifar10, ImageFolder, ImageNetAugment, ImageNetEvalLoader,
     ImageNetNormalization, ImageNetTrainLoader, LoaderConfig, LoaderPosition, MeanImage,
-    Normalization, PixelMean, Split, TrainLoader,
+    Normalization, PixelMean, Shard, Split, TrainLoader,
 };
 use resnet_eval::EvalReport;
 use resnet_models::{ArchSpec, ResNet};
@@ -264,14 +264,17 @@ impl RunData {
         })
     }
 
-    /// The endless training batches from `start`.
+    /// The endless training batches from `start`: the `shard` of each
+    /// batch of `batch_size` images.
     pub(crate) fn train_loader(
         &self,
         config: &TrainConfig,
         start: LoaderPosition,
+        shard: Shard,
     ) -> Result<TrainBatches> {
         let loader_config = LoaderConfig {
             threads: config.loader_threads,
+            shard,
             ..LoaderConfig::new(config.batch_size, config.seed)
         };
         Ok(match self {

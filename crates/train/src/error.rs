@@ -218,6 +218,31 @@ pub enum TrainError {
     /// The device could not be opened.
     #[error(transparent)]
     Device(#[from] resnet_ops::OpsError),
+
+    /// A collective between the ranks of a data-parallel run failed.
+    #[error(transparent)]
+    Collective(#[from] crate::collective::CollectiveError),
+
+    /// Another rank of a data-parallel run failed; its own error says why.
+    #[error("rank {rank} failed {during}, so this rank stops too (rank {rank}'s error says why)")]
+    RankFailed {
+        /// The lowest rank that failed.
+        rank: usize,
+        /// Where: while setting up the run, or at which iteration.
+        during: String,
+    },
+
+    /// The ranks of a data-parallel run resumed at different iterations
+    /// (they read different run folders).
+    #[error("the ranks resumed at different iterations (this rank at {iteration}); every rank must read the same run folder")]
+    RanksDisagree {
+        /// The iteration this rank resumed at.
+        iteration: u64,
+    },
+
+    /// A parameter got no gradient in a data-parallel step.
+    #[error("parameter `{0}` got no gradient, so the ranks cannot sum its gradients")]
+    NoGradient(String),
 }
 
 /// Result type of this crate.

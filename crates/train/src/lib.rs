@@ -13,8 +13,12 @@
 //!   ([`summary`]). It trains on CIFAR-10 ([`TrainConfig::default`], the
 //!   paper's CIFAR-10 recipe) or on an ImageNet-style image folder
 //!   ([`TrainConfig::imagenet`], the paper's ImageNet recipe).
+//! * [`collective`]: the ranks of a data-parallel run (one process, or an
+//!   MPI job with feature `mpi`), which [`train_data_parallel`] splits every
+//!   batch over.
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 mod dataset;
 pub mod error;
@@ -31,4 +35,7 @@ pub use metrics::{read_metrics, MetricRecord};
 pub use schedule::{LrSchedule, PlateauState, ScheduleConfig, Scheduler, SchedulerState, Warmup};
 pub use sgd::{Sgd, SgdConfig, UpdateRule, MOMENTUM_PREFIX};
 pub use summary::RunSummary;
-pub use trainer::{build_model, resume, train, NoObserver, TrainObserver};
+pub use trainer::{
+    build_model, resume, resume_data_parallel, train, train_data_parallel, NoObserver,
+    TrainObserver,
+};

@@ -1,0 +1,331 @@
+//! `mpirun -n 2 resnet train` (feature `mpi`; needs Open MPI's `mpirun`):
+//! two ranks of 64 images train as one process with `--bn-group 64`; rank 1
+//! writes nothing; a rank killed mid-run ends the job with the rank named,
+//! and the run resumes on two ranks bit-identical to an uninterrupted one; a
+//! rank that hangs makes the others give up after `--collective-timeout`.
+#![cfg(feature = "mpi")]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+fn sample() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
+}
+
+/// The arguments of `resnet train` of ResNet-20 on the sample, writing to
+/// `out`, one thread per process.
+fn train_args(out: &Path, batch: usize, iterations: u64, checkpoint_every: u64) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--arch",
+        "resnet20",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "0",
+        "--loader-threads",
+        "1",
+        "--collective-timeout",
+        "60",
+    ]
+    .map(String::from)
+    .into();
+    args.extend([
+        "--batch-size".into(),
+        batch.to_string(),
+        "--iterations".into(),
+        iterations.to_string(),
+        "--checkpoint-every".into(),
+        checkpoint_every.to_string(),
+        "--data".into(),
+        sample().display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
+    args
+}
+
+/// `mpirun` with 2 slots on this machine whatever its cores, passing
+/// `RAYON_NUM_THREADS=1` to the ranks.
+fn mpirun() -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-x",
+        "RAYON_NUM_THREADS",
+    ])
+    .env("RAYON_NUM_THREADS", "1");
+    cmd
+}
+
+fn resnet() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_resnet"));
+    cmd.env("RAYON_NUM_THREADS", "1");
+    cmd
+}
+
+fn succeed(mut cmd: Command) -> Output {
+    let out = cmd
+        .output()
+        .expect("cannot start the command (is mpirun installed?)");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t): (String, Tensor)| (name, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
+
+/// The largest `max |a - b| / max |a|` over the tensors.
+fn max_relative_difference(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32>>) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .map(|(name, va)| {
+            let scale = va.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let diff = va
+                .iter()
+                .zip(&b[name])
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            diff / scale
+        })
+        .fold(0.0, f32::max)
+}
+
+/// `|a - b| / |a|` over all the values of all tensors (L2 norms).
+fn relative_l2(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32>>) -> f64 {
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (name, va) in a {
+        for (x, y) in va.iter().zip(&b[name]) {
+            diff += f64::from(x - y).powi(2);
+            norm += f64::from(*x).powi(2);
+        }
+    }
+    (diff / norm).sqrt()
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Rounding differences of the sums grow with every step of a net this
+/// young (a 1e-7 nudge of its weights moves some BN biases by 1e-2 two
+/// steps later): after one step every tensor is compared, after two all
+/// weights together.
+#[test]
+fn two_ranks_of_64_train_as_one_process_with_bn_groups_of_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let (single, parallel, rank1) = (
+        dir.path().join("single"),
+        dir.path().join("parallel"),
+        dir.path().join("rank1"),
+    );
+    let mut one = resnet();
+    one.args(train_args(&single, 128, 2, 1))
+        .args(["--bn-group", "64"]);
+    succeed(one);
+    // Rank 1 is given a folder of its own (MPMD launch), to show that it
+    // writes nothing.
+    let mut two = mpirun();
+    two.args(["-n", "1", env!("CARGO_BIN_EXE_resnet")])
+        .args(train_args(&parallel, 128, 2, 1))
+        .args([":", "-n", "1", env!("CARGO_BIN_EXE_resnet")])
+        .args(train_args(&rank1, 128, 2, 1));
+    let out = succeed(two);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("resnet20: 2 iterations").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(!rank1.exists(), "rank 1 wrote {}", rank1.display());
+
+    let checkpoint = |run: &Path| tensors(&run.join("checkpoint-00000001.safetensors"));
+    let first = max_relative_difference(&checkpoint(&single), &checkpoint(&parallel));
+    eprintln!("after 1 step: max relative difference of a tensor {first:e}");
+    assert!(
+        first < 1e-5,
+        "after one step a tensor differs by {first} relative"
+    );
+    let model = |run: &Path| tensors(&run.join("model.safetensors"));
+    let last = relative_l2(&model(&single), &model(&parallel));
+    eprintln!("after 2 steps: relative L2 difference of the weights {last:e}");
+    assert!(
+        last < 1e-5,
+        "after two steps the weights differ by {last} relative"
+    );
+
+    let (a, b) = (metrics(&single), metrics(&parallel));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    for (x, y) in a.iter().zip(&b) {
+        for exact in ["iteration", "epoch", "lr", "train_error", "test_error"] {
+            assert_eq!(x[exact], y[exact], "{exact}: {x} vs {y}");
+        }
+        let (lx, ly) = (
+            x["train_loss"].as_f64().unwrap(),
+            y["train_loss"].as_f64().unwrap(),
+        );
+        assert!((lx - ly).abs() < 1e-6 * lx, "train_loss: {x} vs {y}");
+    }
+}
+
+/// The pids of the ranks of the `mpirun` with pid `launcher`, by rank.
+fn rank_pids(launcher: u32) -> HashMap<u32, u32> {
+    let mut pids = HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid ...`; comm may hold spaces, not ')'.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent != Some(launcher) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let rank = environ
+            .split(|&b| b == 0)
+            .filter_map(|var| std::str::from_utf8(var).ok())
+            .find_map(|var| var.strip_prefix("OMPI_COMM_WORLD_RANK="))
+            .and_then(|rank| rank.parse().ok());
+        if let Some(rank) = rank {
+            pids.insert(rank, pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_with_its_rank_named_and_the_run_resumes_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    let (batch, iterations, checkpoint_every) = (16, 40, 4);
+    let mut uninterrupted = mpirun();
+    uninterrupted
+        .args(["-n", "2", env!("CARGO_BIN_EXE_resnet")])
+        .args(train_args(&whole, batch, iterations, checkpoint_every));
+    succeed(uninterrupted);
+
+    let mut job = mpirun();
+    job.args(["-n", "2", env!("CARGO_BIN_EXE_resnet")])
+        .args(train_args(&killed, batch, iterations, checkpoint_every))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let job = job.spawn().unwrap();
+    // Kill rank 1 once a checkpoint is written, mid-run.
+    let started = Instant::now();
+    while !killed.join("checkpoint.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = rank_pids(job.id());
+    let rank1 = pids.get(&1).expect("rank 1 runs under mpirun");
+    let killed_at = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-KILL", &rank1.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = job.wait_with_output().unwrap();
+    let waited = killed_at.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let named: Vec<&str> = text.lines().filter(|l| l.contains("rank")).collect();
+    eprintln!("ended {waited:?} after the kill:\n{}", named.join("\n"));
+    assert!(
+        !out.status.success(),
+        "the job ended well after a kill:\n{text}"
+    );
+    assert!(
+        waited < Duration::from_secs(30),
+        "the job took {waited:?} to end"
+    );
+    assert!(text.contains("rank 1"), "rank 1 is not named:\n{text}");
+    let done = metrics(&killed).len() as u64;
+    assert!(done < iterations, "the run finished before the kill");
+
+    let mut resume = mpirun();
+    resume
+        .args(["-n", "2", env!("CARGO_BIN_EXE_resnet")])
+        .args(["train", "--resume", "--out"])
+        .arg(&killed);
+    succeed(resume);
+    let (a, b) = (
+        tensors(&whole.join("model.safetensors")),
+        tensors(&killed.join("model.safetensors")),
+    );
+    for (name, va) in &a {
+        let same = va
+            .iter()
+            .zip(&b[name])
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{name} differs from the uninterrupted run");
+    }
+}
+
+#[test]
+fn a_hanging_rank_ends_the_job_after_the_collective_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = train_args(&run, 16, 400, 4);
+    let timeout = args
+        .iter()
+        .position(|a| a == "--collective-timeout")
+        .unwrap();
+    args[timeout + 1] = "3".into();
+    let mut job = mpirun();
+    job.args(["-n", "2", env!("CARGO_BIN_EXE_resnet")])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let job = job.spawn().unwrap();
+    let started = Instant::now();
+    while !run.join("checkpoint.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Rank 1 hangs (stopped, not dead): only rank 0's timeout can end the job.
+    let rank1 = rank_pids(job.id())[&1];
+    let stopped_at = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-STOP", &rank1.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = job.wait_with_output().unwrap();
+    let waited = stopped_at.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named: Vec<&str> = stderr.lines().filter(|l| l.contains("rank")).collect();
+    eprintln!("ended {waited:?} after rank 1 hung:\n{}", named.join("\n"));
+    assert!(!out.status.success());
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(30),
+        "the job took {waited:?} to end"
+    );
+    assert!(
+        stderr.contains("error: rank 0 of 2") && stderr.contains("within 3 s"),
+        "{stderr}"
+    );
+}
