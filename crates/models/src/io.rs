@@ -1,14 +1,17 @@
-//! Saving and loading model tensors as safetensors, by torchvision name.
+//! Saving and loading model tensors as safetensors, by torchvision name: the
+//! one writer of the project's safetensors files, with their metadata.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
-use crate::{ModelError, ResNet};
+use crate::{ModelError, ResNet, WeightsMetadata};
 
 /// Suffix of a PyTorch BN counter that has no use here; such entries are ignored.
 const IGNORED_SUFFIX: &str = "num_batches_tracked";
+/// Prefix of the classifier head's tensors.
+const HEAD_PREFIX: &str = "fc.";
 
 impl ResNet {
     /// Every tensor (parameters and running statistics) by name, as saved.
@@ -19,32 +22,38 @@ impl ResNet {
             .collect()
     }
 
-    /// Writes every tensor to a safetensors file, atomically: a temporary
-    /// file beside `path` is written first and then renamed over it.
-    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let tmp = path.with_extension("safetensors.tmp");
-        candle_core::safetensors::save(&self.state_tensors(), &tmp).map_err(|source| {
-            ModelError::Safetensors {
-                path: tmp.clone(),
-                source,
-            }
-        })?;
-        std::fs::rename(&tmp, path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    /// The metadata of this net's weights: its spec, without classes or normalisation.
+    pub fn metadata(&self) -> WeightsMetadata {
+        WeightsMetadata::for_spec(self.spec())
     }
 
-    /// Loads a safetensors file written by [`ResNet::save`] or by torchvision.
+    /// Writes every tensor, with the net's [`WeightsMetadata`], to a
+    /// safetensors file, atomically (see [`save_safetensors`]).
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        save_safetensors(path, &self.state_tensors(), Some(&self.metadata()))
+    }
+
+    /// Loads a safetensors file written by [`ResNet::save`] or by torchvision;
+    /// metadata in the file that describe another net are an error.
     pub fn load(&self, path: &Path) -> Result<(), ModelError> {
-        let tensors =
-            candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|source| {
-                ModelError::Safetensors {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let (tensors, metadata) = read_safetensors(path)?;
+        if let Some(metadata) = metadata {
+            metadata.check(self.spec(), path)?;
+        }
         self.load_tensors(&tensors, &path.display().to_string())
+    }
+
+    /// Sets every tensor except the fc head's from `tensors` (whose own
+    /// `fc.*` entries are ignored), with the checks of
+    /// [`ResNet::load_tensors`]: the start of fine-tuning, where the head is
+    /// new and of another size.
+    pub fn load_backbone(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        source_name: &str,
+    ) -> Result<(), ModelError> {
+        let backbone = |name: &str| !name.starts_with(HEAD_PREFIX);
+        self.load_selected(tensors, source_name, backbone)
     }
 
     /// Sets every model tensor from `tensors`, checking first that each one
@@ -56,7 +65,22 @@ impl ResNet {
         tensors: &HashMap<String, Tensor>,
         source_name: &str,
     ) -> Result<(), ModelError> {
-        let vars = self.named_vars();
+        self.load_selected(tensors, source_name, |_| true)
+    }
+
+    /// [`ResNet::load_tensors`] for the model tensors whose names `select`
+    /// accepts; the other names are neither required nor unexpected.
+    fn load_selected(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        source_name: &str,
+        select: impl Fn(&str) -> bool,
+    ) -> Result<(), ModelError> {
+        let vars: Vec<_> = self
+            .named_vars()
+            .into_iter()
+            .filter(|v| select(&v.name))
+            .collect();
         let mut updates = Vec::with_capacity(vars.len());
         for v in &vars {
             let expected = v.var.dims().to_vec();
@@ -80,7 +104,9 @@ impl ResNet {
         let known: HashSet<&str> = vars.iter().map(|v| v.name.as_str()).collect();
         let mut extra: Vec<_> = tensors
             .iter()
-            .filter(|(name, _)| !name.ends_with(IGNORED_SUFFIX) && !known.contains(name.as_str()))
+            .filter(|(name, _)| {
+                select(name) && !name.ends_with(IGNORED_SUFFIX) && !known.contains(name.as_str())
+            })
             .collect();
         extra.sort_by(|a, b| a.0.cmp(b.0));
         if let Some((name, t)) = extra.first() {
@@ -95,4 +121,62 @@ impl ResNet {
         }
         Ok(())
     }
+}
+
+/// Writes `tensors` and, if given, `metadata` (as the file's `__metadata__`)
+/// to a safetensors file at `path`, atomically: a temporary file in the same
+/// folder is written, synced and renamed over `path`, so a reader never sees
+/// a half-written file. Every safetensors file of the project is written here.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    metadata: Option<&WeightsMetadata>,
+) -> Result<(), ModelError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".weights-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    safetensors::serialize_to_file(sorted, metadata.map(WeightsMetadata::to_map), tmp.path())
+        .map_err(|e| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            source: candle_core::Error::wrap(e),
+        })?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Reads every tensor of a safetensors file (onto the CPU) and its metadata,
+/// if the file is one of ours (see [`WeightsMetadata::from_map`]).
+pub fn read_safetensors(
+    path: &Path,
+) -> Result<(HashMap<String, Tensor>, Option<WeightsMetadata>), ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let unreadable = |source| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
+        .map_err(unreadable)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| unreadable(candle_core::Error::wrap(e)))?;
+    let metadata = match header.metadata() {
+        Some(map) => WeightsMetadata::from_map(map, path)?,
+        None => None,
+    };
+    Ok((tensors, metadata))
 }
