@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use resnet_data::Cifar10;
-use resnet_models::Shortcut;
+use resnet_eval::resolve_weights;
+use resnet_hub::{registry, HubOptions, WeightsSource};
+use resnet_models::{read_safetensors, ArchSpec, Shortcut, StridePlacement};
 use resnet_train::progress::ProgressObserver;
+use resnet_train::run_dir::CONFIG_FILE;
 use resnet_train::{
-    DatasetKind, LrSchedule, NormalizationKind, TrainConfig, TrainError, UpdateRule, Warmup,
+    DatasetKind, Freeze, LrSchedule, NormalizationKind, TrainConfig, TrainError, UpdateRule, Warmup,
 };
 
 use crate::stop::{self, StopOnSignal};
@@ -36,6 +39,26 @@ pub struct TrainArgs {
     /// Shortcut option A, B or C (default: the arch's, A for CIFAR nets).
     #[arg(long)]
     shortcut: Option<Shortcut>,
+    /// Fine-tune: start from these weights (a weights file, a checkpoint, a
+    /// run folder, a registry name such as resnet50.tv_in1k, or
+    /// hf:OWNER/REPO[/FILE][@REV]) instead of a fresh initialisation; --arch
+    /// defaults to the one stored with local weights.
+    #[arg(long, value_name = "SRC")]
+    weights: Option<String>,
+    /// Outputs of the fc head (default: the arch's 1000 or 10); with
+    /// --weights, a fresh head of this size replaces theirs. On an image
+    /// folder, its number of class folders.
+    #[arg(long, value_name = "K")]
+    num_classes: Option<usize>,
+    /// What trains: none frozen (default), or `backbone` frozen (with
+    /// --weights: only the fc head trains; the backbone's batch norms keep
+    /// their running statistics).
+    #[arg(long, value_parser = parse_freeze)]
+    freeze: Option<Freeze>,
+    /// Stride placement of bottleneck blocks: v1 (paper) or v1.5
+    /// (torchvision/timm); needed for bottleneck --weights without metadata.
+    #[arg(long)]
+    stride_placement: Option<StridePlacement>,
     /// CIFAR-10 folder, or image folder ROOT/<class>/<image> (default data/cifar-10-sample).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -115,6 +138,14 @@ fn parse_update_rule(s: &str) -> Result<UpdateRule, String> {
         "pytorch" => Ok(UpdateRule::Pytorch),
         "caffe" => Ok(UpdateRule::Caffe),
         _ => Err(format!("`{s}` is not pytorch or caffe")),
+    }
+}
+
+fn parse_freeze(s: &str) -> Result<Freeze, String> {
+    match s {
+        "none" => Ok(Freeze::None),
+        "backbone" => Ok(Freeze::Backbone),
+        _ => Err(format!("`{s}` is not none or backbone")),
     }
 }
 
@@ -202,9 +233,11 @@ impl TrainArgs {
     /// The run's config: the recipe of its dataset, then `--config`, then flags.
     fn config(&self) -> Result<TrainConfig> {
         let file = self.config.as_deref().map(read_config_fields).transpose()?;
+        let file_sets = |field: &str| file.as_ref().is_some_and(|f| f.contains_key(field));
+        let file_sets = |field: &str| file_sets(field);
         let dataset = self.dataset(file.as_ref())?;
         let mut c = recipe(dataset);
-        if let (Some(fields), Some(path)) = (file, &self.config) {
+        if let (Some(fields), Some(path)) = (file.clone(), &self.config) {
             c = overlay(&c, fields, path)?;
         }
         c.dataset = dataset;
@@ -232,6 +265,20 @@ impl TrainArgs {
         );
         if let Some(s) = self.shortcut {
             c.shortcut = Some(s);
+        }
+        if let Some(placement) = self.stride_placement {
+            c.stride_placement = Some(placement);
+        }
+        if let Some(n) = self.num_classes {
+            c.num_classes = Some(n);
+        }
+        if let Some(freeze) = self.freeze {
+            c.freeze = freeze;
+        }
+        if let Some(weights) = self.local_weights()? {
+            let arch_given = self.arch.is_some() || file_sets("arch");
+            adopt_stored_arch(&mut c, &weights, arch_given)?;
+            c.weights = Some(weights);
         }
         if let Some(rule) = self.update_rule {
             c.update_rule = rule;
@@ -284,13 +331,94 @@ impl TrainArgs {
     }
 }
 
+impl TrainArgs {
+    /// The --weights path, when it names a local file or folder (not a
+    /// registry name or a hub file).
+    fn local_weights(&self) -> Result<Option<PathBuf>> {
+        let Some(weights) = &self.weights else {
+            return Ok(None);
+        };
+        match WeightsSource::parse(weights)? {
+            WeightsSource::Local(path) if registry::find(weights).is_none() => Ok(Some(path)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Fetches hub --weights (a registry name or `hf:` file) into the run
+    /// folder as [`HUB_WEIGHTS_FILE`], with their metadata, and points the
+    /// config at it: the run starts, and resumes, from local weights.
+    fn fetch_hub_weights(&self, config: &mut TrainConfig) -> Result<()> {
+        let Some(weights) = &self.weights else {
+            return Ok(());
+        };
+        if self.local_weights()?.is_some() {
+            return Ok(());
+        }
+        if self.out.join(CONFIG_FILE).exists() {
+            bail!(
+                "{} already holds a run; resume it with --resume, or give another --out",
+                self.out.display()
+            );
+        }
+        let mut spec = ArchSpec::from_id(&config.arch)?;
+        if let Some(shortcut) = config.shortcut {
+            spec = spec.with_shortcut(shortcut);
+        }
+        let pretrained = resnet_hub::load_model(
+            weights,
+            &spec,
+            config.stride_placement,
+            &candle_core::Device::Cpu,
+            &HubOptions::default(),
+        )
+        .with_context(|| format!("--weights {weights}"))?;
+        let spec = pretrained.model.spec();
+        config.stride_placement = Some(spec.stride_placement);
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("creating {}", self.out.display()))?;
+        let path = std::path::absolute(self.out.join(HUB_WEIGHTS_FILE))?;
+        pretrained.model.save(&path)?;
+        tracing::info!(weights = %weights, file = %path.display(), "fetched the initial weights");
+        config.weights = Some(path);
+        Ok(())
+    }
+}
+
+/// The file of a run folder that holds hub weights a run was started from.
+const HUB_WEIGHTS_FILE: &str = "initial-weights.safetensors";
+
+/// Sets `config`'s arch (and shortcut and stride placement, unless given) to
+/// those stored in the metadata of the local weights `path`, unless the arch
+/// was given: fine-tuning a run's weights needs no --arch.
+fn adopt_stored_arch(config: &mut TrainConfig, path: &Path, arch_given: bool) -> Result<()> {
+    let file = resolve_weights(path)?;
+    if file.extension().is_none_or(|e| e != "safetensors") {
+        return Ok(());
+    }
+    let Some(metadata) = read_safetensors(&file)?.1 else {
+        return Ok(());
+    };
+    if !arch_given {
+        config.arch = metadata.arch.clone();
+        config.shortcut = config.shortcut.or(metadata.shortcut);
+    }
+    if config.arch == metadata.arch {
+        config.stride_placement = config.stride_placement.or(Some(metadata.stride_placement));
+    }
+    Ok(())
+}
+
 /// Trains (or resumes) and prints the final errors. SIGINT or SIGTERM stops
 /// the run after its current step with a checkpoint, and says how to resume.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let mut observer = StopOnSignal::new(ProgressObserver::new("train"), stop::on_signals()?);
     let summary = match &args.resume {
         Some(dir) => resnet_train::resume(dir.as_ref().unwrap_or(&args.out), &mut observer),
-        None => resnet_train::train(&args.config()?, &args.out, &mut observer),
+        None => {
+            let mut config = args.config()?;
+            args.fetch_hub_weights(&mut config)?;
+            resnet_train::train(&config, &args.out, &mut observer)
+        }
     };
     drop(observer);
     let summary = match summary {

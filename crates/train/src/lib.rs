@@ -28,10 +28,10 @@ pub mod sgd;
 pub mod summary;
 pub mod trainer;
 
-pub use config::{DatasetKind, NormalizationKind, TrainConfig};
+pub use config::{DatasetKind, Freeze, NormalizationKind, TrainConfig};
 pub use error::{Result, TrainError};
 pub use metrics::{read_metrics, MetricRecord};
 pub use schedule::{LrSchedule, PlateauState, ScheduleConfig, Scheduler, SchedulerState, Warmup};
 pub use sgd::{Sgd, SgdConfig, UpdateRule, MOMENTUM_PREFIX};
 pub use summary::RunSummary;
-pub use trainer::{build_model, resume, train, NoObserver, TrainObserver};
+pub use trainer::{build_model, load_initial_weights, resume, train, NoObserver, TrainObserver};

@@ -10,13 +10,13 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use resnet_data::LoaderPosition;
 use resnet_eval::{MODEL_FILE, NORMALIZATION_PREFIX};
-use resnet_models::{ArchSpec, ResNet};
+use resnet_models::{BlockKind, ResNet};
 use resnet_ops::DeviceSpec;
 
 use crate::checkpoint::{
     checkpoint_files, load_checkpoint_tensors, read_checkpoint, save_checkpoint, CheckpointState,
 };
-use crate::config::{RunConfigFile, TrainConfig};
+use crate::config::{Freeze, RunConfigFile, TrainConfig};
 use crate::dataset::{Dataset, Evaluation, RunData, StoredNormalization};
 use crate::metrics::{MetricRecord, MetricWindow, MetricsLog};
 use crate::run_dir::{
@@ -48,8 +48,8 @@ pub struct NoObserver;
 impl TrainObserver for NoObserver {}
 
 /// Starts a new run in `run_dir`, which must not already hold one. A bad
-/// config or data folder (a bad image header included) is reported before
-/// anything is written. The run holds the folder's [`RunLock`] while it
+/// config, data folder (a bad image header included) or initial `weights`
+/// is reported before anything is written. The run holds the folder's [`RunLock`] while it
 /// trains; its config is written with absolute data paths.
 pub fn train(
     config: &TrainConfig,
@@ -65,6 +65,10 @@ pub fn train(
         });
     }
     let dataset = Dataset::open(config)?;
+    if config.weights.is_some() {
+        // Weights that do not fit are refused before the run folder is written.
+        load_initial_weights(config, &build_model(config, &Device::Cpu)?)?;
+    }
     std::fs::create_dir_all(run_dir).map_err(crate::run_dir::io_error(run_dir))?;
     let _lock = RunLock::acquire(run_dir)?;
     // Checked again under the lock: another process may have started a run
@@ -74,7 +78,10 @@ pub fn train(
             path: run_dir.to_path_buf(),
         });
     }
-    write_json(&config_path, &RunConfigFile::new(config.clone()))?;
+    write_json(
+        &config_path,
+        &RunConfigFile::new(config.clone(), dataset.classes()),
+    )?;
     run(config, dataset, run_dir, observer)
 }
 
@@ -100,13 +107,58 @@ pub fn resume(run_dir: &Path, observer: &mut dyn TrainObserver) -> Result<RunSum
     run(&file.config, dataset, run_dir, observer)
 }
 
-/// The model described by a config, freshly initialised from its seed.
+/// The model described by a config, freshly initialised from its seed (its
+/// backbone frozen if the config says so; its `weights` are loaded by the
+/// run, see [`load_initial_weights`]).
 pub fn build_model(config: &TrainConfig, device: &Device) -> Result<ResNet> {
-    let mut spec = ArchSpec::from_id(&config.arch)?;
-    if let Some(shortcut) = config.shortcut {
-        spec = spec.with_shortcut(shortcut);
+    Ok(ResNet::new(&config.spec()?, config.seed, device)?
+        .with_bn_group(config.bn_group)
+        .with_frozen_backbone(config.freeze == Freeze::Backbone))
+}
+
+/// Loads the config's `weights` (a weights file or run folder) into `model`,
+/// the start of a fine-tuning run: everything but the fc head when the
+/// config sets `num_classes` (the head keeps its fresh initialisation),
+/// everything otherwise. Metadata of the file that describe another
+/// architecture, and any tensor but the head's of another shape, are errors
+/// naming the file and the field or tensor, and so are bottleneck weights
+/// without metadata unless the config names their stride placement.
+/// Without `weights`, nothing.
+pub fn load_initial_weights(config: &TrainConfig, model: &ResNet) -> Result<()> {
+    let Some(weights) = &config.weights else {
+        return Ok(());
+    };
+    let path = resnet_eval::resolve_weights(weights)?;
+    let (mut tensors, metadata) = resnet_eval::read_weights(&path)?;
+    tensors.retain(|name, _| !name.starts_with(NORMALIZATION_PREFIX));
+    let source = path.display().to_string();
+    if metadata.is_none()
+        && model.spec().block == BlockKind::Bottleneck
+        && config.stride_placement.is_none()
+    {
+        return Err(TrainError::InvalidConfig(format!(
+            "{source}: bottleneck weights without metadata may place their strides as the \
+             paper (v1) or as torchvision and timm (v1.5); say which with \
+             stride_placement (--stride-placement)"
+        )));
     }
-    Ok(ResNet::new(&spec, config.seed, device)?.with_bn_group(config.bn_group))
+    match config.num_classes {
+        Some(_) => {
+            if let Some(metadata) = metadata {
+                let source_spec = model.spec().clone().with_num_classes(metadata.num_classes);
+                metadata.check(&source_spec, &path)?;
+            }
+            model.load_backbone(&tensors, &source)?;
+        }
+        None => {
+            if let Some(metadata) = metadata {
+                metadata.check(model.spec(), &path)?;
+            }
+            model.load_tensors(&tensors, &source)?;
+        }
+    }
+    tracing::info!(weights = %source, head_replaced = config.num_classes.is_some(), "loaded the initial weights");
+    Ok(())
 }
 
 /// Where a run starts: fresh, or from its checkpoint.
@@ -132,6 +184,7 @@ fn restore(
 ) -> Result<Start> {
     let candidates = checkpoint_files(run_dir);
     if candidates.is_empty() {
+        load_initial_weights(config, model)?;
         return Ok(Start {
             iteration: 0,
             loader: LoaderPosition::default(),
@@ -214,11 +267,13 @@ fn run(
 ) -> Result<RunSummary> {
     let device = config.device.parse::<DeviceSpec>()?.open()?;
     let model = build_model(config, &device)?;
-    let mut sgd = Sgd::new(model.parameters(), config.sgd)?.with_update_rule(config.update_rule);
+    let mut sgd =
+        Sgd::new(model.trainable_parameters(), config.sgd)?.with_update_rule(config.update_rule);
     let mut scheduler = Scheduler::new(config.schedule.clone())?;
     let start = restore(run_dir, config, dataset, &model, &mut sgd, &mut scheduler)?;
     let mut metrics = MetricsLog::open_at(&run_dir.join(METRICS_FILE), start.iteration)?;
     let data = start.data;
+    let metadata = data.weights_metadata(&model);
     let train_images = data.train_images();
     let mut loader = data.train_loader(config, start.loader)?;
     let evaluate = || data.evaluate(&model, config.loader_threads, &device);
@@ -332,6 +387,7 @@ fn run(
                 model.state_tensors(),
                 sgd.state_tensors()?,
                 data.normalization_tensors()?,
+                &metadata,
             )?;
         }
         if stopping {
@@ -353,7 +409,7 @@ fn run(
     };
     let mut weights = model.state_tensors();
     weights.extend(data.normalization_tensors()?);
-    save_tensors(&run_dir.join(MODEL_FILE), &weights)?;
+    save_tensors(&run_dir.join(MODEL_FILE), &weights, &metadata)?;
     let summary = RunSummary {
         arch: config.arch.clone(),
         params: model.num_parameters(),
@@ -363,6 +419,7 @@ fn run(
         final_train_error: last.1,
         val: eval.val,
         test: eval.test,
+        classes: data.classes(),
         wall_time,
     };
     write_json(&run_dir.join(SUMMARY_FILE), &summary)?;
