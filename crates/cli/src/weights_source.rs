@@ -59,6 +59,7 @@ pub struct LoadedModel {
 /// stride placement from the registry; an explicit `--stride-placement` that
 /// contradicts it is an error).
 pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<LoadedModel> {
+    let spec = arch.spec()?;
     let source = WeightsSource::parse(weights)?;
     let mut weights = weights.to_string();
     match &source {
@@ -78,7 +79,6 @@ pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<Loa
         }
         _ => {}
     }
-    let spec = arch.spec()?;
     let stride_placement = arch
         .stride_placement
         .as_deref()
