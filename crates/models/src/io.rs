@@ -2,11 +2,12 @@
 //! one writer of the project's safetensors files, with their metadata.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
-use crate::{ModelError, ResNet, WeightsMetadata};
+use crate::{BlockKind, ModelError, ResNet, Shortcut, Stem, StridePlacement, WeightsMetadata};
 
 /// Suffix of a PyTorch BN counter that has no use here; such entries are ignored.
 const IGNORED_SUFFIX: &str = "num_batches_tracked";
@@ -20,6 +21,51 @@ impl ResNet {
             .into_iter()
             .map(|v| (v.name, v.var.as_tensor().detach()))
             .collect()
+    }
+
+    /// The tensors of torchvision's `state_dict()` for this net, exactly: every
+    /// tensor by name plus each batch norm's `num_batches_tracked` (an int64
+    /// scalar, 0: the counter is not kept here and only matters to BN with
+    /// `momentum=None`), so that `load_state_dict(strict=True)` accepts them.
+    /// Only nets torchvision builds (ImageNet stem, option B, v1.5
+    /// bottlenecks) compute there what they compute here; see
+    /// [`ResNet::torchvision_compatible`].
+    pub fn torchvision_state_dict(&self) -> Result<HashMap<String, Tensor>, ModelError> {
+        let mut tensors = self.state_tensors();
+        for v in self.named_vars() {
+            if let Some(bn) = v.name.strip_suffix(".running_mean") {
+                let counter = Tensor::new(0i64, &candle_core::Device::Cpu)?;
+                tensors.insert(format!("{bn}.{IGNORED_SUFFIX}"), counter);
+            }
+        }
+        Ok(tensors)
+    }
+
+    /// Why torchvision's `resnetN` would compute another function than this
+    /// net, if it would: a CIFAR stem, shortcuts other than option B, no
+    /// shortcuts (plain nets) or the paper's v1 bottleneck strides
+    /// (torchvision's bottlenecks stride their 3x3 conv, v1.5).
+    pub fn torchvision_compatible(&self) -> Result<(), String> {
+        let spec = self.spec();
+        if spec.stem != Stem::ImageNet {
+            return Err(format!(
+                "{} has the CIFAR stem; torchvision's ResNets have the ImageNet one",
+                spec.id
+            ));
+        }
+        if spec.shortcut != Some(Shortcut::B) {
+            return Err(format!(
+                "{} has shortcut {:?}; torchvision's ResNets have option B",
+                spec.id, spec.shortcut
+            ));
+        }
+        if spec.block == BlockKind::Bottleneck && spec.stride_placement != StridePlacement::V1_5 {
+            return Err(format!(
+                "{} places its strides as the paper (v1); torchvision's bottlenecks are v1.5",
+                spec.id
+            ));
+        }
+        Ok(())
     }
 
     /// The metadata of this net's weights: its spec, without classes or normalisation.
@@ -132,19 +178,7 @@ pub fn save_safetensors(
     tensors: &HashMap<String, Tensor>,
     metadata: Option<&WeightsMetadata>,
 ) -> Result<(), ModelError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let io = |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".weights-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
+    let tmp = temp_file_beside(path)?;
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     safetensors::serialize_to_file(sorted, metadata.map(WeightsMetadata::to_map), tmp.path())
@@ -152,6 +186,42 @@ pub fn save_safetensors(
             path: path.to_path_buf(),
             source: candle_core::Error::wrap(e),
         })?;
+    persist(tmp, path)
+}
+
+/// Writes `bytes` to `path` atomically, as [`save_safetensors`] does: the
+/// project's helper for small files written beside weights (configs).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let mut tmp = temp_file_beside(path)?;
+    tmp.write_all(bytes).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    persist(tmp, path)
+}
+
+/// A temporary file in the folder of `path`, to be renamed over it.
+fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".weights-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Syncs the written temporary file and renames it to `path`.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
