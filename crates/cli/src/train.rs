@@ -87,6 +87,9 @@ pub struct TrainArgs {
     /// Form of the momentum update: pytorch (v = m*v + g + wd*w; w -= lr*v) or caffe (v = m*v + lr*(g + wd*w); w -= v); they differ at every lr change.
     #[arg(long, value_parser = parse_update_rule)]
     update_rule: Option<UpdateRule>,
+    /// Label smoothing ε of the loss, in [0, 1) (default 0, the paper's plain cross-entropy).
+    #[arg(long, value_name = "EPS")]
+    label_smoothing: Option<f64>,
     /// Initial learning rate (paper: 0.1).
     #[arg(long)]
     lr: Option<f64>,
@@ -250,6 +253,7 @@ impl TrainArgs {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
         set!(
+            label_smoothing,
             arch,
             data,
             iterations,

@@ -115,6 +115,10 @@ pub struct TrainConfig {
     /// The form of the momentum update: PyTorch's (the default) or Caffe's
     /// (the paper's authors'); they differ at every change of the lr.
     pub update_rule: UpdateRule,
+    /// Label smoothing ε of the cross-entropy, in [0, 1) (0: none, the
+    /// paper's; see [`crate::loss::cross_entropy`]).
+    #[serde(skip_serializing_if = "is_default")]
+    pub label_smoothing: f64,
     /// Learning-rate schedule, with the optional ResNet-110 warm-up.
     pub schedule: ScheduleConfig,
     /// Seed of the weights' initialisation, the shuffling and the augmentation.
@@ -164,6 +168,7 @@ impl Default for TrainConfig {
             iterations: 64_000,
             sgd: SgdConfig::default(),
             update_rule: UpdateRule::Pytorch,
+            label_smoothing: 0.0,
             schedule: ScheduleConfig::cifar(),
             seed: 0,
             loader_threads: 2,
@@ -240,6 +245,12 @@ impl TrainConfig {
                  to fine-tune with weights (--weights)"
                     .into(),
             ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(TrainError::InvalidConfig(format!(
+                "label_smoothing (--label-smoothing) must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
         }
         let positive = [
             ("num_classes", self.num_classes.map_or(1, |n| n as u64)),
@@ -395,6 +406,43 @@ mod tests {
         let config: TrainConfig = serde_json::from_str(old).unwrap();
         assert_eq!(config, TrainConfig::default());
         assert_eq!(config.dataset, DatasetKind::Cifar10);
+    }
+
+    #[test]
+    fn fine_tuning_options_are_checked() {
+        let smoothing = |eps| TrainConfig {
+            label_smoothing: eps,
+            ..TrainConfig::default()
+        };
+        smoothing(0.1).validate().unwrap();
+        for eps in [1.0, -0.1, f64::NAN] {
+            let err = smoothing(eps).validate().unwrap_err().to_string();
+            assert!(err.contains("--label-smoothing"), "{eps}: {err}");
+        }
+        let frozen = TrainConfig {
+            freeze: Freeze::Backbone,
+            ..TrainConfig::default()
+        };
+        let err = frozen.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--freeze") && err.contains("--weights"),
+            "{err}"
+        );
+        TrainConfig {
+            weights: Some("run".into()),
+            ..frozen
+        }
+        .validate()
+        .unwrap();
+        let zero = TrainConfig {
+            num_classes: Some(0),
+            ..TrainConfig::default()
+        };
+        assert!(zero
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("num_classes"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod config;
 mod dataset;
 pub mod error;
+pub mod loss;
 pub mod metrics;
 pub mod progress;
 pub mod run_dir;

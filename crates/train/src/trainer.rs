@@ -291,7 +291,7 @@ fn run(
         let mut step = || -> Result<_> {
             let batch = loader.next_batch(&device)?;
             let logits = model.forward_t(&batch.images, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            let loss = crate::loss::cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
             sgd.step(&loss.backward()?)?;
             // Read back only now: on a GPU, the backward pass and the update
             // are then queued behind the forward pass without waiting for it.
