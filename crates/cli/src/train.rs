@@ -96,6 +96,10 @@ pub struct TrainArgs {
     /// Iterations at which the lr is divided by 10 (paper, CIFAR-10: 32000,48000); replaces the ImageNet plateau schedule.
     #[arg(long, value_delimiter = ',')]
     milestones: Option<Vec<u64>>,
+    /// Learning-rate schedule instead of the recipe's: `cosine` (from --lr
+    /// down to 0 over --iterations; not the paper's). Not with --milestones.
+    #[arg(long, value_parser = parse_lr_schedule)]
+    lr_schedule: Option<CosineFlag>,
     /// Warm up at lr 0.01 until the training error is below 80% (default: on for resnet110 and resnet1202).
     #[arg(long)]
     warmup: Option<bool>,
@@ -141,6 +145,17 @@ fn parse_update_rule(s: &str) -> Result<UpdateRule, String> {
         "pytorch" => Ok(UpdateRule::Pytorch),
         "caffe" => Ok(UpdateRule::Caffe),
         _ => Err(format!("`{s}` is not pytorch or caffe")),
+    }
+}
+
+/// The one value of --lr-schedule.
+#[derive(Debug, Clone, Copy)]
+struct CosineFlag;
+
+fn parse_lr_schedule(s: &str) -> Result<CosineFlag, String> {
+    match s {
+        "cosine" => Ok(CosineFlag),
+        _ => Err(format!("`{s}` is not cosine")),
     }
 }
 
@@ -313,14 +328,36 @@ impl TrainArgs {
                     milestones: m.clone(),
                     gamma: *factor,
                 },
+                LrSchedule::Cosine { base_lr, .. } => LrSchedule::Step {
+                    base_lr: *base_lr,
+                    milestones: m.clone(),
+                    gamma: 0.1,
+                },
             };
         }
         if let Some(lr) = self.lr {
             match &mut c.schedule.schedule {
-                LrSchedule::Step { base_lr, .. } | LrSchedule::Plateau { base_lr, .. } => {
+                LrSchedule::Step { base_lr, .. }
+                | LrSchedule::Plateau { base_lr, .. }
+                | LrSchedule::Cosine { base_lr, .. } => {
                     *base_lr = lr;
                 }
             }
+        }
+        if self.lr_schedule.is_some() {
+            if self.milestones.is_some() {
+                bail!("--lr-schedule cosine and --milestones are two schedules: give one");
+            }
+            let base_lr = match &c.schedule.schedule {
+                LrSchedule::Step { base_lr, .. }
+                | LrSchedule::Plateau { base_lr, .. }
+                | LrSchedule::Cosine { base_lr, .. } => *base_lr,
+            };
+            c.schedule.schedule = LrSchedule::Cosine {
+                base_lr,
+                iterations: c.iterations,
+                min_lr: 0.0,
+            };
         }
         if self.warmup.unwrap_or(warmup_default) {
             c.schedule.warmup.get_or_insert_with(Warmup::default);

@@ -89,6 +89,10 @@ fn a_fine_tuned_run_keeps_its_class_names_and_its_frozen_backbone() {
         "backbone",
         "--lr",
         "0.5",
+        "--lr-schedule",
+        "cosine",
+        "--label-smoothing",
+        "0.1",
         "--data",
         &mine,
         "--out",
@@ -101,7 +105,18 @@ fn a_fine_tuned_run_keeps_its_class_names_and_its_frozen_backbone() {
         json(&run.join("config.json"))["classes"],
         serde_json::json!(CLASSES)
     );
-    assert_eq!(json(&run.join("config.json"))["config"]["arch"], "resnet18");
+    let config = &json(&run.join("config.json"))["config"];
+    assert_eq!(config["arch"], "resnet18");
+    assert_eq!(config["label_smoothing"], 0.1);
+    let schedule = &config["schedule"]["schedule"];
+    assert_eq!(
+        (
+            &schedule["type"],
+            &schedule["base_lr"],
+            &schedule["iterations"]
+        ),
+        (&"cosine".into(), &0.5.into(), &2.into())
+    );
     assert_eq!(
         json(&run.join("summary.json"))["classes"],
         serde_json::json!(CLASSES)
