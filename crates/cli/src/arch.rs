@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use resnet_models::{ArchSpec, Shortcut, StridePlacement};
+use resnet_models::{ArchSpec, Shortcut, StridePlacement, WeightsMetadata};
 
 /// Which network: a zoo id plus optional changes to its spec.
 #[derive(Debug, Clone, Args)]
@@ -24,7 +24,18 @@ pub struct ArchArgs {
 impl ArchArgs {
     /// The zoo spec with the requested changes applied.
     pub fn spec(&self) -> Result<ArchSpec> {
-        let mut spec = ArchSpec::from_id(&self.arch)?;
+        self.spec_for(None)
+    }
+
+    /// The spec for weights with `metadata`: the net they describe where
+    /// they are of this arch (their head, shortcut and stride placement),
+    /// with the requested changes applied on top (a change that contradicts
+    /// the metadata is refused when the weights are loaded).
+    pub fn spec_for(&self, metadata: Option<&WeightsMetadata>) -> Result<ArchSpec> {
+        let mut spec = match metadata {
+            Some(m) if m.arch == self.arch => m.spec()?,
+            _ => ArchSpec::from_id(&self.arch)?,
+        };
         if let Some(s) = self.shortcut {
             spec = spec.with_shortcut(s);
         }

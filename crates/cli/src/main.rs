@@ -3,6 +3,7 @@
 mod arch;
 mod data;
 mod eval;
+mod export;
 mod info;
 mod predict;
 mod stop;
@@ -27,6 +28,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify images with an ImageNet model: top-5 classes with probabilities.
     Predict(predict::PredictArgs),
+    /// Write weights as torchvision and timm load them: model.safetensors and config.json.
+    Export(export::ExportArgs),
     /// Train a net on CIFAR-10 or an image folder (or resume a run) with the paper's recipe.
     Train(train::TrainArgs),
     /// Download datasets.
@@ -45,6 +48,7 @@ fn main() {
         Command::Info(args) => info::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Predict(args) => predict::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Data(command) => data::run(&command),
     };

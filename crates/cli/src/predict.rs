@@ -45,8 +45,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         normalization: normalization(&loaded.normalization)?,
     };
     let model = &loaded.model;
-    let names: Vec<String> = imagenet_classes().into_iter().map(String::from).collect();
-    let names = (model.spec().num_classes == names.len()).then_some(names);
+    let imagenet: Vec<String> = imagenet_classes().into_iter().map(String::from).collect();
+    let names = match &loaded.classes {
+        Some(stored) => Some(stored.clone()),
+        None => (model.spec().num_classes == imagenet.len()).then_some(imagenet),
+    };
 
     for path in &args.images {
         let image = load_rgb(path).with_context(|| format!("reading image {}", path.display()))?;

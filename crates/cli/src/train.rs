@@ -4,15 +4,18 @@
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use resnet_data::Cifar10;
-use resnet_models::Shortcut;
+use resnet_eval::resolve_weights;
+use resnet_hub::{registry, HubOptions, WeightsSource};
+use resnet_models::{read_safetensors, ArchSpec, Shortcut, StridePlacement};
 use resnet_term::ProgressObserver;
 use resnet_train::collective::{Collective, SingleProcess};
+use resnet_train::run_dir::CONFIG_FILE;
 use resnet_train::{
-    DatasetKind, LrSchedule, NoObserver, NormalizationKind, TrainConfig, TrainError, TrainObserver,
-    UpdateRule, Warmup,
+    DatasetKind, Freeze, LrSchedule, NoObserver, NormalizationKind, TrainConfig, TrainError,
+    TrainObserver, UpdateRule, Warmup,
 };
 
 use crate::stop::{self, StopOnSignal};
@@ -38,6 +41,26 @@ pub struct TrainArgs {
     /// Shortcut option (default: the arch's, A for CIFAR nets).
     #[arg(long, ignore_case = true)]
     shortcut: Option<Shortcut>,
+    /// Fine-tune: start from these weights (a weights file, a checkpoint, a
+    /// run folder, a registry name such as resnet50.tv_in1k, or
+    /// hf:OWNER/REPO[/FILE][@REV]) instead of a fresh initialisation; --arch
+    /// defaults to the one stored with local weights.
+    #[arg(long, value_name = "SRC")]
+    weights: Option<String>,
+    /// Outputs of the fc head (default: the arch's 1000 or 10); with
+    /// --weights, a fresh head of this size replaces theirs. On an image
+    /// folder, its number of class folders.
+    #[arg(long, value_name = "K")]
+    num_classes: Option<usize>,
+    /// What trains: none frozen (default), or `backbone` frozen (with
+    /// --weights: only the fc head trains; the backbone's batch norms keep
+    /// their running statistics).
+    #[arg(long)]
+    freeze: Option<Freeze>,
+    /// Stride placement of bottleneck blocks: v1 (paper) or v1.5
+    /// (torchvision/timm); needed for bottleneck --weights without metadata.
+    #[arg(long)]
+    stride_placement: Option<StridePlacement>,
     /// CIFAR-10 folder, or image folder ROOT/<class>/<image> (default data/cifar-10-sample).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -66,12 +89,19 @@ pub struct TrainArgs {
     /// Form of the momentum update; the two differ at every lr change.
     #[arg(long)]
     update_rule: Option<UpdateRule>,
+    /// Label smoothing ε of the loss, in [0, 1) (default 0, the paper's plain cross-entropy).
+    #[arg(long, value_name = "EPS")]
+    label_smoothing: Option<f64>,
     /// Initial learning rate (paper: 0.1).
     #[arg(long)]
     lr: Option<f64>,
     /// Iterations at which the lr is divided by 10 (paper, CIFAR-10: 32000,48000); replaces the ImageNet plateau schedule.
     #[arg(long, value_delimiter = ',')]
     milestones: Option<Vec<u64>>,
+    /// Learning-rate schedule instead of the recipe's: `cosine` (from --lr
+    /// down to 0 over --iterations; not the paper's). Not with --milestones.
+    #[arg(long)]
+    lr_schedule: Option<LrScheduleFlag>,
     /// Warm up at lr 0.01 until the training error is below 80% (default: on for resnet110 and resnet1202).
     #[arg(long)]
     warmup: Option<bool>,
@@ -107,6 +137,13 @@ pub struct TrainArgs {
     #[cfg(feature = "mpi")]
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     collective_timeout: f64,
+}
+
+/// The values of --lr-schedule.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LrScheduleFlag {
+    /// From --lr down to 0 over --iterations (PyTorch's CosineAnnealingLR; not the paper's).
+    Cosine,
 }
 
 /// What `dir` holds, if it is a folder: CIFAR-10 if it is a CIFAR-10 folder,
@@ -185,9 +222,11 @@ impl TrainArgs {
     /// The run's config: the recipe of its dataset, then `--config`, then flags.
     fn config(&self) -> Result<TrainConfig> {
         let file = self.config.as_deref().map(read_config_fields).transpose()?;
+        let file_sets = |field: &str| file.as_ref().is_some_and(|f| f.contains_key(field));
+        let file_sets = |field: &str| file_sets(field);
         let dataset = self.dataset(file.as_ref())?;
         let mut c = recipe(dataset);
-        if let (Some(fields), Some(path)) = (file, &self.config) {
+        if let (Some(fields), Some(path)) = (file.clone(), &self.config) {
             c = overlay(&c, fields, path)?;
         }
         c.dataset = dataset;
@@ -200,6 +239,7 @@ impl TrainArgs {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
         set!(
+            label_smoothing,
             arch,
             data,
             iterations,
@@ -215,6 +255,20 @@ impl TrainArgs {
         );
         if let Some(s) = self.shortcut {
             c.shortcut = Some(s);
+        }
+        if let Some(placement) = self.stride_placement {
+            c.stride_placement = Some(placement);
+        }
+        if let Some(n) = self.num_classes {
+            c.num_classes = Some(n);
+        }
+        if let Some(freeze) = self.freeze {
+            c.freeze = freeze;
+        }
+        if let Some(weights) = self.local_weights()? {
+            let arch_given = self.arch.is_some() || file_sets("arch");
+            adopt_stored_arch(&mut c, &weights, arch_given)?;
+            c.weights = Some(weights);
         }
         if let Some(rule) = self.update_rule {
             c.update_rule = rule;
@@ -245,14 +299,36 @@ impl TrainArgs {
                     milestones: m.clone(),
                     gamma: *factor,
                 },
+                LrSchedule::Cosine { base_lr, .. } => LrSchedule::Step {
+                    base_lr: *base_lr,
+                    milestones: m.clone(),
+                    gamma: 0.1,
+                },
             };
         }
         if let Some(lr) = self.lr {
             match &mut c.schedule.schedule {
-                LrSchedule::Step { base_lr, .. } | LrSchedule::Plateau { base_lr, .. } => {
+                LrSchedule::Step { base_lr, .. }
+                | LrSchedule::Plateau { base_lr, .. }
+                | LrSchedule::Cosine { base_lr, .. } => {
                     *base_lr = lr;
                 }
             }
+        }
+        if self.lr_schedule.is_some() {
+            if self.milestones.is_some() {
+                bail!("--lr-schedule cosine and --milestones are two schedules: give one");
+            }
+            let base_lr = match &c.schedule.schedule {
+                LrSchedule::Step { base_lr, .. }
+                | LrSchedule::Plateau { base_lr, .. }
+                | LrSchedule::Cosine { base_lr, .. } => *base_lr,
+            };
+            c.schedule.schedule = LrSchedule::Cosine {
+                base_lr,
+                iterations: c.iterations,
+                min_lr: 0.0,
+            };
         }
         if self.warmup.unwrap_or(warmup_default) {
             c.schedule.warmup.get_or_insert_with(Warmup::default);
@@ -287,6 +363,83 @@ impl std::fmt::Display for StoppedRun {
 }
 
 impl std::error::Error for StoppedRun {}
+
+impl TrainArgs {
+    /// The --weights path, when it names a local file or folder (not a
+    /// registry name or a hub file).
+    fn local_weights(&self) -> Result<Option<PathBuf>> {
+        let Some(weights) = &self.weights else {
+            return Ok(None);
+        };
+        match WeightsSource::parse(weights)? {
+            WeightsSource::Local(path) if registry::find(weights).is_none() => Ok(Some(path)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Fetches hub --weights (a registry name or `hf:` file) into the run
+    /// folder as [`HUB_WEIGHTS_FILE`], with their metadata, and points the
+    /// config at it: the run starts, and resumes, from local weights.
+    fn fetch_hub_weights(&self, config: &mut TrainConfig) -> Result<()> {
+        let Some(weights) = &self.weights else {
+            return Ok(());
+        };
+        if self.local_weights()?.is_some() {
+            return Ok(());
+        }
+        if self.out.join(CONFIG_FILE).exists() {
+            bail!(
+                "{} already holds a run; resume it with --resume, or give another --out",
+                self.out.display()
+            );
+        }
+        let mut spec = ArchSpec::from_id(&config.arch)?;
+        if let Some(shortcut) = config.shortcut {
+            spec = spec.with_shortcut(shortcut);
+        }
+        let pretrained = resnet_hub::load_model(
+            weights,
+            &spec,
+            config.stride_placement,
+            &candle_core::Device::Cpu,
+            &HubOptions::default(),
+        )
+        .with_context(|| format!("--weights {weights}"))?;
+        let spec = pretrained.model.spec();
+        config.stride_placement = Some(spec.stride_placement);
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("creating {}", self.out.display()))?;
+        let path = std::path::absolute(self.out.join(HUB_WEIGHTS_FILE))?;
+        pretrained.model.save(&path)?;
+        tracing::info!(weights = %weights, file = %path.display(), "fetched the initial weights");
+        config.weights = Some(path);
+        Ok(())
+    }
+}
+
+/// The file of a run folder that holds hub weights a run was started from.
+const HUB_WEIGHTS_FILE: &str = "initial-weights.safetensors";
+
+/// Sets `config`'s arch (and shortcut and stride placement, unless given) to
+/// those stored in the metadata of the local weights `path`, unless the arch
+/// was given: fine-tuning a run's weights needs no --arch.
+fn adopt_stored_arch(config: &mut TrainConfig, path: &Path, arch_given: bool) -> Result<()> {
+    let file = resolve_weights(path)?;
+    if file.extension().is_none_or(|e| e != "safetensors") {
+        return Ok(());
+    }
+    let Some(metadata) = read_safetensors(&file)?.1 else {
+        return Ok(());
+    };
+    if !arch_given {
+        config.arch = metadata.arch.clone();
+        config.shortcut = config.shortcut.or(metadata.shortcut);
+    }
+    if config.arch == metadata.arch {
+        config.stride_placement = config.stride_placement.or(Some(metadata.stride_placement));
+    }
+    Ok(())
+}
 
 /// Trains (or resumes) and prints the final errors. SIGINT or SIGTERM stops
 /// the run after its current step with a checkpoint, and says how to resume.
@@ -354,7 +507,18 @@ fn run_in(args: &TrainArgs, group: &dyn Collective) -> Result<()> {
         Some(dir) => {
             resnet_train::resume_data_parallel(dir.as_ref().unwrap_or(&args.out), observer, group)
         }
-        None => resnet_train::train_data_parallel(&args.config()?, &args.out, observer, group),
+        None => {
+            let mut config = args.config()?;
+            if args.local_weights()?.is_none() && args.weights.is_some() && group.world_size() > 1 {
+                anyhow::bail!(
+                    "--weights from the hub in a run of {} ranks: fetch them first (e.g. \
+                     `resnet export --weights ... --out DIR`, in one process) and pass the local file",
+                    group.world_size()
+                );
+            }
+            args.fetch_hub_weights(&mut config)?;
+            resnet_train::train_data_parallel(&config, &args.out, observer, group)
+        }
     };
     let summary = match summary {
         Err(TrainError::Stopped { path, iteration }) => {

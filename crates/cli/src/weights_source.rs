@@ -10,7 +10,7 @@ use resnet_data::{ImageNetNormalization, MeanImage, Normalization};
 use resnet_eval::{load_imagenet_weights, load_weights, resolve_weights, NORMALIZATION_PREFIX};
 use resnet_hub::registry::{self, Preprocessing};
 use resnet_hub::{read_tensors, HubOptions, WeightsSource};
-use resnet_models::{ArchSpec, ResNet};
+use resnet_models::{read_safetensors, ArchSpec, ResNet, WeightsMetadata};
 
 use crate::arch::ArchArgs;
 
@@ -41,6 +41,9 @@ pub struct LoadedModel {
     pub preprocessing: Preprocessing,
     /// The input normalisation, where known.
     pub normalization: KnownNormalization,
+    /// The names of the output classes stored with the weights (a
+    /// fine-tuned run's class folders), if any.
+    pub classes: Option<Vec<String>>,
 }
 
 /// Builds the model `arch` describes and loads `weights` into it, on `device`.
@@ -48,8 +51,9 @@ pub struct LoadedModel {
 /// `weights` is a safetensors or .pth file, a run folder (its
 /// model.safetensors), a registry name (`resnet50.tv_in1k`) or
 /// `hf:OWNER/REPO[/FILE][@REV]`.
-/// Our own weights files (with `normalization.*` tensors) go through
-/// [`resnet_eval::load_weights`] and keep their normalisation; everything
+/// Our own weights files (with metadata or `normalization.*` tensors) go
+/// through [`resnet_eval::load_weights`], in the net their metadata describe
+/// (class names included), and keep their normalisation; everything
 /// else through [`resnet_hub::load_model`], the one loader of pretrained
 /// models (known weights must be of `arch`'s architecture and take their
 /// stride placement from the registry; an explicit `--stride-placement` that
@@ -61,9 +65,15 @@ pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<Loa
     match &source {
         WeightsSource::Local(path) if registry::find(&weights).is_none() => {
             let path = resolve_weights(path)?;
-            let tensors = read_tensors(&path)?;
-            if tensors.keys().any(|k| k.starts_with(NORMALIZATION_PREFIX)) {
-                return load_ours(spec, &path, device);
+            let metadata = stored_metadata(&path)?;
+            if metadata.is_some()
+                || read_tensors(&path)?
+                    .keys()
+                    .any(|k| k.starts_with(NORMALIZATION_PREFIX))
+            {
+                let spec = arch.spec_for(metadata.as_ref())?;
+                let classes = metadata.and_then(|m| m.classes);
+                return load_ours(spec, &path, classes, device);
             }
             weights = path.display().to_string();
         }
@@ -89,11 +99,26 @@ pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<Loa
         },
         preprocessing: pretrained.preprocessing,
         normalization,
+        classes: None,
     })
 }
 
-/// Our own weights file at `path` (with its normalisation) in the net `spec`.
-fn load_ours(spec: ArchSpec, path: &Path, device: &Device) -> Result<LoadedModel> {
+/// The metadata of a safetensors file written by this project, if it is one.
+fn stored_metadata(path: &Path) -> Result<Option<WeightsMetadata>> {
+    if path.extension().is_none_or(|e| e != "safetensors") {
+        return Ok(None);
+    }
+    Ok(read_safetensors(path)?.1)
+}
+
+/// Our own weights file at `path` (with its normalisation) in the net
+/// `spec`, whose outputs are named `classes`, if known.
+fn load_ours(
+    spec: ArchSpec,
+    path: &Path,
+    classes: Option<Vec<String>>,
+    device: &Device,
+) -> Result<LoadedModel> {
     let model = ResNet::new(&spec, 0, device)?;
     let normalization = if spec.input_size == CIFAR_INPUT_SIZE {
         match load_weights(&model, path)? {
@@ -112,5 +137,6 @@ fn load_ours(spec: ArchSpec, path: &Path, device: &Device) -> Result<LoadedModel
         weights: path.display().to_string(),
         preprocessing: Preprocessing::torchvision(spec.input_size),
         normalization,
+        classes,
     })
 }

@@ -156,7 +156,8 @@ fn bad_flags_weights_and_data_are_one_clear_line_each() {
         ),
         (
             eval(&["--arch", "resnet32"], run, data),
-            "missing tensor `layer1.3.conv1.weight`".into(),
+            "model.safetensors: the weights' metadata say arch = resnet20, but resnet32 was asked for"
+                .into(),
         ),
         (
             eval(&[], empty, data),

@@ -41,17 +41,6 @@ pub enum EvalError {
         error: std::io::Error,
     },
 
-    /// A file that is not valid safetensors, or tensors that could not be serialised.
-    #[error("{path}: {action} safetensors failed: {reason}")]
-    Safetensors {
-        /// "reading" or "writing".
-        action: &'static str,
-        /// The file concerned.
-        path: PathBuf,
-        /// What candle reported.
-        reason: String,
-    },
-
     /// A `normalization.*` tensor that is missing, misshapen, unknown or invalid.
     #[error("normalization tensor `{name}` {problem}")]
     Normalization {

@@ -29,5 +29,6 @@ pub use normalization::{imagenet_normalization_from_tensors, imagenet_normalizat
 pub use normalization::{normalization_from_tensors, normalization_tensors, NORMALIZATION_PREFIX};
 pub use resnet_data::{CropGeometry, TestViews, ViewConfig};
 pub use weights::{
-    load_imagenet_weights, load_weights, resolve_weights, save_weights, MODEL_FILE, MOMENTUM_PREFIX,
+    load_imagenet_weights, load_weights, read_weights, resolve_weights, save_weights, MODEL_FILE,
+    MOMENTUM_PREFIX,
 };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use resnet_data::{ImageNetNormalization, Normalization};
-use resnet_models::ResNet;
+use resnet_models::{read_safetensors, save_safetensors, ResNet, WeightsMetadata};
 
 use crate::normalization::{
     imagenet_normalization_from_tensors, normalization_from_tensors, normalization_tensors,
@@ -22,41 +22,23 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const MOMENTUM_PREFIX: &str = "momentum.";
 
 /// Writes every tensor of `model` and, if given, the input normalisation to a
-/// safetensors file at `path`, atomically: a temporary file beside `path` is
-/// written first and then renamed over it.
+/// safetensors file at `path`, atomically, with the model's
+/// [`resnet_models::WeightsMetadata`] (a per-channel normalisation included).
 pub fn save_weights(model: &ResNet, norm: Option<&Normalization>, path: &Path) -> Result<()> {
     let mut tensors = model.state_tensors();
+    let mut metadata = model.metadata();
     if let Some(norm) = norm {
         tensors.extend(normalization_tensors(norm)?);
-    }
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let io = |action: &'static str| {
-        move |error: std::io::Error| EvalError::Io {
-            action,
-            path: path.to_path_buf(),
-            error,
+        if let Normalization::PerChannel { mean, std } = norm {
+            metadata = metadata.with_mean_std(*mean, *std);
         }
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".weights-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io("creating a temporary file beside"))?;
-    candle_core::safetensors::save(&tensors, tmp.path()).map_err(|e| EvalError::Safetensors {
-        action: "writing",
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    tmp.persist(path)
-        .map_err(|e| io("renaming the temporary file to")(e.error))?;
-    Ok(())
+    }
+    Ok(save_safetensors(path, &tensors, Some(&metadata))?)
 }
 
 /// Loads the weights file at `path` into `model` and returns the input
-/// normalisation stored in it, if any.
+/// normalisation stored in it, if any. Metadata in the file that describe
+/// another net than `model` are an error naming the field.
 ///
 /// Accepted besides what [`save_weights`] writes: trainer checkpoints (their
 /// `momentum.*` entries are skipped) and the PyTorch CIFAR layout (a leading
@@ -81,19 +63,24 @@ fn load_with<N>(
     path: &Path,
     read: impl Fn(&HashMap<String, Tensor>) -> Result<Option<N>>,
 ) -> Result<Option<N>> {
-    let bytes = std::fs::read(path).map_err(|error| EvalError::Io {
-        action: "reading weights",
+    let (mut tensors, metadata) = read_weights(path)?;
+    if let Some(metadata) = metadata {
+        metadata.check(model.spec(), path)?;
+    }
+    let norm = read(&tensors).map_err(|e| EvalError::InFile {
         path: path.to_path_buf(),
-        error,
+        error: Box::new(e),
     })?;
-    let file =
-        candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).map_err(|e| {
-            EvalError::Safetensors {
-                action: "reading",
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
+    tensors.retain(|name, _| !name.starts_with(NORMALIZATION_PREFIX));
+    model.load_tensors(&tensors, &path.display().to_string())?;
+    Ok(norm)
+}
+
+/// The tensors of the weights file at `path` by torchvision name (with
+/// their `normalization.*` entries, without a checkpoint's `momentum.*`;
+/// the layouts [`load_weights`] accepts), and its metadata, if any.
+pub fn read_weights(path: &Path) -> Result<(HashMap<String, Tensor>, Option<WeightsMetadata>)> {
+    let (file, metadata) = read_safetensors(path)?;
     let mut originals: HashMap<String, String> = HashMap::new();
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let mut names: Vec<&String> = file.keys().collect();
@@ -113,13 +100,7 @@ fn load_with<N>(
         }
         tensors.insert(name.to_string(), file[original].clone());
     }
-    let norm = read(&tensors).map_err(|e| EvalError::InFile {
-        path: path.to_path_buf(),
-        error: Box::new(e),
-    })?;
-    tensors.retain(|name, _| !name.starts_with(NORMALIZATION_PREFIX));
-    model.load_tensors(&tensors, &path.display().to_string())?;
-    Ok(norm)
+    Ok((tensors, metadata))
 }
 
 /// The weights file named by `path`: a file as it is; a folder (a run

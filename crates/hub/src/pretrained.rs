@@ -4,7 +4,11 @@
 
 use candle_core::Device;
 use image::RgbImage;
-use resnet_models::{ArchSpec, BlockKind, ResNet, StridePlacement};
+use std::path::PathBuf;
+
+use resnet_models::{
+    read_safetensors, ArchSpec, BlockKind, ResNet, StridePlacement, WeightsMetadata,
+};
 
 use crate::classify::{classify, imagenet_classes, Prediction};
 use crate::registry::{self, Entry, Preprocessing};
@@ -65,6 +69,7 @@ pub fn load_model(
     options: &HubOptions,
 ) -> Result<Pretrained> {
     let entry = registry::find(weights);
+    let mut stored_classes = None;
     let (spec, source) = match entry {
         Some(entry) => {
             if arch.id != entry.arch {
@@ -87,20 +92,31 @@ pub fn load_model(
             (spec, entry.source())
         }
         None => {
-            let spec = match stride_placement {
-                Some(placement) => arch.clone().with_stride_placement(placement),
+            let source = WeightsSource::parse(weights)?;
+            let stored = stored_metadata(&source)?;
+            let spec = match (&stored, stride_placement) {
+                // Our own files say how they were built: that, checked
+                // against what was asked, with the caller's placement if any.
+                (Some((path, meta)), asked) => {
+                    let placement = asked.unwrap_or(meta.stride_placement);
+                    let spec = arch.clone().with_stride_placement(placement);
+                    meta.check(&spec, path)?;
+                    spec
+                }
+                (None, Some(placement)) => arch.clone().with_stride_placement(placement),
                 // v1 and v1.5 bottleneck nets have the same tensors: weights
                 // of either load into both, and one of them computes another
                 // function. Nothing in the file tells which.
-                None if arch.block == BlockKind::Bottleneck => {
+                (None, None) if arch.block == BlockKind::Bottleneck => {
                     return Err(HubError::AmbiguousStridePlacement {
                         weights: weights.to_string(),
                         arch: arch.id.clone(),
                     })
                 }
-                None => arch.clone(),
+                (None, None) => arch.clone(),
             };
-            (spec, WeightsSource::parse(weights)?)
+            stored_classes = stored.and_then(|(_, meta)| meta.classes);
+            (spec, source)
         }
     };
     let model = ResNet::new(&spec, 0, device)?;
@@ -110,8 +126,9 @@ pub fn load_model(
         |e| e.preprocessing,
     );
     let names = imagenet_classes();
-    let classes =
-        (spec.num_classes == names.len()).then(|| names.into_iter().map(str::to_string).collect());
+    let classes = stored_classes.or_else(|| {
+        (spec.num_classes == names.len()).then(|| names.into_iter().map(str::to_string).collect())
+    });
     Ok(Pretrained {
         model,
         device: device.clone(),
@@ -120,6 +137,18 @@ pub fn load_model(
         entry,
         loaded,
     })
+}
+
+/// The metadata of a local safetensors file written by this project, with its path.
+fn stored_metadata(source: &WeightsSource) -> Result<Option<(PathBuf, WeightsMetadata)>> {
+    match source {
+        WeightsSource::Local(path)
+            if path.is_file() && path.extension().is_some_and(|e| e == "safetensors") =>
+        {
+            Ok(read_safetensors(path)?.1.map(|meta| (path.clone(), meta)))
+        }
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -204,28 +233,47 @@ mod tests {
     }
 
     #[test]
-    fn unknown_bottleneck_weights_need_a_stride_placement() {
+    fn unknown_bottleneck_weights_need_a_stride_placement_unless_their_metadata_say() {
         let tmp = tempfile::tempdir().unwrap();
         let v15 = ArchSpec::from_id("resnet50")
             .unwrap()
             .with_stride_placement(StridePlacement::V1_5)
             .with_num_classes(3);
-        let path = tmp.path().join("r50.safetensors");
-        ResNet::new(&v15, 1, &Device::Cpu)
-            .unwrap()
-            .save(&path)
-            .unwrap();
-        let weights = path.to_str().unwrap();
+        let model = ResNet::new(&v15, 1, &Device::Cpu).unwrap();
+        // Without metadata (as torchvision writes them), v1.5 weights cannot
+        // be told from v1 ones: refused, naming the flag.
+        let bare = tmp.path().join("bare.safetensors");
+        candle_core::safetensors::save(&model.state_tensors(), &bare).unwrap();
         let options = offline(&tmp);
-        let load = |placement| load_model(weights, &v15, placement, &Device::Cpu, &options);
-
-        let err = load(None).unwrap_err();
+        let load = |path: &std::path::Path, placement| {
+            load_model(
+                path.to_str().unwrap(),
+                &v15,
+                placement,
+                &Device::Cpu,
+                &options,
+            )
+        };
+        let err = load(&bare, None).unwrap_err();
         assert!(
             matches!(err, HubError::AmbiguousStridePlacement { .. }),
             "{err:?}"
         );
         assert!(err.to_string().contains("--stride-placement"), "{err}");
-        let got = load(Some(StridePlacement::V1_5)).unwrap();
+        let got = load(&bare, Some(StridePlacement::V1_5)).unwrap();
         assert_eq!(got.model.spec().stride_placement, StridePlacement::V1_5);
+
+        // With metadata, the file says v1.5, and asking for v1 is refused.
+        let ours = tmp.path().join("ours.safetensors");
+        model.save(&ours).unwrap();
+        let got = load(&ours, None).unwrap();
+        assert_eq!(got.model.spec().stride_placement, StridePlacement::V1_5);
+        let err = load(&ours, Some(StridePlacement::V1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ours.safetensors") && err.contains("stride_placement = v1.5"),
+            "{err}"
+        );
     }
 }

@@ -71,6 +71,28 @@ pub enum ModelError {
         /// What candle reported.
         source: candle_core::Error,
     },
+    /// A weights file whose metadata describe another net than the one asked for.
+    #[error("{path}: the weights' metadata say {field} = {in_file}, but {asked} was asked for")]
+    MetadataMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// The metadata field that differs.
+        field: &'static str,
+        /// Its value in the file.
+        in_file: String,
+        /// The value of the net asked for.
+        asked: String,
+    },
+    /// A weights file whose metadata field cannot be read.
+    #[error("{path}: metadata field `{field}`: {reason}")]
+    BadMetadata {
+        /// The weights file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An error from a tensor op.
     #[error(transparent)]
     Ops(#[from] resnet_ops::OpsError),

@@ -1,14 +1,18 @@
-//! Saving and loading model tensors as safetensors, by torchvision name.
+//! Saving and loading model tensors as safetensors, by torchvision name: the
+//! one writer of the project's safetensors files, with their metadata.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
-use crate::{ModelError, ResNet};
+use crate::{BlockKind, ModelError, ResNet, Shortcut, Stem, StridePlacement, WeightsMetadata};
 
 /// Suffix of a PyTorch BN counter that has no use here; such entries are ignored.
 const IGNORED_SUFFIX: &str = "num_batches_tracked";
+/// Prefix of the classifier head's tensors.
+const HEAD_PREFIX: &str = "fc.";
 
 impl ResNet {
     /// Every tensor (parameters and running statistics) by name, as saved.
@@ -19,32 +23,83 @@ impl ResNet {
             .collect()
     }
 
-    /// Writes every tensor to a safetensors file, atomically: a temporary
-    /// file beside `path` is written first and then renamed over it.
-    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let tmp = path.with_extension("safetensors.tmp");
-        candle_core::safetensors::save(&self.state_tensors(), &tmp).map_err(|source| {
-            ModelError::Safetensors {
-                path: tmp.clone(),
-                source,
+    /// The tensors of torchvision's `state_dict()` for this net, exactly: every
+    /// tensor by name plus each batch norm's `num_batches_tracked` (an int64
+    /// scalar, 0: the counter is not kept here and only matters to BN with
+    /// `momentum=None`), so that `load_state_dict(strict=True)` accepts them.
+    /// Only nets torchvision builds (ImageNet stem, option B, v1.5
+    /// bottlenecks) compute there what they compute here; see
+    /// [`ResNet::torchvision_compatible`].
+    pub fn torchvision_state_dict(&self) -> Result<HashMap<String, Tensor>, ModelError> {
+        let mut tensors = self.state_tensors();
+        for v in self.named_vars() {
+            if let Some(bn) = v.name.strip_suffix(".running_mean") {
+                let counter = Tensor::new(0i64, &candle_core::Device::Cpu)?;
+                tensors.insert(format!("{bn}.{IGNORED_SUFFIX}"), counter);
             }
-        })?;
-        std::fs::rename(&tmp, path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        }
+        Ok(tensors)
     }
 
-    /// Loads a safetensors file written by [`ResNet::save`] or by torchvision.
+    /// Why torchvision's `resnetN` would compute another function than this
+    /// net, if it would: a CIFAR stem, shortcuts other than option B, no
+    /// shortcuts (plain nets) or the paper's v1 bottleneck strides
+    /// (torchvision's bottlenecks stride their 3x3 conv, v1.5).
+    pub fn torchvision_compatible(&self) -> Result<(), String> {
+        let spec = self.spec();
+        if spec.stem != Stem::ImageNet {
+            return Err(format!(
+                "{} has the CIFAR stem; torchvision's ResNets have the ImageNet one",
+                spec.id
+            ));
+        }
+        if spec.shortcut != Some(Shortcut::B) {
+            return Err(format!(
+                "{} has shortcut {:?}; torchvision's ResNets have option B",
+                spec.id, spec.shortcut
+            ));
+        }
+        if spec.block == BlockKind::Bottleneck && spec.stride_placement != StridePlacement::V1_5 {
+            return Err(format!(
+                "{} places its strides as the paper (v1); torchvision's bottlenecks are v1.5",
+                spec.id
+            ));
+        }
+        Ok(())
+    }
+
+    /// The metadata of this net's weights: its spec, without classes or normalisation.
+    pub fn metadata(&self) -> WeightsMetadata {
+        WeightsMetadata::for_spec(self.spec())
+    }
+
+    /// Writes every tensor, with the net's [`WeightsMetadata`], to a
+    /// safetensors file, atomically (see [`save_safetensors`]).
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        save_safetensors(path, &self.state_tensors(), Some(&self.metadata()))
+    }
+
+    /// Loads a safetensors file written by [`ResNet::save`] or by torchvision;
+    /// metadata in the file that describe another net are an error.
     pub fn load(&self, path: &Path) -> Result<(), ModelError> {
-        let tensors =
-            candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|source| {
-                ModelError::Safetensors {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let (tensors, metadata) = read_safetensors(path)?;
+        if let Some(metadata) = metadata {
+            metadata.check(self.spec(), path)?;
+        }
         self.load_tensors(&tensors, &path.display().to_string())
+    }
+
+    /// Sets every tensor except the fc head's from `tensors` (whose own
+    /// `fc.*` entries are ignored), with the checks of
+    /// [`ResNet::load_tensors`]: the start of fine-tuning, where the head is
+    /// new and of another size.
+    pub fn load_backbone(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        source_name: &str,
+    ) -> Result<(), ModelError> {
+        let backbone = |name: &str| !name.starts_with(HEAD_PREFIX);
+        self.load_selected(tensors, source_name, backbone)
     }
 
     /// Sets every model tensor from `tensors`, checking first that each one
@@ -56,7 +111,22 @@ impl ResNet {
         tensors: &HashMap<String, Tensor>,
         source_name: &str,
     ) -> Result<(), ModelError> {
-        let vars = self.named_vars();
+        self.load_selected(tensors, source_name, |_| true)
+    }
+
+    /// [`ResNet::load_tensors`] for the model tensors whose names `select`
+    /// accepts; the other names are neither required nor unexpected.
+    fn load_selected(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        source_name: &str,
+        select: impl Fn(&str) -> bool,
+    ) -> Result<(), ModelError> {
+        let vars: Vec<_> = self
+            .named_vars()
+            .into_iter()
+            .filter(|v| select(&v.name))
+            .collect();
         let mut updates = Vec::with_capacity(vars.len());
         for v in &vars {
             let expected = v.var.dims().to_vec();
@@ -80,7 +150,9 @@ impl ResNet {
         let known: HashSet<&str> = vars.iter().map(|v| v.name.as_str()).collect();
         let mut extra: Vec<_> = tensors
             .iter()
-            .filter(|(name, _)| !name.ends_with(IGNORED_SUFFIX) && !known.contains(name.as_str()))
+            .filter(|(name, _)| {
+                select(name) && !name.ends_with(IGNORED_SUFFIX) && !known.contains(name.as_str())
+            })
             .collect();
         extra.sort_by(|a, b| a.0.cmp(b.0));
         if let Some((name, t)) = extra.first() {
@@ -95,4 +167,86 @@ impl ResNet {
         }
         Ok(())
     }
+}
+
+/// Writes `tensors` and, if given, `metadata` (as the file's `__metadata__`)
+/// to a safetensors file at `path`, atomically: a temporary file in the same
+/// folder is written, synced and renamed over `path`, so a reader never sees
+/// a half-written file. Every safetensors file of the project is written here.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    metadata: Option<&WeightsMetadata>,
+) -> Result<(), ModelError> {
+    let tmp = temp_file_beside(path)?;
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    safetensors::serialize_to_file(sorted, metadata.map(WeightsMetadata::to_map), tmp.path())
+        .map_err(|e| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            source: candle_core::Error::wrap(e),
+        })?;
+    persist(tmp, path)
+}
+
+/// Writes `bytes` to `path` atomically, as [`save_safetensors`] does: the
+/// project's helper for small files written beside weights (configs).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let mut tmp = temp_file_beside(path)?;
+    tmp.write_all(bytes).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    persist(tmp, path)
+}
+
+/// A temporary file in the folder of `path`, to be renamed over it.
+fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".weights-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Syncs the written temporary file and renames it to `path`.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Reads every tensor of a safetensors file (onto the CPU) and its metadata,
+/// if the file is one of ours (see [`WeightsMetadata::from_map`]).
+pub fn read_safetensors(
+    path: &Path,
+) -> Result<(HashMap<String, Tensor>, Option<WeightsMetadata>), ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let unreadable = |source| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
+        .map_err(unreadable)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| unreadable(candle_core::Error::wrap(e)))?;
+    let metadata = match header.metadata() {
+        Some(map) => WeightsMetadata::from_map(map, path)?,
+        None => None,
+    };
+    Ok((tensors, metadata))
 }

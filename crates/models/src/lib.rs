@@ -36,13 +36,16 @@ mod error;
 mod init;
 mod io;
 mod layers;
+mod meta;
 mod model;
 mod plan;
 mod spec;
 
 pub use count::{count, layer_table, Counts, LayerRow};
 pub use error::ModelError;
+pub use io::{read_safetensors, save_safetensors, write_atomic};
 pub use layers::{NamedVar, TensorKind, Trace};
+pub use meta::{WeightsMetadata, FORMAT_VERSION};
 pub use model::ResNet;
 pub use plan::{BlockPlan, ConvPlan, NetPlan, ShortcutPlan};
 pub use spec::{zoo, ArchSpec, BlockKind, Shortcut, Stem, StridePlacement};

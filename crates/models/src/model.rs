@@ -135,6 +135,7 @@ pub struct ResNet {
     stem_max_pool: bool,
     stages: Vec<Vec<Block>>,
     fc: Linear,
+    frozen_backbone: bool,
 }
 
 impl ResNet {
@@ -160,6 +161,7 @@ impl ResNet {
             stem_max_pool: plan.stem_max_pool,
             stages,
             fc,
+            frozen_backbone: false,
         })
     }
 
@@ -176,6 +178,17 @@ impl ResNet {
         for block in self.stages.iter_mut().flatten() {
             block.set_bn_group(images);
         }
+        self
+    }
+
+    /// The net with its backbone (everything but the fc head) frozen or not:
+    /// frozen, its batch norms run in eval mode even in training (their
+    /// running statistics stay as loaded, as torchvision users get with
+    /// `backbone.eval()`), no gradient flows into it, and
+    /// [`ResNet::trainable_parameters`] is the head alone. Fine-tuning a
+    /// pretrained net on a small dataset this way changes nothing but the head.
+    pub fn with_frozen_backbone(mut self, frozen: bool) -> ResNet {
+        self.frozen_backbone = frozen;
         self
     }
 
@@ -206,14 +219,21 @@ impl ResNet {
         train: bool,
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
-        let mut y = self.stem.forward_t(x, train, trace.as_deref_mut(), true)?;
+        let backbone_train = train && !self.frozen_backbone;
+        let mut y = self
+            .stem
+            .forward_t(x, backbone_train, trace.as_deref_mut(), true)?;
         if self.stem_max_pool {
             y = resnet_ops::max_pool_3x3_s2(&y)?;
         }
         for block in self.stages.iter().flatten() {
-            y = block.forward_t(&y, train, trace.as_deref_mut())?;
+            y = block.forward_t(&y, backbone_train, trace.as_deref_mut())?;
         }
-        self.fc.forward(&resnet_ops::global_avg_pool(&y)?, trace)
+        let mut features = resnet_ops::global_avg_pool(&y)?;
+        if self.frozen_backbone {
+            features = features.detach();
+        }
+        self.fc.forward(&features, trace)
     }
 
     /// Every tensor of the model (parameters and BN running statistics) with
@@ -235,6 +255,24 @@ impl ResNet {
             .filter(|v| v.kind == TensorKind::Parameter)
             .map(|v| (v.name, v.var))
             .collect()
+    }
+
+    /// The parameters training updates: all of them, or the fc head's alone
+    /// when the backbone is frozen ([`ResNet::with_frozen_backbone`]).
+    pub fn trainable_parameters(&self) -> Vec<(String, Var)> {
+        let mut params = self.parameters();
+        if self.frozen_backbone {
+            let head: Vec<String> = self.fc_names();
+            params.retain(|(name, _)| head.contains(name));
+        }
+        params
+    }
+
+    /// The names of the fc head's tensors.
+    fn fc_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.fc.collect(&mut out);
+        out.into_iter().map(|v| v.name).collect()
     }
 
     /// Number of learnable scalars (BN running statistics excluded).

@@ -109,3 +109,40 @@ fn loading_a_file_that_is_not_safetensors_names_the_file() {
     let err = model("resnet20", 0).load(&path).unwrap_err().to_string();
     assert!(err.contains("junk.safetensors"), "{err}");
 }
+
+#[test]
+fn a_backbone_loads_under_a_new_head_and_any_other_shape_is_refused() {
+    let source = model("resnet20", 1);
+    let three_way = ArchSpec::from_id("resnet20").unwrap().with_num_classes(3);
+    let target = ResNet::new(&three_way, 2, &Device::Cpu).unwrap();
+    let head = target.state_tensors()["fc.weight"]
+        .to_vec2::<f32>()
+        .unwrap();
+    target
+        .load_backbone(&source.state_tensors(), "source.safetensors")
+        .unwrap();
+    let (got, want) = (target.state_tensors(), source.state_tensors());
+    for (name, t) in &got {
+        if name.starts_with("fc.") {
+            continue;
+        }
+        assert_eq!(max_abs_diff(t, &want[name]), 0.0, "{name}");
+    }
+    // The head keeps its own fresh initialisation.
+    assert_eq!(got["fc.weight"].to_vec2::<f32>().unwrap(), head);
+
+    // A wider net's backbone does not fit: refused, naming the tensor.
+    let wide = ArchSpec {
+        widths: vec![32, 64, 128],
+        ..three_way
+    };
+    let err = ResNet::new(&wide, 0, &Device::Cpu)
+        .unwrap()
+        .load_backbone(&source.state_tensors(), "source.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source.safetensors") && err.contains("conv1.weight"),
+        "{err}"
+    );
+}

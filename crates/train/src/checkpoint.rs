@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use md5::{Digest, Md5};
 use resnet_data::LoaderPosition;
+use resnet_models::WeightsMetadata;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::MetricWindow;
@@ -62,13 +63,15 @@ pub struct CheckpointState {
 /// previous checkpoint and removes the tensors of older ones.
 ///
 /// `normalization_tensors` store the input normalisation (the
-/// `normalization.*` tensors of `resnet_eval`'s weights format).
+/// `normalization.*` tensors of `resnet_eval`'s weights format); `metadata`
+/// describe the model, as in the run's final weights.
 pub fn save_checkpoint(
     run_dir: &Path,
     mut state: CheckpointState,
     model_tensors: HashMap<String, Tensor>,
     optimizer_tensors: HashMap<String, Tensor>,
     normalization_tensors: HashMap<String, Tensor>,
+    metadata: &WeightsMetadata,
 ) -> Result<()> {
     let latest = run_dir.join(CHECKPOINT_FILE);
     let previous = run_dir.join(PREVIOUS_CHECKPOINT_FILE);
@@ -77,7 +80,7 @@ pub fn save_checkpoint(
     tensors.extend(optimizer_tensors);
     tensors.extend(normalization_tensors);
     let tensors_path = run_dir.join(&state.tensors);
-    save_tensors(&tensors_path, &tensors)?;
+    save_tensors(&tensors_path, &tensors, metadata)?;
     let file = std::fs::File::open(&tensors_path).map_err(io_error(&tensors_path))?;
     state.tensors_md5 = Some(md5_hex(file).map_err(io_error(&tensors_path))?);
     // The latest checkpoint becomes the previous one, unless it does not read

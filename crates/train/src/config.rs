@@ -4,7 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use resnet_data::ImageNetAugment;
-use resnet_models::Shortcut;
+use resnet_models::{Shortcut, StridePlacement};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, ScheduleConfig, SgdConfig, TrainError, UpdateRule};
@@ -39,6 +39,21 @@ pub enum DatasetKind {
     ImageFolder,
 }
 
+/// What a run trains of its net.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Freeze {
+    /// Every parameter trains (the default).
+    #[default]
+    None,
+    /// Only the fc head trains: the backbone's weights stay as loaded and its
+    /// batch norms run in eval mode, so their running statistics stay too
+    /// (see `resnet_models::ResNet::with_frozen_backbone`). For fine-tuning
+    /// on few images, where batch statistics of a small batch would drift.
+    Backbone,
+}
+
 /// Every hyperparameter of a run. The defaults are the paper's CIFAR-10
 /// recipe: batch 128, SGD with lr 0.1, momentum 0.9, weight decay 1e-4, lr
 /// divided by 10 at 32k and 48k iterations, 64k iterations, per-pixel mean
@@ -51,6 +66,24 @@ pub struct TrainConfig {
     pub arch: String,
     /// Shortcut option overriding the arch's default (A for CIFAR nets).
     pub shortcut: Option<Shortcut>,
+    /// Stride placement of downsampling bottleneck blocks, overriding the
+    /// arch's (v1, the paper's); fine-tuning torchvision's or timm's
+    /// bottleneck weights needs v1.5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stride_placement: Option<StridePlacement>,
+    /// Outputs of the fc head, overriding the arch's (1000 for ImageNet
+    /// nets, 10 for CIFAR nets); on an image folder, its number of classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<usize>,
+    /// Fine-tuning: the weights file (safetensors: final weights, a
+    /// checkpoint, torchvision's) or run folder the net starts from instead
+    /// of a fresh initialisation. With `num_classes` the fc head is a fresh
+    /// one of that size and everything else is loaded; without, everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    /// What trains: everything, or (fine-tuning) the fc head alone.
+    #[serde(skip_serializing_if = "is_default")]
+    pub freeze: Freeze,
     /// What `data` holds.
     pub dataset: DatasetKind,
     /// CIFAR-10 folder (the official binary layout), or the image folder
@@ -86,6 +119,10 @@ pub struct TrainConfig {
     /// The form of the momentum update: PyTorch's (the default) or Caffe's
     /// (the paper's authors'); they differ at every change of the lr.
     pub update_rule: UpdateRule,
+    /// Label smoothing ε of the cross-entropy, in [0, 1) (0: none, the
+    /// paper's; see [`crate::loss::cross_entropy`]).
+    #[serde(skip_serializing_if = "is_default")]
+    pub label_smoothing: f64,
     /// Learning-rate schedule, with the optional ResNet-110 warm-up.
     pub schedule: ScheduleConfig,
     /// Seed of the weights' initialisation, the shuffling and the augmentation.
@@ -120,6 +157,10 @@ impl Default for TrainConfig {
         TrainConfig {
             arch: "resnet20".into(),
             shortcut: None,
+            stride_placement: None,
+            num_classes: None,
+            weights: None,
+            freeze: Freeze::None,
             dataset: DatasetKind::Cifar10,
             data: PathBuf::from("data/cifar-10-sample"),
             val_size: 0,
@@ -131,6 +172,7 @@ impl Default for TrainConfig {
             iterations: 64_000,
             sgd: SgdConfig::default(),
             update_rule: UpdateRule::Pytorch,
+            label_smoothing: 0.0,
             schedule: ScheduleConfig::cifar(),
             seed: 0,
             loader_threads: 2,
@@ -181,11 +223,41 @@ impl TrainConfig {
         }
     }
 
+    /// The spec of the net the run trains: the arch with its shortcut and
+    /// head overrides.
+    pub fn spec(&self) -> Result<resnet_models::ArchSpec> {
+        let mut spec = resnet_models::ArchSpec::from_id(&self.arch)?;
+        if let Some(shortcut) = self.shortcut {
+            spec = spec.with_shortcut(shortcut);
+        }
+        if let Some(placement) = self.stride_placement {
+            spec = spec.with_stride_placement(placement);
+        }
+        if let Some(n) = self.num_classes {
+            spec = spec.with_num_classes(n);
+        }
+        Ok(spec)
+    }
+
     /// Checks every value: the arch id, the sizes, the optimizer, the
     /// schedule, and that the data options fit the dataset.
     pub fn validate(&self) -> Result<()> {
         resnet_models::ArchSpec::from_id(&self.arch)?;
+        if self.freeze == Freeze::Backbone && self.weights.is_none() {
+            return Err(TrainError::InvalidConfig(
+                "freeze (--freeze) backbone keeps the backbone as loaded: give the weights \
+                 to fine-tune with weights (--weights)"
+                    .into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(TrainError::InvalidConfig(format!(
+                "label_smoothing (--label-smoothing) must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
+        }
         let positive = [
+            ("num_classes", self.num_classes.map_or(1, |n| n as u64)),
             ("batch_size", self.batch_size as u64),
             ("iterations", self.iterations),
             ("log_every", self.log_every),
@@ -237,7 +309,7 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The config with its paths (`data`, `val_data`, `val_labels`) made
+    /// The config with its paths (`data`, `val_data`, `val_labels`, `weights`) made
     /// absolute against the current folder, as written into a run folder: a
     /// run resumed from another folder reads the same data.
     pub fn with_absolute_paths(&self) -> Result<TrainConfig> {
@@ -251,6 +323,7 @@ impl TrainConfig {
             data: absolute(&self.data)?,
             val_data: self.val_data.as_deref().map(absolute).transpose()?,
             val_labels: self.val_labels.as_deref().map(absolute).transpose()?,
+            weights: self.weights.as_deref().map(absolute).transpose()?,
             ..self.clone()
         })
     }
@@ -282,11 +355,19 @@ impl TrainConfig {
     }
 }
 
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// The config as written into a run folder, stamped with the software that ran it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfigFile {
     /// The run's hyperparameters.
     pub config: TrainConfig,
+    /// The names of the classes, in output order (an image folder's class
+    /// folders); also in the metadata of the run's weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
     /// Version of this crate.
     pub version: String,
     /// Version of candle it was built with.
@@ -306,10 +387,12 @@ fn is_one(n: &usize) -> bool {
 }
 
 impl RunConfigFile {
-    /// The config stamped with this build's versions, for a run on one process.
-    pub fn new(config: TrainConfig) -> RunConfigFile {
+    /// The config stamped with this build's versions, and the class names,
+    /// for a run on one process.
+    pub fn new(config: TrainConfig, classes: Option<Vec<String>>) -> RunConfigFile {
         RunConfigFile {
             config,
+            classes,
             version: env!("CARGO_PKG_VERSION").into(),
             candle: CANDLE_VERSION.into(),
             world_size: 1,
@@ -366,6 +449,43 @@ mod tests {
         let config: TrainConfig = serde_json::from_str(old).unwrap();
         assert_eq!(config, TrainConfig::default());
         assert_eq!(config.dataset, DatasetKind::Cifar10);
+    }
+
+    #[test]
+    fn fine_tuning_options_are_checked() {
+        let smoothing = |eps| TrainConfig {
+            label_smoothing: eps,
+            ..TrainConfig::default()
+        };
+        smoothing(0.1).validate().unwrap();
+        for eps in [1.0, -0.1, f64::NAN] {
+            let err = smoothing(eps).validate().unwrap_err().to_string();
+            assert!(err.contains("--label-smoothing"), "{eps}: {err}");
+        }
+        let frozen = TrainConfig {
+            freeze: Freeze::Backbone,
+            ..TrainConfig::default()
+        };
+        let err = frozen.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--freeze") && err.contains("--weights"),
+            "{err}"
+        );
+        TrainConfig {
+            weights: Some("run".into()),
+            ..frozen
+        }
+        .validate()
+        .unwrap();
+        let zero = TrainConfig {
+            num_classes: Some(0),
+            ..TrainConfig::default()
+        };
+        assert!(zero
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("num_classes"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use resnet_data::{
     Normalization, PixelMean, Shard, Split, TrainLoader,
 };
 use resnet_eval::EvalReport;
-use resnet_models::{ArchSpec, ResNet};
+use resnet_models::{ResNet, WeightsMetadata};
 
 use crate::config::{DatasetKind, NormalizationKind, TrainConfig};
 use crate::{Result, TrainError};
@@ -67,7 +67,17 @@ impl Dataset {
                     BadImagePolicy::Reject
                 };
                 let train = ImageFolder::open_with(&config.data, None, policy)?;
-                let outputs = ArchSpec::from_id(&config.arch)?.num_classes;
+                let outputs = config.spec()?.num_classes;
+                if config
+                    .num_classes
+                    .is_some_and(|n| n != train.classes().len())
+                {
+                    return Err(TrainError::InvalidConfig(format!(
+                        "num_classes (--num-classes) is {outputs}, but {} has {} class folders",
+                        config.data.display(),
+                        train.classes().len()
+                    )));
+                }
                 if train.classes().len() > outputs {
                     return Err(TrainError::TooManyClasses {
                         path: config.data.clone(),
@@ -82,6 +92,15 @@ impl Dataset {
                 };
                 Ok(Self::Folder { train, val })
             }
+        }
+    }
+
+    /// The class names in label order: an image folder's class folders
+    /// (CIFAR-10 runs leave them to the reader).
+    pub(crate) fn classes(&self) -> Option<Vec<String>> {
+        match self {
+            Self::Cifar { .. } => None,
+            Self::Folder { train, .. } => Some(train.classes().to_vec()),
         }
     }
 
@@ -262,6 +281,41 @@ impl RunData {
             Self::Cifar { norm, .. } => resnet_eval::normalization_tensors(norm)?,
             Self::Folder { norm, .. } => resnet_eval::imagenet_normalization_tensors(norm)?,
         })
+    }
+
+    /// The class names, in label order: an image folder's class folders
+    /// (CIFAR-10 runs leave them to the reader).
+    pub(crate) fn classes(&self) -> Option<Vec<String>> {
+        match self {
+            Self::Cifar { .. } => None,
+            Self::Folder { train, .. } => Some(train.classes().to_vec()),
+        }
+    }
+
+    /// The metadata of the weights `model` saves in this run: its spec, the
+    /// class names where they name every output (a folder with fewer classes
+    /// than the head has outputs leaves them to `config.json`) and a
+    /// per-channel normalisation.
+    pub(crate) fn weights_metadata(&self, model: &ResNet) -> WeightsMetadata {
+        let classes = self
+            .classes()
+            .filter(|c| c.len() == model.spec().num_classes);
+        let metadata = model.metadata().with_classes(classes);
+        let per_channel = match self {
+            Self::Cifar {
+                norm: Normalization::PerChannel { mean, std },
+                ..
+            }
+            | Self::Folder {
+                norm: ImageNetNormalization::PerChannel { mean, std },
+                ..
+            } => Some((*mean, *std)),
+            _ => None,
+        };
+        match per_channel {
+            Some((mean, std)) => metadata.with_mean_std(mean, std),
+            None => metadata,
+        }
     }
 
     /// The endless training batches from `start`: the `shard` of each

@@ -22,6 +22,7 @@ pub mod collective;
 pub mod config;
 mod dataset;
 pub mod error;
+pub mod loss;
 pub mod metrics;
 pub mod run_dir;
 pub mod schedule;
@@ -29,13 +30,13 @@ pub mod sgd;
 pub mod summary;
 pub mod trainer;
 
-pub use config::{DatasetKind, NormalizationKind, TrainConfig};
+pub use config::{DatasetKind, Freeze, NormalizationKind, TrainConfig};
 pub use error::{Result, TrainError};
 pub use metrics::{read_metrics, MetricRecord};
 pub use schedule::{LrSchedule, PlateauState, ScheduleConfig, Scheduler, SchedulerState, Warmup};
 pub use sgd::{Sgd, SgdConfig, UpdateRule, MOMENTUM_PREFIX};
 pub use summary::RunSummary;
 pub use trainer::{
-    build_model, resume, resume_data_parallel, train, train_data_parallel, NoObserver,
-    TrainObserver,
+    build_model, load_initial_weights, resume, resume_data_parallel, train, train_data_parallel,
+    NoObserver, TrainObserver,
 };

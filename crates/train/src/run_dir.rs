@@ -19,6 +19,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
+use resnet_models::{save_safetensors, WeightsMetadata};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -63,14 +64,14 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io_error(path))
 }
 
-/// Writes `tensors` as a safetensors file at `path` atomically (temporary file, then rename).
-pub(crate) fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    let tmp = temp_path(path);
-    candle_core::safetensors::save(tensors, &tmp).map_err(|e| TrainError::Tensors {
-        path: tmp.clone(),
-        source: e,
-    })?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))
+/// Writes `tensors`, with `metadata`, as a safetensors file at `path`
+/// atomically (through the project's one writer, [`save_safetensors`]).
+pub(crate) fn save_tensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    metadata: &WeightsMetadata,
+) -> Result<()> {
+    Ok(save_safetensors(path, tensors, Some(metadata))?)
 }
 
 /// Writes `value` as pretty JSON to `path` atomically.

@@ -8,6 +8,8 @@
 //!   ([`Warmup`]).
 //! * ImageNet (section 3.4): start at 0.1, divide by 10 when the error
 //!   plateaus ([`LrSchedule::Plateau`]).
+//! * Not the paper's, an option for fine-tuning: a cosine decay over the run
+//!   ([`LrSchedule::Cosine`]).
 //!
 //! A [`ScheduleConfig`] is plain data (serde, JSON/TOML friendly); a
 //! [`Scheduler`] holds the run-time state ([`SchedulerState`], also serde) so
@@ -47,6 +49,19 @@ pub enum LrSchedule {
         milestones: Vec<u64>,
         /// Multiplicative factor at each milestone.
         gamma: f64,
+    },
+    /// Half a cosine from `base_lr` down to `min_lr` over `iterations`
+    /// updates, as PyTorch's `CosineAnnealingLR` with `T_max = iterations`:
+    /// the rate for iteration `i` is `min_lr + (base_lr - min_lr) (1 +
+    /// cos(pi i / iterations)) / 2`. Not the paper's; an option for
+    /// fine-tuning.
+    Cosine {
+        /// Rate at iteration 0.
+        base_lr: f64,
+        /// Updates over which the rate falls (the run's iterations).
+        iterations: u64,
+        /// Rate at the end.
+        min_lr: f64,
     },
     /// Multiply the rate by `factor` when the observed validation error has
     /// not improved for `patience` consecutive observations (see
@@ -114,6 +129,21 @@ impl LrSchedule {
                 if milestones.windows(2).any(|w| w[0] >= w[1]) {
                     return bad(format!(
                         "schedule.milestones must be strictly increasing, got {milestones:?}"
+                    ));
+                }
+            }
+            Self::Cosine {
+                base_lr,
+                iterations,
+                min_lr,
+            } => {
+                check_positive("schedule.base_lr", *base_lr)?;
+                if *iterations == 0 {
+                    return bad("schedule.iterations must be at least 1".into());
+                }
+                if !(*min_lr >= 0.0 && min_lr <= base_lr) {
+                    return bad(format!(
+                        "schedule.min_lr must be in [0, base_lr], got {min_lr}"
                     ));
                 }
             }
@@ -282,7 +312,7 @@ impl Scheduler {
     pub fn new(config: ScheduleConfig) -> Result<Self> {
         config.validate()?;
         let plateau = match &config.schedule {
-            LrSchedule::Step { .. } => None,
+            LrSchedule::Step { .. } | LrSchedule::Cosine { .. } => None,
             LrSchedule::Plateau { base_lr, .. } => Some(PlateauState {
                 lr: *base_lr,
                 best: None,
@@ -321,6 +351,14 @@ impl Scheduler {
                 .iter()
                 .filter(|&&m| m <= iteration)
                 .fold(*base_lr, |lr, _| lr * gamma),
+            LrSchedule::Cosine {
+                base_lr,
+                iterations,
+                min_lr,
+            } => {
+                let done = iteration.min(*iterations) as f64 / *iterations as f64;
+                min_lr + (base_lr - min_lr) * (1.0 + (std::f64::consts::PI * done).cos()) / 2.0
+            }
             LrSchedule::Plateau { base_lr, .. } => {
                 self.state.plateau.as_ref().map_or(*base_lr, |p| p.lr)
             }
@@ -402,8 +440,8 @@ impl Scheduler {
             return mismatch("warm-up unfinished but no warm-up is configured");
         }
         match (&self.config.schedule, &state.plateau) {
-            (LrSchedule::Step { .. }, Some(_)) => {
-                return mismatch("plateau state given for a step schedule");
+            (LrSchedule::Step { .. } | LrSchedule::Cosine { .. }, Some(_)) => {
+                return mismatch("plateau state given for a step or cosine schedule");
             }
             (LrSchedule::Plateau { .. }, None) => {
                 return mismatch("plateau schedule without plateau state");

@@ -26,6 +26,9 @@ pub struct RunSummary {
     /// `summary.json`) for an image folder run without a validation folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<EvalReport>,
+    /// The names of the classes, in output order, where known (image folders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
     /// Seconds of training, across resumes.
     pub wall_time: f64,
 }

@@ -11,14 +11,14 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use resnet_data::{LoaderPosition, Shard};
 use resnet_eval::{MODEL_FILE, NORMALIZATION_PREFIX};
-use resnet_models::{ArchSpec, ResNet, TensorKind};
+use resnet_models::{BlockKind, ResNet, TensorKind};
 use resnet_ops::DeviceSpec;
 
 use crate::checkpoint::{
     checkpoint_files, load_checkpoint_tensors, read_checkpoint, save_checkpoint, CheckpointState,
 };
 use crate::collective::{Collective, SingleProcess};
-use crate::config::{RunConfigFile, TrainConfig};
+use crate::config::{Freeze, RunConfigFile, TrainConfig};
 use crate::dataset::{Dataset, Evaluation, RunData, StoredNormalization, TrainBatches};
 use crate::metrics::{MetricRecord, MetricWindow, MetricsLog};
 use crate::run_dir::{
@@ -50,8 +50,8 @@ pub struct NoObserver;
 impl TrainObserver for NoObserver {}
 
 /// Starts a new run in `run_dir`, which must not already hold one. A bad
-/// config or data folder (a bad image header included) is reported before
-/// anything is written. The run holds the folder's [`RunLock`] while it
+/// config, data folder (a bad image header included) or initial `weights`
+/// is reported before anything is written. The run holds the folder's [`RunLock`] while it
 /// trains; its config is written with absolute data paths.
 pub fn train(
     config: &TrainConfig,
@@ -90,6 +90,10 @@ pub fn train_data_parallel(
             return Err(run_exists());
         }
         let dataset = Dataset::open(&config)?;
+        if config.weights.is_some() {
+            // Weights that do not fit are refused before the run folder is written.
+            load_initial_weights(&config, &build_model(&config, &Device::Cpu)?)?;
+        }
         if !writer {
             return Ok((config, dataset, None));
         }
@@ -102,7 +106,7 @@ pub fn train_data_parallel(
         }
         let file = RunConfigFile {
             world_size: group.world_size(),
-            ..RunConfigFile::new(config.clone())
+            ..RunConfigFile::new(config.clone(), dataset.classes())
         };
         write_json(&config_path, &file)?;
         Ok((config, dataset, Some(lock)))
@@ -187,13 +191,58 @@ fn agree<T>(group: &dyn Collective, local: Result<T>, during: &str) -> Result<T>
     }
 }
 
-/// The model described by a config, freshly initialised from its seed.
+/// The model described by a config, freshly initialised from its seed (its
+/// backbone frozen if the config says so; its `weights` are loaded by the
+/// run, see [`load_initial_weights`]).
 pub fn build_model(config: &TrainConfig, device: &Device) -> Result<ResNet> {
-    let mut spec = ArchSpec::from_id(&config.arch)?;
-    if let Some(shortcut) = config.shortcut {
-        spec = spec.with_shortcut(shortcut);
+    Ok(ResNet::new(&config.spec()?, config.seed, device)?
+        .with_bn_group(config.bn_group)
+        .with_frozen_backbone(config.freeze == Freeze::Backbone))
+}
+
+/// Loads the config's `weights` (a weights file or run folder) into `model`,
+/// the start of a fine-tuning run: everything but the fc head when the
+/// config sets `num_classes` (the head keeps its fresh initialisation),
+/// everything otherwise. Metadata of the file that describe another
+/// architecture, and any tensor but the head's of another shape, are errors
+/// naming the file and the field or tensor, and so are bottleneck weights
+/// without metadata unless the config names their stride placement.
+/// Without `weights`, nothing.
+pub fn load_initial_weights(config: &TrainConfig, model: &ResNet) -> Result<()> {
+    let Some(weights) = &config.weights else {
+        return Ok(());
+    };
+    let path = resnet_eval::resolve_weights(weights)?;
+    let (mut tensors, metadata) = resnet_eval::read_weights(&path)?;
+    tensors.retain(|name, _| !name.starts_with(NORMALIZATION_PREFIX));
+    let source = path.display().to_string();
+    if metadata.is_none()
+        && model.spec().block == BlockKind::Bottleneck
+        && config.stride_placement.is_none()
+    {
+        return Err(TrainError::InvalidConfig(format!(
+            "{source}: bottleneck weights without metadata may place their strides as the \
+             paper (v1) or as torchvision and timm (v1.5); say which with \
+             stride_placement (--stride-placement)"
+        )));
     }
-    Ok(ResNet::new(&spec, config.seed, device)?.with_bn_group(config.bn_group))
+    match config.num_classes {
+        Some(_) => {
+            if let Some(metadata) = metadata {
+                let source_spec = model.spec().clone().with_num_classes(metadata.num_classes);
+                metadata.check(&source_spec, &path)?;
+            }
+            model.load_backbone(&tensors, &source)?;
+        }
+        None => {
+            if let Some(metadata) = metadata {
+                metadata.check(model.spec(), &path)?;
+            }
+            model.load_tensors(&tensors, &source)?;
+        }
+    }
+    tracing::info!(weights = %source, head_replaced = config.num_classes.is_some(), "loaded the initial weights");
+    Ok(())
 }
 
 /// Where a run starts: fresh, or from its checkpoint.
@@ -221,6 +270,7 @@ fn restore(
 ) -> Result<Start> {
     let candidates = checkpoint_files(run_dir);
     if candidates.is_empty() {
+        load_initial_weights(config, model)?;
         return Ok(Start {
             iteration: 0,
             loader: LoaderPosition::default(),
@@ -316,7 +366,8 @@ fn prepare(
 ) -> Result<Prepared> {
     let device = config.device.parse::<DeviceSpec>()?.open()?;
     let model = build_model(config, &device)?;
-    let mut sgd = Sgd::new(model.parameters(), config.sgd)?.with_update_rule(config.update_rule);
+    let mut sgd =
+        Sgd::new(model.trainable_parameters(), config.sgd)?.with_update_rule(config.update_rule);
     let mut scheduler = Scheduler::new(config.schedule.clone())?;
     let start = restore(
         run_dir,
@@ -383,6 +434,7 @@ fn run(
         }
     }
     let data = start.data;
+    let metadata = data.weights_metadata(&model);
     let train_images = data.train_images();
     let shard = Shard {
         index: group.rank(),
@@ -406,7 +458,8 @@ fn run(
             let mut step = || -> Result<_> {
                 let batch = loader.next_batch(&device)?;
                 let logits = model.forward_t(&batch.images, true)?;
-                let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+                let loss =
+                    crate::loss::cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
                 sgd.step(&loss.backward()?)?;
                 // Read back only now: on a GPU, the backward pass and the
                 // update are then queued behind the forward pass without
@@ -424,7 +477,7 @@ fn run(
             }
         } else {
             let local = replicas
-                .local_step(&mut loader, &model, &device)
+                .local_step(&mut loader, &model, &device, config.label_smoothing)
                 .map_err(|e| name_out_of_memory(e, config));
             replicas.combine(group, local, &mut sgd, iteration + 1)?
         };
@@ -520,6 +573,7 @@ fn run(
                 model.state_tensors(),
                 sgd.state_tensors()?,
                 data.normalization_tensors()?,
+                &metadata,
             )?;
         }
         if stopping {
@@ -548,12 +602,13 @@ fn run(
         final_train_error: last.1,
         val: eval.val,
         test: eval.test,
+        classes: data.classes(),
         wall_time,
     };
     if writer {
         let mut weights = model.state_tensors();
         weights.extend(data.normalization_tensors()?);
-        save_tensors(&run_dir.join(MODEL_FILE), &weights)?;
+        save_tensors(&run_dir.join(MODEL_FILE), &weights, &metadata)?;
         write_json(&run_dir.join(SUMMARY_FILE), &summary)?;
     }
     Ok(summary)
@@ -596,7 +651,7 @@ impl Replicas {
             .map(|v| v.var)
             .collect();
         Replicas {
-            parameters: model.parameters(),
+            parameters: model.trainable_parameters(),
             running_stats,
         }
     }
@@ -608,10 +663,11 @@ impl Replicas {
         loader: &mut TrainBatches,
         model: &ResNet,
         device: &Device,
+        label_smoothing: f64,
     ) -> Result<LocalStep> {
         let batch = loader.next_batch(device)?;
         let logits = model.forward_t(&batch.images, true)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+        let loss = crate::loss::cross_entropy(&logits, &batch.labels, label_smoothing)?;
         let grads = loss.backward()?;
         let (wrong, _) = resnet_eval::batch_errors(&logits, &batch.labels)?;
         Ok(LocalStep {

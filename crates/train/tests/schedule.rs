@@ -317,3 +317,36 @@ fn invalid_configs_are_rejected() {
     };
     assert!(Scheduler::new(config).is_err());
 }
+
+#[test]
+fn cosine_falls_from_base_to_min_as_pytorchs_cosine_annealing() -> TestResult {
+    let scheduler = Scheduler::new(ScheduleConfig {
+        schedule: LrSchedule::Cosine {
+            base_lr: 0.1,
+            iterations: 100,
+            min_lr: 0.001,
+        },
+        warmup: None,
+    })?;
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(close(scheduler.lr_at(0), 0.1));
+    // Halfway, the mean of the two; a quarter in, PyTorch's closed form.
+    assert!(close(scheduler.lr_at(50), (0.1 + 0.001) / 2.0));
+    let quarter = 0.001 + 0.099 * (1.0 + (std::f64::consts::PI / 4.0).cos()) / 2.0;
+    assert!(close(scheduler.lr_at(25), quarter));
+    assert!(close(scheduler.lr_at(100), 0.001));
+    assert!(
+        close(scheduler.lr_at(150), 0.001),
+        "stays at the floor past the end"
+    );
+    let rates: Vec<f64> = (0..=100).map(|i| scheduler.lr_at(i)).collect();
+    assert!(rates.windows(2).all(|w| w[1] <= w[0]), "never rises");
+
+    let bad = LrSchedule::Cosine {
+        base_lr: 0.1,
+        iterations: 0,
+        min_lr: 0.0,
+    };
+    assert!(bad.validate().is_err());
+    Ok(())
+}

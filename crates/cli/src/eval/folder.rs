@@ -45,6 +45,16 @@ pub(super) fn run_folder(args: &EvalArgs) -> Result<()> {
             model.with_context(|| format!("--ensemble entry `{}`", args.ensemble[i - 1]))?
         });
     }
+    // Class folders are labelled in sorted order: the stored classes must be
+    // those, or the labels would name other classes than the model's outputs.
+    if let (Some(stored), None, None) = (&loaded[0].classes, &args.labels, &args.classes) {
+        ensure!(
+            folder.classes() == stored.as_slice(),
+            "{data}: its classes [{}] are not those stored with --weights [{}], in that order",
+            folder.classes().join(", "),
+            stored.join(", ")
+        );
+    }
     let members = loaded
         .iter()
         .map(|l| {
@@ -102,6 +112,7 @@ fn print_folder_report(
             "top1_error": report.top1_error,
             "top5_error": report.top5_error,
             "loss": report.loss,
+            "classes": loaded[0].classes,
         });
         println!("{out}");
     } else {
@@ -118,6 +129,9 @@ fn print_folder_report(
             100.0 * report.top5_error,
             report.loss
         );
+        if let Some(classes) = &loaded[0].classes {
+            println!("classes: {}", classes.join(", "));
+        }
     }
 }
 
