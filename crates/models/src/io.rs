@@ -189,8 +189,11 @@ pub fn save_safetensors(
     persist(tmp, path)
 }
 
-/// Writes `bytes` to `path` atomically, as [`save_safetensors`] does: the
-/// project's helper for small files written beside weights (configs).
+/// Writes `bytes` to `path` atomically, as [`save_safetensors`] does: into a
+/// uniquely named temporary file in the same folder, synced, then renamed over
+/// `path`, so a reader (or a crash) never sees a half-written file and two
+/// writers never share a temporary file. The workspace's one atomic-write
+/// routine: configs, metrics, checkpoints, reports and plots all go through it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let mut tmp = temp_file_beside(path)?;
     tmp.write_all(bytes).map_err(|source| ModelError::Io {
@@ -206,14 +209,22 @@ fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile, ModelError> 
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    tempfile::Builder::new()
-        .prefix(".weights-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    let prefix = format!(
+        ".{}.",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        // What `File::create` asks for (the umask applies), not tempfile's 0o600.
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Syncs the written temporary file and renames it to `path`.

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::curves::{curves_json, test_series, train_series};
 use crate::index::Entry;
 use crate::plot::{Figure, Panel, Scale};
-use crate::report::write_atomic;
+use crate::report::write_report;
 use crate::verdict::{degradation, NetResult, TRAINED_RULE};
 use crate::Reproduction;
 
@@ -78,7 +78,7 @@ pub fn write(r: &mut Reproduction) -> Result<Entry> {
          throughout training: degradation, not overfitting.\n\nHere:\n{}\n\nRule: {TRAINED_RULE}.",
         finding.markdown()
     )?;
-    write_atomic(&r.opts.out, "fig1.md", &md)?;
+    write_report(&r.opts.out, "fig1.md", &md)?;
     let record = json!({
         "provenance": provenance,
         "nets": runs.iter().zip(&results).map(|(run, net)| json!({
@@ -88,7 +88,7 @@ pub fn write(r: &mut Reproduction) -> Result<Entry> {
         "findings": [&finding],
         "rule": TRAINED_RULE,
     });
-    write_atomic(
+    write_report(
         &r.opts.out,
         "fig1.json",
         &serde_json::to_string_pretty(&record)?,

@@ -10,7 +10,7 @@ use crate::curves::{curves_json, test_series, train_series};
 use crate::index::Entry;
 use crate::plot::{Figure, Panel, Scale};
 use crate::profile::Profile;
-use crate::report::write_atomic;
+use crate::report::write_report;
 use crate::runs::FinishedRun;
 use crate::verdict::{depth_order, lower_than_twins, overfits, NetResult, TRAINED_RULE};
 use crate::Reproduction;
@@ -122,7 +122,7 @@ pub fn write(r: &mut Reproduction) -> Result<Entry> {
         writeln!(md, "{}", f.markdown())?;
     }
     writeln!(md, "\nRule: {TRAINED_RULE}.")?;
-    write_atomic(&r.opts.out, "fig6.md", &md)?;
+    write_report(&r.opts.out, "fig6.md", &md)?;
     let nets_json =
         |runs: &[FinishedRun]| -> Vec<serde_json::Value> {
             runs.iter().map(|run| {
@@ -141,7 +141,7 @@ pub fn write(r: &mut Reproduction) -> Result<Entry> {
         "findings": findings,
         "rule": TRAINED_RULE,
     });
-    write_atomic(
+    write_report(
         &r.opts.out,
         "fig6.json",
         &serde_json::to_string_pretty(&record)?,

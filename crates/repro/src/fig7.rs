@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::curves::display_name;
 use crate::index::Entry;
 use crate::plot::{Figure, LineStyle, Panel, Scale, Series};
-use crate::report::write_atomic;
+use crate::report::write_report;
 use crate::runs::FinishedRun;
 use crate::verdict::{smaller_beyond_spread, Finding, NetResult, Verdict, TRAINED_RULE};
 use crate::Reproduction;
@@ -205,7 +205,7 @@ pub fn write(r: &mut Reproduction) -> Result<Entry> {
         writeln!(md, "{}", f.markdown())?;
     }
     writeln!(md, "\nRule: {TRAINED_RULE}.")?;
-    write_atomic(&r.opts.out, "fig7.md", &md)?;
+    write_report(&r.opts.out, "fig7.md", &md)?;
     let record = json!({
         "provenance": provenance,
         "nets": runs.iter().zip(&all_stds).map(|(net, per_seed)| json!({
@@ -216,7 +216,7 @@ pub fn write(r: &mut Reproduction) -> Result<Entry> {
         "findings": findings,
         "rule": TRAINED_RULE,
     });
-    write_atomic(
+    write_report(
         &r.opts.out,
         "fig7.json",
         &serde_json::to_string_pretty(&record)?,

@@ -20,7 +20,7 @@ use resnet_ops::DeviceSpec;
 use serde_json::json;
 
 use crate::imagenet_paper::{PaperRow, TABLE3, TABLE4, TABLE5};
-use crate::report::{commit, today, write_atomic};
+use crate::report::{commit, today, write_report};
 
 /// What `cargo xtask reproduce table3|table4|table5 --imagenet DIR` was given.
 #[derive(Debug, Clone)]
@@ -274,12 +274,12 @@ fn write_single_model_table(
     if s.folder.len() < s.total_images {
         md.push_str("\nOnly a subset of the validation set was evaluated (`--limit`): the errors are estimates.\n");
     }
-    write_atomic(&s.opts.out, &format!("{name}.md"), &md)?;
+    write_report(&s.opts.out, &format!("{name}.md"), &md)?;
     let record = json!({
         "target": name, "views": views.name(), "images": s.folder.len(), "total_images": s.total_images,
         "date": today(), "commit": commit(), "device": s.opts.device, "rows": records,
     });
-    write_atomic(
+    write_report(
         &s.opts.out,
         &format!("{name}.json"),
         &serde_json::to_string_pretty(&record)?,
@@ -350,7 +350,7 @@ pub fn write_table5(opts: ImageNetEvalOptions) -> Result<()> {
         "\nThe paper's 3.57 is on the test set (labels not public) with six models of its own; ours is on the \
          validation set.\n\n{WEIGHTS_NOTE}"
     )?;
-    write_atomic(&s.opts.out, "table5.md", &md)?;
+    write_report(&s.opts.out, "table5.md", &md)?;
     let record = json!({
         "target": "table5", "views": views.name(), "images": s.folder.len(), "total_images": s.total_images,
         "members": loaded.iter().map(|l| json!({"arch": l.key, "weights": l.origin})).collect::<Vec<_>>(),
@@ -358,7 +358,7 @@ pub fn write_table5(opts: ImageNetEvalOptions) -> Result<()> {
         "paper": TABLE5.iter().map(|(m, t)| json!({"method": m, "top5_pct": t})).collect::<Vec<_>>(),
         "date": today(), "commit": commit(), "device": s.opts.device,
     });
-    write_atomic(
+    write_report(
         &s.opts.out,
         "table5.json",
         &serde_json::to_string_pretty(&record)?,

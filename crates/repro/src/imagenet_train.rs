@@ -25,7 +25,7 @@ use crate::deviation::{self, Deviation};
 use crate::imagenet_paper::TABLE2;
 use crate::plot::{Figure, Panel, Scale};
 use crate::profile::ProfileName;
-use crate::report::{commit, today, write_atomic};
+use crate::report::{commit, today, write_report};
 use crate::runs::{ensure_run, run_dir, FinishedRun};
 use crate::verdict::{chance_error_pct, imagenet_depth, TRAINED_RULE};
 
@@ -247,13 +247,13 @@ pub fn write_table2(opts: &ImageNetTrainOptions) -> Result<()> {
          than ResNet-18 (25.03 vs 27.88).",
         errors[0].2
     )?;
-    write_atomic(&opts.out, "table2.md", &md)?;
+    write_report(&opts.out, "table2.md", &md)?;
     let record = json!({
         "target": "table2", "profile": opts.profile.to_string(), "date": today(), "commit": commit(),
         "device": opts.device, "validation_images": errors[0].2, "rows": rows,
         "deviations": deviations(opts, &runs),
     });
-    write_atomic(
+    write_report(
         &opts.out,
         "table2.json",
         &serde_json::to_string_pretty(&record)?,
@@ -336,7 +336,7 @@ pub fn write_fig4(opts: &ImageNetTrainOptions) -> Result<()> {
         "\nRule: {TRAINED_RULE}; with the {classes} classes of this training folder, chance is \
          {chance:.1}% error."
     )?;
-    write_atomic(&opts.out, "fig4.md", &md)?;
+    write_report(&opts.out, "fig4.md", &md)?;
     let record = json!({
         "target": "fig4", "profile": opts.profile.to_string(), "date": today(), "commit": commit(),
         "device": opts.device,
@@ -346,7 +346,7 @@ pub fn write_fig4(opts: &ImageNetTrainOptions) -> Result<()> {
             "arch": r.config.arch, "final_train_error_pct": final_train_error(&r.metrics), "curves": curves_json(r),
         })).collect::<Vec<_>>(),
     });
-    write_atomic(
+    write_report(
         &opts.out,
         "fig4.json",
         &serde_json::to_string_pretty(&record)?,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::report::{commit, today, write_atomic};
+use crate::report::{commit, today, write_report};
 use crate::verdict::{Finding, TRAINED_RULE};
 
 /// What one target wrote, for the index.
@@ -88,7 +88,7 @@ pub fn markdown(profile: &str, entries: &[Entry]) -> String {
 
 /// Writes `README.md` into `out`.
 pub fn write(out: &Path, profile: &str, entries: &[Entry]) -> Result<()> {
-    write_atomic(out, "README.md", &markdown(profile, entries))
+    write_report(out, "README.md", &markdown(profile, entries))
 }
 
 #[cfg(test)]

@@ -37,7 +37,6 @@ mod output;
 mod render;
 mod text;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
@@ -151,9 +150,11 @@ impl Figure {
             .with_context(|| format!("rendering {}", png_path.display()))?;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating folder {}", dir.display()))?;
-        output::write_atomic(&svg_path, |w| Ok(w.write_all(svg.as_bytes())?))?;
+        resnet_models::write_atomic(&svg_path, svg.as_bytes())?;
         let (width, height) = self.size();
-        output::write_atomic(&png_path, |w| output::encode_png(w, &rgb, width, height))?;
+        let mut png = Vec::new();
+        output::encode_png(&mut png, &rgb, width, height)?;
+        resnet_models::write_atomic(&png_path, &png)?;
         Ok((svg_path, png_path))
     }
 

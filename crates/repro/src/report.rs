@@ -8,14 +8,13 @@ use anyhow::{Context, Result};
 
 use crate::deviation::{self, Deviation};
 
-/// Writes `contents` to `dir/name` through a temporary file and a rename,
-/// so a reader never sees a half-written result.
-pub fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<()> {
+/// Writes the report file `dir/name` (creating `dir`) atomically
+/// ([`resnet_models::write_atomic`]), so a reader never sees a half-written
+/// result, and says so.
+pub fn write_report(dir: &Path, name: &str, contents: &str) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    resnet_models::write_atomic(&path, contents.as_bytes())?;
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use resnet_models::{count, layer_table, ArchSpec, StridePlacement};
 use serde_json::{json, Value};
 
-use crate::report::{commit, today, write_atomic};
+use crate::report::{commit, today, write_report};
 
 /// The ImageNet columns of Table 1 with the paper's FLOPs (multiply-adds).
 const IMAGENET: [(&str, f64); 5] = [
@@ -165,7 +165,7 @@ pub fn write(out: &Path) -> Result<()> {
         started.elapsed().as_secs_f64()
     )?;
 
-    write_atomic(out, "table1.md", &md)?;
-    write_atomic(out, "table1.json", &serde_json::to_string_pretty(&records)?)?;
+    write_report(out, "table1.md", &md)?;
+    write_report(out, "table1.json", &serde_json::to_string_pretty(&records)?)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::curves::{display_name, final_test_error};
 use crate::fig6::nets;
 use crate::index::Entry;
-use crate::report::write_atomic;
+use crate::report::write_report;
 use crate::runs::FinishedRun;
 use crate::Reproduction;
 
@@ -145,9 +145,9 @@ pub fn write(r: &mut Reproduction) -> Result<Entry> {
          exist (several runs here, ResNet-110 there). Plain nets are not in the paper's Table 6 (see Fig. 6). \
          Differences from the paper's numbers reflect the deviations above."
     )?;
-    write_atomic(&r.opts.out, "table6.md", &md)?;
+    write_report(&r.opts.out, "table6.md", &md)?;
     let record = json!({ "provenance": provenance, "rows": rows });
-    write_atomic(
+    write_report(
         &r.opts.out,
         "table6.json",
         &serde_json::to_string_pretty(&record)?,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::{io_error, write_atomic};
+use crate::run_dir::io_error;
 use crate::{Result, TrainError};
 
 /// One line of `metrics.jsonl`.
@@ -76,7 +76,7 @@ impl MetricsLog {
                 kept.push_str(&serde_json::to_string(r).expect("records serialise"));
                 kept.push('\n');
             }
-            write_atomic(path, kept.as_bytes())?;
+            resnet_models::write_atomic(path, kept.as_bytes())?;
         }
         Ok(MetricsLog {
             path: path.to_path_buf(),

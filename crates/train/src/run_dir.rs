@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Tensor;
 use resnet_models::{save_safetensors, WeightsMetadata};
@@ -50,20 +50,6 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError
     }
 }
 
-/// The temporary name a file is written under before its rename.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(io_error(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))
-}
-
 /// Writes `tensors`, with `metadata`, as a safetensors file at `path`
 /// atomically (through the project's one writer, [`save_safetensors`]).
 pub(crate) fn save_tensors(
@@ -80,7 +66,7 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    write_atomic(path, text.as_bytes())
+    Ok(resnet_models::write_atomic(path, text.as_bytes())?)
 }
 
 /// Reads JSON from `path`; a missing or malformed file is an error naming it.
