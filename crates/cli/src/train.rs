@@ -379,13 +379,21 @@ impl TrainArgs {
 
     /// Fetches hub --weights (a registry name or `hf:` file) into the run
     /// folder as [`HUB_WEIGHTS_FILE`], with their metadata, and points the
-    /// config at it: the run starts, and resumes, from local weights.
-    fn fetch_hub_weights(&self, config: &mut TrainConfig) -> Result<()> {
+    /// config at it: the run starts, and resumes, from local weights. Refused
+    /// in a run of `world_size` > 1 ranks, where only rank 0 may write.
+    fn fetch_hub_weights(&self, config: &mut TrainConfig, world_size: usize) -> Result<()> {
         let Some(weights) = &self.weights else {
             return Ok(());
         };
         if self.local_weights()?.is_some() {
             return Ok(());
+        }
+        if world_size > 1 {
+            // Every rank would write the fetched file; only rank 0 may write.
+            bail!(
+                "--weights from the hub in a run of {world_size} ranks: fetch them first (e.g. \
+                 `resnet export --weights ... --out DIR`, in one process) and pass the local file"
+            );
         }
         if self.out.join(CONFIG_FILE).exists() {
             bail!(
@@ -509,14 +517,7 @@ fn run_in(args: &TrainArgs, group: &dyn Collective) -> Result<()> {
         }
         None => {
             let mut config = args.config()?;
-            if args.local_weights()?.is_none() && args.weights.is_some() && group.world_size() > 1 {
-                anyhow::bail!(
-                    "--weights from the hub in a run of {} ranks: fetch them first (e.g. \
-                     `resnet export --weights ... --out DIR`, in one process) and pass the local file",
-                    group.world_size()
-                );
-            }
-            args.fetch_hub_weights(&mut config)?;
+            args.fetch_hub_weights(&mut config, group.world_size())?;
             resnet_train::train_data_parallel(&config, &args.out, observer, group)
         }
     };
