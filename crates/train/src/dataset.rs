@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use resnet_data::{
-    Augment, BadImagePolicy, Cifar10, ImageFolder, ImageNetAugment, ImageNetEvalLoader,
+    Augment, BadImagePolicy, Cifar10, CropGeometry, ImageFolder, ImageNetAugment,
     ImageNetNormalization, ImageNetTrainLoader, LoaderConfig, LoaderPosition, MeanImage,
-    Normalization, PixelMean, Shard, Split, TrainLoader,
+    Normalization, PixelMean, Shard, Split, TestViews, TrainLoader, ViewConfig,
 };
-use resnet_eval::EvalReport;
+use resnet_eval::{EvalReport, Member};
 use resnet_models::{ResNet, WeightsMetadata};
 
 use crate::config::{DatasetKind, NormalizationKind, TrainConfig};
@@ -387,7 +387,25 @@ impl RunData {
                 val: None,
                 test: val
                     .as_ref()
-                    .map(|folder| evaluate_folder(model, folder, norm, threads, device))
+                    .map(|folder| {
+                        // The centre views torchvision evaluates on, normalised
+                        // as in training.
+                        let member = Member {
+                            model,
+                            views: ViewConfig {
+                                geometry: CropGeometry::STANDARD,
+                                normalization: norm.clone(),
+                            },
+                        };
+                        resnet_eval::evaluate_folder(
+                            &[member],
+                            Arc::clone(folder),
+                            &TestViews::Center,
+                            FOLDER_EVAL_BATCH,
+                            threads,
+                            device,
+                        )
+                    })
                     .transpose()?,
             }),
         }
@@ -411,32 +429,6 @@ impl RunData {
             },
         }
     }
-}
-
-/// Top-1 and top-5 error and mean cross-entropy of `model` on the centre
-/// views of `folder`'s images.
-fn evaluate_folder(
-    model: &ResNet,
-    folder: &Arc<ImageFolder>,
-    norm: &ImageNetNormalization,
-    threads: usize,
-    device: &Device,
-) -> Result<EvalReport> {
-    let (mut top1, mut top5, mut loss, mut images) = (0usize, 0usize, 0f64, 0usize);
-    let loader =
-        ImageNetEvalLoader::new(Arc::clone(folder), norm.clone(), FOLDER_EVAL_BATCH, threads)?;
-    for batch in loader {
-        let batch = batch?;
-        let (x, y) = batch.to_tensors(device)?;
-        let logits = model.forward_t(&x, false)?;
-        let (t1, t5) = resnet_eval::batch_errors(&logits, &y)?;
-        let mean_loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
-        top1 += t1;
-        top5 += t5;
-        loss += f64::from(mean_loss) * batch.batch_size as f64;
-        images += batch.batch_size;
-    }
-    Ok(EvalReport::from_totals(top1, top5, loss, images))
 }
 
 /// The training loader of either dataset.
