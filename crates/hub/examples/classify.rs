@@ -20,9 +20,13 @@ use resnet_hub::{load_model, HubOptions};
 use resnet_models::{ArchSpec, ResNet, StridePlacement};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    run(&std::env::args().skip(1).collect::<Vec<_>>())
+}
+
+/// The example with its command-line arguments `args`.
+fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let scratch = tempfile::tempdir()?;
-    let (weights, arch, placement, image) = match args.as_slice() {
+    let (weights, arch, placement, image) = match args {
         [weights, arch, image, placement @ ..] if placement.len() <= 1 => (
             weights.clone(),
             ArchSpec::from_id(arch)?,
@@ -55,9 +59,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 #[cfg(test)]
 mod tests {
-    /// The example runs as written, offline (CI runs it through `cargo test`).
+    /// The example runs as written, without arguments and offline (CI runs it through `cargo test`).
     #[test]
     fn runs_offline() {
-        super::main().unwrap();
+        super::run(&[]).unwrap();
     }
 }

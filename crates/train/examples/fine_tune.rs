@@ -18,8 +18,13 @@ use resnet_models::read_safetensors;
 use resnet_train::{train, Freeze, NoObserver, NormalizationKind, TrainConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run(std::env::args().skip(1).collect())
+}
+
+/// The example with its command-line arguments `args`.
+fn run(args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
     let work = tempfile::tempdir()?;
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     let folder = match args.next() {
         Some(folder) => PathBuf::from(folder),
         None => generated_folder(&work.path().join("mine"), &["cat_a", "dog_b", "eel_c"])?,
@@ -95,9 +100,9 @@ fn generated_folder(root: &Path, classes: &[&str]) -> Result<PathBuf, image::Ima
 
 #[cfg(test)]
 mod tests {
-    /// The example runs as written (CI runs it through `cargo test`).
+    /// The example runs as written, without arguments (CI runs it through `cargo test`).
     #[test]
     fn runs() {
-        super::main().unwrap();
+        super::run(Vec::new()).unwrap();
     }
 }

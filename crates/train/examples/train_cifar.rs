@@ -14,7 +14,12 @@ use std::path::PathBuf;
 use resnet_train::{train, NoObserver, TrainConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    run(std::env::args().skip(1).collect())
+}
+
+/// The example with its command-line arguments `args`.
+fn run(args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = args.into_iter();
     let data = args.next().map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
     });
@@ -45,9 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 #[cfg(test)]
 mod tests {
-    /// The example runs as written (CI runs it through `cargo test`).
+    /// The example runs as written, without arguments (CI runs it through `cargo test`).
     #[test]
     fn runs() {
-        super::main().unwrap();
+        super::run(Vec::new()).unwrap();
     }
 }
