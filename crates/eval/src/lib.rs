@@ -30,5 +30,4 @@ pub use normalization::{normalization_from_tensors, normalization_tensors, NORMA
 pub use resnet_data::{CropGeometry, TestViews, ViewConfig};
 pub use weights::{
     load_imagenet_weights, load_weights, read_weights, resolve_weights, save_weights, MODEL_FILE,
-    MOMENTUM_PREFIX,
 };

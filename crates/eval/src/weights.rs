@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use resnet_data::{ImageNetNormalization, Normalization};
-use resnet_models::{read_safetensors, save_safetensors, ResNet, WeightsMetadata};
+use resnet_models::{read_safetensors, save_safetensors, ResNet, WeightsMetadata, MOMENTUM_PREFIX};
 
 use crate::normalization::{
     imagenet_normalization_from_tensors, normalization_from_tensors, normalization_tensors,
@@ -16,10 +16,6 @@ use crate::{EvalError, Result};
 
 /// The file a training run writes into its folder at the end: the final weights.
 pub const MODEL_FILE: &str = "model.safetensors";
-
-/// Prefix of the SGD momentum buffers in a trainer checkpoint (`momentum.<tensor name>`);
-/// such entries are skipped when a checkpoint is loaded as weights.
-pub const MOMENTUM_PREFIX: &str = "momentum.";
 
 /// Writes every tensor of `model` and, if given, the input normalisation to a
 /// safetensors file at `path`, atomically, with the model's

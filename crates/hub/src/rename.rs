@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use candle_core::Tensor;
+use resnet_models::BN_COUNTER_SUFFIX;
 
 use crate::{HubError, Result};
 
@@ -26,9 +27,6 @@ impl fmt::Display for Layout {
         })
     }
 }
-
-/// Suffix of PyTorch's BN step counters, which no model here uses; dropped.
-const BN_COUNTER: &str = "num_batches_tracked";
 
 /// Name prefixes that only the transformers layout has.
 const TRANSFORMERS_PREFIXES: [&str; 2] = ["resnet.embedder.", "resnet.encoder."];
@@ -109,7 +107,7 @@ pub fn to_torchvision(
 ) -> Result<HashMap<String, Tensor>> {
     let mut tensors: Vec<(String, Tensor)> = tensors
         .into_iter()
-        .filter(|(name, _)| !name.ends_with(BN_COUNTER))
+        .filter(|(name, _)| !name.ends_with(BN_COUNTER_SUFFIX))
         .collect();
     // Sorted, so that the error names the same tensor every time.
     tensors.sort_by(|a, b| a.0.cmp(&b.0));

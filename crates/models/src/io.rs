@@ -9,8 +9,15 @@ use candle_core::{DType, Tensor};
 
 use crate::{BlockKind, ModelError, ResNet, Shortcut, Stem, StridePlacement, WeightsMetadata};
 
-/// Suffix of a PyTorch BN counter that has no use here; such entries are ignored.
-const IGNORED_SUFFIX: &str = "num_batches_tracked";
+/// Suffix of PyTorch's batch-norm step counters (`<bn>.num_batches_tracked`),
+/// which no model here uses: ignored when weights are read, written as 0 only
+/// for torchvision's `load_state_dict(strict=True)`.
+pub const BN_COUNTER_SUFFIX: &str = "num_batches_tracked";
+
+/// Prefix of the SGD momentum buffers in a trainer checkpoint
+/// (`momentum.<tensor name>`); such entries are skipped when a checkpoint is
+/// loaded as weights.
+pub const MOMENTUM_PREFIX: &str = "momentum.";
 /// Prefix of the classifier head's tensors.
 const HEAD_PREFIX: &str = "fc.";
 
@@ -35,7 +42,7 @@ impl ResNet {
         for v in self.named_vars() {
             if let Some(bn) = v.name.strip_suffix(".running_mean") {
                 let counter = Tensor::new(0i64, &candle_core::Device::Cpu)?;
-                tensors.insert(format!("{bn}.{IGNORED_SUFFIX}"), counter);
+                tensors.insert(format!("{bn}.{BN_COUNTER_SUFFIX}"), counter);
             }
         }
         Ok(tensors)
@@ -151,7 +158,7 @@ impl ResNet {
         let mut extra: Vec<_> = tensors
             .iter()
             .filter(|(name, _)| {
-                select(name) && !name.ends_with(IGNORED_SUFFIX) && !known.contains(name.as_str())
+                select(name) && !name.ends_with(BN_COUNTER_SUFFIX) && !known.contains(name.as_str())
             })
             .collect();
         extra.sort_by(|a, b| a.0.cmp(b.0));

@@ -43,7 +43,9 @@ mod spec;
 
 pub use count::{count, layer_table, Counts, LayerRow};
 pub use error::ModelError;
-pub use io::{read_safetensors, save_safetensors, write_atomic};
+pub use io::{
+    read_safetensors, save_safetensors, write_atomic, BN_COUNTER_SUFFIX, MOMENTUM_PREFIX,
+};
 pub use layers::{NamedVar, TensorKind, Trace};
 pub use meta::{WeightsMetadata, FORMAT_VERSION};
 pub use model::ResNet;

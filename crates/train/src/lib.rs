@@ -34,7 +34,7 @@ pub use config::{DatasetKind, Freeze, NormalizationKind, TrainConfig};
 pub use error::{Result, TrainError};
 pub use metrics::{read_metrics, MetricRecord};
 pub use schedule::{LrSchedule, PlateauState, ScheduleConfig, Scheduler, SchedulerState, Warmup};
-pub use sgd::{Sgd, SgdConfig, UpdateRule, MOMENTUM_PREFIX};
+pub use sgd::{Sgd, SgdConfig, UpdateRule};
 pub use summary::RunSummary;
 pub use trainer::{
     build_model, load_initial_weights, resume, resume_data_parallel, train, train_data_parallel,

@@ -14,7 +14,7 @@ use crate::error::{Result, TrainError};
 /// parameter `layer1.0.conv1.weight` is stored as
 /// `momentum.layer1.0.conv1.weight`. The weights loader of `resnet-eval`
 /// owns the name, since it must skip these entries in checkpoints.
-pub use resnet_eval::MOMENTUM_PREFIX;
+use resnet_models::MOMENTUM_PREFIX;
 
 /// The form of the momentum update.
 ///

@@ -11,7 +11,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use resnet_data::{LoaderPosition, Shard};
 use resnet_eval::{MODEL_FILE, NORMALIZATION_PREFIX};
-use resnet_models::{BlockKind, ResNet, TensorKind};
+use resnet_models::{BlockKind, ResNet, TensorKind, MOMENTUM_PREFIX};
 use resnet_ops::DeviceSpec;
 
 use crate::checkpoint::{
@@ -26,7 +26,7 @@ use crate::run_dir::{
     SUMMARY_FILE,
 };
 use crate::summary::RunSummary;
-use crate::{Result, Scheduler, Sgd, TrainError, MOMENTUM_PREFIX};
+use crate::{Result, Scheduler, Sgd, TrainError};
 
 /// Receives progress from the loop (a progress bar, a logger, a test probe).
 pub trait TrainObserver {

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
-use resnet_train::{Sgd, SgdConfig, TrainError, UpdateRule, MOMENTUM_PREFIX};
+use resnet_models::MOMENTUM_PREFIX;
+use resnet_train::{Sgd, SgdConfig, TrainError, UpdateRule};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
