@@ -1,16 +1,7 @@
 //! Helpers shared by the kernels' tests.
 
-use candle_core::{Device, Tensor};
-use rand::{Rng, SeedableRng};
-
-/// A tensor of uniform values in [-1, 1) drawn from `seed`.
-pub(crate) fn random(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let data: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-}
+use candle_core::Tensor;
+pub(crate) use resnet_test_support::random_tensor as random;
 
 /// Every value of an f32 tensor, flattened.
 pub(crate) fn values(t: &Tensor) -> Vec<f32> {

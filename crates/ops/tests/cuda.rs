@@ -16,6 +16,7 @@ use resnet_ops::{
     add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, max_pool_3x3_s2, relu,
     subsample2, update_running_stat, DeviceSpec, SgdStep,
 };
+use resnet_test_support::{random_tensor as random, CONV_CASES};
 
 /// cuDNN may run f32 convolutions on TF32 tensor cores (10-bit mantissa),
 /// as PyTorch does by default: a relative error of about 1e-3.
@@ -32,15 +33,6 @@ fn gpu() -> Device {
             .expect("these tests need an NVIDIA GPU")
     })
     .clone()
-}
-
-/// A CPU tensor of uniform values in [-1, 1) drawn from `seed`.
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let data: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
 }
 
 /// Runs `f` on `inputs` moved to `device` and returns, on the CPU, its output
@@ -125,27 +117,7 @@ fn check_conv([n, c, h, w, o, k, s, p]: [usize; 8], seed: u64) {
 
 #[test]
 fn conv_matches_the_cpu_on_resnet_shapes() {
-    // [n, c, h, w, o, k, stride, pad]: 3x3 with and without stride, 1x1
-    // projections, the 7x7/2 stem, odd sizes, batch 1, tiny inputs.
-    let cases = [
-        [2, 3, 8, 8, 4, 3, 1, 1],
-        [3, 5, 9, 7, 6, 3, 2, 1],
-        [1, 16, 32, 32, 16, 3, 1, 1],
-        [4, 6, 11, 13, 5, 3, 2, 1],
-        [2, 4, 5, 5, 3, 3, 2, 0],
-        [2, 8, 15, 15, 4, 1, 1, 0],
-        [2, 8, 15, 15, 16, 1, 2, 0],
-        [1, 3, 4, 6, 2, 1, 1, 1],
-        [1, 3, 23, 21, 8, 7, 2, 3],
-        [2, 3, 64, 64, 16, 7, 2, 3],
-        [2, 2, 3, 2, 3, 7, 1, 3],
-        [1, 2, 1, 1, 3, 3, 1, 1],
-        [5, 7, 6, 6, 9, 3, 1, 0],
-        [8, 64, 8, 8, 64, 3, 1, 1],
-        [4, 32, 16, 16, 64, 3, 2, 1],
-        [4, 64, 14, 14, 256, 1, 1, 0],
-    ];
-    for (i, case) in cases.into_iter().enumerate() {
+    for (i, case) in CONV_CASES.into_iter().enumerate() {
         check_conv(case, 10 * i as u64);
     }
 }

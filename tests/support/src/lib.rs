@@ -1,6 +1,6 @@
 //! What the workspace's tests share, so that each exists once: where the
 //! bundled CIFAR-10 sample is, how two tensors (or two sets of weights)
-//! compare, how a test runs one of the binaries, and a local HTTP server
+//! compare, the kernels' random inputs and convolution shapes, how a test runs one of the binaries, and a local HTTP server
 //! ([`http`]) for the download and hub tests, and how a test stops a
 //! training process as a user would ([`process`]). A dev-dependency only.
 
@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
 
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
@@ -37,6 +38,47 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.to_scalar::<f32>())
         .expect("two tensors of one shape")
 }
+
+/// A CPU tensor of `shape` holding uniform values in [-1, 1) drawn from
+/// `seed` (ChaCha8): the kernels' tests' inputs, the same on every machine.
+///
+/// # Panics
+/// Never for a valid shape.
+pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let data: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).expect("a shape that fits the data")
+}
+
+/// Convolution geometries `[n, c, h, w, o, k, stride, pad]` every
+/// convolution kernel is checked on: 3x3 with and without stride and
+/// padding, 1x1 (pointwise, strided, padded), the 7x7/2 stem, odd sizes,
+/// batch 1, kernels that overhang a tiny input, enough output channels for
+/// the row-major weight-gradient path, enough channels and tiles for
+/// Winograd's F(2x2, 3x3) (an odd width too), and the shapes of ResNet's
+/// stages (a 64-wide 3x3, a strided widening 3x3, a 1x1 to 256 channels).
+pub const CONV_CASES: [[usize; 8]; 18] = [
+    [2, 3, 8, 8, 4, 3, 1, 1],
+    [3, 5, 9, 7, 6, 3, 2, 1],
+    [1, 16, 32, 32, 16, 3, 1, 1],
+    [4, 6, 11, 13, 5, 3, 2, 1],
+    [2, 4, 5, 5, 3, 3, 2, 0],
+    [2, 8, 15, 15, 4, 1, 1, 0],
+    [2, 8, 15, 15, 16, 1, 2, 0],
+    [1, 3, 4, 6, 2, 1, 1, 1],
+    [1, 3, 23, 21, 8, 7, 2, 3],
+    [2, 3, 64, 64, 16, 7, 2, 3],
+    [2, 2, 3, 2, 3, 7, 1, 3],
+    [1, 2, 1, 1, 3, 3, 1, 1],
+    [5, 7, 6, 6, 9, 3, 1, 0],
+    [3, 5, 6, 7, 40, 3, 1, 1],
+    [4, 64, 16, 15, 64, 3, 1, 1],
+    [8, 64, 8, 8, 64, 3, 1, 1],
+    [4, 32, 16, 16, 64, 3, 2, 1],
+    [4, 64, 14, 14, 256, 1, 1, 0],
+];
 
 /// Asserts that two sets of named tensors hold the same names and, for each,
 /// the same bits.

@@ -3,28 +3,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use super::conv2d;
 use crate::test_util::{assert_close_above, random, values};
 use crate::OpsError;
-
-/// `[n, c, h, w, o, k, stride, pad]`: 3x3 with and without stride and
-/// padding, 1x1 (pointwise, strided, padded), the 7x7/2 stem, odd sizes,
-/// batch 1, kernels that overhang a tiny input, enough output channels for
-/// the row-major weight-gradient path, and enough channels and tiles for
-/// Winograd's F(2x2, 3x3) (an odd width too).
-const CASES: [[usize; 8]; 14] = [
-    [2, 3, 8, 8, 4, 3, 1, 1],
-    [3, 5, 9, 7, 6, 3, 2, 1],
-    [1, 16, 32, 32, 16, 3, 1, 1],
-    [4, 6, 11, 13, 5, 3, 2, 1],
-    [2, 4, 5, 5, 3, 3, 2, 0],
-    [2, 8, 15, 15, 4, 1, 1, 0],
-    [2, 8, 15, 15, 16, 1, 2, 0],
-    [1, 3, 4, 6, 2, 1, 1, 1],
-    [1, 3, 23, 21, 8, 7, 2, 3],
-    [2, 2, 3, 2, 3, 7, 1, 3],
-    [1, 2, 1, 1, 3, 3, 1, 1],
-    [5, 7, 6, 6, 9, 3, 1, 0],
-    [3, 5, 6, 7, 40, 3, 1, 1],
-    [4, 64, 16, 15, 64, 3, 1, 1],
-];
+use resnet_test_support::CONV_CASES;
 
 /// Closeness relative to the largest reference magnitude.
 fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
@@ -49,7 +28,7 @@ fn run(
 
 #[test]
 fn forward_and_gradients_match_candle() {
-    for (i, &[n, c, h, w, o, k, s, p]) in CASES.iter().enumerate() {
+    for (i, &[n, c, h, w, o, k, s, p]) in CONV_CASES.iter().enumerate() {
         let case = format!(
             "case {i}: x {:?} w {:?} /{s} pad {p}",
             [n, c, h, w],
