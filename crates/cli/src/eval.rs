@@ -203,7 +203,6 @@ fn run_cifar(args: &EvalArgs) -> Result<()> {
             args.data.display()
         );
     }
-    let spec = args.arch.spec()?;
     let flags = flag_channels(args.mean.as_deref(), args.std.as_deref())?
         .map(|(mean, std)| Normalization::PerChannel { mean, std });
     let split_choice = args.split.unwrap_or(SplitChoice::Test);
@@ -218,6 +217,7 @@ fn run_cifar(args: &EvalArgs) -> Result<()> {
             args.weights
         );
     }
+    let spec = args.arch.for_weights(&args.weights)?.spec()?;
     let device = args.device.parse::<DeviceSpec>()?.open()?;
 
     let weights = resolve_weights(Path::new(&args.weights))?;

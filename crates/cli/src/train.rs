@@ -9,7 +9,7 @@ use clap::Args;
 use resnet_data::Cifar10;
 use resnet_eval::resolve_weights;
 use resnet_hub::{registry, HubOptions, WeightsSource};
-use resnet_models::{read_safetensors, ArchSpec, Shortcut, StridePlacement};
+use resnet_models::{read_safetensors, ArchSpec};
 use resnet_term::ProgressObserver;
 use resnet_train::collective::{Collective, SingleProcess};
 use resnet_train::run_dir::CONFIG_FILE;
@@ -18,6 +18,7 @@ use resnet_train::{
     TrainObserver, UpdateRule, Warmup,
 };
 
+use crate::arch::ArchArgs;
 use crate::stop::{self, StopOnSignal};
 
 /// Flags of `resnet train`. Flags override the values of `--config`, which
@@ -35,32 +36,20 @@ pub struct TrainArgs {
     /// TOML or JSON file with any TrainConfig fields.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Architecture id (default resnet20).
-    #[arg(long)]
-    arch: Option<String>,
-    /// Shortcut option (default: the arch's, A for CIFAR nets).
-    #[arg(long, ignore_case = true)]
-    shortcut: Option<Shortcut>,
+    /// --arch, --shortcut, --stride-placement, --num-classes.
+    #[command(flatten)]
+    net: ArchArgs,
     /// Fine-tune: start from these weights (a weights file, a checkpoint, a
     /// run folder, a registry name such as resnet50.tv_in1k, or
     /// hf:OWNER/REPO[/FILE][@REV]) instead of a fresh initialisation; --arch
     /// defaults to the one stored with local weights.
     #[arg(long, value_name = "SRC")]
     weights: Option<String>,
-    /// Outputs of the fc head (default: the arch's 1000 or 10); with
-    /// --weights, a fresh head of this size replaces theirs. On an image
-    /// folder, its number of class folders.
-    #[arg(long, value_name = "K")]
-    num_classes: Option<usize>,
     /// What trains: none frozen (default), or `backbone` frozen (with
     /// --weights: only the fc head trains; the backbone's batch norms keep
     /// their running statistics).
     #[arg(long)]
     freeze: Option<Freeze>,
-    /// Stride placement of bottleneck blocks: v1 (paper) or v1.5
-    /// (torchvision/timm); needed for bottleneck --weights without metadata.
-    #[arg(long)]
-    stride_placement: Option<StridePlacement>,
     /// CIFAR-10 folder, or image folder ROOT/<class>/<image> (default data/cifar-10-sample).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -232,6 +221,7 @@ impl TrainArgs {
         c.dataset = dataset;
         let warmup_default = self.config.is_none()
             && self
+                .net
                 .arch
                 .as_deref()
                 .is_some_and(|a| a == "resnet110" || a == "resnet1202");
@@ -240,7 +230,6 @@ impl TrainArgs {
         }
         set!(
             label_smoothing,
-            arch,
             data,
             iterations,
             batch_size,
@@ -253,20 +242,23 @@ impl TrainArgs {
             loader_threads,
             device
         );
-        if let Some(s) = self.shortcut {
+        if let Some(arch) = &self.net.arch {
+            c.arch = arch.clone();
+        }
+        if let Some(s) = self.net.shortcut {
             c.shortcut = Some(s);
         }
-        if let Some(placement) = self.stride_placement {
+        if let Some(placement) = self.net.stride_placement {
             c.stride_placement = Some(placement);
         }
-        if let Some(n) = self.num_classes {
+        if let Some(n) = self.net.num_classes {
             c.num_classes = Some(n);
         }
         if let Some(freeze) = self.freeze {
             c.freeze = freeze;
         }
         if let Some(weights) = self.local_weights()? {
-            let arch_given = self.arch.is_some() || file_sets("arch");
+            let arch_given = self.net.arch.is_some() || file_sets("arch");
             adopt_stored_arch(&mut c, &weights, arch_given)?;
             c.weights = Some(weights);
         }

@@ -59,6 +59,7 @@ pub struct LoadedModel {
 /// stride placement from the registry; an explicit `--stride-placement` that
 /// contradicts it is an error).
 pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<LoadedModel> {
+    let arch = &arch.for_weights(weights)?;
     let spec = arch.spec()?;
     let source = WeightsSource::parse(weights)?;
     let mut weights = weights.to_string();
@@ -101,6 +102,23 @@ pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<Loa
         normalization,
         classes: None,
     })
+}
+
+/// The architecture `weights` name, if they name one: a registry entry's,
+/// or the one in the metadata of this project's weights file (a run
+/// folder's model.safetensors). A local path that does not exist is an
+/// error naming it.
+pub fn named_arch(weights: &str) -> Result<Option<String>> {
+    let source = WeightsSource::parse(weights)?;
+    if let Some(entry) = registry::find_source(&source) {
+        return Ok(Some(entry.arch.to_string()));
+    }
+    match source {
+        WeightsSource::Local(path) => {
+            Ok(stored_metadata(&resolve_weights(&path)?)?.map(|m| m.arch))
+        }
+        WeightsSource::Hf(_) => Ok(None),
+    }
 }
 
 /// The metadata of a safetensors file written by this project, if it is one.

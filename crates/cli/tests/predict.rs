@@ -111,6 +111,15 @@ fn our_run_folders_keep_their_normalization_and_other_class_counts_have_no_names
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["top"][0]["class"], 3);
     assert!(v["top"][0]["name"].is_null(), "{out}");
+    // Without --arch, the one saved with the weights.
+    let without_arch = stdout(&resnet(&[
+        "predict",
+        "--json",
+        "--weights",
+        run.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]));
+    assert_eq!(without_arch, out);
 }
 
 #[test]
@@ -121,7 +130,11 @@ fn bad_inputs_are_one_clear_error_line() {
     let missing = dir.path().join("missing.png");
     let weights = weights.to_str().unwrap();
     let a1 = "hf:timm/resnet50.a1_in1k";
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--weights", "hf:someone/nothing", "x.png"],
+            "--arch is needed",
+        ),
         (
             &[
                 "--arch",

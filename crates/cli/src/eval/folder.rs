@@ -33,7 +33,9 @@ pub(super) fn run_folder(args: &EvalArgs) -> Result<()> {
     let flags = flag_channels(args.mean.as_deref(), args.std.as_deref())?
         .map(|(mean, std)| ImageNetNormalization::PerChannel { mean, std });
     let models = model_list(args)?;
-    let folder = open_folder(args, args.arch.spec()?.num_classes)?;
+    let (first_arch, first_weights) = &models[0];
+    let classes = first_arch.for_weights(first_weights)?.spec()?.num_classes;
+    let folder = open_folder(args, classes)?;
     let device = args.device.parse::<DeviceSpec>()?.open()?;
 
     let mut loaded = Vec::with_capacity(models.len());
@@ -152,20 +154,21 @@ fn test_views(args: &EvalArgs) -> Result<TestViews> {
 }
 
 /// The models to evaluate, as (architecture flags, weights): --arch with
-/// --weights, then each --ensemble entry.
+/// --weights, then each --ensemble entry (without an arch of its own, the
+/// registry's or --arch; without either, the one its weights are saved
+/// with, found when it is loaded).
 fn model_list(args: &EvalArgs) -> Result<Vec<(ArchArgs, String)>> {
     let mut models = vec![(args.arch.clone(), args.weights.clone())];
     for entry in &args.ensemble {
         let (arch, weights) = match entry.split_once('=') {
-            Some((arch, weights)) if is_arch_id(arch) => (arch.to_string(), weights.to_string()),
+            Some((arch, weights)) if is_arch_id(arch) => {
+                (Some(arch.to_string()), weights.to_string())
+            }
             _ => {
                 let source = WeightsSource::parse(entry)
                     .with_context(|| format!("--ensemble entry `{entry}`"))?;
                 let known = registry::find_source(&source).map(|e| e.arch.to_string());
-                (
-                    known.unwrap_or_else(|| args.arch.arch.clone()),
-                    entry.clone(),
-                )
+                (known.or_else(|| args.arch.arch.clone()), entry.clone())
             }
         };
         ensure!(
@@ -310,7 +313,7 @@ mod tests {
         let models = model_list(&args).unwrap();
         let got: Vec<(&str, &str)> = models
             .iter()
-            .map(|(a, w)| (a.arch.as_str(), w.as_str()))
+            .map(|(a, w)| (a.arch.as_deref().unwrap_or("-"), w.as_str()))
             .collect();
         assert_eq!(
             got,
