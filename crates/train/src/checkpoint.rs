@@ -37,7 +37,10 @@ pub struct CheckpointState {
     pub loader: LoaderPosition,
     /// The learning-rate scheduler's state.
     pub scheduler: SchedulerState,
-    /// Top-1 errors of the most recent batches (the warm-up's window).
+    /// Where checkpoints written before the scheduler kept it in its state
+    /// ([`SchedulerState::recent_train_errors`]) kept the window of recent
+    /// training errors: read from them, never written.
+    #[serde(default, skip_serializing)]
     pub recent_errors: Vec<f64>,
     /// Seconds of training so far.
     pub wall_time: f64,

@@ -10,7 +10,7 @@
 //! | `test` | the test batch | the centre crops of `val_data`, if given |
 //! | plateau schedule watches | the validation error | `test`, else the recent training error |
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -413,20 +413,20 @@ impl RunData {
 
     /// The error a plateau schedule observes after `evaluation`: CIFAR-10's
     /// validation error (none without a validation split); an image folder's
-    /// validation-folder error, or without one the mean training error of
-    /// the `recent` batches.
+    /// validation-folder error, or without one `recent_train_error`, the
+    /// mean training error of the latest batches.
     pub(crate) fn plateau_error(
         &self,
         evaluation: &Evaluation,
-        recent: &VecDeque<f64>,
+        recent_train_error: Option<f64>,
     ) -> Option<f64> {
         match self {
             Self::Cifar { .. } => evaluation.val.as_ref().map(|r| r.top1_error),
-            Self::Folder { .. } => match &evaluation.test {
-                Some(report) => Some(report.top1_error),
-                None if recent.is_empty() => None,
-                None => Some(recent.iter().sum::<f64>() / recent.len() as f64),
-            },
+            Self::Folder { .. } => evaluation
+                .test
+                .as_ref()
+                .map(|r| r.top1_error)
+                .or(recent_train_error),
         }
     }
 }

@@ -29,6 +29,8 @@
 //! until_train_error_below = 0.8
 //! ```
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -290,20 +292,28 @@ pub struct SchedulerState {
     pub warmup_done: bool,
     /// State of a plateau schedule; `None` for a step schedule.
     pub plateau: Option<PlateauState>,
+    /// Top-1 errors of the most recent training batches, oldest first (at
+    /// most the scheduler's window): what the warm-up test and an image
+    /// folder's plateau without a validation folder average.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub recent_train_errors: VecDeque<f64>,
 }
 
 /// A learning-rate schedule with its run-time state.
 ///
 /// The trainer asks [`lr_at`](Scheduler::lr_at) for the rate of every
-/// iteration, feeds the training error (over a window of recent batches) to
-/// [`observe_train_error`](Scheduler::observe_train_error) for the warm-up,
-/// and feeds validation errors to
+/// iteration, feeds each batch's training error to
+/// [`observe_batch_error`](Scheduler::observe_batch_error), which keeps a
+/// window of recent ones and tests their mean against the warm-up's
+/// threshold, and feeds validation errors to
 /// [`observe_val_error`](Scheduler::observe_val_error) for a plateau
 /// schedule.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     config: ScheduleConfig,
     state: SchedulerState,
+    /// Batches in the training-error window.
+    window: usize,
 }
 
 impl Scheduler {
@@ -322,8 +332,25 @@ impl Scheduler {
         let state = SchedulerState {
             warmup_done: config.warmup.is_none(),
             plateau,
+            recent_train_errors: VecDeque::new(),
         };
-        Ok(Self { config, state })
+        Ok(Self {
+            config,
+            state,
+            window: 1,
+        })
+    }
+
+    /// The same scheduler with a training-error window of `batches` batches
+    /// (1 without this); fails when `batches` is 0.
+    pub fn with_train_error_window(mut self, batches: usize) -> Result<Self> {
+        if batches == 0 {
+            return Err(TrainError::InvalidConfig(
+                "the training-error window must be at least 1 batch".into(),
+            ));
+        }
+        self.window = batches;
+        Ok(self)
     }
 
     /// The configuration.
@@ -363,6 +390,31 @@ impl Scheduler {
                 self.state.plateau.as_ref().map_or(*base_lr, |p| p.lr)
             }
         }
+    }
+
+    /// Feeds the top-1 error of one training batch (a fraction in [0, 1]):
+    /// it joins the window of the latest batches, and during the warm-up a
+    /// full window whose mean is below the threshold ends it. Returns that
+    /// mean exactly when this call ended the warm-up.
+    pub fn observe_batch_error(&mut self, error: f64) -> Option<f64> {
+        let recent = &mut self.state.recent_train_errors;
+        recent.push_back(error);
+        while recent.len() > self.window {
+            recent.pop_front();
+        }
+        let full = recent.len() == self.window;
+        if !self.in_warmup() || !full {
+            return None;
+        }
+        let mean = self.recent_train_error()?;
+        self.observe_train_error(mean).then_some(mean)
+    }
+
+    /// The mean training error of the window's batches; `None` before the
+    /// first.
+    pub fn recent_train_error(&self) -> Option<f64> {
+        let recent = &self.state.recent_train_errors;
+        (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64)
     }
 
     /// Feeds a training error (a fraction in [0, 1]); ends the warm-up for
@@ -432,12 +484,16 @@ impl Scheduler {
 
     /// Restores a state saved by [`Scheduler::state`]; fails when it does not
     /// fit the configuration (plateau state present for a step schedule or
-    /// missing for a plateau one, warm-up unfinished without a warm-up, or a
-    /// non-positive plateau rate).
+    /// missing for a plateau one, warm-up unfinished without a warm-up, a
+    /// non-positive plateau rate, or more recent training errors than the
+    /// window holds).
     pub fn load_state(&mut self, state: SchedulerState) -> Result<()> {
         let mismatch = |msg: &str| Err(TrainError::SchedulerStateMismatch(msg.into()));
         if self.config.warmup.is_none() && !state.warmup_done {
             return mismatch("warm-up unfinished but no warm-up is configured");
+        }
+        if state.recent_train_errors.len() > self.window {
+            return mismatch("more recent training errors than the window holds");
         }
         match (&self.config.schedule, &state.plateau) {
             (LrSchedule::Step { .. } | LrSchedule::Cosine { .. }, Some(_)) => {

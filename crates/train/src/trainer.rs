@@ -3,7 +3,7 @@
 //! One loop trains on CIFAR-10 or on an image folder; what differs between
 //! them (loading, normalisation, batches, evaluation) is in [`crate::dataset`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -249,7 +249,6 @@ pub fn load_initial_weights(config: &TrainConfig, model: &ResNet) -> Result<()> 
 struct Start {
     iteration: u64,
     loader: LoaderPosition,
-    recent_errors: VecDeque<f64>,
     wall_time: f64,
     window: MetricWindow,
     data: RunData,
@@ -274,7 +273,6 @@ fn restore(
         return Ok(Start {
             iteration: 0,
             loader: LoaderPosition::default(),
-            recent_errors: VecDeque::new(),
             wall_time: 0.0,
             window: MetricWindow::default(),
             data: dataset.normalize(None, config)?,
@@ -310,7 +308,6 @@ fn restore(
         return Ok(Start {
             iteration: state.iteration,
             loader: state.loader,
-            recent_errors: state.recent_errors.into_iter().collect(),
             wall_time: state.wall_time,
             window: state.window,
             data: dataset.normalize(Some(norm), config)?,
@@ -343,7 +340,12 @@ fn load_state(
     model.load_tensors(&weights, &source)?;
     sgd.load_state(momentum)?;
     sgd.set_last_step_lr(state.last_lr);
-    scheduler.load_state(state.scheduler.clone())?;
+    let mut scheduler_state = state.scheduler.clone();
+    if scheduler_state.recent_train_errors.is_empty() {
+        // Older checkpoints kept the window beside the scheduler's state.
+        scheduler_state.recent_train_errors = state.recent_errors.iter().copied().collect();
+    }
+    scheduler.load_state(scheduler_state)?;
     dataset.stored_normalization(&norm, &source)
 }
 
@@ -368,7 +370,8 @@ fn prepare(
     let model = build_model(config, &device)?;
     let mut sgd =
         Sgd::new(model.trainable_parameters(), config.sgd)?.with_update_rule(config.update_rule);
-    let mut scheduler = Scheduler::new(config.schedule.clone())?;
+    let mut scheduler =
+        Scheduler::new(config.schedule.clone())?.with_train_error_window(config.warmup_window)?;
     let start = restore(
         run_dir,
         config,
@@ -444,7 +447,6 @@ fn run(
     let evaluate = || data.evaluate(&model, config.loader_threads, &device);
     let replicas = Replicas::new(&model);
 
-    let mut recent_errors = start.recent_errors;
     let mut wall_time = start.wall_time;
     let mut window = start.window;
     let mut last = (f64::NAN, f64::NAN);
@@ -491,15 +493,10 @@ fn run(
         }
         let done = iteration + 1;
 
-        recent_errors.push_back(totals.wrong as f64 / totals.images as f64);
-        while recent_errors.len() > config.warmup_window {
-            recent_errors.pop_front();
-        }
-        if scheduler.in_warmup() && recent_errors.len() == config.warmup_window {
-            let mean = recent_errors.iter().sum::<f64>() / recent_errors.len() as f64;
-            if scheduler.observe_train_error(mean) {
-                tracing::info!(iteration = done, train_error = mean, "warm-up finished");
-            }
+        if let Some(mean) =
+            scheduler.observe_batch_error(totals.wrong as f64 / totals.images as f64)
+        {
+            tracing::info!(iteration = done, train_error = mean, "warm-up finished");
         }
         let step_seconds = step_started.elapsed().as_secs_f64();
         wall_time += step_seconds;
@@ -523,7 +520,7 @@ fn run(
         if evaluating {
             let eval_started = Instant::now();
             eval = evaluate().map_err(|e| name_out_of_memory(e, config))?;
-            if let Some(error) = data.plateau_error(&eval, &recent_errors) {
+            if let Some(error) = data.plateau_error(&eval, scheduler.recent_train_error()) {
                 scheduler.observe_val_error(error);
             }
             wall_time += eval_started.elapsed().as_secs_f64();
@@ -560,7 +557,7 @@ fn run(
                 iteration: done,
                 loader: totals.position,
                 scheduler: scheduler.state(),
-                recent_errors: recent_errors.iter().copied().collect(),
+                recent_errors: Vec::new(),
                 wall_time,
                 last_lr: sgd.last_step_lr(),
                 window,

@@ -199,6 +199,63 @@ fn resumed_scheduler_continues_identically() -> TestResult {
 }
 
 #[test]
+fn the_warmup_ends_on_the_mean_of_a_full_window_of_batch_errors() -> TestResult {
+    let mut s = Scheduler::new(ScheduleConfig::cifar_resnet110())?.with_train_error_window(3)?;
+    // Two batches well below the threshold: the window is not full yet.
+    assert_eq!(s.observe_batch_error(0.1), None);
+    assert_eq!(s.observe_batch_error(0.1), None);
+    // 0.95 makes the mean 0.3833 < 0.8: the warm-up ends on a full window.
+    let ended = s.observe_batch_error(0.95).expect("the warm-up ends");
+    assert!((ended - 1.15 / 3.0).abs() < 1e-12, "{ended}");
+    assert!(!s.in_warmup());
+    assert_eq!(s.lr_at(0), 0.1);
+    // The window keeps rolling for the plateau schedule's fallback.
+    assert_eq!(s.observe_batch_error(0.4), None);
+    let mean = s.recent_train_error().unwrap();
+    assert!((mean - 1.45 / 3.0).abs() < 1e-12, "{mean}");
+    assert_eq!(s.state().recent_train_errors, [0.1, 0.95, 0.4]);
+
+    // A window whose mean stays at or above 0.8 keeps the warm-up.
+    let mut s = Scheduler::new(ScheduleConfig::cifar_resnet110())?.with_train_error_window(2)?;
+    for e in [0.9, 0.7, 0.9, 0.7] {
+        assert_eq!(s.observe_batch_error(e), None);
+    }
+    assert!(s.in_warmup());
+    assert!(matches!(
+        Scheduler::new(ScheduleConfig::cifar())?.with_train_error_window(0),
+        Err(TrainError::InvalidConfig(_))
+    ));
+    Ok(())
+}
+
+#[test]
+fn a_window_saved_mid_warmup_resumes_as_if_never_stopped() -> TestResult {
+    let errors = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65];
+    let new = || -> Result<Scheduler, TrainError> {
+        Scheduler::new(ScheduleConfig::cifar_resnet110())?.with_train_error_window(4)
+    };
+    let mut full = new()?;
+    let uninterrupted: Vec<_> = errors
+        .iter()
+        .map(|&e| full.observe_batch_error(e))
+        .collect();
+    assert!(uninterrupted[5].is_some(), "{uninterrupted:?}");
+
+    let mut first = new()?;
+    let mut resumed: Vec<_> = errors[..3]
+        .iter()
+        .map(|&e| first.observe_batch_error(e))
+        .collect();
+    let json = serde_json::to_string(&first.state())?;
+    let mut second = new()?;
+    second.load_state(serde_json::from_str(&json)?)?;
+    resumed.extend(errors[3..].iter().map(|&e| second.observe_batch_error(e)));
+    assert_eq!(resumed, uninterrupted);
+    assert_eq!(second.state(), full.state());
+    Ok(())
+}
+
+#[test]
 fn state_must_match_config() -> TestResult {
     let mut step = Scheduler::new(ScheduleConfig::cifar())?;
     let plateau_state = Scheduler::new(ScheduleConfig::imagenet())?.state();
@@ -210,8 +267,16 @@ fn state_must_match_config() -> TestResult {
     let unfinished = SchedulerState {
         warmup_done: false,
         plateau: None,
+        recent_train_errors: Default::default(),
     };
     assert!(step.load_state(unfinished).is_err());
+    let overfull = SchedulerState {
+        recent_train_errors: [0.5, 0.5].into(),
+        ..step.state()
+    };
+    assert!(step.load_state(overfull.clone()).is_err(), "window of 1");
+    let mut wider = Scheduler::new(ScheduleConfig::cifar())?.with_train_error_window(2)?;
+    wider.load_state(overfull)?;
 
     let mut plat = Scheduler::new(ScheduleConfig::imagenet())?;
     assert!(plat.load_state(step.state()).is_err());
@@ -222,6 +287,7 @@ fn state_must_match_config() -> TestResult {
             best: None,
             num_bad: 0,
         }),
+        recent_train_errors: Default::default(),
     };
     assert!(plat.load_state(bad_lr).is_err());
     plat.load_state(plateau_state)?;
