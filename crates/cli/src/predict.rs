@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use resnet_data::{load_rgb, ImageNetNormalization, PixelMean, ViewConfig};
+use resnet_data::{load_rgb, ViewConfig};
 use resnet_hub::{classify, imagenet_classes};
 use resnet_ops::DeviceSpec;
 use serde_json::json;
 
 use crate::arch::ArchArgs;
-use crate::weights_source::{load_model, KnownNormalization};
+use crate::weights_source::load_model;
 
 /// Flags of `resnet predict`.
 #[derive(Debug, Args)]
@@ -42,7 +42,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let loaded = load_model(&args.arch, &args.weights, &device)?;
     let config = ViewConfig {
         geometry: loaded.preprocessing.geometry(),
-        normalization: normalization(&loaded.normalization)?,
+        normalization: loaded.view_normalization()?,
     };
     let model = &loaded.model;
     let imagenet: Vec<String> = imagenet_classes().into_iter().map(String::from).collect();
@@ -72,19 +72,4 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The normalisation to classify with: the known one; a stored CIFAR-10 mean
-/// image as a per-pixel mean (views of other sizes subtract its channel
-/// averages); torchvision's when nothing is known.
-fn normalization(known: &KnownNormalization) -> Result<ImageNetNormalization> {
-    Ok(match known {
-        KnownNormalization::Known(norm) => norm.clone(),
-        KnownNormalization::CifarMeanImage(mean) => {
-            let side = ((mean.values().len() / 3) as f64).sqrt() as usize;
-            let values = mean.values().to_vec();
-            ImageNetNormalization::PerPixelMean(PixelMean::from_values(side, side, values)?)
-        }
-        KnownNormalization::Unknown => ImageNetNormalization::TORCHVISION,
-    })
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use candle_core::Device;
-use resnet_data::{ImageNetNormalization, MeanImage, Normalization};
+use resnet_data::{ImageNetNormalization, MeanImage, Normalization, PixelMean};
 use resnet_eval::{load_imagenet_weights, load_weights, resolve_weights, NORMALIZATION_PREFIX};
 use resnet_hub::registry::{self, Preprocessing};
 use resnet_hub::{read_tensors, HubOptions, WeightsSource};
@@ -44,6 +44,31 @@ pub struct LoadedModel {
     /// The names of the output classes stored with the weights (a
     /// fine-tuned run's class folders), if any.
     pub classes: Option<Vec<String>>,
+}
+
+impl LoadedModel {
+    /// The normalisation its image views are classified with (`predict`,
+    /// `eval` on image folders): the known one; a stored CIFAR-10 mean image
+    /// as a per-pixel mean (views of another size subtract its channel
+    /// averages); torchvision's, with a warning, when nothing is known.
+    pub fn view_normalization(&self) -> Result<ImageNetNormalization> {
+        Ok(match &self.normalization {
+            KnownNormalization::Known(norm) => norm.clone(),
+            KnownNormalization::CifarMeanImage(mean) => {
+                let side = ((mean.values().len() / 3) as f64).sqrt() as usize;
+                let values = mean.values().to_vec();
+                ImageNetNormalization::PerPixelMean(PixelMean::from_values(side, side, values)?)
+            }
+            KnownNormalization::Unknown => {
+                tracing::warn!(
+                    "{}: no input normalization known; using torchvision's ImageNet mean and \
+                     std (eval takes --mean R,G,B and --std R,G,B to choose)",
+                    self.weights
+                );
+                ImageNetNormalization::TORCHVISION
+            }
+        })
+    }
 }
 
 /// Builds the model `arch` describes and loads `weights` into it, on `device`.

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use resnet_data::{BadImagePolicy, ImageFolder, ImageNetNormalization};
 use resnet_eval::{evaluate_folder, EvalReport, Member, TestViews, ViewConfig};
 use resnet_hub::{registry, WeightsSource};
@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{flag_channels, EvalArgs};
 use crate::arch::ArchArgs;
-use crate::weights_source::{load_model, KnownNormalization, LoadedModel};
+use crate::weights_source::{load_model, LoadedModel};
 
 /// Default views per forward pass on image folders (ImageNet-sized inputs).
 const FOLDER_BATCH_SIZE: usize = 32;
@@ -246,31 +246,15 @@ fn read_class_list(path: &Path) -> Result<Vec<String>> {
     Ok(classes)
 }
 
-/// The normalisation of one model: --mean/--std if given, else what the
-/// weights or the registry say, else torchvision's (with a warning). A stored
-/// CIFAR-10 mean image does not fit image-folder views: an error naming the file.
+/// The normalisation of one model: --mean/--std if given, else the one its
+/// views are classified with ([`LoadedModel::view_normalization`]).
 fn member_normalization(
     loaded: &LoadedModel,
     flags: Option<&ImageNetNormalization>,
 ) -> Result<ImageNetNormalization> {
-    if let Some(flags) = flags {
-        return Ok(flags.clone());
-    }
-    match &loaded.normalization {
-        KnownNormalization::Known(norm) => Ok(norm.clone()),
-        KnownNormalization::CifarMeanImage(_) => bail!(
-            "{} stores a CIFAR-10 per-pixel mean image (32x32), which does not apply to \
-             image-folder views; pass --mean R,G,B and --std R,G,B",
-            loaded.weights
-        ),
-        KnownNormalization::Unknown => {
-            tracing::warn!(
-                "{}: no input normalization known; using torchvision's ImageNet mean and std \
-                 (pass --mean R,G,B and --std R,G,B to choose)",
-                loaded.weights
-            );
-            Ok(ImageNetNormalization::TORCHVISION)
-        }
+    match flags {
+        Some(flags) => Ok(flags.clone()),
+        None => loaded.view_normalization(),
     }
 }
 
