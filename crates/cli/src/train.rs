@@ -257,10 +257,15 @@ impl TrainArgs {
         if let Some(freeze) = self.freeze {
             c.freeze = freeze;
         }
+        let arch_given = self.net.arch.is_some() || file_sets("arch");
         if let Some(weights) = self.local_weights()? {
-            let arch_given = self.net.arch.is_some() || file_sets("arch");
             adopt_stored_arch(&mut c, &weights, arch_given)?;
             c.weights = Some(weights);
+        } else if let Some(entry) = self.weights.as_deref().and_then(registry::find) {
+            // Registry weights bring their architecture.
+            if !arch_given {
+                c.arch = entry.arch.to_string();
+            }
         }
         if let Some(rule) = self.update_rule {
             c.update_rule = rule;
@@ -540,4 +545,35 @@ fn run_in(args: &TrainArgs, group: &dyn Collective) -> Result<()> {
         100.0 * summary.final_train_error,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::TrainArgs;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    /// The arch of the config `resnet train --out run ARGS` makes.
+    fn arch(args: &[&str]) -> String {
+        let args = ["train", "--out", "run", "--dataset", "cifar10"]
+            .iter()
+            .chain(args);
+        let command = Command::try_parse_from(args).unwrap();
+        command.train.config().unwrap().arch
+    }
+
+    #[test]
+    fn registry_weights_bring_their_arch_unless_one_is_given() {
+        assert_eq!(arch(&[]), "resnet20");
+        assert_eq!(arch(&["--weights", "resnet50.tv_in1k"]), "resnet50");
+        assert_eq!(arch(&["--weights", "hf:timm/resnet18.tv_in1k"]), "resnet18");
+        let given = ["--arch", "resnet101", "--weights", "resnet50.tv_in1k"];
+        assert_eq!(arch(&given), "resnet101");
+    }
 }

@@ -134,11 +134,10 @@ pub fn load_model(arch: &ArchArgs, weights: &str, device: &Device) -> Result<Loa
 /// folder's model.safetensors). A local path that does not exist is an
 /// error naming it.
 pub fn named_arch(weights: &str) -> Result<Option<String>> {
-    let source = WeightsSource::parse(weights)?;
-    if let Some(entry) = registry::find_source(&source) {
+    if let Some(entry) = registry::find(weights) {
         return Ok(Some(entry.arch.to_string()));
     }
-    match source {
+    match WeightsSource::parse(weights)? {
         WeightsSource::Local(path) => {
             Ok(stored_metadata(&resolve_weights(&path)?)?.map(|m| m.arch))
         }
@@ -182,4 +181,25 @@ fn load_ours(
         normalization,
         classes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_arch;
+
+    #[test]
+    fn registry_entries_and_missing_files_name_or_refuse_an_arch() {
+        let arch = |w: &str| named_arch(w).unwrap();
+        assert_eq!(arch("resnet50.tv_in1k").as_deref(), Some("resnet50"));
+        assert_eq!(
+            arch("hf:timm/resnet34.tv_in1k").as_deref(),
+            Some("resnet34")
+        );
+        assert_eq!(arch("hf:someone/else"), None);
+        let err = named_arch("no/such/weights.safetensors").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no/such/weights.safetensors"),
+            "{err:#}"
+        );
+    }
 }
