@@ -1,20 +1,18 @@
 //! `cargo xtask reproduce table1` end to end: files written and parseable.
 
-use std::process::Command;
+use resnet_test_support::{run, stderr};
 
 #[test]
 fn table1_writes_markdown_and_json_with_every_net() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["reproduce", "table1", "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "reproduce".as_ref(),
+        "table1".as_ref(),
+        "--out".as_ref(),
+        dir.path(),
+    ];
+    let out = run(env!("CARGO_BIN_EXE_xtask"), args);
+    assert!(out.status.success(), "{}", stderr(&out));
     let records: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("table1.json")).unwrap())
             .unwrap();
@@ -48,10 +46,7 @@ fn table1_writes_markdown_and_json_with_every_net() {
 
 #[test]
 fn unknown_target_fails_with_usage() {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["reproduce", "table9"])
-        .output()
-        .unwrap();
+    let out = run(env!("CARGO_BIN_EXE_xtask"), ["reproduce", "table9"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid value 'table9'"), "{stderr}");
@@ -63,10 +58,7 @@ fn unknown_target_fails_with_usage() {
 }
 
 fn xtask(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .unwrap()
+    run(env!("CARGO_BIN_EXE_xtask"), args)
 }
 
 #[test]
@@ -86,11 +78,7 @@ fn a_dry_run_prints_the_plan_and_deviations_and_trains_nothing() {
         data.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     for needle in [
         "profile: paper",
         "batch norm over groups of 64 images",

@@ -8,6 +8,7 @@ pub mod http;
 pub mod process;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -105,12 +106,16 @@ pub fn assert_bit_identical(a: &HashMap<String, Tensor>, b: &HashMap<String, Ten
     }
 }
 
-/// Runs `program` (a test's `env!("CARGO_BIN_EXE_...")`) with `args` and
-/// returns what it did.
+/// Runs `program` (a test's `env!("CARGO_BIN_EXE_...")`) with `args` (text
+/// or paths) and returns what it did.
 ///
 /// # Panics
 /// When the program cannot be started.
-pub fn run(program: &str, args: &[&str]) -> Output {
+pub fn run<I, S>(program: &str, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     Command::new(program)
         .args(args)
         .output()
