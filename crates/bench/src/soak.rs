@@ -48,6 +48,8 @@ impl TrainObserver for RssEvery {
     fn on_step(&mut self, done: u64, _loss: f64, _lr: f64) {
         if done.is_multiple_of(self.every) {
             if let Some(rss_mib) = rss_mib() {
+                // Logged as it is taken, so that a run cut short keeps its curve.
+                tracing::info!(step = done, rss_mib, "training soak: resident memory");
                 self.samples.push(RssSample {
                     step: done,
                     rss_mib,
@@ -116,6 +118,7 @@ pub fn soak_eval(passes: u64, images: usize, threads: usize) -> Result<Vec<RssSa
         )
         .with_context(|| format!("evaluation pass {pass}"))?;
         if let Some(rss_mib) = rss_mib() {
+            tracing::info!(pass, rss_mib, "evaluation soak: resident memory");
             samples.push(RssSample {
                 step: pass,
                 rss_mib,
