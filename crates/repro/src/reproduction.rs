@@ -142,7 +142,9 @@ impl Reproduction {
         let mut seeds: Vec<u64> = runs.iter().map(|r| r.config.seed).collect();
         seeds.sort_unstable();
         seeds.dedup();
-        let mut deviations = p.deviations(&self.data);
+        let world_sizes: Vec<usize> = runs.iter().map(|r| r.world_size).collect();
+        let parallelism = p.parallelism(&world_sizes);
+        let mut deviations = p.deviations(&self.data, &parallelism);
         deviations.extend(runs.iter().filter_map(|r| deviation::warmup_end(r)));
         Provenance {
             command: self.opts.command(target),
@@ -154,6 +156,7 @@ impl Reproduction {
             commit: commit(),
             date: today(),
             train_seconds: runs.iter().map(|r| r.summary.wall_time).sum(),
+            parallelism,
             deviations,
         }
     }
