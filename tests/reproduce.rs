@@ -82,6 +82,8 @@ fn a_dry_run_prints_the_plan_and_deviations_and_trains_nothing() {
     for needle in [
         "profile: paper",
         "batch norm over groups of 64 images",
+        "world size 1 (one process)",
+        "equivalent of 2 ranks of 64",
         "- resnet110: seeds [0, 1, 2, 3, 4]",
         "- `init`:",
     ] {

@@ -87,7 +87,8 @@ struct CifarFlags {
     #[arg(long, value_name = "N")]
     val_size: Option<usize>,
     /// Batch-norm statistics over groups of N images of the batch, as on the paper's GPUs
-    /// (the paper and gpu profiles use 64; the others the whole batch).
+    /// (the paper and gpu profiles use 64; the others the whole batch): one process trains as
+    /// batch/N ranks of N images would, and the reports record it beside the paper's 2 x 64.
     #[arg(long, value_name = "N")]
     bn_group: Option<NonZeroUsize>,
     /// Print the plan (nets, seeds, iterations, data, device) and every deviation from the

@@ -1,5 +1,7 @@
-//! A graceful stop on SIGINT (Ctrl-C) and SIGTERM (what SLURM and
-//! Kubernetes send before they kill a job): the first signal lets the
+//! A graceful stop on SIGINT (Ctrl-C), SIGTERM (what SLURM and Kubernetes
+//! send before they kill a job) and SIGUSR1 (which Open MPI's `mpirun`
+//! forwards to every rank at once, where it answers SIGINT and SIGTERM by
+//! ending the ranks; see docs/distributed.md): the first signal lets the
 //! current step finish and a checkpoint be written; a second one ends the
 //! process at once.
 
@@ -8,14 +10,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use resnet_train::{MetricRecord, TrainObserver};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 /// The signals that ask a run to stop.
-const STOP_SIGNALS: [i32; 2] = [SIGINT, SIGTERM];
+const STOP_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGUSR1];
 
-/// Installs the handlers: the returned flag is set by the first SIGINT or
-/// SIGTERM; a second one exits at once with status 128 + its number, as a
-/// process killed by it would.
+/// Installs the handlers: the returned flag is set by the first SIGINT,
+/// SIGTERM or SIGUSR1; a second one exits at once with status 128 + its
+/// number, as a process killed by it would.
 pub fn on_signals() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in STOP_SIGNALS {
@@ -85,12 +87,13 @@ mod tests {
     const CHILD: &str = "RESNET_STOP_TEST_CHILD";
 
     /// In a child process (signals reach the whole process): the first
-    /// SIGTERM only sets the flag, the second ends the process with 143.
+    /// signal (SIGUSR1) only sets the flag, the second (SIGTERM) ends the
+    /// process with 143.
     #[test]
     fn a_first_signal_sets_the_flag_and_a_second_ends_the_process() {
         if std::env::var_os(CHILD).is_some() {
             let flag = on_signals().unwrap();
-            raise(SIGTERM).unwrap();
+            raise(SIGUSR1).unwrap();
             assert!(flag.load(Ordering::SeqCst));
             println!("still running after the first signal");
             raise(SIGTERM).unwrap();

@@ -345,14 +345,20 @@ impl TrainArgs {
 struct StoppedRun {
     path: PathBuf,
     iteration: u64,
+    /// The ranks it ran on, and must resume on.
+    world_size: usize,
 }
 
 impl std::fmt::Display for StoppedRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (ranks, launcher) = match self.world_size {
+            1 => (String::new(), String::new()),
+            n => (format!(" on {n} ranks"), format!("mpirun -n {n} ")),
+        };
         write!(
             f,
-            "stopped after iteration {}; the checkpoint is saved, resume with: \
-             resnet train --resume --out {}",
+            "stopped after iteration {}{ranks}; the checkpoint is saved, resume with: \
+             {launcher}resnet train --resume --out {}",
             self.iteration,
             self.path.display()
         )
@@ -446,7 +452,7 @@ fn adopt_stored_arch(config: &mut TrainConfig, path: &Path, arch_given: bool) ->
     Ok(())
 }
 
-/// Trains (or resumes) and prints the final errors. SIGINT or SIGTERM stops
+/// Trains (or resumes) and prints the final errors. SIGINT, SIGTERM or SIGUSR1 stops
 /// the run after its current step with a checkpoint, and says how to resume.
 /// Started by `mpirun -n N` (feature `mpi`), this process is one of N
 /// data-parallel ranks: `--batch-size` is the global batch, rank 0 writes
@@ -463,28 +469,32 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         let timeout = std::time::Duration::from_secs_f64(timeout);
         if let Some(world) = resnet_train::collective::MpiWorld::from_launcher(timeout) {
             if world.world_size() > 1 {
-                return run_rank(args, &world);
+                return run_rank(args, world);
             }
         }
     }
     run_in(args, &SingleProcess)
 }
 
-/// [`run_in`] as one rank of an MPI job. An error other than a stop that
-/// every rank agreed on ends every rank (`MPI_Abort`), so that none waits for
-/// this one; it is printed first, with the rank.
+/// [`run_in`] as one rank of an MPI job. A stop ends every rank with status
+/// 1 once rank 0 has saved its checkpoint, rank 0 saying how to resume. Any
+/// other error ends every rank (`MPI_Abort`), so that none waits for this
+/// one; it is printed first, with the rank.
 #[cfg(feature = "mpi")]
-fn run_rank(args: &TrainArgs, world: &resnet_train::collective::MpiWorld) -> Result<()> {
-    let Err(err) = run_in(args, world) else {
+fn run_rank(args: &TrainArgs, world: resnet_train::collective::MpiWorld) -> Result<()> {
+    let Err(err) = run_in(args, &world) else {
         return Ok(());
     };
     let (rank, size) = (world.rank(), world.world_size());
     if err.downcast_ref::<StoppedRun>().is_some() {
-        // Every rank stopped at the same step; rank 0 says how to resume.
-        return match rank {
-            0 => Err(err),
-            _ => std::process::exit(1),
-        };
+        // Every rank stopped after the same step, and the checkpoint is
+        // saved. Printed before MPI is finalized: a launcher that is ending
+        // the job (mpirun on SIGTERM) may kill the ranks while they do.
+        if rank == 0 {
+            eprintln!("error: {err:#}");
+        }
+        drop(world);
+        std::process::exit(1);
     }
     eprintln!("error: rank {rank} of {size}: {err:#}");
     if let Some(TrainError::RankFailed { .. }) = err.downcast_ref::<TrainError>() {
@@ -520,7 +530,12 @@ fn run_in(args: &TrainArgs, group: &dyn Collective) -> Result<()> {
     };
     let summary = match summary {
         Err(TrainError::Stopped { path, iteration }) => {
-            return Err(StoppedRun { path, iteration }.into())
+            return Err(StoppedRun {
+                path,
+                iteration,
+                world_size: group.world_size(),
+            }
+            .into())
         }
         other => other?,
     };

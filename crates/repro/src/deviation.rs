@@ -11,7 +11,8 @@ use crate::runs::FinishedRun;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Deviation {
     /// Stable identifier: `train-images`, `test-images`, `iterations`, `lr`,
-    /// `runs`, `init`, `update-rule`, `bn-batch`, `warmup-end`, `nets`,
+    /// `runs`, `init`, `update-rule`, `bn-batch` (see [`crate::parallelism`]),
+    /// `warmup-end`, `nets`,
     /// `plateau`, `normalization`.
     pub id: &'static str,
     /// The difference in words, with the paper's value beside ours.
@@ -52,37 +53,6 @@ pub fn update_rule(rule: UpdateRule) -> Option<Deviation> {
          10x from one iteration to the next), Caffe's lets the velocity built at the old lr decay over ~10 \
          iterations (--update-rule caffe in `resnet train`; the paper profile uses it).",
     ))
-}
-
-/// Batch-norm statistics: over `group` images of a batch of `batch`
-/// (`None`: the whole batch), against the paper's `paper_group` per GPU of
-/// `paper_batch`. `None` when they are the paper's.
-pub fn bn_batch(
-    group: Option<usize>,
-    batch: usize,
-    paper_group: usize,
-    paper_batch: usize,
-) -> Option<Deviation> {
-    let gpus = paper_batch / paper_group;
-    let paper = format!(
-        "the paper's {gpus} GPUs each normalised their {paper_group} images of {paper_batch}"
-    );
-    match group {
-        Some(g) if g == paper_group && batch == paper_batch => None,
-        Some(g) => Some(Deviation::new(
-            "bn-batch",
-            format!(
-                "batch-norm statistics over groups of {g} images of a batch of {batch}; {paper}"
-            ),
-        )),
-        None => Some(Deviation::new(
-            "bn-batch",
-            format!(
-                "batch-norm statistics over the whole batch of {batch} images; {paper} \
-                 (--bn-group {paper_group} does that on one device)"
-            ),
-        )),
-    }
 }
 
 /// When a run's warm-up (ResNet-110/1202: lr 0.01 until the training error
@@ -142,18 +112,6 @@ pub fn markdown(deviations: &[Deviation]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bn_batch_is_a_deviation_unless_grouped_as_the_paper() {
-        assert_eq!(bn_batch(Some(64), 128, 64, 128), None);
-        let whole = bn_batch(None, 128, 64, 128).unwrap();
-        assert_eq!(whole.id, "bn-batch");
-        assert!(whole.text.contains("whole batch of 128") && whole.text.contains("2 GPUs"));
-        let other = bn_batch(Some(32), 128, 64, 128).unwrap();
-        assert!(other.text.contains("groups of 32"), "{}", other.text);
-        let imagenet = bn_batch(None, 256, 32, 256).unwrap();
-        assert!(imagenet.text.contains("8 GPUs"), "{}", imagenet.text);
-    }
 
     #[test]
     fn markdown_lists_every_id() {

@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::curves::{curves_json, display_name, final_train_error, test_series, train_series};
 use crate::deviation::{self, Deviation};
 use crate::imagenet_paper::TABLE2;
+use crate::parallelism::{PaperSetup, Parallelism};
 use crate::plot::{Figure, Panel, Scale};
 use crate::profile::ProfileName;
 use crate::report::{commit, today, write_report};
@@ -110,6 +111,19 @@ fn train_all(opts: &ImageNetTrainOptions) -> Result<Vec<FinishedRun>> {
         .collect()
 }
 
+/// The ranks and batch-norm groups the runs trained with, beside the
+/// paper's 8 GPUs of 32 images.
+fn parallelism(runs: &[FinishedRun]) -> Parallelism {
+    let c = &runs[0].config;
+    let world_sizes: Vec<usize> = runs.iter().map(|r| r.world_size).collect();
+    Parallelism::new(
+        &world_sizes,
+        c.batch_size,
+        c.bn_group.map(NonZeroUsize::get),
+        PaperSetup::IMAGENET,
+    )
+}
+
 /// Every way the runs depart from the paper's ImageNet recipe.
 fn deviations(opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> Vec<Deviation> {
     let c = &runs[0].config;
@@ -154,12 +168,7 @@ fn deviations(opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> Vec<Deviatio
     }
     out.push(deviation::init());
     out.extend(deviation::update_rule(c.update_rule));
-    out.extend(deviation::bn_batch(
-        c.bn_group.map(NonZeroUsize::get),
-        c.batch_size,
-        32,
-        256,
-    ));
+    out.extend(parallelism(runs).deviation());
     out
 }
 
@@ -182,6 +191,8 @@ fn header(target: &str, opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> St
         opts.seed,
         runs.iter().map(|r| r.summary.wall_time).sum::<f64>()
     );
+    md.push('\n');
+    md.push_str(&parallelism(runs).markdown());
     md.push_str(&deviation::markdown(&deviations(opts, runs)));
     md
 }
@@ -251,7 +262,7 @@ pub fn write_table2(opts: &ImageNetTrainOptions) -> Result<()> {
     let record = json!({
         "target": "table2", "profile": opts.profile.to_string(), "date": today(), "commit": commit(),
         "device": opts.device, "validation_images": errors[0].2, "rows": rows,
-        "deviations": deviations(opts, &runs),
+        "parallelism": parallelism(&runs), "deviations": deviations(opts, &runs),
     });
     write_report(
         &opts.out,
@@ -340,7 +351,7 @@ pub fn write_fig4(opts: &ImageNetTrainOptions) -> Result<()> {
     let record = json!({
         "target": "fig4", "profile": opts.profile.to_string(), "date": today(), "commit": commit(),
         "device": opts.device,
-        "deviations": deviations(opts, &runs),
+        "parallelism": parallelism(&runs), "deviations": deviations(opts, &runs),
         "findings": findings,
         "nets": runs.iter().map(|r| json!({
             "arch": r.config.arch, "final_train_error_pct": final_train_error(&r.metrics), "curves": curves_json(r),

@@ -15,6 +15,7 @@ pub mod imagenet_eval;
 pub mod imagenet_paper;
 pub mod imagenet_train;
 pub mod index;
+pub mod parallelism;
 mod plan;
 pub mod plot;
 pub mod profile;

@@ -95,6 +95,9 @@ pub fn plan(target: Target, opts: &Options) -> Result<String> {
     writeln!(out, "data: {data}")?;
     writeln!(out, "device: {}", opts.device)?;
     writeln!(out, "schedule: {}", p.schedule_words())?;
+    // The runner trains in one process.
+    let parallelism = p.parallelism(&[1]);
+    write!(out, "{}", parallelism.markdown())?;
     writeln!(out, "output: {}", opts.out.display())?;
     let runs = runs(target, opts);
     let total: usize = runs.iter().map(|(_, seeds, _)| seeds.len()).sum();
@@ -111,7 +114,7 @@ pub fn plan(target: Target, opts: &Options) -> Result<String> {
             targets.join(", ")
         )?;
     }
-    let mut deviations = p.deviations(&facts);
+    let mut deviations = p.deviations(&facts, &parallelism);
     if runs
         .iter()
         .any(|(a, _, _)| a == "resnet110" || a == "resnet1202")

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use resnet_train::{LrSchedule, ScheduleConfig, TrainConfig, UpdateRule, Warmup};
 
 use crate::deviation::{self, Deviation};
+use crate::parallelism::{PaperSetup, Parallelism};
 
 /// Which recipe the reproductions follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,9 +204,23 @@ impl Profile {
         )
     }
 
-    /// How this profile departs from the paper's CIFAR-10 recipe: every
-    /// difference, with a stable id. `data` is what the data folder holds.
-    pub fn deviations(&self, data: &DataFacts) -> Vec<Deviation> {
+    /// The world size and batch-norm groups of this profile's runs, trained
+    /// on `world_sizes` ranks (the reproductions train in one process),
+    /// beside the paper's 2 GPUs of 64 images.
+    pub fn parallelism(&self, world_sizes: &[usize]) -> Parallelism {
+        Parallelism::new(
+            world_sizes,
+            self.batch_size,
+            self.bn_group.map(NonZeroUsize::get),
+            PaperSetup::CIFAR10,
+        )
+    }
+
+    /// How this profile's runs depart from the paper's CIFAR-10 recipe:
+    /// every difference, with a stable id. `data` is what the data folder
+    /// holds, `parallelism` how the runs split their batches
+    /// ([`Profile::parallelism`]).
+    pub fn deviations(&self, data: &DataFacts, parallelism: &Parallelism) -> Vec<Deviation> {
         let paper = Profile::new(ProfileName::Paper);
         let mut out = Vec::new();
         let mut train = Vec::new();
@@ -273,12 +288,7 @@ impl Profile {
         }
         out.push(deviation::init());
         out.extend(deviation::update_rule(self.update_rule));
-        out.extend(deviation::bn_batch(
-            self.bn_group.map(NonZeroUsize::get),
-            self.batch_size,
-            64,
-            128,
-        ));
+        out.extend(parallelism.deviation());
         let mut missing = Vec::new();
         if !self.with_plain110 {
             missing.push("plain-110");
@@ -321,8 +331,9 @@ mod tests {
     use super::*;
 
     fn ids(profile: ProfileName, data: DataFacts) -> Vec<&'static str> {
-        Profile::new(profile)
-            .deviations(&data)
+        let profile = Profile::new(profile);
+        profile
+            .deviations(&data, &profile.parallelism(&[1]))
             .iter()
             .map(|d| d.id)
             .collect()
@@ -334,13 +345,34 @@ mod tests {
         assert_eq!(paper, ["init"]);
         let mut split = Profile::new(ProfileName::Paper);
         split.val_size = 5_000;
-        let d = split.deviations(&DataFacts::FULL);
+        let d = split.deviations(&DataFacts::FULL, &split.parallelism(&[1]));
         let train = d.iter().find(|d| d.id == "train-images").unwrap();
         assert!(
             train.text.contains("45000 images, 5000 held out"),
             "{}",
             train.text
         );
+    }
+
+    /// The paper profile's `--bn-group 64` in one process stands for the
+    /// paper's 2 GPUs; the quick profile's whole batch is a deviation on one
+    /// process and none on 2 ranks of 64.
+    #[test]
+    fn the_batch_norm_groups_not_the_world_size_make_a_deviation() {
+        let paper = Profile::new(ProfileName::Paper);
+        let one = paper.parallelism(&[1]);
+        assert!(one.as_paper, "{one:?}");
+        assert!(one.markdown().contains("equivalent of 2 ranks of 64"));
+        let quick = Profile::new(ProfileName::Quick);
+        let has_bn = |world: usize| {
+            quick
+                .deviations(&DataFacts::FULL, &quick.parallelism(&[world]))
+                .iter()
+                .any(|d| d.id == "bn-batch")
+        };
+        assert!(has_bn(1));
+        assert!(!has_bn(2));
+        assert!(has_bn(4));
     }
 
     #[test]
@@ -363,7 +395,8 @@ mod tests {
         ] {
             assert!(quick.contains(&id), "{id} missing from {quick:?}");
         }
-        let d = Profile::new(ProfileName::Quick).deviations(&sample);
+        let quick_profile = Profile::new(ProfileName::Quick);
+        let d = quick_profile.deviations(&sample, &quick_profile.parallelism(&[1]));
         let iterations = d.iter().find(|d| d.id == "iterations").unwrap();
         assert!(
             iterations.text.contains("2.8 epochs"),

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use crate::deviation::{self, Deviation};
+use crate::parallelism::Parallelism;
 
 /// Writes the report file `dir/name` (creating `dir`) atomically
 /// ([`resnet_models::write_atomic`]), so a reader never sees a half-written
@@ -78,6 +79,8 @@ pub struct Provenance {
     pub date: String,
     /// Seconds of training summed over the runs behind the result.
     pub train_seconds: f64,
+    /// The ranks and batch-norm groups the runs trained with, beside the paper's.
+    pub parallelism: Parallelism,
     /// Every way the result departs from the paper's recipe.
     pub deviations: Vec<Deviation>,
 }
@@ -98,6 +101,8 @@ impl Provenance {
             self.seeds,
             self.train_seconds
         );
+        md.push('\n');
+        md.push_str(&self.parallelism.markdown());
         md.push_str(&deviation::markdown(&self.deviations));
         md
     }

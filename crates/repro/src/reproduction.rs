@@ -44,6 +44,13 @@ impl Options {
         if p.runs != Profile::new(p.name).runs {
             command.push_str(&format!(" --runs {}", p.runs));
         }
+        if p.bn_group != Profile::new(p.name).bn_group {
+            match p.bn_group {
+                Some(group) => command.push_str(&format!(" --bn-group {group}")),
+                // No flag gives the whole batch back to a profile with groups.
+                None => command.push_str(" (batch norm over the whole batch)"),
+            }
+        }
         command
     }
 
@@ -142,7 +149,9 @@ impl Reproduction {
         let mut seeds: Vec<u64> = runs.iter().map(|r| r.config.seed).collect();
         seeds.sort_unstable();
         seeds.dedup();
-        let mut deviations = p.deviations(&self.data);
+        let world_sizes: Vec<usize> = runs.iter().map(|r| r.world_size).collect();
+        let parallelism = p.parallelism(&world_sizes);
+        let mut deviations = p.deviations(&self.data, &parallelism);
         deviations.extend(runs.iter().filter_map(|r| deviation::warmup_end(r)));
         Provenance {
             command: self.opts.command(target),
@@ -154,6 +163,7 @@ impl Reproduction {
             commit: commit(),
             date: today(),
             train_seconds: runs.iter().map(|r| r.summary.wall_time).sum(),
+            parallelism,
             deviations,
         }
     }
@@ -161,5 +171,38 @@ impl Reproduction {
     /// Seconds since the session started.
     pub fn elapsed(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+
+    /// The command a report prints repeats every flag that changed the recipe.
+    #[test]
+    fn the_command_names_a_changed_bn_group() {
+        let mut opts = Options {
+            profile: Profile::new(ProfileName::Quick),
+            data: PathBuf::from("data"),
+            device: "cpu".into(),
+            seed: 0,
+            out: PathBuf::from("results"),
+        };
+        assert_eq!(
+            opts.command("fig1"),
+            "cargo xtask reproduce fig1 --profile quick"
+        );
+        opts.profile.bn_group = NonZeroUsize::new(64);
+        assert_eq!(
+            opts.command("fig1"),
+            "cargo xtask reproduce fig1 --profile quick --bn-group 64"
+        );
+        let paper = Options {
+            profile: Profile::new(ProfileName::Paper),
+            ..opts
+        };
+        assert!(!paper.command("all").contains("--bn-group"));
     }
 }

@@ -16,6 +16,10 @@ pub struct FinishedRun {
     pub dir: PathBuf,
     /// Its config.
     pub config: TrainConfig,
+    /// The ranks it trained on, from its `config.json`: 1 for the runs a
+    /// reproduction trains, more for a finished run trained under `mpirun`
+    /// that it reuses.
+    pub world_size: usize,
     /// Its final errors.
     pub summary: RunSummary,
     /// Its metric records, in iteration order.
@@ -49,9 +53,11 @@ pub fn ensure_run(config: &TrainConfig, dir: &Path) -> Result<FinishedRun> {
     .with_context(|| format!("run {}", dir.display()))?;
     drop(observer);
     let metrics = read_metrics(&dir.join(METRICS_FILE))?;
+    let file: RunConfigFile = read_json(&config_path)?;
     Ok(FinishedRun {
         dir: dir.to_path_buf(),
         config: config.clone(),
+        world_size: file.world_size,
         summary,
         metrics,
     })

@@ -177,6 +177,19 @@ fn training_targets_smoke_train_four_nets_once_and_write_every_file() {
 
     let table2 = json(tmp.path(), "table2.json");
     assert_eq!(table2["validation_images"], 4);
+    // The world size and batch-norm groups, beside the paper's 8 GPUs of 32.
+    for report in [&table2, &json(tmp.path(), "fig4.json")] {
+        let p = &report["parallelism"];
+        assert_eq!(p["world_sizes"], serde_json::json!([1]), "{p}");
+        assert_eq!(p["paper"]["world_size"], 8, "{p}");
+        assert_eq!(p["paper"]["bn_images"], 32, "{p}");
+    }
+    let md = std::fs::read_to_string(tmp.path().join("results/table2.md")).unwrap();
+    assert!(
+        md.contains("world size 1 (one process), batch 2")
+            && md.contains("the paper: 8 GPUs x 32 images"),
+        "{md}"
+    );
     for row in table2["rows"].as_array().unwrap() {
         for key in ["plain_top1_pct", "resnet_top1_pct"] {
             let e = row[key].as_f64().unwrap();

@@ -75,6 +75,25 @@ fn smoke_profile_writes_every_file_and_each_parses() {
             "{name}: {ids:?}"
         );
     }
+    // Every report records the world size and batch-norm groups beside the
+    // paper's: one process normalising its whole batch of 8.
+    for name in ["fig1", "fig6", "table6", "fig7"] {
+        let text = std::fs::read_to_string(out.path().join(format!("{name}.json"))).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let p = &json["provenance"]["parallelism"];
+        assert_eq!(p["world_sizes"], serde_json::json!([1]), "{name}: {p}");
+        assert_eq!(p["bn_images"], serde_json::json!([8]), "{name}: {p}");
+        assert_eq!(p["paper"]["world_size"], 2, "{name}: {p}");
+        assert_eq!(p["paper"]["bn_images"], 64, "{name}: {p}");
+        assert_eq!(p["as_paper"], false, "{name}: {p}");
+        let md = std::fs::read_to_string(out.path().join(format!("{name}.md"))).unwrap();
+        assert!(
+            md.contains("_Parallelism: world size 1 (one process), batch 8")
+                && md.contains("the paper: 2 GPUs x 64 images"),
+            "{name}.md: {md}"
+        );
+    }
+
     // Two iterations train nothing: no finding can hold.
     let fig1: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("fig1.json")).unwrap())
@@ -102,9 +121,31 @@ fn smoke_profile_writes_every_file_and_each_parses() {
     // Rerunning reuses the finished runs: nothing is retrained, only re-plotted.
     let summary = out.path().join("runs/smoke/resnet20-seed0/summary.json");
     let before = std::fs::metadata(&summary).unwrap().modified().unwrap();
-    reproduce(Target::Fig6, opts).unwrap();
+    reproduce(Target::Fig6, opts.clone()).unwrap();
     assert_eq!(
         std::fs::metadata(&summary).unwrap().modified().unwrap(),
         before
+    );
+
+    // A reused run records the world size its config.json says it trained
+    // on (as a run trained by `mpirun -n 2` would): its 2 ranks each
+    // normalised 4 of the 8 images.
+    let config = out.path().join("runs/smoke/plain20-seed0/config.json");
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    file["world_size"] = 2.into();
+    std::fs::write(&config, file.to_string()).unwrap();
+    reproduce(Target::Fig1, opts).unwrap();
+    let fig1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("fig1.json")).unwrap())
+            .unwrap();
+    let p = &fig1["provenance"]["parallelism"];
+    assert_eq!(p["world_sizes"], serde_json::json!([1, 2]), "{p}");
+    assert_eq!(p["bn_images"], serde_json::json!([8, 4]), "{p}");
+    let md = std::fs::read_to_string(out.path().join("fig1.md")).unwrap();
+    assert!(
+        md.contains("world sizes 1 and 2 (the runs differ)")
+            && md.contains("each of 2 ranks' 4 images"),
+        "{md}"
     );
 }

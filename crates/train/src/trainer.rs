@@ -552,6 +552,7 @@ fn run(
         let checkpointing = stopping
             || finished
             || (config.checkpoint_every > 0 && done % config.checkpoint_every == 0);
+        let mut saved = Ok(());
         if writer && checkpointing {
             let state = CheckpointState {
                 iteration: done,
@@ -564,21 +565,28 @@ fn run(
                 tensors: String::new(),
                 tensors_md5: None,
             };
-            save_checkpoint(
-                run_dir,
-                state,
-                model.state_tensors(),
-                sgd.state_tensors()?,
-                data.normalization_tensors()?,
-                &metadata,
-            )?;
+            saved = sgd.state_tensors().and_then(|momentum| {
+                save_checkpoint(
+                    run_dir,
+                    state,
+                    model.state_tensors(),
+                    momentum,
+                    data.normalization_tensors()?,
+                    &metadata,
+                )
+            });
         }
         if stopping {
+            // Every rank waits for the checkpoint to stop at: a rank that
+            // ended first could have the launcher end the job while rank 0
+            // still writes it.
+            agree(group, saved, "while saving the checkpoint to stop at")?;
             return Err(TrainError::Stopped {
                 path: run_dir.to_path_buf(),
                 iteration: done,
             });
         }
+        saved?;
         if finished {
             final_eval = Some(eval);
         }
@@ -956,6 +964,40 @@ mod tests {
         });
         let worst = max_relative_difference(&weights(&whole), &weights(&stopped));
         assert_eq!(worst, 0.0, "a resumed run continues bit for bit");
+    }
+
+    /// The other ranks wait for the checkpoint a stop is saved in, and learn
+    /// that rank 0 could not write it.
+    #[test]
+    fn a_stop_whose_checkpoint_fails_names_rank_0_on_every_rank() {
+        let dirs = tempfile::tempdir().unwrap();
+        let run = dirs.path().join("run");
+        // A folder where the checkpoint of iteration 2 would go.
+        let blocker = run.join(crate::run_dir::checkpoint_tensors_name(2));
+        std::fs::create_dir_all(blocker.join("x")).unwrap();
+        let config = TrainConfig {
+            checkpoint_every: 0,
+            ..small_config()
+        };
+        let errors = on_threads(2, |rank| {
+            let mut observer = StopAfter(if rank.rank() == 1 { 2 } else { u64::MAX }, 0);
+            train_data_parallel(&config, &run, &mut observer, &rank).unwrap_err()
+        });
+        assert!(
+            !matches!(
+                errors[0],
+                TrainError::Stopped { .. } | TrainError::RankFailed { .. }
+            ),
+            "rank 0 reports its own error: {}",
+            errors[0]
+        );
+        assert!(
+            matches!(&errors[1], TrainError::RankFailed { rank: 0, during }
+                if during == "while saving the checkpoint to stop at"),
+            "{}",
+            errors[1]
+        );
+        assert!(!run.join(CHECKPOINT_FILE).exists());
     }
 
     #[test]
