@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::Evaluation;
 use crate::run_dir::io_error;
 use crate::{Result, TrainError};
 
@@ -50,6 +51,43 @@ pub struct MetricWindow {
     pub steps: usize,
     /// Seconds the steps took.
     pub seconds: f64,
+}
+
+impl MetricWindow {
+    /// Adds one step: its mean loss, misclassified and seen images, and
+    /// the seconds it took.
+    pub fn add_step(&mut self, loss: f64, wrong: usize, images: usize, seconds: f64) {
+        self.loss += loss;
+        self.wrong += wrong;
+        self.images += images;
+        self.steps += 1;
+        self.seconds += seconds;
+    }
+
+    /// The record after `iteration` steps (`epoch` epochs) at rate `lr`, with
+    /// the evaluation made then, if any, and `wall_time` seconds of training:
+    /// the window's mean loss and error, and its images per second.
+    pub(crate) fn record(
+        &self,
+        iteration: u64,
+        epoch: f64,
+        lr: f64,
+        eval: &Evaluation,
+        wall_time: f64,
+    ) -> MetricRecord {
+        MetricRecord {
+            iteration,
+            epoch,
+            lr,
+            train_loss: self.loss / self.steps as f64,
+            train_error: self.wrong as f64 / self.images as f64,
+            val_error: eval.val.as_ref().map(|r| r.top1_error),
+            test_error: eval.test.as_ref().map(|r| r.top1_error),
+            test_top5_error: eval.test.as_ref().map(|r| r.top5_error),
+            images_per_sec: self.images as f64 / self.seconds.max(1e-9),
+            wall_time,
+        }
+    }
 }
 
 /// Appends records to a run's `metrics.jsonl`.

@@ -410,6 +410,11 @@ struct StepTotals {
     images: usize,
 }
 
+/// The training loop of every rank: prepare (or restore) the run, then per
+/// iteration take a step ([`single_step`], or [`Replicas`] over the ranks),
+/// let the scheduler observe its error, evaluate and record when due, and
+/// checkpoint when due or asked to stop; finally write the weights and the
+/// summary (rank 0).
 fn run(
     config: &TrainConfig,
     dataset: Dataset,
@@ -427,15 +432,7 @@ fn run(
         start,
         mut metrics,
     } = agree(group, prepared, "while preparing the model")?;
-    if group.world_size() > 1 {
-        let mut iterations = [start.iteration as f64];
-        group.all_reduce_sum_f64(&mut iterations)?;
-        if iterations[0] != (start.iteration * group.world_size() as u64) as f64 {
-            return Err(TrainError::RanksDisagree {
-                iteration: start.iteration,
-            });
-        }
-    }
+    same_start_on_every_rank(group, start.iteration)?;
     let data = start.data;
     let metadata = data.weights_metadata(&model);
     let train_images = data.train_images();
@@ -457,26 +454,7 @@ fn run(
         let lr = scheduler.lr_at(iteration);
         sgd.set_lr(lr);
         let totals = if group.world_size() == 1 {
-            let mut step = || -> Result<_> {
-                let batch = loader.next_batch(&device)?;
-                let logits = model.forward_t(&batch.images, true)?;
-                let loss =
-                    crate::loss::cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
-                sgd.step(&loss.backward()?)?;
-                // Read back only now: on a GPU, the backward pass and the
-                // update are then queued behind the forward pass without
-                // waiting for it.
-                let loss_value = f64::from(loss.to_scalar::<f32>()?);
-                Ok((batch, logits, loss_value))
-            };
-            let (batch, logits, loss) = step().map_err(|e| name_out_of_memory(e, config))?;
-            let (wrong, _) = resnet_eval::batch_errors(&logits, &batch.labels)?;
-            StepTotals {
-                position: batch.position,
-                loss,
-                wrong,
-                images: batch.size,
-            }
+            single_step(&mut loader, &model, &mut sgd, &device, config)?
         } else {
             let local = replicas
                 .local_step(&mut loader, &model, &device, config.label_smoothing)
@@ -500,13 +478,7 @@ fn run(
         }
         let step_seconds = step_started.elapsed().as_secs_f64();
         wall_time += step_seconds;
-        window = MetricWindow {
-            loss: window.loss + loss_value,
-            wrong: window.wrong + totals.wrong,
-            images: window.images + totals.images,
-            steps: window.steps + 1,
-            seconds: window.seconds + step_seconds,
-        };
+        window.add_step(loss_value, totals.wrong, totals.images, step_seconds);
         observer.on_step(done, loss_value, lr);
 
         let finished = done == config.iterations;
@@ -526,22 +498,9 @@ fn run(
             wall_time += eval_started.elapsed().as_secs_f64();
         }
         if evaluating || done % config.log_every == 0 {
-            last = (
-                window.loss / window.steps as f64,
-                window.wrong as f64 / window.images as f64,
-            );
-            let record = MetricRecord {
-                iteration: done,
-                epoch: done as f64 * config.batch_size as f64 / train_images as f64,
-                lr,
-                train_loss: last.0,
-                train_error: last.1,
-                val_error: eval.val.as_ref().map(|r| r.top1_error),
-                test_error: eval.test.as_ref().map(|r| r.top1_error),
-                test_top5_error: eval.test.as_ref().map(|r| r.top5_error),
-                images_per_sec: window.images as f64 / window.seconds.max(1e-9),
-                wall_time,
-            };
+            let epoch = done as f64 * config.batch_size as f64 / train_images as f64;
+            let record = window.record(done, epoch, lr, &eval, wall_time);
+            last = (record.train_loss, record.train_error);
             if let Some(metrics) = metrics.as_mut() {
                 metrics.append(&record)?;
             }
@@ -558,10 +517,10 @@ fn run(
                 iteration: done,
                 loader: totals.position,
                 scheduler: scheduler.state(),
-                recent_errors: Vec::new(),
                 wall_time,
                 last_lr: sgd.last_step_lr(),
                 window,
+                recent_errors: Vec::new(),
                 tensors: String::new(),
                 tensors_md5: None,
             };
@@ -617,6 +576,48 @@ fn run(
         write_json(&run_dir.join(SUMMARY_FILE), &summary)?;
     }
     Ok(summary)
+}
+
+/// Fails, on every rank, unless every rank starts at `iteration`.
+fn same_start_on_every_rank(group: &dyn Collective, iteration: u64) -> Result<()> {
+    if group.world_size() == 1 {
+        return Ok(());
+    }
+    let mut iterations = [iteration as f64];
+    group.all_reduce_sum_f64(&mut iterations)?;
+    if iterations[0] != (iteration * group.world_size() as u64) as f64 {
+        return Err(TrainError::RanksDisagree { iteration });
+    }
+    Ok(())
+}
+
+/// One step of a single-process run: forward and backward on the next
+/// batch and the update; a GPU out of memory is named as such.
+fn single_step(
+    loader: &mut TrainBatches,
+    model: &ResNet,
+    sgd: &mut Sgd,
+    device: &Device,
+    config: &TrainConfig,
+) -> Result<StepTotals> {
+    let mut step = || -> Result<_> {
+        let batch = loader.next_batch(device)?;
+        let logits = model.forward_t(&batch.images, true)?;
+        let loss = crate::loss::cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
+        sgd.step(&loss.backward()?)?;
+        // Read back only now: on a GPU, the backward pass and the update are
+        // then queued behind the forward pass without waiting for it.
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        Ok((batch, logits, loss_value))
+    };
+    let (batch, logits, loss) = step().map_err(|e| name_out_of_memory(e, config))?;
+    let (wrong, _) = resnet_eval::batch_errors(&logits, &batch.labels)?;
+    Ok(StepTotals {
+        position: batch.position,
+        loss,
+        wrong,
+        images: batch.size,
+    })
 }
 
 /// Whether `local` holds on any rank.
