@@ -413,8 +413,8 @@ impl RunData {
     }
 }
 
-/// Top-1 and top-5 error and mean cross-entropy of `model` on the centre
-/// views of `folder`'s images.
+/// Top-1 and top-5 error and mean cross-entropy of `model`, folded for
+/// inference, on the centre views of `folder`'s images.
 fn evaluate_folder(
     model: &ResNet,
     folder: &Arc<ImageFolder>,
@@ -422,13 +422,14 @@ fn evaluate_folder(
     threads: usize,
     device: &Device,
 ) -> Result<EvalReport> {
+    let net = model.fold_for_inference()?;
     let (mut top1, mut top5, mut loss, mut images) = (0usize, 0usize, 0f64, 0usize);
     let loader =
         ImageNetEvalLoader::new(Arc::clone(folder), norm.clone(), FOLDER_EVAL_BATCH, threads)?;
     for batch in loader {
         let batch = batch?;
         let (x, y) = batch.to_tensors(device)?;
-        let logits = model.forward_t(&x, false)?;
+        let logits = net.forward(&x)?;
         let (t1, t5) = resnet_eval::batch_errors(&logits, &y)?;
         let mean_loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
         top1 += t1;
