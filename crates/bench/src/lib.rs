@@ -33,8 +33,14 @@ pub use peak::measure_peak_gflops;
 pub enum Kind {
     /// Forward, cross-entropy, backward and an SGD update, BN in train mode.
     TrainStep,
-    /// An eval-mode forward pass (inference).
+    /// An inference forward pass: the net folded for inference
+    /// (`ResNet::fold_for_inference`, done before timing), as evaluation
+    /// and prediction run it.
     Forward,
+    /// An eval-mode forward pass of the net as trained: each batch norm, ReLU
+    /// and residual join a separate op after its convolution (inference
+    /// before folding; the baseline of [`Kind::Forward`]).
+    ForwardUnfolded,
     /// One batch from the CIFAR-10 training loader (decode, normalise, augment).
     Loader,
     /// One batch from the ImageNet training loader over 500x375 JPEGs:
@@ -95,16 +101,37 @@ pub fn workloads() -> Vec<Workload> {
             32,
         ),
         w("forward/resnet20/b128", Forward, "resnet20", 128, 32),
+        w(
+            "forward/resnet20/b128/unfolded",
+            ForwardUnfolded,
+            "resnet20",
+            128,
+            32,
+        ),
         candle(
             "forward/resnet20/b128/candle-ops",
-            Forward,
+            ForwardUnfolded,
             "resnet20",
             128,
             32,
         ),
         w("train_step/resnet110/b128", TrainStep, "resnet110", 128, 32),
         w("forward/resnet50/b1", Forward, "resnet50", 1, 224),
+        w(
+            "forward/resnet50/b1/unfolded",
+            ForwardUnfolded,
+            "resnet50",
+            1,
+            224,
+        ),
         w("forward/resnet50/b16", Forward, "resnet50", 16, 224),
+        w(
+            "forward/resnet50/b16/unfolded",
+            ForwardUnfolded,
+            "resnet50",
+            16,
+            224,
+        ),
         w("train_step/resnet18/b16", TrainStep, "resnet18", 16, 224),
         w("loader/cifar10/b128", Loader, "-", 128, 32),
         w("loader/imagenet-jpeg/b32", ImageNetLoader, "-", 32, 224),
@@ -210,6 +237,14 @@ pub fn measure(w: &Workload, runs: usize, data: &Path, peak_gflops: f64) -> Resu
             })?
         }
         Kind::Forward => {
+            let net = model(w, &device)?.fold_for_inference()?;
+            let x = x()?;
+            time(1, runs, || {
+                net.forward(&x)?.to_dtype(DType::F32)?;
+                Ok(())
+            })?
+        }
+        Kind::ForwardUnfolded => {
             let net = model(w, &device)?;
             let x = x()?;
             time(1, runs, || {
@@ -290,10 +325,17 @@ pub fn measure(w: &Workload, runs: usize, data: &Path, peak_gflops: f64) -> Resu
     let batches = match w.kind {
         Kind::Loader => LOADER_BATCHES_PER_RUN,
         Kind::ImageNetLoader => IMAGENET_BATCHES_PER_RUN,
-        Kind::TrainStep | Kind::Forward | Kind::JpegDecode | Kind::ImageNetAugment => 1,
+        Kind::TrainStep
+        | Kind::Forward
+        | Kind::ForwardUnfolded
+        | Kind::JpegDecode
+        | Kind::ImageNetAugment => 1,
     };
     let images_per_sec = (batches * w.batch) as f64 / median_seconds;
-    let computes = matches!(w.kind, Kind::TrainStep | Kind::Forward);
+    let computes = matches!(
+        w.kind,
+        Kind::TrainStep | Kind::Forward | Kind::ForwardUnfolded
+    );
     let gflops = computes.then(|| {
         let macs = count(
             &ArchSpec::from_id(w.arch)

@@ -44,7 +44,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         geometry: loaded.preprocessing.geometry(),
         normalization: loaded.view_normalization()?,
     };
-    let model = &loaded.model;
+    let model = loaded.model.fold_for_inference()?;
     let imagenet: Vec<String> = imagenet_classes().into_iter().map(String::from).collect();
     let names = match &loaded.classes {
         Some(stored) => Some(stored.clone()),
@@ -53,7 +53,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
 
     for path in &args.images {
         let image = load_rgb(path).with_context(|| format!("reading image {}", path.display()))?;
-        let top = classify(model, &device, &image, &config, names.as_deref(), args.top)?;
+        let top = classify(&model, &device, &image, &config, names.as_deref(), args.top)?;
         if args.json {
             let top: Vec<_> = top
                 .iter()

@@ -112,7 +112,9 @@ fn count_errors(rows: &[Vec<f32>], labels: &[u32]) -> (usize, usize) {
 
 /// Evaluates `model` on every image of `split`, in eval mode (batch norm uses
 /// its running statistics), in batches of `batch_size` prepared by `threads`
-/// loader threads and normalised with `norm`. An empty split is an error.
+/// loader threads and normalised with `norm`. The model is folded for
+/// inference ([`ResNet::fold_for_inference`]) once per call. An empty split
+/// is an error.
 pub fn evaluate(
     model: &ResNet,
     split: Arc<Split>,
@@ -125,10 +127,11 @@ pub fn evaluate(
     if images == 0 {
         return Err(EvalError::EmptySplit);
     }
+    let net = model.fold_for_inference()?;
     let (mut top1, mut top5, mut loss) = (0usize, 0usize, 0f64);
     for batch in EvalLoader::new(split, norm.clone(), batch_size, threads)? {
         let (x, y) = batch.to_tensors(device)?;
-        let logits = model.forward_t(&x, false)?;
+        let logits = net.forward(&x)?;
         let (rows, labels) = host_batch(&logits, &y)?;
         let (t1, t5) = count_errors(&rows, &labels);
         top1 += t1;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device};
 use resnet_data::{DataError, ImageFolder, ImageNetViewLoader, TestViews, ViewBatch, ViewConfig};
-use resnet_models::ResNet;
+use resnet_models::{InferenceNet, ResNet};
 
 use crate::evaluate::rank;
 use crate::{EvalError, EvalReport, Result};
@@ -51,9 +51,10 @@ impl ImagePrediction {
 ///
 /// Yields `Ok(prediction)`, or one `Err` (an image that fails to decode,
 /// named, or a failed forward pass), after which it ends.
-pub struct FolderPredictions<'a> {
-    /// Each model with the index of its view configuration in the loader.
-    members: Vec<(&'a ResNet, usize)>,
+pub struct FolderPredictions {
+    /// Each model, folded for inference, with the index of its view
+    /// configuration in the loader.
+    members: Vec<(InferenceNet, usize)>,
     loader: ImageNetViewLoader,
     classes: usize,
     views_per_image: usize,
@@ -63,17 +64,17 @@ pub struct FolderPredictions<'a> {
     failed: bool,
 }
 
-impl FolderPredictions<'_> {
+impl FolderPredictions {
     /// The predictions for the images of `batch`.
     fn predict(&self, batch: ViewBatch) -> Result<Vec<ImagePrediction>> {
         // Per image and class: the log of the summed softmax probabilities.
         let mut log_sums = vec![vec![f64::NEG_INFINITY; self.classes]; batch.labels.len()];
-        for &(model, config) in &self.members {
-            for group in &batch.groups[config] {
+        for (model, config) in &self.members {
+            for group in &batch.groups[*config] {
                 let views = group.to_tensor(&self.device)?;
                 for start in (0..group.owners.len()).step_by(self.batch_size) {
                     let len = self.batch_size.min(group.owners.len() - start);
-                    let logits = model.forward_t(&views.narrow(0, start, len)?, false)?;
+                    let logits = model.forward(&views.narrow(0, start, len)?)?;
                     let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
                     for (row, &owner) in rows.iter().zip(&group.owners[start..]) {
                         add_log_softmax(&mut log_sums[owner], row);
@@ -98,7 +99,7 @@ impl FolderPredictions<'_> {
     }
 }
 
-impl Iterator for FolderPredictions<'_> {
+impl Iterator for FolderPredictions {
     type Item = Result<ImagePrediction>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -146,7 +147,9 @@ fn add_log_softmax(sum: &mut [f64], logits: &[f32]) {
 
 /// Starts predicting every image of `folder` with `members` (one model, or an
 /// ensemble) over `views`, in eval mode (batch norm uses its running
-/// statistics), on `device`.
+/// statistics), on `device`. Each model is folded for inference
+/// ([`ResNet::fold_for_inference`](resnet_models::ResNet::fold_for_inference))
+/// here, once.
 ///
 /// Images are decoded and cut into views by `threads` loader threads, each
 /// image once for all models; a forward pass takes at most `batch_size`
@@ -155,14 +158,14 @@ fn add_log_softmax(sum: &mut [f64], logits: &[f32]) {
 /// output different numbers of classes, an image's label is not one of
 /// their classes, or `views`, a member's view configuration, `batch_size` or
 /// `threads` is invalid.
-pub fn predict_folder<'a>(
-    members: &[Member<'a>],
+pub fn predict_folder(
+    members: &[Member<'_>],
     folder: Arc<ImageFolder>,
     views: &TestViews,
     batch_size: usize,
     threads: usize,
     device: &Device,
-) -> Result<FolderPredictions<'a>> {
+) -> Result<FolderPredictions> {
     let views = views.clone().checked()?;
     let first = members.first().ok_or(EvalError::NoModels)?;
     let classes = first.model.spec().num_classes;
@@ -200,14 +203,17 @@ pub fn predict_folder<'a>(
     let mut configs: Vec<ViewConfig> = Vec::new();
     let members = members
         .iter()
-        .map(|m| match configs.iter().position(|c| *c == m.views) {
-            Some(index) => (m.model, index),
-            None => {
-                configs.push(m.views.clone());
-                (m.model, configs.len() - 1)
-            }
+        .map(|m| {
+            let index = match configs.iter().position(|c| *c == m.views) {
+                Some(index) => index,
+                None => {
+                    configs.push(m.views.clone());
+                    configs.len() - 1
+                }
+            };
+            Ok((m.model.fold_for_inference()?, index))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let views_per_image = views.per_image();
     let images_per_batch = (batch_size / views_per_image).max(1);
     let loader = ImageNetViewLoader::new(folder, views, configs, images_per_batch, threads)?;

@@ -63,13 +63,15 @@ fn predictions(
     .unwrap()
 }
 
-/// The logits of `model` for each view, one forward pass per view.
+/// The logits of `model` for each view, one forward pass per view, of the
+/// net folded for inference as evaluation runs it.
 fn logits(model: &ResNet, views: &[ChwImage]) -> Vec<Vec<f32>> {
+    let net = model.fold_for_inference().unwrap();
     views
         .iter()
         .map(|v| {
             let x = Tensor::from_slice(&v.data, (1, 3, v.height, v.width), &Device::Cpu).unwrap();
-            let y = model.forward_t(&x, false).unwrap();
+            let y = net.forward(&x).unwrap();
             y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         })
         .collect()

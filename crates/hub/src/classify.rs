@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use resnet_data::{TestViews, ViewConfig};
-use resnet_models::ResNet;
+use resnet_models::InferenceNet;
 
 use crate::{HubError, Result};
 
@@ -29,11 +29,13 @@ pub struct Prediction {
     pub probability: f32,
 }
 
-/// The `k` most probable classes of `image` for `model`, most probable
-/// first: the centre view as `views` cuts and normalises it, on `device`
-/// (the model's), with names from `names` (one per output) where given.
+/// The `k` most probable classes of `image` for `model` (a net folded for
+/// inference, [`ResNet::fold_for_inference`](resnet_models::ResNet::fold_for_inference)),
+/// most probable first: the centre view as `views` cuts and normalises it,
+/// on `device` (the model's), with names from `names` (one per output)
+/// where given.
 pub fn classify(
-    model: &ResNet,
+    model: &InferenceNet,
     device: &Device,
     image: &RgbImage,
     views: &ViewConfig,
@@ -47,7 +49,7 @@ pub fn classify(
         .expect("the centre view is one view");
     let input = Tensor::from_slice(&view.data, (1, 3, view.height, view.width), device)
         .map_err(resnet_models::ModelError::from)?;
-    let logits = model.forward_t(&input, false)?;
+    let logits = model.forward(&input)?;
     let logits = logits
         .flatten_all()
         .and_then(|l| l.to_vec1::<f32>())

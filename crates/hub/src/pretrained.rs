@@ -35,10 +35,13 @@ pub struct Pretrained {
 impl Pretrained {
     /// The `k` most probable classes of `image`, with their names, most
     /// probable first: the centre view of the weights' preprocessing.
+    ///
+    /// Folds the net for inference on every call; to classify many images,
+    /// fold it once ([`ResNet::fold_for_inference`]) and call [`classify`].
     pub fn classify(&self, image: &RgbImage, k: usize) -> Result<Vec<Prediction>> {
         let views = self.preprocessing.view_config();
         classify(
-            &self.model,
+            &self.model.fold_for_inference()?,
             &self.device,
             image,
             &views,

@@ -2,7 +2,8 @@
 
 use std::num::NonZeroUsize;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
+use resnet_ops::InferenceConv;
 
 use crate::init::Initializer;
 use crate::plan::ConvPlan;
@@ -219,6 +220,30 @@ impl ConvBn {
         Ok(if relu { resnet_ops::relu(&y)? } else { y })
     }
 
+    /// The conv with the batch norm folded in, as eval mode computes it:
+    /// with `scale = bn.weight / sqrt(running_var + eps)`, the conv's
+    /// weights times `scale` (per output channel) and a bias
+    /// `bn.bias - running_mean * scale`, computed in f64 from the model's
+    /// values and rounded once to their dtype, on the model's device.
+    pub(crate) fn fold(&self) -> Result<InferenceConv, ModelError> {
+        let wide = |v: &Var| v.as_tensor().detach().to_dtype(DType::F64);
+        let bn = &self.bn;
+        let scale = (wide(&bn.weight)? / (wide(&bn.running_var)? + BN_EPS)?.sqrt()?)?;
+        let shift = (wide(&bn.bias)? - (wide(&bn.running_mean)? * &scale)?)?;
+        let o = self.plan.out_channels;
+        let dtype = self.weight.dtype();
+        let weight = wide(&self.weight)?
+            .broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?
+            .to_dtype(dtype)?;
+        let bias = shift.to_dtype(dtype)?;
+        Ok(InferenceConv::new(
+            &weight,
+            &bias,
+            self.plan.stride,
+            self.plan.padding,
+        )?)
+    }
+
     /// Sets the images per batch-norm group of train mode (None: the whole batch).
     pub(crate) fn set_bn_group(&mut self, group: Option<NonZeroUsize>) {
         self.bn.group = group;
@@ -268,8 +293,73 @@ impl Linear {
         Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
 
+    /// The layer as a 1x1 conv of `[N, in_features, 1, 1]` inputs, with
+    /// copies of the weight and bias. Run image by image, like every conv,
+    /// its output for an image does not depend on the batch (a matrix
+    /// product over the batch sums in another order for one row than for
+    /// several).
+    pub(crate) fn fold(&self) -> Result<InferenceConv, ModelError> {
+        let copy = |v: &Var| v.as_tensor().detach().copy();
+        let (o, c) = self.weight.dims2()?;
+        let weight = copy(&self.weight)?.reshape((o, c, 1, 1))?;
+        Ok(InferenceConv::new(&weight, &copy(&self.bias)?, 1, 0)?)
+    }
+
     pub(crate) fn collect(&self, out: &mut Vec<NamedVar>) {
         push(out, "fc", "weight", &self.weight, TensorKind::Parameter);
         push(out, "fc", "bias", &self.bias, TensorKind::Parameter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    /// With running variances near eps (1e-6 to 1e-4 against eps = 1e-5)
+    /// eps changes each channel's scale by up to 3.3x, so a fold that drops
+    /// or misplaces it is far off; a correct one differs by rounding.
+    #[test]
+    fn folding_keeps_eps_where_the_variance_is_near_it() {
+        let device = Device::Cpu;
+        let plan = ConvPlan {
+            in_channels: 4,
+            out_channels: 6,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        };
+        let conv = ConvBn::new(
+            "c".into(),
+            "b".into(),
+            plan,
+            &mut Initializer::new(1, &device),
+        )
+        .unwrap();
+        let set = |v: &Var, values: &[f32]| v.set(&Tensor::new(values, &device).unwrap()).unwrap();
+        set(&conv.bn.running_var, &[1e-6, 3e-6, 1e-5, 2e-5, 5e-5, 1e-4]);
+        set(&conv.bn.running_mean, &[0.1, -0.2, 0.3, 0.0, -0.1, 0.2]);
+        set(&conv.bn.weight, &[0.5, 1.5, 1.0, 0.8, 1.2, 0.9]);
+        set(&conv.bn.bias, &[0.2, -0.1, 0.0, 0.3, -0.3, 0.1]);
+        let x = Tensor::randn(0f32, 1.0, (2, 4, 7, 5), &device).unwrap();
+        let want = conv.forward_t(&x, false, None, false).unwrap();
+        let got = conv.fold().unwrap().forward(&x, None, false).unwrap();
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let err = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err <= 1e-5 * scale, "error {err} on outputs up to {scale}");
     }
 }

@@ -6,6 +6,9 @@
 //! `resnet1202` and `plain20` ... `plain110`) is a row of the [`zoo`]. The
 //! spec expands into a [`NetPlan`] of convolutions, from which both the
 //! [`ResNet`] module and the exact parameter and FLOP counts are derived.
+//! [`ResNet::fold_for_inference`] prepares a net for evaluation and
+//! prediction: an [`InferenceNet`] with its batch norms folded into its
+//! convolutions.
 //! Tensor names are torchvision's (`conv1`, `bn1`, `layerN.i.conv1`,
 //! `layerN.i.downsample.0`, `fc`, ...), so its weights load as they are.
 //!
@@ -33,6 +36,7 @@
 
 mod count;
 mod error;
+mod inference;
 mod init;
 mod io;
 mod layers;
@@ -43,6 +47,7 @@ mod spec;
 
 pub use count::{count, layer_table, Counts, LayerRow};
 pub use error::ModelError;
+pub use inference::InferenceNet;
 pub use io::{
     read_safetensors, save_safetensors, write_atomic, BN_COUNTER_SUFFIX, MOMENTUM_PREFIX,
 };

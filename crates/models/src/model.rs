@@ -5,14 +5,19 @@ use std::num::NonZeroUsize;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::ModuleT;
 
+use resnet_ops::InferenceConv;
+
+use crate::inference::InferenceNet;
 use crate::init::Initializer;
 use crate::layers::{ConvBn, Linear, NamedVar, TensorKind, Trace};
 use crate::plan::{BlockPlan, ShortcutPlan};
 use crate::{ArchSpec, ModelError};
 
-/// A block's shortcut as built: the plan's variants with their layers.
+/// A block's shortcut as built: the plan's variants with their layers, a
+/// conv of type `C` for projections ([`ConvBn`] as trained, [`InferenceConv`]
+/// folded).
 #[derive(Debug)]
-enum ShortcutPath {
+pub(crate) enum ShortcutPath<C> {
     None,
     Identity,
     PadSubsample {
@@ -20,18 +25,47 @@ enum ShortcutPath {
         pad_before: usize,
         pad_after: usize,
     },
-    Projection(ConvBn),
+    Projection(C),
 }
 
-/// One residual (or plain) block, named `layerN.i`.
+impl<C> ShortcutPath<C> {
+    /// What the shortcut adds to the block's output for the block's input
+    /// `x` (`project` runs a projection), or None in a plain block.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        project: impl FnOnce(&C) -> Result<Tensor, ModelError>,
+    ) -> Result<Option<Tensor>, ModelError> {
+        Ok(Some(match self {
+            ShortcutPath::None => return Ok(None),
+            ShortcutPath::Identity => x.clone(),
+            ShortcutPath::PadSubsample {
+                stride,
+                pad_before,
+                pad_after,
+            } => {
+                let s = if *stride == 2 {
+                    resnet_ops::subsample2(x)?
+                } else {
+                    x.clone()
+                };
+                s.pad_with_zeros(1, *pad_before, *pad_after)?
+            }
+            ShortcutPath::Projection(conv) => project(conv)?,
+        }))
+    }
+}
+
+/// One residual (or plain) block, named `layerN.i`, of convs of type `C`
+/// (see [`ShortcutPath`]).
 #[derive(Debug)]
-struct Block {
-    convs: Vec<ConvBn>,
-    shortcut: ShortcutPath,
+pub(crate) struct Block<C> {
+    pub(crate) convs: Vec<C>,
+    pub(crate) shortcut: ShortcutPath<C>,
 }
 
-impl Block {
-    fn new(prefix: &str, plan: &BlockPlan, init: &mut Initializer) -> Result<Block, ModelError> {
+impl Block<ConvBn> {
+    fn new(prefix: &str, plan: &BlockPlan, init: &mut Initializer) -> Result<Self, ModelError> {
         let convs = plan
             .convs
             .iter()
@@ -85,24 +119,35 @@ impl Block {
         for (k, conv) in self.convs.iter().enumerate() {
             y = conv.forward_t(&y, train, trace.as_deref_mut(), k < last || plain)?;
         }
+        let project = |conv: &ConvBn| conv.forward_t(x, train, trace, false);
+        match self.shortcut.forward(x, project)? {
+            None => Ok(y),
+            Some(shortcut) => Ok(resnet_ops::add_relu(&y, &shortcut)?),
+        }
+    }
+
+    /// The block with every batch norm folded into its conv.
+    fn fold(&self) -> Result<Block<InferenceConv>, ModelError> {
+        let convs = self
+            .convs
+            .iter()
+            .map(ConvBn::fold)
+            .collect::<Result<_, _>>()?;
         let shortcut = match &self.shortcut {
-            ShortcutPath::None => return Ok(y),
-            ShortcutPath::Identity => x.clone(),
-            ShortcutPath::PadSubsample {
+            ShortcutPath::None => ShortcutPath::None,
+            ShortcutPath::Identity => ShortcutPath::Identity,
+            &ShortcutPath::PadSubsample {
                 stride,
                 pad_before,
                 pad_after,
-            } => {
-                let s = if *stride == 2 {
-                    resnet_ops::subsample2(x)?
-                } else {
-                    x.clone()
-                };
-                s.pad_with_zeros(1, *pad_before, *pad_after)?
-            }
-            ShortcutPath::Projection(conv) => conv.forward_t(x, train, trace, false)?,
+            } => ShortcutPath::PadSubsample {
+                stride,
+                pad_before,
+                pad_after,
+            },
+            ShortcutPath::Projection(conv) => ShortcutPath::Projection(conv.fold()?),
         };
-        Ok(resnet_ops::add_relu(&y, &shortcut)?)
+        Ok(Block { convs, shortcut })
     }
 
     fn set_bn_group(&mut self, group: Option<NonZeroUsize>) {
@@ -133,7 +178,7 @@ pub struct ResNet {
     spec: ArchSpec,
     stem: ConvBn,
     stem_max_pool: bool,
-    stages: Vec<Vec<Block>>,
+    stages: Vec<Vec<Block<ConvBn>>>,
     fc: Linear,
     frozen_backbone: bool,
 }
@@ -278,6 +323,33 @@ impl ResNet {
     /// Number of learnable scalars (BN running statistics excluded).
     pub fn num_parameters(&self) -> usize {
         self.parameters().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// The net as its eval mode computes it, prepared for inference: every
+    /// batch norm folded into the conv before it (its running statistics,
+    /// eps, weight and bias become the conv's weights and a per-channel
+    /// bias, computed in f64 and rounded once), each residual block's
+    /// shortcut and final ReLU fused into its last conv, the weights kept
+    /// in the form the kernels read. Its logits are this net's
+    /// `forward_t(x, false)` up to rounding, at less cost; see
+    /// [`InferenceNet`] for what runs where.
+    ///
+    /// The folded net is a copy: later changes to this net's weights or
+    /// statistics do not reach it.
+    pub fn fold_for_inference(&self) -> Result<InferenceNet, ModelError> {
+        let blocks = self
+            .stages
+            .iter()
+            .flatten()
+            .map(Block::fold)
+            .collect::<Result<_, _>>()?;
+        Ok(InferenceNet {
+            spec: self.spec.clone(),
+            stem: self.stem.fold()?,
+            stem_max_pool: self.stem_max_pool,
+            blocks,
+            fc: self.fc.fold()?,
+        })
     }
 }
 

@@ -19,3 +19,14 @@ pub(crate) unsafe fn filled_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f
     unsafe { out.set_len(len) };
     out
 }
+
+/// `values`, every one of which has been written, as initialised values.
+///
+/// # Safety
+///
+/// Every element of `values` must have been initialised.
+pub(crate) unsafe fn assume_init_mut(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller
+    // guarantees that every element is initialised.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}

@@ -15,13 +15,22 @@
 //! (`conv/cuda.rs`). On devices or dtypes without a kernel here it falls back
 //! to candle's own `Tensor::conv2d`; a Metal kernel is added by implementing
 //! `metal_fwd` on the three ops and extending [`has_conv_kernel`].
+//!
+//! [`InferenceConv`] is the forward pass alone, for eval-mode nets whose
+//! batch norms are folded into their convolutions: a bias, a residual and a
+//! ReLU applied as the output is written (`conv/epilogue.rs`), the weights
+//! prepared once (`conv/inference.rs`).
 
 mod cpu;
 #[cfg(feature = "cudnn")]
 mod cuda;
+mod epilogue;
+mod inference;
 #[cfg(test)]
 mod tests;
 mod winograd;
+
+pub use inference::InferenceConv;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 #[cfg(feature = "cudnn")]

@@ -8,6 +8,8 @@
 //! activations and the SGD update whose CPU passes are fast and use every
 //! core, with CUDA versions of them (cuDNN's convolutions and batch norm, and
 //! this crate's element-wise kernels) behind the `cuda` and `cudnn` features.
+//! For inference, [`InferenceConv`] is a convolution whose bias (a folded
+//! batch norm), residual and ReLU are applied as it writes its output.
 //!
 //! A residual block's forward and backward pass with these ops, which
 //! candle's autograd differentiates like its own:
@@ -76,7 +78,7 @@ pub use batch_norm::{
     batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train,
     update_running_stat, BatchNormOutput,
 };
-pub use conv::conv2d;
+pub use conv::{conv2d, InferenceConv};
 pub use device::DeviceSpec;
 pub use dispatch::{fast_kernels, set_fast_kernels};
 pub use error::OpsError;

@@ -6,15 +6,17 @@
 //! Per image, with `col` the `[C*K*K, Ho*Wo]` im2col matrix of the input:
 //! `y = W col`, `dW += dy col^T`, and `dx` either as a convolution of `dy`
 //! (stride 1) or as `W^T dy` then col2im. A 1x1, stride-1, unpadded
-//! convolution uses the input itself as `col`.
+//! convolution uses the input itself as `col`. An inference convolution's
+//! epilogue (`epilogue.rs`) runs on each image's output right after its gemm.
 
 use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::Geometry;
-use crate::buffer::filled_by;
+use super::epilogue::Epilogue;
+use super::{winograd, Geometry};
+use crate::buffer::{assume_init_mut, filled_by};
 use crate::scratch::with_scratch;
 
 /// The weight gradient is accumulated over at most this many chunks of the
@@ -360,15 +362,21 @@ fn images_per_thread(n: usize) -> usize {
 /// 3x3, stride-1, padding-1 convolutions with enough channels and tiles run
 /// Winograd's F(2x2, 3x3) (`winograd.rs`), the others im2col + gemm.
 pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    if super::winograd::applies(g) {
-        super::winograd::forward(g, x, w)
+    if winograd::applies(g) {
+        winograd::forward(g, x, &winograd::transform_weights(g, w), None)
     } else {
-        im2col_forward(g, x, w)
+        im2col_forward(g, x, w, None)
     }
 }
 
-/// The forward pass through im2col + gemm, for any geometry.
-pub(super) fn im2col_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// The forward pass through im2col + gemm, for any geometry, with
+/// `epilogue` applied to each image's output planes right after its gemm.
+pub(super) fn im2col_forward(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    epilogue: Option<&Epilogue>,
+) -> Vec<f32> {
     let len = g.n * g.out_image_len();
     assert_eq!(
         x.len(),
@@ -388,12 +396,13 @@ pub(super) fn im2col_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(per * g.out_image_len())
             .zip(x.par_chunks(per * g.image_len()))
-            .for_each(|(ys, xs)| {
+            .enumerate()
+            .for_each(|(chunk, (ys, xs))| {
                 with_scratch(g.col_len(), |buffer| {
-                    for (yn, xn) in ys
+                    let images = ys
                         .chunks_exact_mut(g.out_image_len())
-                        .zip(xs.chunks_exact(g.image_len()))
-                    {
+                        .zip(xs.chunks_exact(g.image_len()));
+                    for (i, (yn, xn)) in images.enumerate() {
                         let col = if g.pointwise() {
                             xn
                         } else if gemm_threads > 1 {
@@ -405,6 +414,12 @@ pub(super) fn im2col_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
                         };
                         let col = MatRef::row_major(col, g.ckk(), p);
                         matmul_uninit(yn, weight, col, gemm_threads);
+                        if let Some(epilogue) = epilogue {
+                            // SAFETY: the gemm above wrote every value of `yn`.
+                            let yn = unsafe { assume_init_mut(yn) };
+                            let first = (chunk * per + i) * g.o;
+                            epilogue.apply(first, yn, p, gemm_threads > 1);
+                        }
                     }
                 })
             })

@@ -20,14 +20,20 @@
 //! only, so results never depend on the thread count: the groups run in
 //! parallel, or, when there are fewer groups than threads, one after the
 //! other with each group's transforms and products split over the threads.
+//!
+//! [`forward`] takes the weights already transformed: training transforms
+//! them on every call, an [`InferenceConv`](super::InferenceConv) once. An
+//! inference convolution's epilogue runs on each output plane as soon as
+//! [`transform_output`] has written it.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use super::cpu::{matmul, MatRef};
+use super::epilogue::Epilogue;
 use super::Geometry;
-use crate::buffer::filled_by;
+use crate::buffer::{assume_init_mut, filled_by};
 use crate::scratch::with_scratch;
 
 /// Tiles per group of images: enough columns for efficient products, few
@@ -93,32 +99,43 @@ impl Tiling {
     }
 }
 
-/// The forward pass: `y` (`[N, O, H, W]`) from `x` (`[N, C, H, W]`) and `w`
-/// (`[O, C, 3, 3]`), for any 3x3, stride-1, padding-1 geometry ([`applies`]
-/// says when it is the faster way).
-pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// What every group of a forward pass shares: the geometry, its tiling, the
+/// transformed weights and the epilogue.
+struct Pass<'a> {
+    g: &'a Geometry,
+    t: Tiling,
+    u: &'a [f32],
+    epilogue: Option<&'a Epilogue<'a>>,
+}
+
+/// The forward pass: `y` (`[N, O, H, W]`) from `x` (`[N, C, H, W]`) and the
+/// weights transformed by [`transform_weights`], for any 3x3, stride-1,
+/// padding-1 geometry ([`applies`] says when it is the faster way), with
+/// `epilogue` applied to each output plane right after it is written.
+pub(super) fn forward(g: &Geometry, x: &[f32], u: &[f32], epilogue: Option<&Epilogue>) -> Vec<f32> {
     debug_assert!(g.k == 3 && g.stride == 1 && g.pad == 1);
     let len = g.n * g.out_image_len();
     if len == 0 || x.is_empty() {
         return vec![0f32; len];
     }
-    let u = transform_weights(g, w);
     let t = Tiling::new(g);
+    let pass = Pass { g, t, u, epilogue };
     let groups = g.n.div_ceil(t.images);
     let buffer_len = 16 * g.c * t.row + 16 * (g.o * t.tiles + ROW_PAD);
     let (out_len, in_len) = (t.images * g.out_image_len(), t.images * g.image_len());
     let fill = |y: &mut [MaybeUninit<f32>]| {
         if groups >= rayon::current_num_threads() {
             let pairs = y.par_chunks_mut(out_len).zip(x.par_chunks(in_len));
-            pairs.for_each(|(ys, xs)| {
+            pairs.enumerate().for_each(|(i, (ys, xs))| {
                 with_scratch(buffer_len, |buffer| {
-                    group(g, &t, &u, xs, ys, buffer, false);
+                    group(&pass, i * t.images, xs, ys, buffer, false);
                 })
             });
         } else {
             let mut buffer = vec![0f32; buffer_len];
-            for (ys, xs) in y.chunks_mut(out_len).zip(x.chunks(in_len)) {
-                group(g, &t, &u, xs, ys, &mut buffer, true);
+            let pairs = y.chunks_mut(out_len).zip(x.chunks(in_len));
+            for (i, (ys, xs)) in pairs.enumerate() {
+                group(&pass, i * t.images, xs, ys, &mut buffer, true);
             }
         }
     };
@@ -127,19 +144,21 @@ pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     unsafe { filled_by(len, fill) }
 }
 
-/// One group of images: their output `ys` from their input `xs`, with
-/// `buffer` for the transformed input (`16 * C` rows of `t.row` values) and
-/// the 16 products (`O * t.tiles + ROW_PAD` values apart); `parallel` splits
-/// the work over the threads.
+/// One group of images, the first of which is image `first` of the batch:
+/// their output `ys` from their input `xs`, with `buffer` for the
+/// transformed input (`16 * C` rows of `t.row` values) and the 16 products
+/// (`O * t.tiles + ROW_PAD` values apart); `parallel` splits the work over
+/// the threads.
 fn group(
-    g: &Geometry,
-    t: &Tiling,
-    u: &[f32],
+    pass: &Pass,
+    first: usize,
     xs: &[f32],
     ys: &mut [MaybeUninit<f32>],
     buffer: &mut [f32],
     parallel: bool,
 ) {
+    let Pass { g, t, u, epilogue } = *pass;
+    let t = &t;
     let images = xs.len() / g.image_len();
     // A smaller last group keeps the full group's strides and leaves its
     // missing images' columns out of the products.
@@ -177,8 +196,13 @@ fn group(
     let m = &*m;
     let per_output = |(plane_index, y_plane): (usize, &mut [MaybeUninit<f32>])| {
         let (i, o) = (plane_index / g.o, plane_index % g.o);
-        let first = i * t.rows * t.cols;
-        transform_output(g, t, m, o * tiles + first, y_plane);
+        let first_tile = i * t.rows * t.cols;
+        transform_output(g, t, m, o * tiles + first_tile, y_plane);
+        if let Some(epilogue) = epilogue {
+            // SAFETY: `transform_output` wrote every value of the plane.
+            let y_plane = unsafe { assume_init_mut(y_plane) };
+            epilogue.apply_plane(first * g.o + plane_index, y_plane);
+        }
     };
     let planes = &mut ys[..images * g.out_image_len()];
     if parallel {
@@ -194,8 +218,9 @@ fn group(
     }
 }
 
-/// `U = G g G^T` for every filter, stored `[16][O][C]`.
-fn transform_weights(g: &Geometry, w: &[f32]) -> Vec<f32> {
+/// `U = G g G^T` for every filter, stored `[16][O][C]`: what [`forward`]
+/// takes as weights.
+pub(super) fn transform_weights(g: &Geometry, w: &[f32]) -> Vec<f32> {
     let mut u = vec![0f32; 16 * g.o * g.c];
     for (oc, f) in w.chunks_exact(9).enumerate() {
         // G g: 4x3, then (G g) G^T: 4x4.
@@ -348,8 +373,9 @@ mod tests {
             let wt = random(&[o, c, 3, 3], 2 * i as u64 + 1);
             let (xv, wv) = (values(&x), values(&wt));
             let dims = [n, o, h, w];
-            let ours = Tensor::from_vec(forward(&g, &xv, &wv), &dims, &Device::Cpu).unwrap();
-            let im2col = super::super::cpu::im2col_forward(&g, &xv, &wv);
+            let y = forward(&g, &xv, &transform_weights(&g, &wv), None);
+            let ours = Tensor::from_vec(y, &dims, &Device::Cpu).unwrap();
+            let im2col = super::super::cpu::im2col_forward(&g, &xv, &wv, None);
             let reference = Tensor::from_vec(im2col, &dims, &Device::Cpu).unwrap();
             assert_close_above(&ours, &reference, &format!("{:?}", [n, c, h, w, o]), 1e-6);
         }
