@@ -345,21 +345,8 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 4, 7, 5), &device).unwrap();
         let want = conv.forward_t(&x, false, None, false).unwrap();
         let got = conv.fold().unwrap().forward(&x, None, false).unwrap();
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let err = (got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = resnet_test_support::max_abs_diff(&want, &want.zeros_like().unwrap());
+        let err = resnet_test_support::max_abs_diff(&got, &want);
         assert!(err <= 1e-5 * scale, "error {err} on outputs up to {scale}");
     }
 }
