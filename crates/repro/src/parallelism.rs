@@ -103,6 +103,15 @@ impl Parallelism {
         }
     }
 
+    /// The batch-norm groups of every world size the runs had, in words.
+    fn all_groups(&self) -> String {
+        self.world_sizes
+            .iter()
+            .map(|&w| self.groups(w))
+            .collect::<Vec<_>>()
+            .join(", or ")
+    }
+
     /// The paper's setup in words.
     fn paper_words(&self) -> String {
         let p = self.paper;
@@ -127,12 +136,7 @@ impl Parallelism {
                     .join(" and ")
             ),
         };
-        let groups = self
-            .world_sizes
-            .iter()
-            .map(|&w| self.groups(w))
-            .collect::<Vec<_>>()
-            .join(", or ");
+        let groups = self.all_groups();
         let p = self.paper;
         let verdict = if !self.as_paper {
             "not the paper's batch-norm groups (`bn-batch` below)".to_string()
@@ -160,12 +164,7 @@ impl Parallelism {
             return None;
         }
         let p = self.paper;
-        let groups = self
-            .world_sizes
-            .iter()
-            .map(|&w| self.groups(w))
-            .collect::<Vec<_>>()
-            .join(", or ");
+        let groups = self.all_groups();
         let whole_batch = self.bn_group.is_none() && self.world_sizes == [1];
         let of_batch = match whole_batch {
             true => String::new(),
