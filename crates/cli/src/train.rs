@@ -9,7 +9,7 @@ use clap::Args;
 use resnet_data::Cifar10;
 use resnet_eval::resolve_weights;
 use resnet_hub::{registry, HubOptions, WeightsSource};
-use resnet_models::{read_safetensors, ArchSpec};
+use resnet_models::{read_safetensors_metadata, ArchSpec};
 use resnet_term::ProgressObserver;
 use resnet_train::collective::{Collective, SingleProcess};
 use resnet_train::run_dir::CONFIG_FILE;
@@ -439,7 +439,7 @@ fn adopt_stored_arch(config: &mut TrainConfig, path: &Path, arch_given: bool) ->
     if file.extension().is_none_or(|e| e != "safetensors") {
         return Ok(());
     }
-    let Some(metadata) = read_safetensors(&file)?.1 else {
+    let Some(metadata) = read_safetensors_metadata(&file)? else {
         return Ok(());
     };
     if !arch_given {

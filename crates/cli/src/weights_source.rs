@@ -10,7 +10,7 @@ use resnet_data::{ImageNetNormalization, MeanImage, Normalization, PixelMean};
 use resnet_eval::{load_imagenet_weights, load_weights, resolve_weights, NORMALIZATION_PREFIX};
 use resnet_hub::registry::{self, Preprocessing};
 use resnet_hub::{read_tensors, HubOptions, WeightsSource};
-use resnet_models::{read_safetensors, ArchSpec, ResNet, WeightsMetadata};
+use resnet_models::{read_safetensors_metadata, ArchSpec, ResNet, WeightsMetadata};
 
 use crate::arch::ArchArgs;
 
@@ -150,7 +150,7 @@ fn stored_metadata(path: &Path) -> Result<Option<WeightsMetadata>> {
     if path.extension().is_none_or(|e| e != "safetensors") {
         return Ok(None);
     }
-    Ok(read_safetensors(path)?.1)
+    Ok(read_safetensors_metadata(path)?)
 }
 
 /// Our own weights file at `path` (with its normalisation) in the net

@@ -7,7 +7,7 @@ use image::RgbImage;
 use std::path::PathBuf;
 
 use resnet_models::{
-    read_safetensors, ArchSpec, BlockKind, ResNet, StridePlacement, WeightsMetadata,
+    read_safetensors_metadata, ArchSpec, BlockKind, ResNet, StridePlacement, WeightsMetadata,
 };
 
 use crate::classify::{classify, imagenet_classes, Prediction};
@@ -148,7 +148,7 @@ fn stored_metadata(source: &WeightsSource) -> Result<Option<(PathBuf, WeightsMet
         WeightsSource::Local(path)
             if path.is_file() && path.extension().is_some_and(|e| e == "safetensors") =>
         {
-            Ok(read_safetensors(path)?.1.map(|meta| (path.clone(), meta)))
+            Ok(read_safetensors_metadata(path)?.map(|meta| (path.clone(), meta)))
         }
         _ => Ok(None),
     }

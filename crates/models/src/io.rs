@@ -268,3 +268,43 @@ pub fn read_safetensors(
     };
     Ok((tensors, metadata))
 }
+
+/// Longest safetensors header read, as in the `safetensors` crate.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The metadata of a safetensors file, if it is one of ours, read from its
+/// header alone: what looks up a file's architecture or classes needs, without
+/// reading its tensors. The tensors are not checked; [`read_safetensors`] does.
+pub fn read_safetensors_metadata(path: &Path) -> Result<Option<WeightsMetadata>, ModelError> {
+    use safetensors::SafeTensorError;
+    use std::io::{ErrorKind, Read};
+    let unreadable = |e: SafeTensorError| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        source: candle_core::Error::wrap(e),
+    };
+    let io = |source: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => unreadable(SafeTensorError::HeaderTooSmall),
+        _ => io(e),
+    })?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER_BYTES {
+        return Err(unreadable(SafeTensorError::HeaderTooLarge));
+    }
+    let mut header = Vec::new();
+    file.take(len).read_to_end(&mut header).map_err(io)?;
+    if header.len() as u64 != len {
+        return Err(unreadable(SafeTensorError::InvalidHeaderLength));
+    }
+    let header: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+        .map_err(|e| unreadable(SafeTensorError::InvalidHeaderDeserialization(e)))?;
+    match header.metadata() {
+        Some(map) => WeightsMetadata::from_map(map, path),
+        None => Ok(None),
+    }
+}

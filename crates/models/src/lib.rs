@@ -49,7 +49,8 @@ pub use count::{count, layer_table, Counts, LayerRow};
 pub use error::ModelError;
 pub use inference::InferenceNet;
 pub use io::{
-    read_safetensors, save_safetensors, write_atomic, BN_COUNTER_SUFFIX, MOMENTUM_PREFIX,
+    read_safetensors, read_safetensors_metadata, save_safetensors, write_atomic, BN_COUNTER_SUFFIX,
+    MOMENTUM_PREFIX,
 };
 pub use layers::{NamedVar, TensorKind, Trace};
 pub use meta::{WeightsMetadata, FORMAT_VERSION};

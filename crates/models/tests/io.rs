@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
-use resnet_models::{ArchSpec, ResNet};
+use resnet_models::{read_safetensors, read_safetensors_metadata, ArchSpec, ResNet};
 use resnet_test_support::max_abs_diff;
 
 fn model(id: &str, seed: u64) -> ResNet {
@@ -99,6 +99,34 @@ fn missing_extra_and_misshapen_tensors_are_named_errors() {
         Tensor::new(&[3i64], &Device::Cpu).unwrap(),
     );
     model("resnet20", 0).load_tensors(&torch, "torch").unwrap();
+}
+
+#[test]
+fn the_header_alone_gives_the_metadata_the_whole_file_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.safetensors");
+    let net = model("resnet20", 0);
+    net.save(&ours).unwrap();
+    let header = read_safetensors_metadata(&ours).unwrap();
+    assert_eq!(header, read_safetensors(&ours).unwrap().1);
+    assert_eq!(header.unwrap().arch, "resnet20");
+    // A file without our metadata has none.
+    let bare = dir.path().join("bare.safetensors");
+    candle_core::safetensors::save(&net.state_tensors(), &bare).unwrap();
+    assert_eq!(read_safetensors_metadata(&bare).unwrap(), None);
+    // Too short, a header longer than the file, or not JSON: errors naming the file.
+    let bytes = std::fs::read(&ours).unwrap();
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("short.safetensors", bytes[..5].to_vec()),
+        ("cut.safetensors", bytes[..20].to_vec()),
+        ("junk.safetensors", b"\x04\0\0\0\0\0\0\0junk".to_vec()),
+    ];
+    for (name, content) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let err = read_safetensors_metadata(&path).unwrap_err().to_string();
+        assert!(err.contains(name), "{err}");
+    }
 }
 
 #[test]
