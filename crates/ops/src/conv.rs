@@ -24,6 +24,7 @@
 mod cpu;
 #[cfg(feature = "cudnn")]
 mod cuda;
+mod direct;
 mod epilogue;
 mod inference;
 #[cfg(test)]

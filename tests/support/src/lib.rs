@@ -58,9 +58,11 @@ pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
 /// padding, 1x1 (pointwise, strided, padded), the 7x7/2 stem, odd sizes,
 /// batch 1, kernels that overhang a tiny input, enough output channels for
 /// the row-major weight-gradient path, enough channels and tiles for
-/// Winograd's F(2x2, 3x3) (an odd width too), and the shapes of ResNet's
+/// Winograd's F(2x2, 3x3) (an odd width too), 3x3 shapes for the direct
+/// kernel (output channels a multiple of 8, positions a multiple of 16, with
+/// tails of 1 and 2 vectors of 16 positions), and the shapes of ResNet's
 /// stages (a 64-wide 3x3, a strided widening 3x3, a 1x1 to 256 channels).
-pub const CONV_CASES: [[usize; 8]; 18] = [
+pub const CONV_CASES: [[usize; 8]; 20] = [
     [2, 3, 8, 8, 4, 3, 1, 1],
     [3, 5, 9, 7, 6, 3, 2, 1],
     [1, 16, 32, 32, 16, 3, 1, 1],
@@ -79,6 +81,8 @@ pub const CONV_CASES: [[usize; 8]; 18] = [
     [8, 64, 8, 8, 64, 3, 1, 1],
     [4, 32, 16, 16, 64, 3, 2, 1],
     [4, 64, 14, 14, 256, 1, 1, 0],
+    [2, 7, 12, 4, 16, 3, 1, 1],
+    [3, 8, 5, 16, 24, 3, 1, 1],
 ];
 
 /// Asserts that two sets of named tensors hold the same names and, for each,

@@ -15,7 +15,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::epilogue::Epilogue;
-use super::{winograd, Geometry};
+use super::{direct, winograd, Geometry};
 use crate::buffer::{assume_init_mut, filled_by};
 use crate::scratch::with_scratch;
 
@@ -360,10 +360,13 @@ fn images_per_thread(n: usize) -> usize {
 /// (`[O, C, K, K]`).
 ///
 /// 3x3, stride-1, padding-1 convolutions with enough channels and tiles run
-/// Winograd's F(2x2, 3x3) (`winograd.rs`), the others im2col + gemm.
+/// Winograd's F(2x2, 3x3) (`winograd.rs`), narrower ones a direct kernel
+/// where the CPU has AVX-512 (`direct.rs`), the others im2col + gemm.
 pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     if winograd::applies(g) {
         winograd::forward(g, x, &winograd::transform_weights(g, w), None)
+    } else if direct::applies(g) {
+        direct::forward(g, x, &direct::pack_weights(g, w), None)
     } else {
         im2col_forward(g, x, w, None)
     }

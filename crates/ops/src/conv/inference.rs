@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
 use super::epilogue::Epilogue;
-use super::{cpu, winograd, Geometry};
+use super::{cpu, direct, winograd, Geometry};
 use crate::args::f32_data;
 use crate::dispatch::has_kernel;
 use crate::OpsError;
@@ -26,6 +26,9 @@ struct Packed {
     /// The weights transformed for Winograd's F(2x2, 3x3) (16/9 of their
     /// size), made by the first forward pass that runs Winograd and kept.
     winograd: OnceLock<Vec<f32>>,
+    /// The weights in the direct 3x3 kernel's order, made by the first
+    /// forward pass that runs it and kept.
+    direct: OnceLock<Vec<f32>>,
 }
 
 /// A 2-d convolution with a per-output-channel bias, prepared once and run
@@ -39,8 +42,8 @@ struct Packed {
 /// each output plane right after the convolution writes it (one pass over
 /// values in cache instead of a pass over the whole output for each), and
 /// the weights are stored as the kernels read them: the gemm's weight
-/// matrix, and for convolutions that run Winograd's F(2x2, 3x3) their
-/// transform, made once on first use. Everywhere else (CUDA, other dtypes,
+/// matrix, and for convolutions that run Winograd's F(2x2, 3x3) or the
+/// direct 3x3 kernel their transform or packing, made once on first use. Everywhere else (CUDA, other dtypes,
 /// fast kernels switched off) it runs [`crate::conv2d`], then a broadcast add
 /// of the bias and [`crate::add_relu`] or [`crate::relu`]: the same values,
 /// in separate ops. No gradient flows through it.
@@ -104,6 +107,7 @@ impl InferenceConv {
                 weight: weight.flatten_all()?.to_vec1()?,
                 bias: bias.to_vec1()?,
                 winograd: OnceLock::new(),
+                direct: OnceLock::new(),
             }))
         } else {
             Params::Tensors {
@@ -195,7 +199,7 @@ struct Fused<'a> {
 
 impl Fused<'_> {
     /// The output of input `x` with `residual` added, as the convolution
-    /// kernels would compute it, Winograd or im2col alike.
+    /// kernels would compute it, Winograd, direct or im2col alike.
     fn run(&self, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
         let (g, p) = (&self.g, self.packed);
         let epilogue = Epilogue {
@@ -208,6 +212,9 @@ impl Fused<'_> {
                 .winograd
                 .get_or_init(|| winograd::transform_weights(g, &p.weight));
             winograd::forward(g, x, u, Some(&epilogue))
+        } else if direct::applies(g) {
+            let packed = p.direct.get_or_init(|| direct::pack_weights(g, &p.weight));
+            direct::forward(g, x, packed, Some(&epilogue))
         } else {
             cpu::im2col_forward(g, x, &p.weight, Some(&epilogue))
         }
@@ -260,13 +267,16 @@ mod tests {
     /// image (its gemm split over the threads), and three geometries that
     /// run Winograd's F(2x2, 3x3) (odd sides, one image, a channel count
     /// that is not a multiple of 16).
-    const CASES: [[usize; 8]; 9] = [
+    /// Cases 5 and 6 run the direct 3x3 kernel on CPUs with AVX-512 (one
+    /// image split over the threads, then a batch), 7 to 9 Winograd.
+    const CASES: [[usize; 8]; 10] = [
         [2, 3, 8, 8, 4, 3, 1, 1],
         [3, 5, 9, 7, 6, 3, 2, 1],
         [2, 8, 15, 15, 16, 1, 1, 0],
         [2, 8, 15, 15, 16, 1, 2, 0],
         [1, 3, 23, 21, 8, 7, 2, 3],
         [1, 16, 12, 12, 16, 3, 1, 1],
+        [3, 32, 8, 8, 16, 3, 1, 1],
         [4, 64, 16, 15, 64, 3, 1, 1],
         [3, 64, 23, 17, 72, 3, 1, 1],
         [1, 72, 32, 32, 64, 3, 1, 1],
@@ -298,7 +308,10 @@ mod tests {
     fn fused_conv_matches_candle_conv_then_bias_residual_and_relu() {
         for (i, &[n, c, h, w, o, k, s, p]) in CASES.iter().enumerate() {
             let g = Geometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
-            assert_eq!(winograd::applies(&g), i >= 6, "case {i} runs Winograd");
+            assert_eq!(winograd::applies(&g), i >= 7, "case {i} runs Winograd");
+            if direct::applies(&g) && !winograd::applies(&g) {
+                assert!([5, 6].contains(&i), "case {i} runs the direct kernel");
+            }
             let seed = 10 * i as u64;
             let (x, wt) = (random(&[n, c, h, w], seed), random(&[o, c, k, k], seed + 1));
             let (b, r) = (random(&[o], seed + 2), random(&g.output_dims(), seed + 3));
@@ -318,7 +331,8 @@ mod tests {
                 let got = conv.forward(&x, residual, relu).unwrap();
                 let want = reference(&x, &wt, &b, [s, p], residual, relu);
                 assert_close_above(&got, &want, &case, 1e-6);
-                // Again, with the Winograd weights made by the first call.
+                // Again, with the Winograd or direct weights made by the
+                // first call.
                 let again = conv.forward(&x, residual, relu).unwrap();
                 assert_eq!(values(&got), values(&again), "{case}: second call");
             }
