@@ -504,7 +504,10 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// The weight gradient: `dw` (`[O, C, K, K]`) from `x` (`[N, C, H, W]`) and
-/// `dy` (`[N, O, Ho, Wo]`), summed over the batch in a fixed order.
+/// `dy` (`[N, O, Ho, Wo]`), summed over the batch in a fixed order: over
+/// chunks of images whose number depends on the shapes alone, then the
+/// chunks' sums in order. Each chunk runs the direct 3x3 kernel where it
+/// applies (`direct.rs`), else im2col + gemm.
 pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let len = g.o * g.ckk();
     if len == 0 || x.is_empty() || dy.is_empty() {
@@ -514,38 +517,16 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         g.n.min(MAX_GRAD_WEIGHT_CHUNKS)
             .min((GRAD_WEIGHT_ACCUMULATOR_BUDGET / len).max(1));
     let per = g.n.div_ceil(chunks);
-    let p = g.ho * g.wo;
-    let column_major = g.o <= COLUMN_MAJOR_GRAD_WEIGHT_MAX_CHANNELS;
+    let direct = direct::applies(g);
     let partials: Vec<Vec<f32>> = x
         .par_chunks(per * g.image_len())
         .zip(dy.par_chunks(per * g.out_image_len()))
         .map(|(xs, dys)| {
-            with_scratch(g.col_len(), |buffer| {
-                let mut acc = vec![0f32; len];
-                let images = xs
-                    .chunks_exact(g.image_len())
-                    .zip(dys.chunks_exact(g.out_image_len()));
-                for (i, (xn, dyn_)) in images.enumerate() {
-                    let col = if g.pointwise() {
-                        xn
-                    } else {
-                        im2col(g, xn, buffer);
-                        &buffer[..]
-                    };
-                    let col_t = MatRef::row_major(col, g.ckk(), p).t();
-                    let dyn_ = MatRef::row_major(dyn_, g.o, p);
-                    if column_major {
-                        matmul_col_major(&mut acc, dyn_, col_t, i > 0);
-                    } else {
-                        matmul(&mut acc, dyn_, col_t, i > 0);
-                    }
-                }
-                if column_major {
-                    transpose(&acc, g.ckk(), g.o)
-                } else {
-                    acc
-                }
-            })
+            if direct {
+                direct::grad_weight_chunk(g, xs, dys)
+            } else {
+                im2col_grad_weight_chunk(g, xs, dys)
+            }
         })
         .collect();
     let mut parts = partials.into_iter();
@@ -556,6 +537,40 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         }
     }
     dw
+}
+
+/// The weight gradient summed over the images of `xs` and `dys`, through
+/// im2col + gemm.
+pub(super) fn im2col_grad_weight_chunk(g: &Geometry, xs: &[f32], dys: &[f32]) -> Vec<f32> {
+    let len = g.o * g.ckk();
+    let p = g.ho * g.wo;
+    let column_major = g.o <= COLUMN_MAJOR_GRAD_WEIGHT_MAX_CHANNELS;
+    with_scratch(g.col_len(), |buffer| {
+        let mut acc = vec![0f32; len];
+        let images = xs
+            .chunks_exact(g.image_len())
+            .zip(dys.chunks_exact(g.out_image_len()));
+        for (i, (xn, dyn_)) in images.enumerate() {
+            let col = if g.pointwise() {
+                xn
+            } else {
+                im2col(g, xn, buffer);
+                &buffer[..]
+            };
+            let col_t = MatRef::row_major(col, g.ckk(), p).t();
+            let dyn_ = MatRef::row_major(dyn_, g.o, p);
+            if column_major {
+                matmul_col_major(&mut acc, dyn_, col_t, i > 0);
+            } else {
+                matmul(&mut acc, dyn_, col_t, i > 0);
+            }
+        }
+        if column_major {
+            transpose(&acc, g.ckk(), g.o)
+        } else {
+            acc
+        }
+    })
 }
 
 #[cfg(test)]

@@ -5,19 +5,20 @@
 //! The im2col matrix of such a convolution has a row per input channel `c`
 //! and tap `(ky, kx)`: plane `c` shifted by `(ky - 1) * W + (kx - 1)`
 //! positions, flat, with zeros where the tap reaches into the padding. Those
-//! rows need not be written out. With each plane stored three times, flat
-//! between `W + 1` zeros on either side (the rows above and below), once as
-//! is, once with its last column zeroed and once with its first column
-//! zeroed, every row is a contiguous slice of one of the three copies: a tap
-//! with `kx = 0` that leaves the image on the left reads the previous row's
-//! last column, zeroed in its copy, and a tap with `kx = 2` the next row's
-//! first. The input is copied 3 times instead of 9, and the micro-kernel
-//! reads the shifted rows in place: `OB` output channels by `PB` vectors of
-//! positions in registers, over every channel and tap.
+//! rows are never written out: the micro-kernels read them from the input
+//! in place, 16 positions at a time, with masked loads whose mask clears the
+//! lanes that fall into the padding (a row above or below the image, the
+//! column left of the first or right of the last, which in the flat plane
+//! are the neighbouring row's last and first values). Masked-off lanes read
+//! no memory. The masks depend on the geometry only: one table per call,
+//! `[H*W/16][9]` bit masks.
 //!
-//! Each output value is summed over channels, then taps, in one fixed order:
-//! results do not depend on the thread count. They differ from im2col +
-//! gemm's by rounding alone.
+//! The forward kernel keeps `OB` output channels by `PB` vectors of
+//! positions in registers over every tap and channel; the weight gradient
+//! 8 output channels by the 3 taps of a kernel row over every image and
+//! position of a chunk of the batch. Each value is summed in one order fixed
+//! by the shapes: results do not depend on the thread count, and differ from
+//! im2col + gemm's by rounding alone.
 
 use std::mem::MaybeUninit;
 
@@ -26,7 +27,6 @@ use rayon::prelude::*;
 use super::epilogue::Epilogue;
 use super::Geometry;
 use crate::buffer::{assume_init_mut, filled_by};
-use crate::scratch::with_scratch;
 
 /// f32 values per AVX-512 vector.
 const LANES: usize = 16;
@@ -34,9 +34,9 @@ const LANES: usize = 16;
 /// Output channels per micro-kernel tile.
 const OB: usize = 8;
 
-/// Vectors of output positions per micro-kernel tile (`OB * PB`
-/// accumulators, `PB` input vectors and a broadcast weight in the 32
-/// registers).
+/// Vectors of output positions per forward tile (`OB * PB` accumulators and
+/// `PB` input vectors in the 32 registers; the weights are broadcast from
+/// memory).
 const PB: usize = 3;
 
 /// Taps of a 3x3 kernel.
@@ -66,8 +66,9 @@ fn has_avx512() -> bool {
     false
 }
 
-/// The weight `[O, C, 3, 3]` in the micro-kernel's order,
-/// `[O / OB][C][9][OB]`: the `OB` weights a tap broadcasts are adjacent.
+/// The weight `[O, C, 3, 3]` in the forward kernel's order,
+/// `[O / OB][9][C][OB]`: the `OB` weights a tap and channel broadcast are
+/// adjacent.
 pub(super) fn pack_weights(g: &Geometry, w: &[f32]) -> Vec<f32> {
     assert_eq!(
         w.len(),
@@ -79,59 +80,36 @@ pub(super) fn pack_weights(g: &Geometry, w: &[f32]) -> Vec<f32> {
         let (block, i) = (o / OB, o % OB);
         for (c, taps) in filters.chunks_exact(TAPS).enumerate() {
             for (t, v) in taps.iter().enumerate() {
-                packed[((block * g.c + c) * TAPS + t) * OB + i] = *v;
+                packed[((block * TAPS + t) * g.c + c) * OB + i] = *v;
             }
         }
     }
     packed
 }
 
-/// Where the three copies of each input plane lie in a scratch buffer.
-#[derive(Clone, Copy)]
-struct Planes {
-    /// Zeros before (and after) a copy's `H * W` values: one row and one.
-    margin: usize,
-    /// Values per copy, margins included.
-    len: usize,
-}
-
-impl Planes {
-    fn new(g: &Geometry) -> Self {
-        let margin = g.w + 1;
-        Self {
-            margin,
-            len: g.h * g.w + 2 * margin,
-        }
-    }
-
-    /// Values for the three copies of every plane of one image.
-    fn image_len(&self, g: &Geometry) -> usize {
-        3 * g.c * self.len
-    }
-
-    /// Writes the copies of image `x` (`[C, H, W]`) into `out`
-    /// (`[C][kx][len]`, see the module documentation).
-    fn fill(&self, g: &Geometry, x: &[f32], out: &mut [f32]) {
-        let (hw, m, w) = (g.h * g.w, self.margin, g.w);
-        for (plane, copies) in x.chunks_exact(hw).zip(out.chunks_exact_mut(3 * self.len)) {
-            for (kx, copy) in copies.chunks_exact_mut(self.len).enumerate() {
-                copy[..m].fill(0.0);
-                copy[m + hw..].fill(0.0);
-                let body = &mut copy[m..m + hw];
-                body.copy_from_slice(plane);
-                // kx = 0 reads column W-1 of the row before for column 0's
-                // left neighbour, kx = 2 column 0 of the row after.
-                let zeroed = match kx {
-                    0 => Some(w - 1),
-                    2 => Some(0),
-                    _ => None,
-                };
-                if let Some(col) = zeroed {
-                    body.iter_mut().skip(col).step_by(w).for_each(|v| *v = 0.0);
+/// For vector `v` of an output plane (positions `16 v ..`) and tap `t`
+/// (`3 ky + kx`), entry `9 v + t`: the lanes whose input position, the
+/// output's shifted by `(ky - 1, kx - 1)`, is inside the image.
+fn masks(g: &Geometry) -> Vec<u16> {
+    let mut masks = vec![0u16; g.h * g.w / LANES * TAPS];
+    for (v, taps) in masks.chunks_exact_mut(TAPS).enumerate() {
+        for (t, mask) in taps.iter_mut().enumerate() {
+            let (dy, dx) = ((t / 3) as isize - 1, (t % 3) as isize - 1);
+            for lane in 0..LANES {
+                let pos = v * LANES + lane;
+                let (y, x) = ((pos / g.w) as isize + dy, (pos % g.w) as isize + dx);
+                if (0..g.h as isize).contains(&y) && (0..g.w as isize).contains(&x) {
+                    *mask |= 1 << lane;
                 }
             }
         }
     }
+    masks
+}
+
+/// The offset, in the flat plane, of tap `t`'s input from its output.
+fn tap_offset(g: &Geometry, t: usize) -> isize {
+    ((t / 3) as isize - 1) * g.w as isize + (t % 3) as isize - 1
 }
 
 /// The forward pass: `y` (`[N, O, H, W]`) from `x` (`[N, C, H, W]`) and the
@@ -165,9 +143,12 @@ pub(super) fn forward(
     if len == 0 {
         return Vec::new();
     }
-    let planes = Planes::new(g);
+    let masks = masks(g);
     let (out_len, hw) = (g.out_image_len(), g.h * g.w);
     let threads = rayon::current_num_threads();
+    let block = |xn: &[f32], block: usize, yb: &mut [MaybeUninit<f32>]| {
+        channel_block(g, &masks, xn, packed, block, yb)
+    };
     let fill = |y: &mut [MaybeUninit<f32>]| {
         if g.n >= threads {
             let per = g.n.div_ceil(threads);
@@ -175,34 +156,28 @@ pub(super) fn forward(
                 .zip(x.par_chunks(per * g.image_len()))
                 .enumerate()
                 .for_each(|(chunk, (ys, xs))| {
-                    with_scratch(planes.image_len(g), |buffer| {
-                        let images = ys
-                            .chunks_exact_mut(out_len)
-                            .zip(xs.chunks_exact(g.image_len()));
-                        for (i, (yn, xn)) in images.enumerate() {
-                            planes.fill(g, xn, buffer);
-                            for (block, yb) in yn.chunks_exact_mut(OB * hw).enumerate() {
-                                channel_block(g, planes, buffer, packed, block, yb);
-                            }
-                            // SAFETY: the blocks above wrote every value of `yn`.
-                            let yn = unsafe { assume_init_mut(yn) };
-                            if let Some(e) = epilogue {
-                                e.apply((chunk * per + i) * g.o, yn, hw, false);
-                            }
+                    let images = ys
+                        .chunks_exact_mut(out_len)
+                        .zip(xs.chunks_exact(g.image_len()));
+                    for (i, (yn, xn)) in images.enumerate() {
+                        for (b, yb) in yn.chunks_exact_mut(OB * hw).enumerate() {
+                            block(xn, b, yb);
                         }
-                    })
+                        // SAFETY: the blocks above wrote every value of `yn`.
+                        let yn = unsafe { assume_init_mut(yn) };
+                        if let Some(e) = epilogue {
+                            e.apply((chunk * per + i) * g.o, yn, hw, false);
+                        }
+                    }
                 });
         } else {
-            let mut buffer = vec![0f32; planes.image_len(g)];
-            for (i, (yn, xn)) in y
+            let images = y
                 .chunks_exact_mut(out_len)
-                .zip(x.chunks_exact(g.image_len()))
-                .enumerate()
-            {
-                planes.fill(g, xn, &mut buffer);
+                .zip(x.chunks_exact(g.image_len()));
+            for (i, (yn, xn)) in images.enumerate() {
                 yn.par_chunks_mut(OB * hw)
                     .enumerate()
-                    .for_each(|(block, yb)| channel_block(g, planes, &buffer, packed, block, yb));
+                    .for_each(|(b, yb)| block(xn, b, yb));
                 // SAFETY: the blocks above wrote every value of `yn`.
                 let yn = unsafe { assume_init_mut(yn) };
                 if let Some(e) = epilogue {
@@ -217,88 +192,86 @@ pub(super) fn forward(
 }
 
 /// Writes output channels `block * OB ..` of one image (`y`, `OB` planes)
-/// from the copies of its input planes in `copies`.
+/// from its input `x` (`[C, H, W]`).
 fn channel_block(
     g: &Geometry,
-    planes: Planes,
-    copies: &[f32],
+    masks: &[u16],
+    x: &[f32],
     packed: &[f32],
     block: usize,
     y: &mut [MaybeUninit<f32>],
 ) {
     let hw = g.h * g.w;
-    let weights = &packed[block * g.c * TAPS * OB..][..g.c * TAPS * OB];
+    let weights = &packed[block * TAPS * g.c * OB..][..TAPS * g.c * OB];
     assert!(
-        copies.len() >= planes.image_len(g) && y.len() == OB * hw && hw.is_multiple_of(LANES),
+        x.len() == g.c * hw && y.len() == OB * hw && masks.len() == hw / LANES * TAPS,
         "conv2d: direct kernel operands out of bounds"
     );
     let mut p = 0;
     while p < hw {
         let vectors = ((hw - p) / LANES).min(PB);
-        // SAFETY: the assert above: every copy holds `len` values, and a
-        // tile at positions `p..p + vectors * 16 <= hw` reads each copy from
-        // `margin + p - (W + 1) >= 0` to `margin + p + vectors * 16 + W + 1
-        // <= len`; it reads `C * 9 * OB` weights and writes `OB` planes of
-        // `hw` values. `applies` checked that the CPU has AVX-512.
+        // SAFETY: the assert above; `p + vectors * 16 <= hw`, `hw` a multiple
+        // of 16 (`applies`), which also checked that the CPU has AVX-512.
         unsafe {
             match vectors {
-                3 => tile::<3>(g, planes, copies, weights, p, y),
-                2 => tile::<2>(g, planes, copies, weights, p, y),
-                _ => tile::<1>(g, planes, copies, weights, p, y),
+                3 => tile::<3>(g, masks, x, weights, p, y),
+                2 => tile::<2>(g, masks, x, weights, p, y),
+                _ => tile::<1>(g, masks, x, weights, p, y),
             }
         }
         p += vectors * LANES;
     }
 }
 
-/// One tile: `OB` output channels at `V` vectors of positions from `p`.
+/// One forward tile: `OB` output channels at `V` vectors of positions from
+/// `p`.
 ///
 /// # Safety
 ///
-/// The CPU must have AVX-512F, and `copies`, `weights` and `y` must hold
-/// what [`channel_block`] checks, with `p + V * 16 <= H * W`.
+/// The CPU must have AVX-512F; `x`, `weights`, `masks` and `y` must be as
+/// [`channel_block`] checks, with `p + V * 16 <= H * W`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const V: usize>(
     g: &Geometry,
-    planes: Planes,
-    copies: &[f32],
+    masks: &[u16],
+    x: &[f32],
     weights: &[f32],
     p: usize,
     y: &mut [MaybeUninit<f32>],
 ) {
     use std::arch::x86_64::{
-        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
-        _mm512_storeu_ps,
+        _mm512_fmadd_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
     };
     let hw = g.h * g.w;
-    let row = g.w as isize;
-    // SAFETY: the caller's bounds (see `channel_block`) keep every load
-    // inside `copies` and `weights` and every store inside `y`, and the CPU
-    // has AVX-512F.
+    // SAFETY: a masked load reads only the lanes its mask sets, and `masks`
+    // sets those whose position (the output's shifted by the tap) is inside
+    // plane `c` of `x`; the pointer to the vector's first lane is formed with
+    // wrapping arithmetic, as it may lie outside `x`. The weights read are
+    // the `9 * C * OB` of `weights`, the stores the `OB` planes of `y` at
+    // `p..p + V * 16`. The CPU has AVX-512F.
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); V]; OB];
-        let mut xv: [__m512; V] = [_mm512_setzero_ps(); V];
-        let copies = copies.as_ptr();
+        let mut xv = [_mm512_setzero_ps(); V];
         let mut wt = weights.as_ptr();
-        for c in 0..g.c {
-            let origin = copies.add(c * 3 * planes.len + planes.margin + p);
-            for ky in 0..3isize {
-                for kx in 0..3isize {
-                    let src = origin
-                        .add(kx as usize * planes.len)
-                        .offset((ky - 1) * row + kx - 1);
-                    for (j, v) in xv.iter_mut().enumerate() {
-                        *v = _mm512_loadu_ps(src.add(j * LANES));
-                    }
-                    for lane in acc.iter_mut() {
-                        let w = _mm512_set1_ps(*wt);
-                        wt = wt.add(1);
-                        for (a, v) in lane.iter_mut().zip(&xv) {
-                            *a = _mm512_fmadd_ps(w, *v, *a);
-                        }
+        for t in 0..TAPS {
+            let mut lanes = [0u16; V];
+            for (j, m) in lanes.iter_mut().enumerate() {
+                *m = *masks.get_unchecked((p / LANES + j) * TAPS + t);
+            }
+            let mut src = x.as_ptr().wrapping_offset(p as isize + tap_offset(g, t));
+            for _ in 0..g.c {
+                for (j, v) in xv.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(lanes[j], src.wrapping_add(j * LANES));
+                }
+                for lane in acc.iter_mut() {
+                    let w = _mm512_set1_ps(*wt);
+                    wt = wt.add(1);
+                    for (a, v) in lane.iter_mut().zip(&xv) {
+                        *a = _mm512_fmadd_ps(w, *v, *a);
                     }
                 }
+                src = src.wrapping_add(hw);
             }
         }
         let y = y.as_mut_ptr().cast::<f32>();
@@ -314,11 +287,115 @@ unsafe fn tile<const V: usize>(
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn tile<const V: usize>(
     _: &Geometry,
-    _: Planes,
+    _: &[u16],
     _: &[f32],
     _: &[f32],
     _: usize,
     _: &mut [MaybeUninit<f32>],
+) {
+    unreachable!("the direct convolution needs x86-64 with AVX-512")
+}
+
+/// The weight gradient summed over a chunk of images: `dw` (`[O, C, 3, 3]`)
+/// from `x` (`[n, C, H, W]`) and `dy` (`[n, O, H, W]`), for a geometry
+/// [`applies`] accepts.
+///
+/// For 8 output channels and one kernel row `(c, ky)`, the 24 sums over the
+/// chunk's images and positions are kept in vectors, lane by lane, then each
+/// is added up across its lanes: in an order fixed by the shapes.
+pub(super) fn grad_weight_chunk(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert!(
+        applies(g),
+        "conv2d: the direct kernel does not apply to {g:?}"
+    );
+    let images = x.len() / g.image_len().max(1);
+    assert!(
+        x.len() == images * g.image_len() && dy.len() == images * g.out_image_len(),
+        "conv2d: input or output gradient of the wrong length"
+    );
+    let masks = masks(g);
+    let mut dw = vec![0f32; g.o * g.c * TAPS];
+    let mut sums = [0f32; OB * 3];
+    for block in 0..g.o / OB {
+        for c in 0..g.c {
+            for ky in 0..3 {
+                // SAFETY: `x` holds `images` images and `dy` their `O`
+                // planes (the assert above), `masks` is the geometry's, and
+                // `applies` checked that the CPU has AVX-512.
+                unsafe { weight_row(g, &masks, x, dy, images, [block, c, ky], &mut sums) };
+                for (i, taps) in sums.chunks_exact(3).enumerate() {
+                    let o = block * OB + i;
+                    dw[(o * g.c + c) * TAPS + ky * 3..][..3].copy_from_slice(taps);
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// The gradients of the three taps `(c, ky, 0..3)` of output channels
+/// `block * OB ..`, summed over `images` images, into `sums` (`[OB][3]`).
+///
+/// # Safety
+///
+/// The CPU must have AVX-512F; `x` must hold `images` images, `dy` their
+/// output gradients and `masks` the geometry's (see [`grad_weight_chunk`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_row(
+    g: &Geometry,
+    masks: &[u16],
+    x: &[f32],
+    dy: &[f32],
+    images: usize,
+    [block, c, ky]: [usize; 3],
+    sums: &mut [f32; OB * 3],
+) {
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_reduce_add_ps,
+        _mm512_setzero_ps,
+    };
+    let hw = g.h * g.w;
+    // SAFETY: as in `tile`: the masked loads read only lanes inside plane
+    // `c` of each image of `x`, through wrapping pointers; the unmasked ones
+    // read `OB` planes of each image's `dy`. The CPU has AVX-512F.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 3]; OB];
+        let mut xv = [_mm512_setzero_ps(); 3];
+        for n in 0..images {
+            let plane = x.as_ptr().add((n * g.c + c) * hw);
+            let grads = dy.as_ptr().add((n * g.o + block * OB) * hw);
+            for p in (0..hw).step_by(LANES) {
+                for (kx, v) in xv.iter_mut().enumerate() {
+                    let t = ky * 3 + kx;
+                    let mask = *masks.get_unchecked(p / LANES * TAPS + t);
+                    let src = plane.wrapping_offset(p as isize + tap_offset(g, t));
+                    *v = _mm512_maskz_loadu_ps(mask, src);
+                }
+                for (i, lane) in acc.iter_mut().enumerate() {
+                    let d = _mm512_loadu_ps(grads.add(i * hw + p));
+                    for (a, v) in lane.iter_mut().zip(&xv) {
+                        *a = _mm512_fmadd_ps(d, *v, *a);
+                    }
+                }
+            }
+        }
+        for (s, a) in sums.iter_mut().zip(acc.iter().flatten()) {
+            *s = _mm512_reduce_add_ps(*a);
+        }
+    }
+}
+
+/// Never called: [`applies`] is false without x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn weight_row(
+    _: &Geometry,
+    _: &[u16],
+    _: &[f32],
+    _: &[f32],
+    _: usize,
+    _: [usize; 3],
+    _: &mut [f32; OB * 3],
 ) {
     unreachable!("the direct convolution needs x86-64 with AVX-512")
 }
@@ -394,6 +471,44 @@ mod tests {
                 assert!(
                     runs.iter().all(|r| r == &runs[0]),
                     "{g:?}: differs with the threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weight_gradient_matches_im2col() {
+        if !has_avx512() {
+            eprintln!("no AVX-512 on this CPU: the direct kernel never runs here");
+            return;
+        }
+        for [n, c, h, w, o] in [
+            [2, 3, 4, 4, 8],
+            [3, 5, 2, 8, 24],
+            [1, 1, 16, 1, 8],
+            [4, 16, 15, 16, 16],
+        ] {
+            let g = Geometry {
+                n,
+                c,
+                h,
+                w,
+                o,
+                k: 3,
+                stride: 1,
+                pad: 1,
+                ho: h,
+                wo: w,
+            };
+            let x = values(g.n * g.image_len(), 5.0);
+            let dy = values(g.n * g.out_image_len(), 6.0);
+            let got = grad_weight_chunk(&g, &x, &dy);
+            let want = cpu::im2col_grad_weight_chunk(&g, &x, &dy);
+            let tolerance = 1e-5 * want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - want).abs() <= tolerance,
+                    "{g:?} at {i}: {got} vs {want}"
                 );
             }
         }
