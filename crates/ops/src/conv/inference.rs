@@ -207,7 +207,7 @@ impl Fused<'_> {
             residual,
             relu: self.relu,
         };
-        if winograd::applies(g) {
+        if winograd::applies_prepared(g) {
             let u = p
                 .winograd
                 .get_or_init(|| winograd::transform_weights(g, &p.weight));
@@ -264,12 +264,12 @@ mod tests {
 
     /// `[n, c, h, w, o, k, stride, pad]`: 3x3 with and without stride, 1x1
     /// (pointwise and strided, as projection shortcuts), the 7x7/2 stem, one
-    /// image (its gemm split over the threads), and three geometries that
-    /// run Winograd's F(2x2, 3x3) (odd sides, one image, a channel count
-    /// that is not a multiple of 16).
-    /// Cases 5 and 6 run the direct 3x3 kernel on CPUs with AVX-512 (one
-    /// image split over the threads, then a batch), 7 to 9 Winograd.
-    const CASES: [[usize; 8]; 10] = [
+    /// image (its gemm split over the threads), two for the direct 3x3
+    /// kernel on CPUs with AVX-512 (cases 5 and 6: one image split over the
+    /// threads, then a batch), and four that run Winograd's F(2x2, 3x3)
+    /// (cases 7 to 10: odd sides, one image, a channel count that is not a
+    /// multiple of 16, and one image too few tiles for Winograd in training).
+    const CASES: [[usize; 8]; 11] = [
         [2, 3, 8, 8, 4, 3, 1, 1],
         [3, 5, 9, 7, 6, 3, 2, 1],
         [2, 8, 15, 15, 16, 1, 1, 0],
@@ -280,6 +280,7 @@ mod tests {
         [4, 64, 16, 15, 64, 3, 1, 1],
         [3, 64, 23, 17, 72, 3, 1, 1],
         [1, 72, 32, 32, 64, 3, 1, 1],
+        [1, 64, 14, 14, 64, 3, 1, 1],
     ];
 
     /// candle's convolution, then the bias, the residual and the ReLU as
@@ -308,8 +309,13 @@ mod tests {
     fn fused_conv_matches_candle_conv_then_bias_residual_and_relu() {
         for (i, &[n, c, h, w, o, k, s, p]) in CASES.iter().enumerate() {
             let g = Geometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
-            assert_eq!(winograd::applies(&g), i >= 7, "case {i} runs Winograd");
-            if direct::applies(&g) && !winograd::applies(&g) {
+            assert_eq!(
+                winograd::applies_prepared(&g),
+                i >= 7,
+                "case {i} runs Winograd"
+            );
+            assert_eq!(winograd::applies(&g), (7..10).contains(&i), "case {i}");
+            if direct::applies(&g) && !winograd::applies_prepared(&g) {
                 assert!([5, 6].contains(&i), "case {i} runs the direct kernel");
             }
             let seed = 10 * i as u64;
