@@ -23,15 +23,16 @@
 # binaries must run on. cuDNN 9.21 matches the bindings candle's cudarc
 # 0.19 is built with (cudnn-09021).
 #
-# Linking. candle links its CUDA libraries at build time (cudarc's
-# `dynamic-linking`), which needs libcuda.so (part of the driver, not of any
-# wheel) and plain `libX.so` names the wheels lack. The script generates link
-# stubs in $CUDA_HOME/lib/stubs: empty functions with the real libraries'
-# sonames (libcuda.so.1, libcublas.so.13, libcublasLt.so.13, libcurand.so.10,
-# libnvrtc.so.13, libcudart.so.13, libcudnn.so.9). The stubs carry no symbol
-# versions, so the binary binds to whichever library with that soname it
-# finds at run time; it never loads a stub. libcuda.so.1 comes from the
-# driver; the others from PyTorch's wheels on the GPU machine:
+# Loading. The binaries load the CUDA libraries when a GPU is opened, not at
+# start-up (cudarc's `dynamic-loading`, third_party/README.md): they run on
+# the CPU of a machine without them, and `--device cuda` names a missing one.
+# Only candle-kernels links a CUDA library at build time, the runtime
+# (`-lcudart`), which the script makes the static one (libcudart_static.a
+# from the wheel, through a linker script in $CUDA_HOME/lib/stubs on
+# LIBRARY_PATH). The cuRAND stand-in below links against a libcuda.so.1
+# stub there (empty functions under the driver's names). At run time
+# libcuda.so.1 comes from the driver; the others from PyTorch's wheels on
+# the GPU machine:
 #
 #   SITE=$(python3 -c 'import torch, pathlib; print(pathlib.Path(torch.__file__).parents[1])')
 #   export LD_LIBRARY_PATH=$(printf '%s:' "$SITE"/nvidia/*/lib)$LD_LIBRARY_PATH
@@ -67,7 +68,6 @@ PACKAGES=(
 )
 SITE=$CACHE/cuda-13.0
 CUDA_HOME=$SITE/nvidia/cu13
-CUDNN_DIR=$SITE/nvidia/cudnn/lib
 STUBS=$CUDA_HOME/lib/stubs
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -99,12 +99,8 @@ make_stub() {
     rm -f "$src"
 }
 
-# The functions a real library exports, without their version suffixes.
-exported() {
-    nm -D --defined-only "$1" | awk '$2 ~ /^[TtWi]$/ { sub(/@.*/, "", $3); print $3 }'
-}
-
 make_stubs() {
+    rm -rf "$STUBS"
     mkdir -p "$STUBS"
     local tmp
     tmp=$(mktemp -d)
@@ -116,15 +112,10 @@ make_stubs() {
         grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' "$CUDA_HOME/include/cuda.h" | tr -d '( \t'
     } >"$tmp/cuda"
     make_stub libcuda.so.1 "$tmp/cuda"
-    local lib soname
-    for lib in "$CUDA_HOME"/lib/libcublas.so.13 "$CUDA_HOME"/lib/libcublasLt.so.13 \
-        "$CUDA_HOME"/lib/libcurand.so.10 "$CUDA_HOME"/lib/libnvrtc.so.13 \
-        "$CUDA_HOME"/lib/libcudart.so.13 "$CUDNN_DIR"/libcudnn.so.9; do
-        soname=$(basename "$lib")
-        exported "$lib" >"$tmp/$soname"
-        make_stub "$soname" "$tmp/$soname"
-    done
     rm -rf "$tmp"
+    # candle-kernels asks for `-lcudart`; this linker script makes that the
+    # static runtime, so the binaries need no libcudart.so.13 to start.
+    echo "INPUT($CUDA_HOME/lib/libcudart_static.a)" >"$STUBS/libcudart.so"
     log "link stubs: $STUBS"
 }
 
@@ -133,6 +124,7 @@ build() {
     export CUDA_HOME CUDA_PATH=$CUDA_HOME
     export CUDA_COMPUTE_CAP=$COMPUTE_CAP CUDARC_CUDA_VERSION=13000
     export CARGO_TARGET_DIR=$TARGET_DIR
+    export LIBRARY_PATH=$STUBS${LIBRARY_PATH:+:$LIBRARY_PATH}
     cd "$REPO"
     log "nvcc: $(nvcc --version | tail -2 | head -1)"
     local features=resnet-cli/cuda,resnet-cli/cudnn,xtask/cuda,xtask/cudnn

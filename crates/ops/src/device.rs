@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use candle_core::Device;
 
-use crate::OpsError;
+use crate::{cuda_runtime, OpsError};
 
 /// A device as the user names it: parsed from `cpu`, `cuda`, `cuda:N`,
 /// `metal` or `metal:N`, then opened with [`DeviceSpec::open`].
@@ -26,17 +26,26 @@ impl DeviceSpec {
     ///
     /// An NVIDIA GPU's memory pool is set to keep the memory that tensors
     /// free (see [`keep_freed_gpu_memory`]).
+    ///
+    /// Before an NVIDIA GPU is opened, the libraries that opening it loads
+    /// are looked for: a missing one is an [`OpsError::CudaLibraryMissing`]
+    /// naming it, not a panic. The driver's errors that a user can act on (no
+    /// GPU visible, a driver older than the build) carry a hint.
     pub fn open(self) -> Result<Device, OpsError> {
         let opened = match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) => Device::new_cuda(n).and_then(|device| {
-                keep_freed_gpu_memory(&device)?;
-                Ok(device)
-            }),
+            DeviceSpec::Cuda(n) => {
+                cuda_runtime::check_libraries(&self.to_string(), &cuda_runtime::libraries())?;
+                Device::new_cuda(n).and_then(|device| {
+                    keep_freed_gpu_memory(&device)?;
+                    Ok(device)
+                })
+            }
             DeviceSpec::Metal(n) => Device::new_metal(n),
         };
         opened.map_err(|source| OpsError::Unavailable {
             spec: self.to_string(),
+            hint: cuda_runtime::hint(&source.to_string()),
             source,
         })
     }
@@ -144,6 +153,8 @@ mod tests {
         assert!(DeviceSpec::Cpu.open().unwrap().is_cpu());
         if let Err(e) = DeviceSpec::Cuda(7).open() {
             assert!(e.to_string().contains("cuda:7"), "{e}");
+            #[cfg(not(feature = "cuda"))]
+            assert!(e.to_string().contains("build-cuda.sh"), "{e}");
         }
     }
 }

@@ -9,13 +9,30 @@ pub enum OpsError {
         /// The string that was given.
         spec: String,
     },
-    /// The device exists as a name but could not be opened (not compiled in, no GPU, ...).
-    #[error("cannot open device `{spec}`")]
+    /// The device exists as a name but could not be opened (not compiled in,
+    /// no GPU, a driver too old, ...), with what to do about it where the
+    /// error is one a user can act on.
+    #[error("cannot open device `{spec}`{}", hint.map(|h| format!(": {h}")).unwrap_or_default())]
     Unavailable {
         /// The device that was asked for.
         spec: String,
+        /// What to do, if known.
+        hint: Option<&'static str>,
         /// What candle reported.
         source: candle_core::Error,
+    },
+    /// A shared library that opening an NVIDIA GPU loads is not on the
+    /// loader's path.
+    #[error("cannot open device `{spec}`: {file} ({from}) was not found; {hint}")]
+    CudaLibraryMissing {
+        /// The device that was asked for.
+        spec: String,
+        /// The library file, e.g. `libcudnn.so.9`.
+        file: &'static str,
+        /// What ships it.
+        from: &'static str,
+        /// How to make it found.
+        hint: &'static str,
     },
     /// An op got a tensor of a rank or shape it does not handle.
     #[error("{op}: expected {expected}, got shape {got:?}")]

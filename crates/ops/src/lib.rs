@@ -64,6 +64,7 @@ mod buffer;
 mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod cuda_runtime;
 mod device;
 mod dispatch;
 mod error;
