@@ -9,7 +9,7 @@
 # Stages, each with its own time limit; a failed stage is reported and the
 # next ones still run:
 #   gpu          nvidia-smi: the GPU, driver, memory
-#   libs         the CUDA libraries found and what the binaries resolve to
+#   libs         where each CUDA library the binaries load resolves
 #   ops-tests    DIST/ops-cuda-tests: each op on the GPU against the CPU
 #   conv-timing  our cuDNN conv backward against candle's CUDA conv
 #   weights      ResNet-20 trained 20 iterations on the CPU (its loss per step)
@@ -41,6 +41,9 @@
 #                0.1 divided by 10 at 1/2 and 3/4 of them): test errors side
 #                by side. It fails when the means differ by more than the
 #                spread of the four runs plus 2 points
+#   loader-speed decoding generated 500x375 JPEGs and the paper's training
+#                augmentation on one thread each, then the ImageNet loader
+#                (both) on all cores but two: images/s
 #   profile      ResNet-20, 40 steps under Nsight Systems where the machine
 #                has nsys: GPU kernels by total time, CUDA API calls
 #
@@ -126,16 +129,36 @@ print(pathlib.Path(s.origin).parents[1] if s else "")' 2>/dev/null)
 LIBS=$(cuda_library_path)
 export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
+# The binaries load the CUDA libraries when they open a GPU (dlopen, not
+# NEEDED): where each of those names resolves on this LD_LIBRARY_PATH.
 libs() {
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
     cat "$DIST/BUILD-INFO.txt"
-    local bin missing=0
-    for bin in "$DIST/resnet" "$DIST/ops-cuda-tests"; do
-        echo "--- ldd $(basename "$bin")"
-        ldd "$bin" | grep -E 'cuda|cublas|cudnn|curand|nvrtc|not found'
-        ldd "$bin" | grep -q 'not found' && missing=1
-    done
-    return $missing
+    "$PYTHON" - libcuda.so.1 libnvrtc.so.13 libcublas.so.13 libcublasLt.so.13 \
+        libcurand.so.10 libcudnn.so.9 <<'PY'
+import ctypes, sys
+missing = 0
+for name in sys.argv[1:]:
+    try:
+        ctypes.CDLL(name)
+    except OSError as e:
+        print(f"{name}: NOT FOUND ({e})")
+        missing = 1
+        continue
+    stem = name.split(".so")[0] + ".so"
+    paths = [l.split()[-1] for l in open("/proc/self/maps") if "/" + stem in l]
+    print(f"{name}: {paths[0] if paths else 'loaded'}")
+sys.exit(missing)
+PY
+}
+
+# The ImageNet loader (500x375 JPEGs decoded, then the paper's training
+# augmentation) on LOADER_THREADS threads: images/s, against the ~4,700 a
+# bf16 ResNet-50 step takes on an H200.
+loader_speed() {
+    RAYON_NUM_THREADS=1 "$DIST/xtask" bench-one decode/imagenet-jpeg/1-thread --runs 3 &&
+        RAYON_NUM_THREADS=1 "$DIST/xtask" bench-one augment/imagenet/1-thread --runs 3 &&
+        RAYON_NUM_THREADS=$LOADER_THREADS "$DIST/xtask" bench-one loader/imagenet-jpeg/b32 --runs 3
 }
 
 ops_tests() { "$DIST/ops-cuda-tests" --test-threads=1; }
@@ -358,7 +381,8 @@ profile() {
 }
 
 export -f gpu libs ops_tests conv_timing train20 weights train_match eval_match ours_speed \
-    ratio train_speed torch_speed kernel_speed r50_train r50_speed recipe_match find_nsys profile
+    ratio train_speed torch_speed kernel_speed r50_train r50_speed recipe_match find_nsys profile \
+    loader_speed
 
 note "gpu-check of $DIST, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 stage gpu 30 gpu
@@ -373,8 +397,9 @@ stage torch-speed 90 torch_speed
 stage kernel-speed 60 kernel_speed
 stage r50-speed 150 r50_speed
 stage recipe-match 150 recipe_match
+stage loader-speed 45 loader_speed
 stage profile 45 profile
-for f in train-match eval-match train-speed torch-speed kernel-speed r50-speed; do
+for f in train-match eval-match train-speed torch-speed kernel-speed r50-speed loader-speed; do
     [[ -f $OUT_DIR/$f.log ]] && tail -n 1 "$OUT_DIR/$f.log" | sed "s/^/$f: /" >>"$SUMMARY"
 done
 echo

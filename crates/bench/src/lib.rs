@@ -303,11 +303,19 @@ pub fn measure(w: &Workload, runs: usize, data: &Path, peak_gflops: f64) -> Resu
             let dir = tempfile::tempdir()?;
             imagenet_folder::write_jpeg_folder(dir.path(), IMAGENET_IMAGES)?;
             let folder = Arc::new(ImageFolder::open(dir.path(), None)?);
+            // As many loader threads as the pool has (2 under `cargo xtask
+            // bench`; all cores but two in scripts/gpu-check.sh).
+            let threads = rayon::current_num_threads();
+            let config = LoaderConfig {
+                threads,
+                prefetch: threads.max(4),
+                ..LoaderConfig::new(w.batch, 0)
+            };
             let mut loader = ImageNetTrainLoader::new(
                 folder,
                 ImageNetNormalization::TORCHVISION,
                 ImageNetAugment::PAPER,
-                LoaderConfig::new(w.batch, 0),
+                config,
                 LoaderPosition::default(),
             )?;
             time(1, runs, || {

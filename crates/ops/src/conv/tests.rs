@@ -48,42 +48,65 @@ fn forward_and_gradients_match_candle() {
 #[test]
 fn gradients_match_finite_differences() {
     // The loss is linear in x and in w, so central differences are exact up
-    // to rounding whatever the step.
-    let (x, w) = (random(&[1, 2, 5, 6], 10), random(&[3, 2, 3, 3], 11));
-    let r = random(&[1, 3, 3, 3], 12);
-    let loss = |x: &Tensor, w: &Tensor| -> f32 {
-        let y = conv2d(x, w, 2, 1).unwrap();
-        (y * &r).unwrap().sum_all().unwrap().to_scalar().unwrap()
-    };
-    let (_, dx, dw) = run(|x, w| conv2d(x, w, 2, 1).unwrap(), &x, &w, 12);
-    let nudge = |t: &Tensor, at: usize, by: f32| {
-        let mut v = values(t);
-        v[at] += by;
-        Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap()
-    };
-    for at in [0, 7, 29, 59] {
-        let numeric = (loss(&nudge(&x, at, 0.5), &w) - loss(&nudge(&x, at, -0.5), &w)) / 1.0;
-        let analytic = values(&dx)[at];
-        assert!(
-            (numeric - analytic).abs() < 1e-4,
-            "dx[{at}]: {numeric} vs {analytic}"
-        );
-    }
-    for at in [0, 4, 17, 53] {
-        let numeric = (loss(&x, &nudge(&w, at, 0.5)) - loss(&x, &nudge(&w, at, -0.5))) / 1.0;
-        let analytic = values(&dw)[at];
-        assert!(
-            (numeric - analytic).abs() < 1e-4,
-            "dw[{at}]: {numeric} vs {analytic}"
-        );
+    // to rounding whatever the step. A strided convolution (im2col and
+    // col2im), and a 3x3 one that runs the direct kernel for the forward
+    // pass and both gradients on CPUs with AVX-512.
+    let cases: [([usize; 4], [usize; 4], usize, [usize; 4], [usize; 4]); 2] = [
+        (
+            [1, 2, 5, 6],
+            [3, 2, 3, 3],
+            2,
+            [0, 7, 29, 59],
+            [0, 4, 17, 53],
+        ),
+        (
+            [1, 8, 2, 8],
+            [8, 8, 3, 3],
+            1,
+            [0, 9, 64, 127],
+            [0, 40, 300, 575],
+        ),
+    ];
+    for (i, (x_dims, w_dims, stride, x_at, w_at)) in cases.into_iter().enumerate() {
+        let seed = 10 + 3 * i as u64;
+        let (x, w) = (random(&x_dims, seed), random(&w_dims, seed + 1));
+        let y_dims = conv2d(&x, &w, stride, 1).unwrap().dims().to_vec();
+        let r = random(&y_dims, seed + 2);
+        let loss = |x: &Tensor, w: &Tensor| -> f32 {
+            let y = conv2d(x, w, stride, 1).unwrap();
+            (y * &r).unwrap().sum_all().unwrap().to_scalar().unwrap()
+        };
+        let (_, dx, dw) = run(|x, w| conv2d(x, w, stride, 1).unwrap(), &x, &w, seed + 2);
+        let nudge = |t: &Tensor, at: usize, by: f32| {
+            let mut v = values(t);
+            v[at] += by;
+            Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap()
+        };
+        for at in x_at {
+            let numeric = (loss(&nudge(&x, at, 0.5), &w) - loss(&nudge(&x, at, -0.5), &w)) / 1.0;
+            let analytic = values(&dx)[at];
+            assert!(
+                (numeric - analytic).abs() < 1e-4,
+                "case {i}: dx[{at}]: {numeric} vs {analytic}"
+            );
+        }
+        for at in w_at {
+            let numeric = (loss(&x, &nudge(&w, at, 0.5)) - loss(&x, &nudge(&w, at, -0.5))) / 1.0;
+            let analytic = values(&dw)[at];
+            assert!(
+                (numeric - analytic).abs() < 1e-4,
+                "case {i}: dw[{at}]: {numeric} vs {analytic}"
+            );
+        }
     }
 }
 
 #[test]
 fn results_are_bit_identical_across_runs_and_thread_counts() {
-    // A batch of 37, split over the threads, and a batch of 1, whose gemms
-    // are split instead (large enough for gemm to use the threads).
-    for (n, side, channels) in [(37, 9, 8), (1, 40, 64)] {
+    // A batch of 37, split over the threads, a batch of 1, whose gemms are
+    // split instead (large enough for gemm to use the threads), and a batch
+    // of 5 that the direct 3x3 kernel takes on CPUs with AVX-512.
+    for (n, side, channels) in [(37, 9, 8), (1, 40, 64), (5, 8, 16)] {
         let x = random(&[n, channels, side, side], 20);
         let w = random(&[channels, channels, 3, 3], 21);
         let once = || {
