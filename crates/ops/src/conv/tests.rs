@@ -51,23 +51,24 @@ fn gradients_match_finite_differences() {
     // to rounding whatever the step. A strided convolution (im2col and
     // col2im), and a 3x3 one that runs the direct kernel for the forward
     // pass and both gradients on CPUs with AVX-512.
-    let cases: [([usize; 4], [usize; 4], usize, [usize; 4], [usize; 4]); 2] = [
-        (
+    // [x dims, w dims, [stride; 4], the x values and the w values nudged].
+    let cases: [[[usize; 4]; 5]; 2] = [
+        [
             [1, 2, 5, 6],
             [3, 2, 3, 3],
-            2,
+            [2; 4],
             [0, 7, 29, 59],
             [0, 4, 17, 53],
-        ),
-        (
+        ],
+        [
             [1, 8, 2, 8],
             [8, 8, 3, 3],
-            1,
+            [1; 4],
             [0, 9, 64, 127],
             [0, 40, 300, 575],
-        ),
+        ],
     ];
-    for (i, (x_dims, w_dims, stride, x_at, w_at)) in cases.into_iter().enumerate() {
+    for (i, [x_dims, w_dims, [stride, ..], x_at, w_at]) in cases.into_iter().enumerate() {
         let seed = 10 + 3 * i as u64;
         let (x, w) = (random(&x_dims, seed), random(&w_dims, seed + 1));
         let y_dims = conv2d(&x, &w, stride, 1).unwrap().dims().to_vec();
