@@ -10,6 +10,8 @@
 # next ones still run:
 #   gpu          nvidia-smi: the GPU, driver, memory
 #   libs         where each CUDA library the binaries load resolves
+#   faults       `resnet train --device cuda` with no GPU visible and with a
+#                batch that cannot fit: one clear error line each, no panic
 #   ops-tests    DIST/ops-cuda-tests: each op on the GPU against the CPU
 #   conv-timing  our cuDNN conv backward against candle's CUDA conv
 #   weights      ResNet-20 trained 20 iterations on the CPU (its loss per step)
@@ -159,6 +161,23 @@ loader_speed() {
     RAYON_NUM_THREADS=1 "$DIST/xtask" bench-one decode/imagenet-jpeg/1-thread --runs 3 &&
         RAYON_NUM_THREADS=1 "$DIST/xtask" bench-one augment/imagenet/1-thread --runs 3 &&
         RAYON_NUM_THREADS=$LOADER_THREADS "$DIST/xtask" bench-one loader/imagenet-jpeg/b32 --runs 3
+}
+
+# Faults a user meets on a GPU, each of which must end in one clear error
+# line: no GPU visible (CUDA_VISIBLE_DEVICES empty), and a batch that cannot
+# fit (ResNet-1202 at batch 5000 asks for far more than 141 GB).
+faults() {
+    local out rc=0
+    out=$(CUDA_VISIBLE_DEVICES= "$DIST/resnet" train --device cuda --arch resnet20 \
+        --data "$DATA" --iterations 1 --out "$WORK/fault-hidden" 2>&1)
+    echo "$out"
+    grep -q 'CUDA_VISIBLE_DEVICES' <<<"$out" || { echo "FAULT: no hint for a hidden GPU"; rc=1; }
+    out=$("$DIST/resnet" train --device cuda --arch resnet1202 --data "$DATA" --iterations 1 \
+        --batch-size 5000 --eval-every 0 --checkpoint-every 0 --out "$WORK/fault-oom" 2>&1)
+    echo "$out" | tail -n 5
+    grep -q 'ran out of memory' <<<"$out" || { echo "FAULT: no out-of-memory message"; rc=1; }
+    grep -q 'panicked' <<<"$out" && { echo "FAULT: a panic"; rc=1; }
+    return $rc
 }
 
 ops_tests() { "$DIST/ops-cuda-tests" --test-threads=1; }
@@ -382,11 +401,12 @@ profile() {
 
 export -f gpu libs ops_tests conv_timing train20 weights train_match eval_match ours_speed \
     ratio train_speed torch_speed kernel_speed r50_train r50_speed recipe_match find_nsys profile \
-    loader_speed
+    loader_speed faults
 
 note "gpu-check of $DIST, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 stage gpu 30 gpu
 stage libs 30 libs
+stage faults 45 faults
 stage ops-tests 120 ops_tests
 stage conv-timing 60 conv_timing
 stage weights 90 weights
