@@ -8,7 +8,9 @@
 //! than the rest of the training step. Here the backward pass gives each
 //! output's gradient to the first maximum of its window in row-major order
 //! (a NaN counts as the maximum), as PyTorch does; it finds that position
-//! again from the input rather than keeping indices.
+//! again from the input rather than keeping indices. On the CPU both passes
+//! fold each input row over its windows' columns, then the rows
+//! ([`WindowMaxima`]), instead of searching each 3x3 window on its own.
 
 use std::mem::MaybeUninit;
 
@@ -40,36 +42,98 @@ impl Planes {
         let (ho, wo) = (pooled(h), pooled(w));
         Ok((n * c, Planes { h, w, ho, wo }))
     }
-
-    /// The offset in its plane of the first maximum of output `(oy, ox)`'s
-    /// window.
-    fn arg_max(&self, plane: &[f32], oy: usize, ox: usize) -> usize {
-        let (y0, x0) = ((2 * oy).saturating_sub(1), (2 * ox).saturating_sub(1));
-        let (y1, x1) = ((2 * oy + 2).min(self.h), (2 * ox + 2).min(self.w));
-        if y1 - y0 == 3 && x1 - x0 == 3 {
-            // A whole window: fixed bounds, which the compiler unrolls.
-            return first_max(plane, self.w, y0 * self.w + x0, 3, 3);
-        }
-        first_max(plane, self.w, y0 * self.w + x0, y1 - y0, x1 - x0)
-    }
 }
 
-/// The offset of the first maximum (a NaN counting as the maximum), in
-/// row-major order, of the `rows x cols` block at `start` of a plane `w`
-/// wide.
-#[inline(always)]
-fn first_max(plane: &[f32], w: usize, start: usize, rows: usize, cols: usize) -> usize {
-    let mut best = (plane[start], start);
-    for r in 0..rows {
-        for c in 0..cols {
-            let at = start + r * w + c;
-            let v = plane[at];
-            if v > best.0 || v.is_nan() {
-                best = (v, at);
+/// A row of window maxima and where they are: scratch for one plane.
+struct WindowMaxima {
+    /// Per output column, the maximum of the rows folded so far...
+    value: Vec<f32>,
+    /// ...and its offset in the plane.
+    at: Vec<u32>,
+    /// The same for the row being folded in.
+    row_value: Vec<f32>,
+    row_at: Vec<u32>,
+}
+
+impl WindowMaxima {
+    fn new(p: &Planes) -> Self {
+        Self {
+            value: vec![0.0; p.wo],
+            at: vec![0; p.wo],
+            row_value: vec![0.0; p.wo],
+            row_at: vec![0; p.wo],
+        }
+    }
+
+    /// The maximum of each window of output row `oy` of `plane`, and its
+    /// offset in the plane: the first maximum in row-major order, a NaN
+    /// counting as the maximum (the last NaN of a window wins), as PyTorch
+    /// picks it. Each input row is folded over its window's columns, then
+    /// the rows in order ([`replaces`]), which visits a window in row-major
+    /// order.
+    fn of_row(&mut self, p: &Planes, plane: &[f32], oy: usize) {
+        let (y0, y1) = ((2 * oy).saturating_sub(1), (2 * oy + 2).min(p.h));
+        for y in y0..y1 {
+            let line = &plane[y * p.w..][..p.w];
+            if y == y0 {
+                row_maxima(line, y * p.w, &mut self.value, &mut self.at);
+                continue;
+            }
+            row_maxima(line, y * p.w, &mut self.row_value, &mut self.row_at);
+            let rows = self.row_value.iter().zip(&self.row_at);
+            for ((v, at), (rv, rat)) in self.value.iter_mut().zip(&mut self.at).zip(rows) {
+                if replaces(*v, *rv) {
+                    (*v, *at) = (*rv, *rat);
+                }
             }
         }
     }
-    best.1
+}
+
+/// Whether `b` replaces `a`, the value before it in row-major order, as the
+/// window's maximum: when greater, or a NaN.
+#[inline(always)]
+fn replaces(a: f32, b: f32) -> bool {
+    b > a || b.is_nan()
+}
+
+/// The maximum of each output column's 3 (at the edges 2, or 1) input
+/// columns of `line`, which starts at offset `first` of its plane, into
+/// `value`, and its offset into `at` (`wo` values each).
+fn row_maxima(line: &[f32], first: usize, value: &mut [f32], at: &mut [u32]) {
+    let w = line.len();
+    // The first maximum of `line[start..end]`, as (value, offset in line).
+    let edge = |start: usize, end: usize| {
+        let mut best = start;
+        for i in start + 1..end {
+            if replaces(line[best], line[i]) {
+                best = i;
+            }
+        }
+        (line[best], first + best)
+    };
+    // Column 0's window lacks its left input column; columns 1..full have
+    // all three (2ox-1, 2ox, 2ox+1, unrolled); an odd width leaves a last
+    // column without its right one.
+    let (v, a) = edge(0, w.min(2));
+    (value[0], at[0]) = (v, a as u32);
+    let full = value.len().min(w / 2).max(1);
+    for ox in 1..full {
+        let i = 2 * ox - 1;
+        let (mut best, mut v) = (i, line[i]);
+        if replaces(v, line[i + 1]) {
+            (best, v) = (i + 1, line[i + 1]);
+        }
+        if replaces(v, line[i + 2]) {
+            (best, v) = (i + 2, line[i + 2]);
+        }
+        value[ox] = v;
+        at[ox] = (first + best) as u32;
+    }
+    if full < value.len() {
+        let (v, a) = edge(2 * full - 1, w);
+        (value[full], at[full]) = (v, a as u32);
+    }
 }
 
 /// The forward pool.
@@ -86,13 +150,17 @@ impl CustomOp1 for MaxPool {
         let fill = |out: &mut [MaybeUninit<f32>]| {
             out.par_chunks_mut(p.ho * p.wo)
                 .zip(x.par_chunks(p.h * p.w))
-                .for_each(|(out, plane)| {
-                    for oy in 0..p.ho {
-                        for ox in 0..p.wo {
-                            out[oy * p.wo + ox].write(plane[p.arg_max(plane, oy, ox)]);
+                .for_each_init(
+                    || WindowMaxima::new(&p),
+                    |maxima, (out, plane)| {
+                        for (oy, out) in out.chunks_exact_mut(p.wo).enumerate() {
+                            maxima.of_row(&p, plane, oy);
+                            for (o, v) in out.iter_mut().zip(&maxima.value) {
+                                o.write(*v);
+                            }
                         }
-                    }
-                });
+                    },
+                );
         };
         // SAFETY: the output has one chunk of `ho * wo` values per plane and
         // each value of each chunk is written once.
@@ -143,13 +211,17 @@ impl CustomOp2 for MaxPoolGrad {
         let mut dx = vec![0f32; planes * p.h * p.w];
         dx.par_chunks_mut(p.h * p.w)
             .zip(x.par_chunks(p.h * p.w).zip(dy.par_chunks(p.ho * p.wo)))
-            .for_each(|(dx, (plane, dy))| {
-                for oy in 0..p.ho {
-                    for ox in 0..p.wo {
-                        dx[p.arg_max(plane, oy, ox)] += dy[oy * p.wo + ox];
+            .for_each_init(
+                || WindowMaxima::new(&p),
+                |maxima, (dx, (plane, dy))| {
+                    for (oy, dy) in dy.chunks_exact(p.wo).enumerate() {
+                        maxima.of_row(&p, plane, oy);
+                        for (at, g) in maxima.at.iter().zip(dy) {
+                            dx[*at as usize] += *g;
+                        }
                     }
-                }
-            });
+                },
+            );
         Ok((CpuStorage::F32(dx), lx.shape().clone()))
     }
 
@@ -260,5 +332,58 @@ mod tests {
         assert!(y.iter().all(|v| v.is_nan()), "{y:?}");
         assert_eq!(dx[5], 4.0);
         assert_eq!(dx.iter().filter(|&&g| g != 0.0).count(), 1);
+    }
+
+    /// The offset in its plane of the first maximum of output `(oy, ox)`'s
+    /// window, visiting it in row-major order (a NaN counts as the maximum;
+    /// the last NaN wins): the definition the kernel's folds must match.
+    fn arg_max(p: &Planes, plane: &[f32], oy: usize, ox: usize) -> usize {
+        let mut best = None::<usize>;
+        for y in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(p.h) {
+            for x in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(p.w) {
+                let at = y * p.w + x;
+                if best.is_none_or(|b| plane[at] > plane[b] || plane[at].is_nan()) {
+                    best = Some(at);
+                }
+            }
+        }
+        best.expect("a window holds at least one input")
+    }
+
+    #[test]
+    fn window_maxima_are_each_windows_first_maximum_bit_for_bit() {
+        // Few distinct values (ties everywhere), signed zeros and NaNs with
+        // different payloads, on widths and heights 1 to 7 and 112.
+        let pool: [f32; 6] = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::from_bits(0x7fc0_0001),
+            f32::from_bits(0xffc0_0002),
+        ];
+        for (h, w) in [
+            (1, 1),
+            (1, 2),
+            (2, 1),
+            (3, 3),
+            (4, 5),
+            (7, 6),
+            (5, 7),
+            (112, 112),
+        ] {
+            let data: Vec<f32> = (0..h * w).map(|i| pool[(i * 7 + i / 3) % 6]).collect();
+            let (_, p) = Planes::of(&Layout::contiguous((1, 1, h, w))).unwrap();
+            let mut maxima = WindowMaxima::new(&p);
+            for oy in 0..p.ho {
+                maxima.of_row(&p, &data, oy);
+                for ox in 0..p.wo {
+                    let want = arg_max(&p, &data, oy, ox);
+                    let case = format!("{h}x{w} at ({oy}, {ox})");
+                    assert_eq!(maxima.at[ox] as usize, want, "{case}");
+                    assert_eq!(maxima.value[ox].to_bits(), data[want].to_bits(), "{case}");
+                }
+            }
+        }
     }
 }
