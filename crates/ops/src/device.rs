@@ -25,7 +25,7 @@ impl DeviceSpec {
     /// error naming the device.
     ///
     /// An NVIDIA GPU's memory pool is set to keep the memory that tensors
-    /// free (see [`keep_freed_gpu_memory`]).
+    /// free (see `keep_freed_gpu_memory`).
     ///
     /// Before an NVIDIA GPU is opened, the libraries that opening it loads
     /// are looked for: a missing one is an [`OpsError::CudaLibraryMissing`]
