@@ -46,7 +46,7 @@ impl DeviceSpec {
         opened.map_err(|source| OpsError::Unavailable {
             spec: self.to_string(),
             hint: cuda_runtime::hint(&source.to_string()),
-            source,
+            source: Box::new(source),
         })
     }
 }

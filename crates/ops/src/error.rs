@@ -18,8 +18,9 @@ pub enum OpsError {
         spec: String,
         /// What to do, if known.
         hint: Option<&'static str>,
-        /// What candle reported.
-        source: candle_core::Error,
+        /// What candle reported (boxed: the errors that hold this one stay
+        /// small).
+        source: Box<candle_core::Error>,
     },
     /// A shared library that opening an NVIDIA GPU loads is not on the
     /// loader's path.
