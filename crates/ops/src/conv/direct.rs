@@ -411,6 +411,25 @@ mod tests {
             .collect()
     }
 
+    /// A 3x3, stride-1, padding-1 convolution of `[n, c, h, w]` to `o`
+    /// channels.
+    fn same_size(n: usize, c: usize, h: usize, w: usize, o: usize) -> Geometry {
+        Geometry::new(&[n, c, h, w], &[o, c, 3, 3], 1, 1).unwrap()
+    }
+
+    /// Asserts every value is within 1e-5 of the largest reference magnitude
+    /// (or of 1, if that is smaller).
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let tolerance = 1e-5 * want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (i, (got, want)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{what} at {i}: {got} vs {want}"
+            );
+        }
+    }
+
     #[test]
     fn matches_im2col_with_and_without_an_epilogue_on_one_and_many_threads() {
         if !has_avx512() {
@@ -428,18 +447,7 @@ mod tests {
             [4, 16, 15, 16, 16],
             [3, 9, 7, 32, 32],
         ] {
-            let g = Geometry {
-                n,
-                c,
-                h,
-                w,
-                o,
-                k: 3,
-                stride: 1,
-                pad: 1,
-                ho: h,
-                wo: w,
-            };
+            let g = same_size(n, c, h, w, o);
             assert!(applies(&g), "{g:?}");
             let x = values(g.n * g.image_len(), 1.0);
             let wt = values(o * c * TAPS, 2.0);
@@ -453,7 +461,6 @@ mod tests {
             let packed = pack_weights(&g, &wt);
             for e in [None, Some(&epilogue)] {
                 let want = cpu::im2col_forward(&g, &x, &wt, e);
-                let tolerance = 1e-5 * want.iter().fold(1f32, |m, v| m.max(v.abs()));
                 let mut runs = Vec::new();
                 for threads in [1, 2, 3] {
                     let pool = rayon::ThreadPoolBuilder::new()
@@ -462,12 +469,7 @@ mod tests {
                         .unwrap();
                     runs.push(pool.install(|| forward(&g, &x, &packed, e)));
                 }
-                for (i, (got, want)) in runs[0].iter().zip(&want).enumerate() {
-                    assert!(
-                        (got - want).abs() <= tolerance,
-                        "{g:?} at {i}: {got} vs {want}"
-                    );
-                }
+                assert_close(&runs[0], &want, &format!("{g:?}"));
                 assert!(
                     runs.iter().all(|r| r == &runs[0]),
                     "{g:?}: differs with the threads"
@@ -488,46 +490,18 @@ mod tests {
             [1, 1, 16, 1, 8],
             [4, 16, 15, 16, 16],
         ] {
-            let g = Geometry {
-                n,
-                c,
-                h,
-                w,
-                o,
-                k: 3,
-                stride: 1,
-                pad: 1,
-                ho: h,
-                wo: w,
-            };
+            let g = same_size(n, c, h, w, o);
             let x = values(g.n * g.image_len(), 5.0);
             let dy = values(g.n * g.out_image_len(), 6.0);
             let got = grad_weight_chunk(&g, &x, &dy);
             let want = cpu::im2col_grad_weight_chunk(&g, &x, &dy);
-            let tolerance = 1e-5 * want.iter().fold(1f32, |m, v| m.max(v.abs()));
-            for (i, (got, want)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (got - want).abs() <= tolerance,
-                    "{g:?} at {i}: {got} vs {want}"
-                );
-            }
+            assert_close(&got, &want, &format!("{g:?}"));
         }
     }
 
     #[test]
     fn other_geometries_do_not_apply() {
-        let base = Geometry {
-            n: 1,
-            c: 4,
-            h: 8,
-            w: 8,
-            o: 16,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            ho: 8,
-            wo: 8,
-        };
+        let base = same_size(1, 4, 8, 8, 16);
         for g in [
             Geometry { o: 12, ..base },
             Geometry {
