@@ -71,6 +71,16 @@ fn mpirun() -> Command {
     cmd
 }
 
+/// `mpirun -n 2 resnet train --resume --out run`, which must succeed.
+fn resume_on_two_ranks(run: &Path) {
+    let mut resume = mpirun();
+    resume
+        .args(["-n", "2", env!("CARGO_BIN_EXE_resnet")])
+        .args(["train", "--resume", "--out"])
+        .arg(run);
+    succeed(resume);
+}
+
 fn resnet() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_resnet"));
     cmd.env("RAYON_NUM_THREADS", "1");
@@ -313,12 +323,7 @@ fn a_killed_rank_ends_the_job_with_its_rank_named_and_the_run_resumes_bit_identi
     let done = metrics(&killed).len() as u64;
     assert!(done < iterations, "the run finished before the kill");
 
-    let mut resume = mpirun();
-    resume
-        .args(["-n", "2", env!("CARGO_BIN_EXE_resnet")])
-        .args(["train", "--resume", "--out"])
-        .arg(&killed);
-    succeed(resume);
+    resume_on_two_ranks(&killed);
     assert_bit_identical(&weights(&whole), &weights(&killed));
 }
 
@@ -440,12 +445,7 @@ fn a_job_stopped_through_mpirun_saves_a_checkpoint_and_resumes_bit_identical() {
         assert!(!run.join("model.safetensors").exists());
         assert_eq!(metrics(&run).len() as u64, iteration);
 
-        let mut resume = mpirun();
-        resume
-            .args(["-n", "2", env!("CARGO_BIN_EXE_resnet")])
-            .args(["train", "--resume", "--out"])
-            .arg(&run);
-        succeed(resume);
+        resume_on_two_ranks(&run);
         assert_bit_identical(&weights(&whole), &weights(&run));
         assert_eq!(records(&run), records(&whole), "SIG{signal}");
     }
