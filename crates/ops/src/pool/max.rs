@@ -39,6 +39,10 @@ impl Planes {
         let &[n, c, h, w] = layout.dims() else {
             candle_core::bail!("max_pool_3x3_s2: expected NCHW, got {:?}", layout.dims());
         };
+        // Offsets within a plane are u32, on the CPU and in the CUDA kernel.
+        if h.checked_mul(w).is_none_or(|len| len > u32::MAX as usize) {
+            candle_core::bail!("max_pool_3x3_s2: a {h}x{w} plane has more than 2^32 values");
+        }
         let (ho, wo) = (pooled(h), pooled(w));
         Ok((n * c, Planes { h, w, ho, wo }))
     }
@@ -385,5 +389,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn planes_too_large_for_u32_offsets_are_refused() {
+        let e = Planes::of(&Layout::contiguous((1, 1, 70_000, 70_000)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("70000x70000"), "{e}");
+        assert!(Planes::of(&Layout::contiguous((1, 1, 65_536, 65_535))).is_ok());
     }
 }
