@@ -140,11 +140,12 @@ pub(super) fn forward(g: &Geometry, x: &[f32], u: &[f32], epilogue: Option<&Epil
                 })
             });
         } else {
-            let mut buffer = vec![0f32; buffer_len];
-            let pairs = y.chunks_mut(out_len).zip(x.chunks(in_len));
-            for (i, (ys, xs)) in pairs.enumerate() {
-                group(&pass, i * t.images, xs, ys, &mut buffer, true);
-            }
+            with_scratch(buffer_len, |buffer| {
+                let pairs = y.chunks_mut(out_len).zip(x.chunks(in_len));
+                for (i, (ys, xs)) in pairs.enumerate() {
+                    group(&pass, i * t.images, xs, ys, buffer, true);
+                }
+            })
         }
     };
     // SAFETY: the groups cover the batch (`x` holds `n` images, checked by
