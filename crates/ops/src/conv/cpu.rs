@@ -123,6 +123,15 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Rows `first..first + rows` of the matrix.
+    fn rows_from(self, first: usize, rows: usize) -> Self {
+        Self {
+            data: &self.data[(first * self.rs).min(self.data.len())..],
+            rows,
+            ..self
+        }
+    }
+
     fn in_bounds(&self) -> bool {
         self.rows == 0
             || self.cols == 0
@@ -145,8 +154,33 @@ fn matmul_col_major(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
 }
 
 /// `dst = a b`, writing every value of `dst` (row-major `m x n`) without
-/// reading it, on up to `threads` threads of the rayon pool.
-fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef, threads: usize) {
+/// reading it, on up to `threads` threads of the rayon pool, then
+/// `finish(first_row, rows)` on each block of rows it wrote, by the thread
+/// that wrote it, while they are in its cache.
+///
+/// Several threads take a block of `a`'s rows each, a serial gemm per block:
+/// gemm's own split of the output falls along its columns, which leaves a
+/// thread idle on the narrow outputs of a small image's late stages (49 or
+/// 196 columns at batch 1). Every value is the same sum either way.
+fn matmul_uninit(
+    dst: &mut [MaybeUninit<f32>],
+    a: MatRef,
+    b: MatRef,
+    threads: usize,
+    finish: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let block = a.rows.div_ceil(threads.max(1)).next_multiple_of(ROW_BLOCK);
+    if threads > 1 && a.rows > block {
+        dst.par_chunks_mut(block * b.cols)
+            .enumerate()
+            .for_each(|(i, part)| {
+                let rows = a.rows_from(i * block, part.len() / b.cols.max(1));
+                matmul_uninit(part, rows, b, 1, &|first, written| {
+                    finish(i * block + first, written)
+                });
+            });
+        return;
+    }
     // SAFETY: `dst` is uniquely borrowed, and gemm does not read it when not
     // accumulating (it scales the old values by an alpha of zero only when
     // asked to read them).
@@ -161,7 +195,13 @@ fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef, threads: us
             threads,
         )
     }
+    // SAFETY: gemm wrote every value of `dst`.
+    finish(0, unsafe { assume_init_mut(dst) });
 }
+
+/// Rows of `a` in each thread's block of [`matmul_uninit`]: a multiple of
+/// the gemm micro-kernel's 16-row vectors.
+const ROW_BLOCK: usize = 16;
 
 /// gemm of `a b` into the `len` values at `dst`, added to them when
 /// `accumulate`, on up to `threads` threads (gemm splits the output, never
@@ -416,13 +456,12 @@ pub(super) fn im2col_forward(
                             &buffer[..]
                         };
                         let col = MatRef::row_major(col, g.ckk(), p);
-                        matmul_uninit(yn, weight, col, gemm_threads);
-                        if let Some(epilogue) = epilogue {
-                            // SAFETY: the gemm above wrote every value of `yn`.
-                            let yn = unsafe { assume_init_mut(yn) };
-                            let first = (chunk * per + i) * g.o;
-                            epilogue.apply(first, yn, p, gemm_threads > 1);
-                        }
+                        let first = (chunk * per + i) * g.o;
+                        matmul_uninit(yn, weight, col, gemm_threads, &|row, planes| {
+                            if let Some(epilogue) = epilogue {
+                                epilogue.apply(first + row, planes, p);
+                            }
+                        });
                     }
                 })
             })

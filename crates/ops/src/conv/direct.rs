@@ -146,8 +146,15 @@ pub(super) fn forward(
     let masks = masks(g);
     let (out_len, hw) = (g.out_image_len(), g.h * g.w);
     let threads = rayon::current_num_threads();
-    let block = |xn: &[f32], block: usize, yb: &mut [MaybeUninit<f32>]| {
-        channel_block(g, &masks, xn, packed, block, yb)
+    // Output channels `block * OB..` of image `image`, with the epilogue
+    // applied while they are in cache.
+    let block = |image: usize, xn: &[f32], block: usize, yb: &mut [MaybeUninit<f32>]| {
+        channel_block(g, &masks, xn, packed, block, yb);
+        if let Some(e) = epilogue {
+            // SAFETY: `channel_block` wrote every value of its planes.
+            let yb = unsafe { assume_init_mut(yb) };
+            e.apply(image * g.o + block * OB, yb, hw);
+        }
     };
     let fill = |y: &mut [MaybeUninit<f32>]| {
         if g.n >= threads {
@@ -161,12 +168,7 @@ pub(super) fn forward(
                         .zip(xs.chunks_exact(g.image_len()));
                     for (i, (yn, xn)) in images.enumerate() {
                         for (b, yb) in yn.chunks_exact_mut(OB * hw).enumerate() {
-                            block(xn, b, yb);
-                        }
-                        // SAFETY: the blocks above wrote every value of `yn`.
-                        let yn = unsafe { assume_init_mut(yn) };
-                        if let Some(e) = epilogue {
-                            e.apply((chunk * per + i) * g.o, yn, hw, false);
+                            block(chunk * per + i, xn, b, yb);
                         }
                     }
                 });
@@ -177,12 +179,7 @@ pub(super) fn forward(
             for (i, (yn, xn)) in images.enumerate() {
                 yn.par_chunks_mut(OB * hw)
                     .enumerate()
-                    .for_each(|(b, yb)| block(xn, b, yb));
-                // SAFETY: the blocks above wrote every value of `yn`.
-                let yn = unsafe { assume_init_mut(yn) };
-                if let Some(e) = epilogue {
-                    e.apply(i * g.o, yn, hw, true);
-                }
+                    .for_each(|(b, yb)| block(i, xn, b, yb));
             }
         }
     };

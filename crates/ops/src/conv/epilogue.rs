@@ -4,8 +4,6 @@
 //! apply the ReLU. Three passes over the whole output, each reading and
 //! writing all of it, become one pass over values already in cache.
 
-use rayon::prelude::*;
-
 /// `y = max(y + bias[o] + residual, 0)` (each part optional but the bias)
 /// for every value `y` of output channel `o`. The sums are taken in that
 /// order, `(y + bias) + residual`, on every path.
@@ -40,17 +38,10 @@ impl Epilogue<'_> {
     }
 
     /// Applies the epilogue to the output planes `y` (`plane_len` values
-    /// each), the first of which is plane `first` of the batch; over the
-    /// rayon pool if `parallel` (the same values either way).
-    pub(super) fn apply(&self, first: usize, y: &mut [f32], plane_len: usize, parallel: bool) {
-        if parallel {
-            y.par_chunks_mut(plane_len)
-                .enumerate()
-                .for_each(|(i, plane)| self.apply_plane(first + i, plane));
-        } else {
-            for (i, plane) in y.chunks_mut(plane_len).enumerate() {
-                self.apply_plane(first + i, plane);
-            }
+    /// each), the first of which is plane `first` of the batch.
+    pub(super) fn apply(&self, first: usize, y: &mut [f32], plane_len: usize) {
+        for (i, plane) in y.chunks_mut(plane_len).enumerate() {
+            self.apply_plane(first + i, plane);
         }
     }
 }

@@ -269,7 +269,7 @@ mod tests {
     /// threads, then a batch), and four that run Winograd's F(2x2, 3x3)
     /// (cases 7 to 10: odd sides, one image, a channel count that is not a
     /// multiple of 16, and one image too few tiles for Winograd in training).
-    const CASES: [[usize; 8]; 11] = [
+    const CASES: [[usize; 8]; 13] = [
         [2, 3, 8, 8, 4, 3, 1, 1],
         [3, 5, 9, 7, 6, 3, 2, 1],
         [2, 8, 15, 15, 16, 1, 1, 0],
@@ -281,6 +281,9 @@ mod tests {
         [3, 64, 23, 17, 72, 3, 1, 1],
         [1, 72, 32, 32, 64, 3, 1, 1],
         [1, 64, 14, 14, 64, 3, 1, 1],
+        // One image: the gemm split by blocks of output channels.
+        [1, 24, 7, 7, 40, 1, 1, 0],
+        [1, 16, 13, 13, 40, 3, 2, 1],
     ];
 
     /// candle's convolution, then the bias, the residual and the ReLU as
@@ -311,7 +314,7 @@ mod tests {
             let g = Geometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
             assert_eq!(
                 winograd::applies_prepared(&g),
-                i >= 7,
+                (7..11).contains(&i),
                 "case {i} runs Winograd"
             );
             assert_eq!(winograd::applies(&g), (7..10).contains(&i), "case {i}");

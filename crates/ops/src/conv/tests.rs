@@ -104,24 +104,37 @@ fn gradients_match_finite_differences() {
 
 #[test]
 fn results_are_bit_identical_across_runs_and_thread_counts() {
-    // A batch of 37, split over the threads, a batch of 1, whose gemms are
-    // split instead (large enough for gemm to use the threads), and a batch
-    // of 5 that the direct 3x3 kernel takes on CPUs with AVX-512.
-    for (n, side, channels) in [(37, 9, 8), (1, 40, 64), (5, 8, 16)] {
+    // A batch of 37, split over the threads; batches of 1, whose products
+    // are split instead: Winograd's, and im2col's gemm by blocks of output
+    // channels (40 of them: blocks of 16, 16 and 8 on 3 threads, 32 and 8 on
+    // 2), for a 1x1 and a strided 3x3 convolution; and a batch of 5 that the
+    // direct 3x3 kernel takes on CPUs with AVX-512.
+    // [n, side, channels, kernel, stride]
+    for [n, side, channels, k, s] in [
+        [37, 9, 8, 3, 1],
+        [1, 40, 64, 3, 1],
+        [1, 12, 40, 1, 1],
+        [1, 13, 40, 3, 2],
+        [5, 8, 16, 3, 1],
+    ] {
         let x = random(&[n, channels, side, side], 20);
-        let w = random(&[channels, channels, 3, 3], 21);
+        let w = random(&[channels, channels, k, k], 21);
         let once = || {
-            let (y, dx, dw) = run(|x, w| conv2d(x, w, 1, 1).unwrap(), &x, &w, 22);
+            let (y, dx, dw) = run(|x, w| conv2d(x, w, s, k / 2).unwrap(), &x, &w, 22);
             (values(&y), values(&dx), values(&dw))
         };
         let first = once();
         assert_eq!(first, once());
-        for threads in [1, 3] {
+        for threads in [1, 2, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            assert_eq!(first, pool.install(once), "batch {n}, {threads} threads");
+            assert_eq!(
+                first,
+                pool.install(once),
+                "batch {n}, {k}x{k}/{s}, {threads} threads"
+            );
         }
     }
 }
