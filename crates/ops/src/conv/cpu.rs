@@ -158,10 +158,15 @@ fn matmul_col_major(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
 /// `finish(first_row, rows)` on each block of rows it wrote, by the thread
 /// that wrote it, while they are in its cache.
 ///
-/// Several threads take a block of `a`'s rows each, a serial gemm per block:
-/// gemm's own split of the output falls along its columns, which leaves a
-/// thread idle on the narrow outputs of a small image's late stages (49 or
-/// 196 columns at batch 1). Every value is the same sum either way.
+/// The rows of `a` go in blocks of [`row_block`] rows, a gemm per block, the
+/// blocks side by side on the pool when `threads > 1`: gemm's own split of the
+/// output falls along its columns, which leaves a thread idle on the narrow
+/// outputs of a small image's late stages (49 or 196 columns at batch 1).
+/// The blocks depend on the shape alone, never on `threads`: gemm picks its
+/// inner-dimension blocking from the size of the product (a 64 x 64 output
+/// sums 576 terms in one pass, a larger one in two of 288), so the same
+/// blocks on every path are what keeps an image's output the same alone, in
+/// a batch and on any number of threads.
 fn matmul_uninit(
     dst: &mut [MaybeUninit<f32>],
     a: MatRef,
@@ -169,39 +174,53 @@ fn matmul_uninit(
     threads: usize,
     finish: &(dyn Fn(usize, &mut [f32]) + Sync),
 ) {
-    let block = a.rows.div_ceil(threads.max(1)).next_multiple_of(ROW_BLOCK);
-    if threads > 1 && a.rows > block {
-        dst.par_chunks_mut(block * b.cols)
-            .enumerate()
-            .for_each(|(i, part)| {
-                let rows = a.rows_from(i * block, part.len() / b.cols.max(1));
-                matmul_uninit(part, rows, b, 1, &|first, written| {
-                    finish(i * block + first, written)
-                });
-            });
-        return;
-    }
-    // SAFETY: `dst` is uniquely borrowed, and gemm does not read it when not
-    // accumulating (it scales the old values by an alpha of zero only when
-    // asked to read them).
-    unsafe {
+    let block = row_block(a.rows);
+    let blocks = a.rows.div_ceil(block.max(1));
+    // SAFETY: `part` is a uniquely borrowed block of whole rows of
+    // `dst`, and gemm does not read it when not accumulating (it scales the
+    // old values by an alpha of zero only when asked to read them); once it
+    // has written every value, `finish` may read them.
+    let one = |first: usize, part: &mut [MaybeUninit<f32>], threads: usize| unsafe {
+        let rows = a.rows_from(first, part.len() / b.cols.max(1));
         gemm_into(
-            dst.as_mut_ptr().cast(),
-            dst.len(),
-            a,
+            part.as_mut_ptr().cast(),
+            part.len(),
+            rows,
             b,
             false,
             false,
             threads,
-        )
+        );
+        finish(first, assume_init_mut(part));
+    };
+    let chunk = (block * b.cols).max(1);
+    if threads > 1 && blocks > 1 {
+        let per_block = threads.div_ceil(blocks);
+        dst.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, part)| one(i * block, part, per_block));
+    } else {
+        for (i, part) in dst.chunks_mut(chunk).enumerate() {
+            one(i * block, part, threads);
+        }
     }
-    // SAFETY: gemm wrote every value of `dst`.
-    finish(0, unsafe { assume_init_mut(dst) });
 }
 
-/// Rows of `a` in each thread's block of [`matmul_uninit`]: a multiple of
-/// the gemm micro-kernel's 16-row vectors.
-const ROW_BLOCK: usize = 16;
+/// Rows of `a` in each block of [`matmul_uninit`]: up to [`MAX_ROW_BLOCKS`]
+/// blocks of at least [`MIN_BLOCK_ROWS`], a multiple of 16 rows (the gemm
+/// micro-kernel's vectors), from the row count alone.
+fn row_block(rows: usize) -> usize {
+    let blocks = (rows / MIN_BLOCK_ROWS).clamp(1, MAX_ROW_BLOCKS);
+    rows.div_ceil(blocks).next_multiple_of(16)
+}
+
+/// The fewest rows [`row_block`] puts in a block: fewer would cost a gemm
+/// call and a packing of `b` each for little work.
+const MIN_BLOCK_ROWS: usize = 64;
+
+/// The most blocks [`row_block`] makes: enough to keep 2 or 4 threads busy at
+/// batch 1; more threads split each block's gemm along its columns.
+const MAX_ROW_BLOCKS: usize = 4;
 
 /// gemm of `a b` into the `len` values at `dst`, added to them when
 /// `accumulate`, on up to `threads` threads (gemm splits the output, never

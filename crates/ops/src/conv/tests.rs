@@ -106,15 +106,15 @@ fn gradients_match_finite_differences() {
 fn results_are_bit_identical_across_runs_and_thread_counts() {
     // A batch of 37, split over the threads; batches of 1, whose products
     // are split instead: Winograd's, and im2col's gemm by blocks of output
-    // channels (40 of them: blocks of 16, 16 and 8 on 3 threads, 32 and 8 on
-    // 2), for a 1x1 and a strided 3x3 convolution; and a batch of 5 that the
+    // channels (200 of them in blocks of 80, 80 and 40; 128 in two of 64),
+    // for a 1x1 and a strided 3x3 convolution; and a batch of 5 that the
     // direct 3x3 kernel takes on CPUs with AVX-512.
     // [n, side, channels, kernel, stride]
     for [n, side, channels, k, s] in [
         [37, 9, 8, 3, 1],
         [1, 40, 64, 3, 1],
-        [1, 12, 40, 1, 1],
-        [1, 13, 40, 3, 2],
+        [1, 12, 200, 1, 1],
+        [1, 13, 128, 3, 2],
         [5, 8, 16, 3, 1],
     ] {
         let x = random(&[n, channels, side, side], 20);
@@ -135,6 +135,28 @@ fn results_are_bit_identical_across_runs_and_thread_counts() {
                 pool.install(once),
                 "batch {n}, {k}x{k}/{s}, {threads} threads"
             );
+        }
+    }
+}
+
+#[test]
+fn an_image_has_the_same_output_alone_and_in_a_batch() {
+    // Output channels in blocks of rows whose gemms are smaller than the
+    // whole: gemm sums the inner dimension in one pass or in two depending on
+    // the size of the product, so the blocks must not depend on the batch or
+    // on the threads. [in channels, out channels, side, kernel, stride]
+    for [c, o, side, k, s] in [[64, 128, 8, 3, 2], [576, 128, 8, 1, 1], [32, 200, 6, 3, 1]] {
+        let x = random(&[3, c, side, side], 23);
+        let w = random(&[o, c, k, k], 24);
+        let first = x.narrow(0, 0, 1).unwrap();
+        let batch = values(&conv2d(&x, &w, s, k / 2).unwrap().narrow(0, 0, 1).unwrap());
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let alone = pool.install(|| values(&conv2d(&first, &w, s, k / 2).unwrap()));
+            assert_eq!(batch, alone, "{c}->{o} {k}x{k}/{s}, {threads} threads");
         }
     }
 }
