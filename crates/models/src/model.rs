@@ -43,14 +43,7 @@ impl<C> ShortcutPath<C> {
                 stride,
                 pad_before,
                 pad_after,
-            } => {
-                let s = if *stride == 2 {
-                    resnet_ops::subsample2(x)?
-                } else {
-                    x.clone()
-                };
-                s.pad_with_zeros(1, *pad_before, *pad_after)?
-            }
+            } => resnet_ops::pad_subsample(x, *stride, *pad_before, *pad_after)?,
             ShortcutPath::Projection(conv) => project(conv)?,
         }))
     }

@@ -62,3 +62,66 @@ extern "C" __global__ void max_pool_3x3_s2_grad_f32(const float *x, const float 
     }
     dx[i] = sum;
 }
+
+// The paper's option-A shortcut (src/pool/shortcut.rs holds the CPU
+// version): x is n x c x h x w, y is n x co x ho x wo with
+// co = c + pad_before + pad_after, ho = ceil(h / stride), wo likewise.
+// One thread per output value: channel k of y is channel k - pad_before of
+// x, subsampled, or zero.
+extern "C" __global__ void pad_subsample_f32(const float *x, float *y, unsigned int c,
+                                             unsigned int h, unsigned int w, unsigned int co,
+                                             unsigned int ho, unsigned int wo,
+                                             unsigned int pad_before, unsigned int stride,
+                                             unsigned int n) {
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned int plane = i / (ho * wo), r = i % (ho * wo);
+    const unsigned int image = plane / co, k = plane % co;
+    if (k < pad_before || k - pad_before >= c) {
+        y[i] = 0.0f;
+        return;
+    }
+    const size_t from = ((size_t)image * c + (k - pad_before)) * h * w;
+    y[i] = x[from + (size_t)(r / wo) * stride * w + (size_t)(r % wo) * stride];
+}
+
+// Its input gradient, one thread per input value: the output gradient of a
+// kept position, zero at the others.
+extern "C" __global__ void pad_subsample_grad_f32(const float *dy, float *dx, unsigned int c,
+                                                  unsigned int h, unsigned int w,
+                                                  unsigned int co, unsigned int ho,
+                                                  unsigned int wo, unsigned int pad_before,
+                                                  unsigned int stride, unsigned int n) {
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned int plane = i / (h * w), at = i % (h * w);
+    const unsigned int iy = at / w, ix = at % w;
+    if (iy % stride != 0 || ix % stride != 0) {
+        dx[i] = 0.0f;
+        return;
+    }
+    const unsigned int image = plane / c, k = plane % c;
+    const size_t to = ((size_t)image * co + k + pad_before) * ho * wo;
+    dx[i] = dy[to + (size_t)(iy / stride) * wo + ix / stride];
+}
+
+// Global average pooling (src/pool/average.rs holds the CPU version), one
+// thread per plane of len values: their sum in order, divided by len.
+extern "C" __global__ void global_avg_pool_f32(const float *x, float *y, unsigned int len,
+                                               unsigned int n) {
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float *plane = x + (size_t)i * len;
+    float sum = 0.0f;
+    for (unsigned int k = 0; k < len; ++k) sum += plane[k];
+    y[i] = sum / (float)len;
+}
+
+// Its input gradient, one thread per input value: the plane's gradient
+// divided by len.
+extern "C" __global__ void global_avg_pool_grad_f32(const float *dy, float *dx,
+                                                    unsigned int len, unsigned int n) {
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    dx[i] = dy[i / len] / (float)len;
+}

@@ -24,7 +24,8 @@ pub(crate) const ELEMENTWISE: Module = Module {
     ptx: include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx")),
 };
 
-/// `kernels/pool.cu`: the max pool forward and backward.
+/// `kernels/pool.cu`: the max pool, the option-A shortcut and the global
+/// average pool, forward and backward.
 pub(crate) const POOL: Module = Module {
     name: "resnet_ops_pool",
     ptx: include_str!(concat!(env!("OUT_DIR"), "/pool.ptx")),

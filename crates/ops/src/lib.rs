@@ -83,5 +83,5 @@ pub use conv::{conv2d, InferenceConv};
 pub use device::DeviceSpec;
 pub use dispatch::{fast_kernels, set_fast_kernels};
 pub use error::OpsError;
-pub use pool::{global_avg_pool, max_pool_3x3_s2, subsample2};
+pub use pool::{global_avg_pool, max_pool_3x3_s2, pad_subsample};
 pub use sgd_step::SgdStep;

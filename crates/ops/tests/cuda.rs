@@ -13,8 +13,8 @@ use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
-    add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, max_pool_3x3_s2, relu,
-    subsample2, update_running_stat, DeviceSpec, SgdStep,
+    add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, max_pool_3x3_s2,
+    pad_subsample, relu, update_running_stat, DeviceSpec, SgdStep,
 };
 use resnet_test_support::{random_tensor as random, CONV_CASES};
 
@@ -232,10 +232,15 @@ fn activations_and_pooling_match_the_cpu() {
         TOLERANCE,
         "add_relu",
     );
-    let unary: [(&str, UnaryOp); 4] = [
+    let unary: [(&str, UnaryOp); 5] = [
         ("relu", |t| relu(t).unwrap()),
         ("max pool", |t| max_pool_3x3_s2(t).unwrap()),
-        ("subsample", |t| subsample2(t).unwrap()),
+        ("option-A shortcut /2", |t| {
+            pad_subsample(t, 2, 1, 2).unwrap()
+        }),
+        ("option-A shortcut /1", |t| {
+            pad_subsample(t, 1, 2, 0).unwrap()
+        }),
         ("average pool", |t| global_avg_pool(t).unwrap()),
     ];
     for (i, (what, op)) in unary.into_iter().enumerate() {
