@@ -10,9 +10,9 @@
 //! chunks of the batch, reduced in a fixed order, so results are
 //! bit-identical from run to run). Forward convolutions that are 3x3 and wide
 //! enough run Winograd's F(2x2, 3x3) instead of im2col (`conv/winograd.rs`);
-//! narrower 3x3, stride-1 ones run a direct AVX-512 kernel that reads the
+//! narrower 3x3, stride-1 ones run a direct kernel that reads the
 //! input in place, forward and weight gradient (`conv/direct.rs`), on CPUs
-//! that have AVX-512. On CUDA, candle uses cuDNN for the forward pass only and
+//! that have AVX-512 or AVX2. On CUDA, candle uses cuDNN for the forward pass only and
 //! computes the input gradient with a naive kernel; the same three ops run
 //! cuDNN's forward, backward-data and backward-filter convolutions there
 //! (`conv/cuda.rs`). On devices or dtypes without a kernel here it falls back

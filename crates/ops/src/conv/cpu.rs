@@ -420,7 +420,7 @@ fn images_per_thread(n: usize) -> usize {
 ///
 /// 3x3, stride-1, padding-1 convolutions with enough channels and tiles run
 /// Winograd's F(2x2, 3x3) (`winograd.rs`), narrower ones a direct kernel
-/// where the CPU has AVX-512 (`direct.rs`), the others im2col + gemm.
+/// where the CPU has AVX-512 or AVX2 (`direct.rs`), the others im2col + gemm.
 pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     if winograd::applies(g) {
         winograd::forward(g, x, &winograd::transform_weights(g, w), None)

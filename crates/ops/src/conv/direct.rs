@@ -1,24 +1,29 @@
 //! Direct 3x3 convolution (stride 1, padding 1) without im2col, for the
 //! narrow convolutions that Winograd does not take (ResNet-20/110's 16 to 64
-//! channels), on CPUs with AVX-512.
+//! channels), on CPUs with AVX-512 or with AVX2 and FMA.
 //!
 //! The im2col matrix of such a convolution has a row per input channel `c`
 //! and tap `(ky, kx)`: plane `c` shifted by `(ky - 1) * W + (kx - 1)`
 //! positions, flat, with zeros where the tap reaches into the padding. Those
 //! rows are never written out: the micro-kernels read them from the input
-//! in place, 16 positions at a time, with masked loads whose mask clears the
+//! in place, a vector of positions at a time, with masked loads whose mask clears the
 //! lanes that fall into the padding (a row above or below the image, the
 //! column left of the first or right of the last, which in the flat plane
 //! are the neighbouring row's last and first values). Masked-off lanes read
 //! no memory. The masks depend on the geometry only: one table per call,
 //! `[H*W/16][9]` bit masks.
 //!
-//! The forward kernel keeps `OB` output channels by `PB` vectors of
-//! positions in registers over every tap and channel; the weight gradient
-//! 8 output channels by the 3 taps of a kernel row over every image and
-//! position of a chunk of the batch. Each value is summed in one order fixed
-//! by the shapes: results do not depend on the thread count, and differ from
-//! im2col + gemm's by rounding alone.
+//! With AVX-512 the forward kernel keeps `OB` output channels by `PB`
+//! vectors of 16 positions in registers over every tap and channel, the
+//! weight gradient 8 output channels by the 3 taps of a kernel row over
+//! every image and position of a chunk of the batch. AVX2's 16 registers
+//! hold half of that: 4 output channels by 16 positions (two vectors of 8),
+//! 4 output channels by 3 taps, each tile run for both halves of the 8.
+//! Each value is summed in one order fixed by the shapes and the
+//! instruction set: results do not depend on the thread count, and differ
+//! from im2col + gemm's by rounding alone. The forward sums go in the same
+//! order with either instruction set (each lane adds tap by tap, channel by
+//! channel); the weight gradient's are added across 16 lanes or 8.
 
 use std::mem::MaybeUninit;
 
@@ -28,8 +33,15 @@ use super::epilogue::Epilogue;
 use super::Geometry;
 use crate::buffer::{assume_init_mut, filled_by};
 
-/// f32 values per AVX-512 vector.
+/// f32 values per AVX-512 vector, and output positions per entry of the
+/// mask table (two AVX2 vectors).
 const LANES: usize = 16;
+
+/// f32 values per AVX2 vector.
+const LANES_AVX2: usize = 8;
+
+/// Output channels per AVX2 tile: half of `OB`.
+const HALF: usize = OB / 2;
 
 /// Output channels per micro-kernel tile.
 const OB: usize = 8;
@@ -44,8 +56,9 @@ const TAPS: usize = 9;
 
 /// Whether the convolution is one this module computes: 3x3, stride 1,
 /// padding 1, output channels a multiple of 8, positions per plane a
-/// multiple of 16, on a CPU with AVX-512 (elsewhere im2col runs instead).
-/// A function of the geometry and the CPU only, never of the thread count.
+/// multiple of 16, on a CPU with AVX-512 or AVX2 and FMA (elsewhere im2col
+/// runs instead). A function of the geometry and the CPU only, never of the
+/// thread count.
 pub(super) fn applies(g: &Geometry) -> bool {
     g.k == 3
         && g.stride == 1
@@ -53,17 +66,40 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.o.is_multiple_of(OB)
         && (g.h * g.w).is_multiple_of(LANES)
         && g.c > 0
-        && has_avx512()
+        && Isa::best().is_some()
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+/// The vector instructions a kernel runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    Avx512,
+    Avx2,
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn has_avx512() -> bool {
-    false
+impl Isa {
+    /// The widest this CPU has, if any.
+    fn best() -> Option<Isa> {
+        Isa::available().first().copied()
+    }
+
+    /// Every one this CPU has, widest first.
+    #[cfg(target_arch = "x86_64")]
+    fn available() -> Vec<Isa> {
+        let mut isas = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            isas.push(Isa::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            isas.push(Isa::Avx2);
+        }
+        isas
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn available() -> Vec<Isa> {
+        Vec::new()
+    }
 }
 
 /// The weight `[O, C, 3, 3]` in the forward kernel's order,
@@ -129,6 +165,22 @@ pub(super) fn forward(
         applies(g),
         "conv2d: the direct kernel does not apply to {g:?}"
     );
+    let isa = Isa::best().expect("`applies` checked the CPU");
+    forward_on(isa, g, x, packed, epilogue)
+}
+
+/// [`forward`] with the kernels of `isa`, which the CPU must have.
+fn forward_on(
+    isa: Isa,
+    g: &Geometry,
+    x: &[f32],
+    packed: &[f32],
+    epilogue: Option<&Epilogue>,
+) -> Vec<f32> {
+    assert!(
+        Isa::available().contains(&isa),
+        "conv2d: the CPU lacks {isa:?}"
+    );
     assert_eq!(
         x.len(),
         g.n * g.image_len(),
@@ -149,7 +201,7 @@ pub(super) fn forward(
     // Output channels `block * OB..` of image `image`, with the epilogue
     // applied while they are in cache.
     let block = |image: usize, xn: &[f32], block: usize, yb: &mut [MaybeUninit<f32>]| {
-        channel_block(g, &masks, xn, packed, block, yb);
+        channel_block(isa, g, &masks, xn, packed, block, yb);
         if let Some(e) = epilogue {
             // SAFETY: `channel_block` wrote every value of its planes.
             let yb = unsafe { assume_init_mut(yb) };
@@ -189,8 +241,10 @@ pub(super) fn forward(
 }
 
 /// Writes output channels `block * OB ..` of one image (`y`, `OB` planes)
-/// from its input `x` (`[C, H, W]`).
+/// from its input `x` (`[C, H, W]`), with the kernels of `isa` (which the
+/// CPU has).
 fn channel_block(
+    isa: Isa,
     g: &Geometry,
     masks: &[u16],
     x: &[f32],
@@ -204,11 +258,21 @@ fn channel_block(
         x.len() == g.c * hw && y.len() == OB * hw && masks.len() == hw / LANES * TAPS,
         "conv2d: direct kernel operands out of bounds"
     );
+    if isa == Isa::Avx2 {
+        for p in (0..hw).step_by(LANES) {
+            for half in 0..OB / HALF {
+                // SAFETY: the assert above; `p + 16 <= hw`, `hw` a multiple
+                // of 16 (`applies`); the caller checked the CPU.
+                unsafe { tile_avx2(g, masks, x, weights, [p, half], y) }
+            }
+        }
+        return;
+    }
     let mut p = 0;
     while p < hw {
         let vectors = ((hw - p) / LANES).min(PB);
         // SAFETY: the assert above; `p + vectors * 16 <= hw`, `hw` a multiple
-        // of 16 (`applies`), which also checked that the CPU has AVX-512.
+        // of 16 (`applies`); the caller checked that the CPU has AVX-512.
         unsafe {
             match vectors {
                 3 => tile::<3>(g, masks, x, weights, p, y),
@@ -293,6 +357,88 @@ unsafe fn tile<const V: usize>(
     unreachable!("the direct convolution needs x86-64 with AVX-512")
 }
 
+/// One AVX2 forward tile: output channels `half * 4 ..` of the block's 8
+/// at the 16 positions from `p`, as two vectors of 8.
+///
+/// # Safety
+///
+/// The CPU must have AVX2 and FMA; `x`, `weights`, `masks` and `y` must be
+/// as [`channel_block`] checks, with `p + 16 <= H * W` and `half < 2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(
+    g: &Geometry,
+    masks: &[u16],
+    x: &[f32],
+    weights: &[f32],
+    [p, half]: [usize; 2],
+    y: &mut [MaybeUninit<f32>],
+) {
+    use std::arch::x86_64::{
+        _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_maskload_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps,
+    };
+    let hw = g.h * g.w;
+    // SAFETY: as in `tile`: a masked load reads only the lanes its mask sets,
+    // those inside plane `c` of `x`, through a wrapping pointer. The weights
+    // read are `half * 4 .. half * 4 + 4` of each `OB` of `weights`, the
+    // stores 4 planes of `y` at `p..p + 16`. The CPU has AVX2 and FMA.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; HALF];
+        let mut wt = weights.as_ptr().add(half * HALF);
+        for t in 0..TAPS {
+            let [low, high] = lane_masks(*masks.get_unchecked(p / LANES * TAPS + t));
+            let mut src = x.as_ptr().wrapping_offset(p as isize + tap_offset(g, t));
+            for _ in 0..g.c {
+                let v0 = _mm256_maskload_ps(src, low);
+                let v1 = _mm256_maskload_ps(src.wrapping_add(LANES_AVX2), high);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let w = _mm256_broadcast_ss(&*wt.add(i));
+                    a[0] = _mm256_fmadd_ps(w, v0, a[0]);
+                    a[1] = _mm256_fmadd_ps(w, v1, a[1]);
+                }
+                wt = wt.add(OB);
+                src = src.wrapping_add(hw);
+            }
+        }
+        let y = y.as_mut_ptr().cast::<f32>();
+        for (i, a) in acc.iter().enumerate() {
+            let plane = y.add((half * HALF + i) * hw + p);
+            _mm256_storeu_ps(plane, a[0]);
+            _mm256_storeu_ps(plane.add(LANES_AVX2), a[1]);
+        }
+    }
+}
+
+/// Never called: [`applies`] is false without x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_avx2(
+    _: &Geometry,
+    _: &[u16],
+    _: &[f32],
+    _: &[f32],
+    _: [usize; 2],
+    _: &mut [MaybeUninit<f32>],
+) {
+    unreachable!("the direct convolution needs x86-64 with AVX2")
+}
+
+/// A 16-position mask-table entry as the lane masks of its two AVX2
+/// vectors (all bits of a lane set where its bit is).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn lane_masks(mask: u16) -> [std::arch::x86_64::__m256i; 2] {
+    use std::arch::x86_64::{
+        _mm256_and_si256, _mm256_cmpeq_epi32, _mm256_set1_epi32, _mm256_setr_epi32,
+    };
+    let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let lanes = |m: u16| {
+        let m = _mm256_and_si256(_mm256_set1_epi32(i32::from(m)), bits);
+        _mm256_cmpeq_epi32(m, bits)
+    };
+    [lanes(mask & 0xff), lanes(mask >> 8)]
+}
+
 /// The weight gradient summed over a chunk of images: `dw` (`[O, C, 3, 3]`)
 /// from `x` (`[n, C, H, W]`) and `dy` (`[n, O, H, W]`), for a geometry
 /// [`applies`] accepts.
@@ -305,21 +451,48 @@ pub(super) fn grad_weight_chunk(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32>
         applies(g),
         "conv2d: the direct kernel does not apply to {g:?}"
     );
+    let isa = Isa::best().expect("`applies` checked the CPU");
+    grad_weight_chunk_on(isa, g, x, dy)
+}
+
+/// [`grad_weight_chunk`] with the kernels of `isa`, which the CPU must have.
+fn grad_weight_chunk_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert!(
+        Isa::available().contains(&isa),
+        "conv2d: the CPU lacks {isa:?}"
+    );
     let images = x.len() / g.image_len().max(1);
     assert!(
         x.len() == images * g.image_len() && dy.len() == images * g.out_image_len(),
         "conv2d: input or output gradient of the wrong length"
     );
     let masks = masks(g);
+    let lane_masks = if isa == Isa::Avx2 {
+        lane_mask_table(&masks)
+    } else {
+        Vec::new()
+    };
     let mut dw = vec![0f32; g.o * g.c * TAPS];
     let mut sums = [0f32; OB * 3];
     for block in 0..g.o / OB {
         for c in 0..g.c {
             for ky in 0..3 {
+                let at = [block, c, ky];
                 // SAFETY: `x` holds `images` images and `dy` their `O`
                 // planes (the assert above), `masks` is the geometry's, and
-                // `applies` checked that the CPU has AVX-512.
-                unsafe { weight_row(g, &masks, x, dy, images, [block, c, ky], &mut sums) };
+                // the CPU has `isa` (checked above).
+                unsafe {
+                    match isa {
+                        Isa::Avx512 => weight_row(g, &masks, x, dy, images, at, &mut sums),
+                        Isa::Avx2 => {
+                            for half in 0..OB / HALF {
+                                let part = &mut sums[half * HALF * 3..][..HALF * 3];
+                                let at = [block, c, ky, half];
+                                weight_row_avx2(g, &lane_masks, x, dy, images, at, part);
+                            }
+                        }
+                    }
+                }
                 for (i, taps) in sums.chunks_exact(3).enumerate() {
                     let o = block * OB + i;
                     dw[(o * g.c + c) * TAPS + ky * 3..][..3].copy_from_slice(taps);
@@ -397,6 +570,92 @@ unsafe fn weight_row(
     unreachable!("the direct convolution needs x86-64 with AVX-512")
 }
 
+/// The mask table as AVX2 lane masks: entry `9 v + t` for vector `v` of 8
+/// positions and tap `t`, all bits of a lane set where the table's bit is.
+fn lane_mask_table(masks: &[u16]) -> Vec<[i32; LANES_AVX2]> {
+    let mut table = vec![[0i32; LANES_AVX2]; masks.len() * 2];
+    for (v, taps) in table.chunks_exact_mut(TAPS).enumerate() {
+        for (t, lanes) in taps.iter_mut().enumerate() {
+            let bits = masks[v / 2 * TAPS + t] >> (v % 2 * LANES_AVX2);
+            for (lane, m) in lanes.iter_mut().enumerate() {
+                *m = if bits >> lane & 1 == 1 { -1 } else { 0 };
+            }
+        }
+    }
+    table
+}
+
+/// [`weight_row`] with AVX2, for output channels `block * OB + half * 4 ..`
+/// (4 of them), into `sums` (`[4][3]`).
+///
+/// # Safety
+///
+/// The CPU must have AVX2 and FMA; `x` must hold `images` images, `dy`
+/// their output gradients and `masks` the geometry's [`lane_mask_table`]
+/// (see [`grad_weight_chunk`]); `half < 2` and `sums` has 12 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weight_row_avx2(
+    g: &Geometry,
+    masks: &[[i32; LANES_AVX2]],
+    x: &[f32],
+    dy: &[f32],
+    images: usize,
+    [block, c, ky, half]: [usize; 4],
+    sums: &mut [f32],
+) {
+    use std::arch::x86_64::{
+        __m256i, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_maskload_ps,
+        _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let hw = g.h * g.w;
+    // SAFETY: as in `weight_row`: the masked loads read only lanes inside
+    // plane `c` of each image of `x`, through wrapping pointers; the unmasked
+    // ones read 4 planes of each image's `dy`. The CPU has AVX2 and FMA.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 3]; HALF];
+        for n in 0..images {
+            let plane = x.as_ptr().add((n * g.c + c) * hw);
+            let grads = dy.as_ptr().add((n * g.o + block * OB + half * HALF) * hw);
+            for p in (0..hw).step_by(LANES_AVX2) {
+                let mut xv = [_mm256_setzero_ps(); 3];
+                for (kx, v) in xv.iter_mut().enumerate() {
+                    let t = ky * 3 + kx;
+                    let lanes = masks.get_unchecked(p / LANES_AVX2 * TAPS + t);
+                    let mask = _mm256_loadu_si256(lanes.as_ptr().cast::<__m256i>());
+                    let src = plane.wrapping_offset(p as isize + tap_offset(g, t));
+                    *v = _mm256_maskload_ps(src, mask);
+                }
+                for (i, lane) in acc.iter_mut().enumerate() {
+                    let d = _mm256_loadu_ps(grads.add(i * hw + p));
+                    for (a, v) in lane.iter_mut().zip(&xv) {
+                        *a = _mm256_fmadd_ps(d, *v, *a);
+                    }
+                }
+            }
+        }
+        let mut lanes = [0f32; LANES_AVX2];
+        for (s, a) in sums.iter_mut().zip(acc.iter().flatten()) {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
+            *s = lanes.iter().sum();
+        }
+    }
+}
+
+/// Never called: [`applies`] is false without x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn weight_row_avx2(
+    _: &Geometry,
+    _: &[[i32; LANES_AVX2]],
+    _: &[f32],
+    _: &[f32],
+    _: usize,
+    _: [usize; 4],
+    _: &mut [f32],
+) {
+    unreachable!("the direct convolution needs x86-64 with AVX2")
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::cpu;
@@ -429,8 +688,8 @@ mod tests {
 
     #[test]
     fn matches_im2col_with_and_without_an_epilogue_on_one_and_many_threads() {
-        if !has_avx512() {
-            eprintln!("no AVX-512 on this CPU: the direct kernel never runs here");
+        if Isa::available().is_empty() {
+            eprintln!("no AVX-512 or AVX2 on this CPU: the direct kernel never runs here");
             return;
         }
         // [n, c, h, w, o]: tails of 1 and 2 vectors, odd widths, single
@@ -458,18 +717,21 @@ mod tests {
             let packed = pack_weights(&g, &wt);
             for e in [None, Some(&epilogue)] {
                 let want = cpu::im2col_forward(&g, &x, &wt, e);
-                let mut runs = Vec::new();
-                for threads in [1, 2, 3] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    runs.push(pool.install(|| forward(&g, &x, &packed, e)));
+                // Every instruction set sums in the same order: one result.
+                let mut runs = vec![forward(&g, &x, &packed, e)];
+                for isa in Isa::available() {
+                    for threads in [1, 2, 3] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        runs.push(pool.install(|| forward_on(isa, &g, &x, &packed, e)));
+                    }
                 }
                 assert_close(&runs[0], &want, &format!("{g:?}"));
                 assert!(
                     runs.iter().all(|r| r == &runs[0]),
-                    "{g:?}: differs with the threads"
+                    "{g:?}: differs with the threads or the instruction set"
                 );
             }
         }
@@ -477,8 +739,8 @@ mod tests {
 
     #[test]
     fn weight_gradient_matches_im2col() {
-        if !has_avx512() {
-            eprintln!("no AVX-512 on this CPU: the direct kernel never runs here");
+        if Isa::available().is_empty() {
+            eprintln!("no AVX-512 or AVX2 on this CPU: the direct kernel never runs here");
             return;
         }
         for [n, c, h, w, o] in [
@@ -490,9 +752,12 @@ mod tests {
             let g = same_size(n, c, h, w, o);
             let x = values(g.n * g.image_len(), 5.0);
             let dy = values(g.n * g.out_image_len(), 6.0);
-            let got = grad_weight_chunk(&g, &x, &dy);
             let want = cpu::im2col_grad_weight_chunk(&g, &x, &dy);
-            assert_close(&got, &want, &format!("{g:?}"));
+            assert_close(&grad_weight_chunk(&g, &x, &dy), &want, &format!("{g:?}"));
+            for isa in Isa::available() {
+                let got = grad_weight_chunk_on(isa, &g, &x, &dy);
+                assert_close(&got, &want, &format!("{g:?}, {isa:?}"));
+            }
         }
     }
 
@@ -520,6 +785,6 @@ mod tests {
         ] {
             assert!(!applies(&g), "{g:?}");
         }
-        assert_eq!(applies(&base), has_avx512());
+        assert_eq!(applies(&base), Isa::best().is_some());
     }
 }

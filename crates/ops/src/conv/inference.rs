@@ -265,7 +265,7 @@ mod tests {
     /// `[n, c, h, w, o, k, stride, pad]`: 3x3 with and without stride, 1x1
     /// (pointwise and strided, as projection shortcuts), the 7x7/2 stem, one
     /// image (its gemm split over the threads), two for the direct 3x3
-    /// kernel on CPUs with AVX-512 (cases 5 and 6: one image split over the
+    /// kernel on CPUs with AVX-512 or AVX2 (cases 5 and 6: one image split over the
     /// threads, then a batch), and four that run Winograd's F(2x2, 3x3)
     /// (cases 7 to 10: odd sides, one image, a channel count that is not a
     /// multiple of 16, and one image too few tiles for Winograd in training).

@@ -50,7 +50,7 @@ fn gradients_match_finite_differences() {
     // The loss is linear in x and in w, so central differences are exact up
     // to rounding whatever the step. A strided convolution (im2col and
     // col2im), and a 3x3 one that runs the direct kernel for the forward
-    // pass and both gradients on CPUs with AVX-512.
+    // pass and both gradients on CPUs with AVX-512 or AVX2.
     // [x dims, w dims, [stride; 4], the x values and the w values nudged].
     let cases: [[[usize; 4]; 5]; 2] = [
         [
@@ -108,7 +108,7 @@ fn results_are_bit_identical_across_runs_and_thread_counts() {
     // are split instead: Winograd's, and im2col's gemm by blocks of output
     // channels (200 of them in blocks of 80, 80 and 40; 128 in two of 64),
     // for a 1x1 and a strided 3x3 convolution; and a batch of 5 that the
-    // direct 3x3 kernel takes on CPUs with AVX-512.
+    // direct 3x3 kernel takes on CPUs with AVX-512 or AVX2.
     // [n, side, channels, kernel, stride]
     for [n, side, channels, k, s] in [
         [37, 9, 8, 3, 1],
