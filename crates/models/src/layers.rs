@@ -65,6 +65,18 @@ pub(crate) struct BatchNorm {
 }
 
 const BN_EPS: f64 = 1e-5;
+
+/// What follows a batch norm, applied in its pass where a kernel can.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum After<'a> {
+    /// Nothing: the batch norm's output as it is.
+    Nothing,
+    /// A ReLU.
+    Relu,
+    /// The residual join with this shortcut (the output's shape), then the
+    /// block's ReLU.
+    AddRelu(&'a Tensor),
+}
 const BN_MOMENTUM: f64 = 0.1;
 
 impl BatchNorm {
@@ -80,22 +92,26 @@ impl BatchNorm {
     }
 
     /// Train mode normalises with the batch statistics and updates the
-    /// running ones; eval mode normalises with the running statistics. With
-    /// `relu`, a ReLU follows, fused into the batch norm.
-    fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor, ModelError> {
+    /// running ones; eval mode normalises with the running statistics. Then
+    /// `after`, fused into the batch norm in train mode (and the ReLU in
+    /// eval mode).
+    fn forward_t(&self, x: &Tensor, train: bool, after: After) -> Result<Tensor, ModelError> {
         if !train {
-            let bn = if relu {
-                resnet_ops::batch_norm_relu_eval
-            } else {
-                resnet_ops::batch_norm_eval
-            };
             let (mean, var) = (&self.running_mean, &self.running_var);
-            return Ok(bn(x, &self.weight, &self.bias, mean, var, BN_EPS)?);
+            let (w, b) = (&self.weight, &self.bias);
+            return Ok(match after {
+                After::Nothing => resnet_ops::batch_norm_eval(x, w, b, mean, var, BN_EPS)?,
+                After::Relu => resnet_ops::batch_norm_relu_eval(x, w, b, mean, var, BN_EPS)?,
+                After::AddRelu(shortcut) => resnet_ops::add_relu(
+                    &resnet_ops::batch_norm_eval(x, w, b, mean, var, BN_EPS)?,
+                    shortcut,
+                )?,
+            });
         }
         let images = x.dim(0)?;
         let group = self.group.map_or(images, NonZeroUsize::get);
         if group >= images {
-            let batch = self.train_stats(x, relu)?;
+            let batch = self.train_stats(x, after)?;
             let unbiased = self.unbiased_factor(x)?;
             resnet_ops::update_running_stat(&self.running_mean, &batch.mean, BN_MOMENTUM, 1.0)?;
             resnet_ops::update_running_stat(&self.running_var, &batch.var, BN_MOMENTUM, unbiased)?;
@@ -106,8 +122,15 @@ impl BatchNorm {
         // of their unbiased variances (equal groups weigh the same).
         let (mut ys, mut means, mut vars) = (Vec::new(), Vec::new(), Vec::new());
         for start in (0..images).step_by(group) {
-            let part = x.narrow(0, start, group.min(images - start))?;
-            let batch = self.train_stats(&part, relu)?;
+            let len = group.min(images - start);
+            let part = x.narrow(0, start, len)?;
+            let batch = match after {
+                After::AddRelu(shortcut) => {
+                    let shortcut = shortcut.narrow(0, start, len)?;
+                    self.train_stats(&part, After::AddRelu(&shortcut))?
+                }
+                After::Nothing | After::Relu => self.train_stats(&part, after)?,
+            };
             means.push(batch.mean);
             vars.push(batch.var.affine(self.unbiased_factor(&part)?, 0.0)?);
             ys.push(batch.y);
@@ -119,16 +142,19 @@ impl BatchNorm {
         Ok(Tensor::cat(&ys, 0)?)
     }
 
-    /// Train-mode batch norm of `x` with its own statistics.
+    /// Train-mode batch norm of `x` with its own statistics, then `after`.
     fn train_stats(
         &self,
         x: &Tensor,
-        relu: bool,
+        after: After,
     ) -> Result<resnet_ops::BatchNormOutput, ModelError> {
-        Ok(if relu {
-            resnet_ops::batch_norm_relu_train(x, &self.weight, &self.bias, BN_EPS)?
-        } else {
-            resnet_ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?
+        let (w, b) = (&self.weight, &self.bias);
+        Ok(match after {
+            After::Nothing => resnet_ops::batch_norm_train(x, w, b, BN_EPS)?,
+            After::Relu => resnet_ops::batch_norm_relu_train(x, w, b, BN_EPS)?,
+            After::AddRelu(shortcut) => {
+                resnet_ops::batch_norm_add_relu_train(x, w, b, shortcut, BN_EPS)?
+            }
         })
     }
 
@@ -197,27 +223,31 @@ impl ConvBn {
         })
     }
 
-    /// conv then BN, then a ReLU if `relu`; a traced pass records 3x3
-    /// responses (before the ReLU, so the ReLU is not fused into the BN
+    /// conv then BN, then `after`; a traced pass records 3x3 responses
+    /// (before the ReLU or the join, so they are not fused into the BN
     /// there) and MACs.
     pub(crate) fn forward_t(
         &self,
         x: &Tensor,
         train: bool,
         trace: Option<&mut Trace>,
-        relu: bool,
+        after: After,
     ) -> Result<Tensor, ModelError> {
         let y = resnet_ops::conv2d(x, &self.weight, self.plan.stride, self.plan.padding)?;
         let Some(trace) = trace else {
-            return self.bn.forward_t(&y, train, relu);
+            return self.bn.forward_t(&y, train, after);
         };
-        let y = self.bn.forward_t(&y, train, false)?;
+        let y = self.bn.forward_t(&y, train, After::Nothing)?;
         let (_, _, h, w) = y.dims4()?;
         trace.macs += h * w * self.plan.params();
         if self.plan.kernel == 3 {
             trace.responses.push((self.bn.name.clone(), y.clone()));
         }
-        Ok(if relu { resnet_ops::relu(&y)? } else { y })
+        Ok(match after {
+            After::Nothing => y,
+            After::Relu => resnet_ops::relu(&y)?,
+            After::AddRelu(shortcut) => resnet_ops::add_relu(&y, shortcut)?,
+        })
     }
 
     /// The conv with the batch norm folded in, as eval mode computes it:
@@ -343,7 +373,7 @@ mod tests {
         set(&conv.bn.weight, &[0.5, 1.5, 1.0, 0.8, 1.2, 0.9]);
         set(&conv.bn.bias, &[0.2, -0.1, 0.0, 0.3, -0.3, 0.1]);
         let x = Tensor::randn(0f32, 1.0, (2, 4, 7, 5), &device).unwrap();
-        let want = conv.forward_t(&x, false, None, false).unwrap();
+        let want = conv.forward_t(&x, false, None, After::Nothing).unwrap();
         let got = conv.fold().unwrap().forward(&x, None, false).unwrap();
         let scale = resnet_test_support::max_abs_diff(&want, &want.zeros_like().unwrap());
         let err = resnet_test_support::max_abs_diff(&got, &want);

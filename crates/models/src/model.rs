@@ -9,7 +9,7 @@ use resnet_ops::InferenceConv;
 
 use crate::inference::InferenceNet;
 use crate::init::Initializer;
-use crate::layers::{ConvBn, Linear, NamedVar, TensorKind, Trace};
+use crate::layers::{After, ConvBn, Linear, NamedVar, TensorKind, Trace};
 use crate::plan::{BlockPlan, ShortcutPlan};
 use crate::{ArchSpec, ModelError};
 
@@ -105,18 +105,22 @@ impl Block<ConvBn> {
         train: bool,
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
+        // The shortcut first: the last batch norm adds it and applies the
+        // block's ReLU in its own pass (without one, in plain nets, that
+        // ReLU is the last conv's own).
+        let project =
+            |conv: &ConvBn| conv.forward_t(x, train, trace.as_deref_mut(), After::Nothing);
+        let shortcut = self.shortcut.forward(x, project)?;
         let last = self.convs.len() - 1;
-        // Without a shortcut (plain nets) the last conv's ReLU is its own too.
-        let plain = matches!(self.shortcut, ShortcutPath::None);
         let mut y = x.clone();
         for (k, conv) in self.convs.iter().enumerate() {
-            y = conv.forward_t(&y, train, trace.as_deref_mut(), k < last || plain)?;
+            let after = match &shortcut {
+                Some(shortcut) if k == last => After::AddRelu(shortcut),
+                _ => After::Relu,
+            };
+            y = conv.forward_t(&y, train, trace.as_deref_mut(), after)?;
         }
-        let project = |conv: &ConvBn| conv.forward_t(x, train, trace, false);
-        match self.shortcut.forward(x, project)? {
-            None => Ok(y),
-            Some(shortcut) => Ok(resnet_ops::add_relu(&y, &shortcut)?),
-        }
+        Ok(y)
     }
 
     /// The block with every batch norm folded into its conv.
@@ -260,7 +264,7 @@ impl ResNet {
         let backbone_train = train && !self.frozen_backbone;
         let mut y = self
             .stem
-            .forward_t(x, backbone_train, trace.as_deref_mut(), true)?;
+            .forward_t(x, backbone_train, trace.as_deref_mut(), After::Relu)?;
         if self.stem_max_pool {
             y = resnet_ops::max_pool_3x3_s2(&y)?;
         }

@@ -8,7 +8,8 @@
 //! statistics; both are parallel over channels. [`batch_norm_eval`] is a
 //! per-channel affine map, parallel over planes. [`batch_norm_relu_train`]
 //! and [`batch_norm_relu_eval`] apply the ReLU that follows a batch norm in
-//! the same passes. Sums are accumulated in f64
+//! the same passes; [`batch_norm_add_relu_train`] the residual join and the
+//! ReLU that end a block. Sums are accumulated in f64
 //! in a fixed order, so results are bit-identical whatever the number of
 //! threads. With the `cudnn` feature, [`batch_norm_train`] on f32 CUDA
 //! tensors runs cuDNN's batch norm forward and backward (`batch_norm/saved.rs`,
@@ -124,6 +125,47 @@ pub fn batch_norm_relu_train(
     eps: f64,
 ) -> Result<BatchNormOutput, OpsError> {
     train(x, weight, bias, eps, true)
+}
+
+/// [`batch_norm_train`], plus `residual` (the shape of `x`), then a ReLU:
+/// `y = max(bn(x) + residual, 0)`, the end of a residual block, with the
+/// same statistics and errors, and an [`OpsError::Incompatible`] naming both
+/// shapes if `residual`'s is not `x`'s.
+///
+/// On the CPU kernel this is one pass that never writes `bn(x)` out: the
+/// block keeps one activation fewer alive for its backward pass than
+/// [`batch_norm_train`] then [`crate::add_relu`], which is what runs
+/// elsewhere.
+pub fn batch_norm_add_relu_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    eps: f64,
+) -> Result<BatchNormOutput, OpsError> {
+    if residual.dims() != x.dims() {
+        return Err(OpsError::Incompatible {
+            op: OP,
+            detail: format!(
+                "residual has shape {:?} but input has {:?}",
+                residual.dims(),
+                x.dims()
+            ),
+        });
+    }
+    let dims = Dims::new(x, &[("weight", weight), ("bias", bias)])?;
+    if dims.per_channel() > 0
+        && [x, weight, bias, residual]
+            .iter()
+            .all(|t| has_kernel(t.device(), t.dtype()))
+    {
+        return train::run_add_relu(dims, x, [weight, bias, residual], eps);
+    }
+    let out = train(x, weight, bias, eps, false)?;
+    Ok(BatchNormOutput {
+        y: crate::add_relu(&out.y, residual)?,
+        ..out
+    })
 }
 
 /// Training-mode batch norm, followed by a ReLU if `relu`.

@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor, Var};
-//! use resnet_ops::{add_relu, batch_norm_relu_train, batch_norm_train, conv2d};
+//! use resnet_ops::{batch_norm_add_relu_train, batch_norm_relu_train, conv2d};
 //!
 //! let dev = Device::Cpu;
 //! let x = Tensor::randn(0f32, 1.0, (2, 16, 8, 8), &dev)?;
@@ -24,9 +24,9 @@
 //! let w2 = Var::randn(0f32, 0.1, (16, 16, 3, 3), &dev)?;
 //! let (gamma, beta) = (Tensor::ones(16, DType::F32, &dev)?, Tensor::zeros(16, DType::F32, &dev)?);
 //! let h = batch_norm_relu_train(&conv2d(&x, &w1, 1, 1)?, &gamma, &beta, 1e-5)?.y;
-//! let f = batch_norm_train(&conv2d(&h, &w2, 1, 1)?, &gamma, &beta, 1e-5)?;
-//! let y = add_relu(&f.y, &x)?; // y = relu(F(x) + x)
-//! let grads = y.sum_all()?.backward()?;
+//! // y = relu(F(x) + x): the second batch norm, the join and the ReLU in one op
+//! let f = batch_norm_add_relu_train(&conv2d(&h, &w2, 1, 1)?, &gamma, &beta, &x, 1e-5)?;
+//! let grads = f.y.sum_all()?.backward()?;
 //! assert_eq!(grads.get(&w1).expect("w1 gets a gradient").dims(), [16, 16, 3, 3]);
 //! assert_eq!(f.mean.dims(), [16]); // the batch statistics, for the running averages
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -76,8 +76,8 @@ mod test_util;
 
 pub use activation::{add_relu, relu};
 pub use batch_norm::{
-    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train,
-    update_running_stat, BatchNormOutput,
+    batch_norm_add_relu_train, batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train,
+    batch_norm_train, update_running_stat, BatchNormOutput,
 };
 pub use conv::{conv2d, InferenceConv};
 pub use device::DeviceSpec;

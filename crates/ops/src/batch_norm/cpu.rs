@@ -98,22 +98,42 @@ impl Normaliser {
     }
 }
 
+/// What the training forward kernel applies to the normalised value `y`
+/// before it writes it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Then<'a> {
+    /// `y` as it is.
+    Nothing,
+    /// `max(y, 0)`.
+    Relu,
+    /// `max(y + r, 0)`, `r` the value at the same place of this tensor (the
+    /// residual block's shortcut), `[N, C, H, W]` like the input.
+    AddRelu(&'a [f32]),
+}
+
 /// The training forward pass: `y` (`[N, C, H, W]`) normalised with the batch
 /// statistics of `x`, scaled by `weight` and shifted by `bias` (both `[C]`),
-/// then `max(y, 0)` if `relu`; and those statistics.
+/// then `then` applied; and those statistics.
 pub(super) fn train_forward(
     d: Dims,
     x: &[f32],
     weight: &[f32],
     bias: &[f32],
     eps: f64,
-    relu: bool,
+    then: Then,
 ) -> (Vec<f32>, Moments) {
     assert_eq!(
         x.len(),
         d.n * d.c * d.plane,
         "batch norm: input of the wrong length"
     );
+    if let Then::AddRelu(residual) = then {
+        assert_eq!(
+            residual.len(),
+            x.len(),
+            "batch norm: residual of the wrong length"
+        );
+    }
     let count = d.per_channel() as f64;
     let mut moments = Vec::new();
     let fill = |y: &mut [MaybeUninit<f32>]| {
@@ -129,10 +149,24 @@ pub(super) fn train_forward(
                 });
                 let var = squares / count;
                 let n = Normaliser::new(weight[ch], bias[ch], mean, var, eps);
-                for (yp, xp) in ys.into_iter().zip(planes(x, d, ch)) {
-                    for (o, &v) in yp.iter_mut().zip(xp) {
-                        let y = n.apply(v);
-                        o.write(if relu { y.max(0.0) } else { y });
+                for (i, (yp, xp)) in ys.into_iter().zip(planes(x, d, ch)).enumerate() {
+                    match then {
+                        Then::Nothing => {
+                            for (o, &v) in yp.iter_mut().zip(xp) {
+                                o.write(n.apply(v));
+                            }
+                        }
+                        Then::Relu => {
+                            for (o, &v) in yp.iter_mut().zip(xp) {
+                                o.write(n.apply(v).max(0.0));
+                            }
+                        }
+                        Then::AddRelu(residual) => {
+                            let rp = &residual[(i * d.c + ch) * d.plane..][..d.plane];
+                            for ((o, &v), &r) in yp.iter_mut().zip(xp).zip(rp) {
+                                o.write((n.apply(v) + r).max(0.0));
+                            }
+                        }
                     }
                 }
                 (mean, var)

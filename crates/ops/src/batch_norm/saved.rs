@@ -130,7 +130,8 @@ impl CustomOp3 for Forward {
         let x = f32_data(name, xs, xl, &xd)?;
         let weight = f32_data(name, ws, wl, &wd)?;
         let bias = f32_data(name, bs, bl, &bd)?;
-        let (mut out, moments) = cpu::train_forward(self.dims, x, weight, bias, self.eps, false);
+        let (mut out, moments) =
+            cpu::train_forward(self.dims, x, weight, bias, self.eps, cpu::Then::Nothing);
         out.extend(moments.mean.iter().map(|&m| m as f32));
         out.extend(
             moments

@@ -2,8 +2,8 @@ use candle_core::{DType, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
 use super::{
-    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train, composed,
-    saved, BatchNormOutput, Dims,
+    batch_norm_add_relu_train, batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train,
+    batch_norm_train, composed, saved, BatchNormOutput, Dims,
 };
 use crate::test_util::{assert_close_above, random, values};
 use crate::OpsError;
@@ -156,6 +156,90 @@ fn fused_relu_equals_batch_norm_then_relu_bit_for_bit() {
             assert_eq!(values(got), values(want), "{shape:?}: {name}");
         }
     }
+}
+
+/// `[y, mean, var, dx, dweight, dbias, dresidual]` of `loss = sum(f(x, w,
+/// b, residual) * r)`, `f` a batch norm followed by the residual and a ReLU.
+fn add_relu_run(
+    f: impl Fn(&Tensor, &Tensor, &Tensor, &Tensor) -> BatchNormOutput,
+    (x, weight, bias): &(Tensor, Tensor, Tensor),
+    residual: &Tensor,
+    seed: u64,
+) -> Vec<Tensor> {
+    let vars = [x, weight, bias, residual].map(|t| Var::from_tensor(t).unwrap());
+    let out = f(&vars[0], &vars[1], &vars[2], &vars[3]);
+    let r = random(out.y.dims(), seed);
+    let grads = (&out.y * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let mut all = vec![out.y, out.mean, out.var];
+    all.extend(vars.iter().map(|v| grads.get(v).unwrap().clone()));
+    all
+}
+
+#[test]
+fn fused_add_relu_equals_batch_norm_then_add_relu_bit_for_bit() {
+    let names = ["y", "mean", "var", "dx", "dweight", "dbias", "dresidual"];
+    let (mut clipped, mut passed) = (0, 0);
+    for (i, shape) in shapes().into_iter().enumerate() {
+        let seed = 5 * i as u64 + 3000;
+        let args = inputs(shape, seed);
+        let residual = random(&shape, seed + 4);
+        let fused = add_relu_run(
+            |x, w, b, r| batch_norm_add_relu_train(x, w, b, r, EPS).unwrap(),
+            &args,
+            &residual,
+            seed + 3,
+        );
+        let unfused = add_relu_run(
+            |x, w, b, r| {
+                let out = batch_norm_train(x, w, b, EPS).unwrap();
+                BatchNormOutput {
+                    y: crate::add_relu(&out.y, r).unwrap(),
+                    ..out
+                }
+            },
+            &args,
+            &residual,
+            seed + 3,
+        );
+        let y = values(&fused[0]);
+        clipped += y.iter().filter(|&&v| v == 0.0).count();
+        passed += y.iter().filter(|&&v| v > 0.0).count();
+        for ((got, want), name) in fused.iter().zip(&unfused).zip(names) {
+            assert_eq!(values(got), values(want), "{shape:?}: {name}");
+        }
+    }
+    assert!(
+        clipped > 0 && passed > 0,
+        "{clipped} clipped, {passed} passed"
+    );
+}
+
+#[test]
+fn fused_add_relu_falls_back_for_other_dtypes_and_checks_the_residual() {
+    let (x, w, b) = inputs([2, 3, 4, 4], 78);
+    let r = random(&[2, 3, 4, 4], 79);
+    let f64s = [&x, &w, &b, &r].map(|t| t.to_dtype(DType::F64).unwrap());
+    let got = batch_norm_add_relu_train(&f64s[0], &f64s[1], &f64s[2], &f64s[3], EPS).unwrap();
+    let want = batch_norm_add_relu_train(&x, &w, &b, &r, EPS).unwrap();
+    assert_eq!(got.y.dtype(), DType::F64);
+    assert_close(
+        &got.y.to_dtype(DType::F32).unwrap(),
+        &want.y,
+        "f64 fallback",
+    );
+    let wrong = random(&[2, 3, 4, 5], 80);
+    let err = batch_norm_add_relu_train(&x, &w, &b, &wrong, EPS).unwrap_err();
+    assert!(matches!(err, OpsError::Incompatible { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("[2, 3, 4, 5]") && text.contains("[2, 3, 4, 4]"),
+        "{text}"
+    );
 }
 
 #[test]
