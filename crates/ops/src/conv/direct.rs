@@ -467,32 +467,19 @@ fn grad_weight_chunk_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f3
         "conv2d: input or output gradient of the wrong length"
     );
     let masks = masks(g);
-    let lane_masks = if isa == Isa::Avx2 {
-        lane_mask_table(&masks)
-    } else {
-        Vec::new()
-    };
     let mut dw = vec![0f32; g.o * g.c * TAPS];
+    if isa == Isa::Avx2 {
+        grad_weight_avx2(g, &lane_mask_table(&masks), x, dy, &mut dw);
+        return dw;
+    }
     let mut sums = [0f32; OB * 3];
     for block in 0..g.o / OB {
         for c in 0..g.c {
             for ky in 0..3 {
-                let at = [block, c, ky];
                 // SAFETY: `x` holds `images` images and `dy` their `O`
                 // planes (the assert above), `masks` is the geometry's, and
-                // the CPU has `isa` (checked above).
-                unsafe {
-                    match isa {
-                        Isa::Avx512 => weight_row(g, &masks, x, dy, images, at, &mut sums),
-                        Isa::Avx2 => {
-                            for half in 0..OB / HALF {
-                                let part = &mut sums[half * HALF * 3..][..HALF * 3];
-                                let at = [block, c, ky, half];
-                                weight_row_avx2(g, &lane_masks, x, dy, images, at, part);
-                            }
-                        }
-                    }
-                }
+                // the CPU has AVX-512 (checked above).
+                unsafe { weight_row(g, &masks, x, dy, images, [block, c, ky], &mut sums) };
                 for (i, taps) in sums.chunks_exact(3).enumerate() {
                     let o = block * OB + i;
                     dw[(o * g.c + c) * TAPS + ky * 3..][..3].copy_from_slice(taps);
@@ -501,6 +488,54 @@ fn grad_weight_chunk_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f3
         }
     }
     dw
+}
+
+/// Positions (images times `H*W`) per group of images of
+/// [`grad_weight_avx2`]: a group's 4 planes of `dy` stay in L1 over every
+/// input channel and tap, its input planes in L2.
+const AVX2_GROUP_POSITIONS: usize = 1024;
+
+/// The AVX2 weight gradient into `dw` (zeros, `[O, C, 3, 3]`): per group of
+/// images, per 4 output channels, the sums of [`weight_row_avx2`] for every
+/// input channel and kernel row, added to `dw` group after group. AVX2 reads
+/// its operands from L2 and L1 this way; summed over all the images at once,
+/// as the AVX-512 kernel does, a row's images stream from L3 for every input
+/// channel and tap.
+fn grad_weight_avx2(
+    g: &Geometry,
+    lane_masks: &[[i32; LANES_AVX2]],
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
+    let images = x.len() / g.image_len().max(1);
+    let group = (AVX2_GROUP_POSITIONS / (g.h * g.w)).max(1);
+    let mut sums = [0f32; HALF * 3];
+    for first in (0..images).step_by(group) {
+        let n = group.min(images - first);
+        let xs = &x[first * g.image_len()..][..n * g.image_len()];
+        let dys = &dy[first * g.out_image_len()..][..n * g.out_image_len()];
+        for block in 0..g.o / OB {
+            for half in 0..OB / HALF {
+                for c in 0..g.c {
+                    for ky in 0..3 {
+                        let at = [block, c, ky, half];
+                        // SAFETY: `xs` holds `n` images and `dys` their `O`
+                        // planes, `lane_masks` is the geometry's, and the
+                        // caller checked that the CPU has AVX2 and FMA.
+                        unsafe { weight_row_avx2(g, lane_masks, xs, dys, n, at, &mut sums) };
+                        for (i, taps) in sums.chunks_exact(3).enumerate() {
+                            let o = block * OB + half * HALF + i;
+                            let row = &mut dw[(o * g.c + c) * TAPS + ky * 3..][..3];
+                            for (d, s) in row.iter_mut().zip(taps) {
+                                *d += s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The gradients of the three taps `(c, ky, 0..3)` of output channels
@@ -743,11 +778,15 @@ mod tests {
             eprintln!("no AVX-512 or AVX2 on this CPU: the direct kernel never runs here");
             return;
         }
+        // The last two split the images into groups (AVX2 sums 1024
+        // positions at a time): 4 + 1 and 8 + 1 images.
         for [n, c, h, w, o] in [
             [2, 3, 4, 4, 8],
             [3, 5, 2, 8, 24],
             [1, 1, 16, 1, 8],
             [4, 16, 15, 16, 16],
+            [5, 4, 16, 16, 8],
+            [9, 2, 8, 16, 8],
         ] {
             let g = same_size(n, c, h, w, o);
             let x = values(g.n * g.image_len(), 5.0);
