@@ -42,8 +42,10 @@ impl Sizes {
         [self.n, self.co, self.ho, self.wo]
     }
 
-    /// The sizes the CUDA kernels take, in their order.
-    #[cfg(feature = "cuda")]
+    /// The sizes the CUDA kernels take, in their order (`kernels/pool.cu`:
+    /// `c, h, w, co, ho, wo, pad_before, stride`); a size past `u32` is an
+    /// error naming it.
+    #[cfg(any(test, feature = "cuda"))]
     fn kernel_params(&self, op: &PadSubsample) -> candle_core::Result<[u32; 8]> {
         let values = [
             self.c,
@@ -219,5 +221,32 @@ impl CustomOp2 for PadSubsampleGrad {
             z.n * z.c * z.h * z.w,
         )?;
         Ok((dx, lx.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Layout;
+
+    use super::PadSubsample;
+
+    /// The CUDA kernels' arguments are packed here, on every build: the
+    /// order they take and the refusal of sizes they cannot index.
+    #[test]
+    fn kernel_parameters_are_the_sizes_in_the_kernels_order() {
+        let op = PadSubsample {
+            stride: 2,
+            pad_before: 3,
+            pad_after: 5,
+        };
+        let sizes = op.sizes(&Layout::contiguous((2, 4, 7, 6))).unwrap();
+        assert_eq!(sizes.kernel_params(&op).unwrap(), [4, 7, 6, 12, 4, 3, 3, 2]);
+        let huge = PadSubsample {
+            pad_after: 1 << 33,
+            ..op
+        };
+        let sizes = huge.sizes(&Layout::contiguous((2, 4, 7, 6))).unwrap();
+        let err = sizes.kernel_params(&huge).unwrap_err().to_string();
+        assert!(err.contains("8589934599"), "{err}");
     }
 }
