@@ -4,7 +4,9 @@
 //! a replica, computes the gradients of its share of every batch, and the
 //! ranks sum them ([`Collective::all_reduce_sum`]) before each applies the
 //! same update. [`SingleProcess`] is the world of one that a plain run is;
-//! `MpiWorld` (feature `mpi`) is a world launched by `mpirun`/`srun`.
+//! `MpiWorld` (feature `mpi`) is a world launched by `mpirun`/`srun`;
+//! [`TcpWorld`] one launched as `torchrun` launches its ranks, joined over
+//! TCP without MPI.
 //!
 //! A collective that waits longer than its world's timeout for the other
 //! ranks ends with [`CollectiveError::Timeout`] instead of hanging.
@@ -15,6 +17,9 @@ use candle_core::Tensor;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi_world::MpiWorld;
+pub use self::tcp::TcpWorld;
+
+mod tcp;
 
 /// A failed collective.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,11 @@ pub enum CollectiveError {
         /// What it waited in.
         operation: &'static str,
     },
+
+    /// The ranks could not be joined into a world, or sent what the others
+    /// did not expect.
+    #[error("{0}")]
+    Setup(String),
 
     /// A tensor could not be moved to or from the host.
     #[error(transparent)]
