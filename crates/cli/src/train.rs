@@ -11,7 +11,7 @@ use resnet_eval::resolve_weights;
 use resnet_hub::{registry, HubOptions, WeightsSource};
 use resnet_models::{read_safetensors_metadata, ArchSpec};
 use resnet_term::ProgressObserver;
-use resnet_train::collective::{Collective, SingleProcess};
+use resnet_train::collective::{Collective, SingleProcess, TcpWorld};
 use resnet_train::run_dir::CONFIG_FILE;
 use resnet_train::{
     DatasetKind, Freeze, LrSchedule, NoObserver, NormalizationKind, TrainConfig, TrainError,
@@ -121,9 +121,9 @@ pub struct TrainArgs {
     /// Device: cpu, cuda[:N] or metal[:N].
     #[arg(long)]
     device: Option<String>,
-    /// Under mpirun: seconds a rank waits for the others in a collective
-    /// before it ends the job, naming itself (a rank that died or hangs).
-    #[cfg(feature = "mpi")]
+    /// As one of several ranks (under mpirun, or torchrun's RANK and WORLD_SIZE):
+    /// seconds a rank waits for the others in a collective before it ends the job,
+    /// naming itself (a rank that died or hangs).
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     collective_timeout: f64,
 }
@@ -347,12 +347,19 @@ struct StoppedRun {
     iteration: u64,
     /// The ranks it ran on, and must resume on.
     world_size: usize,
+    /// Whether they were joined over TCP (RANK, WORLD_SIZE, ...) rather than
+    /// by mpirun.
+    tcp: bool,
 }
 
 impl std::fmt::Display for StoppedRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (ranks, launcher) = match self.world_size {
             1 => (String::new(), String::new()),
+            n if self.tcp => (
+                format!(" on {n} ranks"),
+                format!("each of the {n} ranks, with the same RANK, WORLD_SIZE and MASTER_*: "),
+            ),
             n => (format!(" on {n} ranks"), format!("mpirun -n {n} ")),
         };
         write!(
@@ -457,23 +464,45 @@ fn adopt_stored_arch(config: &mut TrainConfig, path: &Path, arch_given: bool) ->
 /// Started by `mpirun -n N` (feature `mpi`), this process is one of N
 /// data-parallel ranks: `--batch-size` is the global batch, rank 0 writes
 /// the run folder and reports, and a rank that fails ends the whole job.
+///
+/// Started as `torchrun` starts its ranks (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
+/// `MASTER_PORT` in the environment, no MPI needed), it is rank `RANK` of a
+/// job joined over TCP ([`TcpWorld`]); a rank that fails ends with an error
+/// naming it, and the others end with one naming it too.
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let timeout = args.collective_timeout;
+    if !(timeout.is_finite() && timeout > 0.0) {
+        anyhow::bail!("--collective-timeout must be a positive number of seconds, got {timeout}");
+    }
+    let timeout = std::time::Duration::from_secs_f64(timeout);
     #[cfg(feature = "mpi")]
-    {
-        let timeout = args.collective_timeout;
-        if !(timeout.is_finite() && timeout > 0.0) {
-            anyhow::bail!(
-                "--collective-timeout must be a positive number of seconds, got {timeout}"
-            );
-        }
-        let timeout = std::time::Duration::from_secs_f64(timeout);
-        if let Some(world) = resnet_train::collective::MpiWorld::from_launcher(timeout) {
-            if world.world_size() > 1 {
-                return run_rank(args, world);
-            }
+    if let Some(world) = resnet_train::collective::MpiWorld::from_launcher(timeout) {
+        if world.world_size() > 1 {
+            return run_rank(args, world);
         }
     }
-    run_in(args, &SingleProcess)
+    match TcpWorld::from_env(timeout)? {
+        Some(world) if world.world_size() > 1 => run_tcp_rank(args, &world),
+        _ => run_in(args, &SingleProcess),
+    }
+}
+
+/// [`run_in`] as one rank of a job joined over TCP. A stop ends every rank
+/// with status 1 once rank 0 has saved its checkpoint, rank 0 saying how to
+/// resume; any other error is this rank's, named; ending, the rank closes
+/// its connections, so that no other waits for it.
+fn run_tcp_rank(args: &TrainArgs, world: &TcpWorld) -> Result<()> {
+    let Err(mut err) = run_in(args, world) else {
+        return Ok(());
+    };
+    let (rank, size) = (world.rank(), world.world_size());
+    if let Some(stopped) = err.downcast_mut::<StoppedRun>() {
+        if rank != 0 {
+            std::process::exit(1);
+        }
+        stopped.tcp = true;
+    }
+    Err(err.context(format!("rank {rank} of {size}")))
 }
 
 /// [`run_in`] as one rank of an MPI job. A stop ends every rank with status
@@ -534,6 +563,7 @@ fn run_in(args: &TrainArgs, group: &dyn Collective) -> Result<()> {
                 path,
                 iteration,
                 world_size: group.world_size(),
+                tcp: false,
             }
             .into())
         }

@@ -12,50 +12,16 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use resnet_test_support::assert_bit_identical;
 use resnet_test_support::process::{send_signal, wait_for_a_record, Reaped};
 
-fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
-}
-
-/// The arguments of `resnet train` of ResNet-20 on the sample, writing to
-/// `out`, one thread per process.
-fn train_args(out: &Path, batch: usize, iterations: u64, checkpoint_every: u64) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "train",
-        "--arch",
-        "resnet20",
-        "--log-every",
-        "1",
-        "--eval-every",
-        "0",
-        "--loader-threads",
-        "1",
-        "--collective-timeout",
-        "60",
-    ]
-    .map(String::from)
-    .into();
-    args.extend([
-        "--batch-size".into(),
-        batch.to_string(),
-        "--iterations".into(),
-        iterations.to_string(),
-        "--checkpoint-every".into(),
-        checkpoint_every.to_string(),
-        "--data".into(),
-        sample().display().to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ]);
-    args
-}
+mod data_parallel;
+use data_parallel::{assert_trained_alike, metrics, resnet, succeed, train_args};
 
 /// `mpirun` with 2 slots on this machine whatever its cores, passing
 /// `RAYON_NUM_THREADS=1` to the ranks.
@@ -79,25 +45,6 @@ fn resume_on_two_ranks(run: &Path) {
         .args(["train", "--resume", "--out"])
         .arg(run);
     succeed(resume);
-}
-
-fn resnet() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_resnet"));
-    cmd.env("RAYON_NUM_THREADS", "1");
-    cmd
-}
-
-fn succeed(mut cmd: Command) -> Output {
-    let out = cmd
-        .output()
-        .expect("cannot start the command (is mpirun installed?)");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Starts `cmd` with its stdout and stderr in `log`; killed when dropped.
@@ -148,53 +95,6 @@ fn weights(run: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(run.join("model.safetensors"), &Device::Cpu).unwrap()
 }
 
-fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(name, t): (String, Tensor)| (name, t.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect()
-}
-
-/// The largest `max |a - b| / max |a|` over the tensors.
-fn max_relative_difference(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32>>) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .map(|(name, va)| {
-            let scale = va.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-            let diff = va
-                .iter()
-                .zip(&b[name])
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            diff / scale
-        })
-        .fold(0.0, f32::max)
-}
-
-/// `|a - b| / |a|` over all the values of all tensors (L2 norms).
-fn relative_l2(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32>>) -> f64 {
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (name, va) in a {
-        for (x, y) in va.iter().zip(&b[name]) {
-            diff += f64::from(x - y).powi(2);
-            norm += f64::from(*x).powi(2);
-        }
-    }
-    (diff / norm).sqrt()
-}
-
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-/// Rounding differences of the sums grow with every step of a net this
-/// young (a 1e-7 nudge of its weights moves some BN biases by 1e-2 two
-/// steps later): after one step every tensor is compared, after two all
-/// weights together.
 #[test]
 fn two_ranks_of_64_train_as_one_process_with_bn_groups_of_64() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,33 +123,7 @@ fn two_ranks_of_64_train_as_one_process_with_bn_groups_of_64() {
     );
     assert!(!rank1.exists(), "rank 1 wrote {}", rank1.display());
 
-    let checkpoint = |run: &Path| tensors(&run.join("checkpoint-00000001.safetensors"));
-    let first = max_relative_difference(&checkpoint(&single), &checkpoint(&parallel));
-    eprintln!("after 1 step: max relative difference of a tensor {first:e}");
-    assert!(
-        first < 1e-5,
-        "after one step a tensor differs by {first} relative"
-    );
-    let model = |run: &Path| tensors(&run.join("model.safetensors"));
-    let last = relative_l2(&model(&single), &model(&parallel));
-    eprintln!("after 2 steps: relative L2 difference of the weights {last:e}");
-    assert!(
-        last < 1e-5,
-        "after two steps the weights differ by {last} relative"
-    );
-
-    let (a, b) = (metrics(&single), metrics(&parallel));
-    assert_eq!((a.len(), b.len()), (2, 2));
-    for (x, y) in a.iter().zip(&b) {
-        for exact in ["iteration", "epoch", "lr", "train_error", "test_error"] {
-            assert_eq!(x[exact], y[exact], "{exact}: {x} vs {y}");
-        }
-        let (lx, ly) = (
-            x["train_loss"].as_f64().unwrap(),
-            y["train_loss"].as_f64().unwrap(),
-        );
-        assert!((lx - ly).abs() < 1e-6 * lx, "train_loss: {x} vs {y}");
-    }
+    assert_trained_alike(&single, &parallel);
 }
 
 /// The pids of the ranks of the `mpirun` with pid `launcher`, by rank.

@@ -1,0 +1,149 @@
+//! What the data-parallel tests share, whatever joins their ranks (`mpi.rs`,
+//! `tcp.rs`): the training command, and the check that ranks trained as one
+//! process with batch-norm groups of each rank's share.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+
+fn sample() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
+}
+
+/// The arguments of `resnet train` of ResNet-20 on the sample, writing to
+/// `out`, one thread per process.
+pub fn train_args(out: &Path, batch: usize, iterations: u64, checkpoint_every: u64) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--arch",
+        "resnet20",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "0",
+        "--loader-threads",
+        "1",
+        "--collective-timeout",
+        "60",
+    ]
+    .map(String::from)
+    .into();
+    args.extend([
+        "--batch-size".into(),
+        batch.to_string(),
+        "--iterations".into(),
+        iterations.to_string(),
+        "--checkpoint-every".into(),
+        checkpoint_every.to_string(),
+        "--data".into(),
+        sample().display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
+    args
+}
+
+/// `resnet` on one thread.
+pub fn resnet() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_resnet"));
+    cmd.env("RAYON_NUM_THREADS", "1");
+    cmd
+}
+
+/// Runs `cmd`, which must succeed; its output.
+pub fn succeed(mut cmd: Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t): (String, Tensor)| (name, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
+
+/// The largest `max |a - b| / max |a|` over the tensors.
+fn max_relative_difference(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32>>) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .map(|(name, va)| {
+            let scale = va.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let diff = va
+                .iter()
+                .zip(&b[name])
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            diff / scale
+        })
+        .fold(0.0, f32::max)
+}
+
+/// `|a - b| / |a|` over all the values of all tensors (L2 norms).
+fn relative_l2(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32>>) -> f64 {
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (name, va) in a {
+        for (x, y) in va.iter().zip(&b[name]) {
+            diff += f64::from(x - y).powi(2);
+            norm += f64::from(*x).powi(2);
+        }
+    }
+    (diff / norm).sqrt()
+}
+
+/// The records of the run in `run`, in order.
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Asserts that the data-parallel run in `parallel` trained as the single
+/// process in `single` did (2 iterations, a checkpoint after the first).
+///
+/// Rounding differences of the sums grow with every step of a net this
+/// young (a 1e-7 nudge of its weights moves some BN biases by 1e-2 two
+/// steps later): after one step every tensor is compared, after two all
+/// weights together; the metrics logs are the same but for the loss's
+/// rounding.
+pub fn assert_trained_alike(single: &Path, parallel: &Path) {
+    let checkpoint = |run: &Path| tensors(&run.join("checkpoint-00000001.safetensors"));
+    let first = max_relative_difference(&checkpoint(single), &checkpoint(parallel));
+    eprintln!("after 1 step: max relative difference of a tensor {first:e}");
+    assert!(
+        first < 1e-5,
+        "after one step a tensor differs by {first} relative"
+    );
+    let model = |run: &Path| tensors(&run.join("model.safetensors"));
+    let last = relative_l2(&model(single), &model(parallel));
+    eprintln!("after 2 steps: relative L2 difference of the weights {last:e}");
+    assert!(
+        last < 1e-5,
+        "after two steps the weights differ by {last} relative"
+    );
+
+    let (a, b) = (metrics(single), metrics(parallel));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    for (x, y) in a.iter().zip(&b) {
+        for exact in ["iteration", "epoch", "lr", "train_error", "test_error"] {
+            assert_eq!(x[exact], y[exact], "{exact}: {x} vs {y}");
+        }
+        let (lx, ly) = (
+            x["train_loss"].as_f64().unwrap(),
+            y["train_loss"].as_f64().unwrap(),
+        );
+        assert!((lx - ly).abs() < 1e-6 * lx, "train_loss: {x} vs {y}");
+    }
+}
