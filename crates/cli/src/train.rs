@@ -482,8 +482,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
     }
     match TcpWorld::from_env(timeout)? {
-        Some(world) if world.world_size() > 1 => run_tcp_rank(args, &world),
-        _ => run_in(args, &SingleProcess),
+        Some(world) => run_tcp_rank(args, &world),
+        None => run_in(args, &SingleProcess),
     }
 }
 

@@ -67,12 +67,15 @@ impl Value for f64 {
 
 impl TcpWorld {
     /// The world this process was started in, from `torchrun`'s variables:
-    /// None where `WORLD_SIZE` is unset; an error naming the variable where
-    /// one is missing or not a number, or the address where rank 0 cannot
-    /// listen or be reached within `timeout`.
+    /// None where `WORLD_SIZE` is unset or 1 (a world of one process needs
+    /// no connections); an error naming the variable where one is missing
+    /// or not a number, or the address where rank 0 cannot listen or be
+    /// reached within `timeout`.
     pub fn from_env(timeout: Duration) -> Result<Option<TcpWorld>, CollectiveError> {
-        if std::env::var_os("WORLD_SIZE").is_none() {
-            return Ok(None);
+        match std::env::var("WORLD_SIZE") {
+            Err(_) => return Ok(None),
+            Ok(size) if size.trim() == "1" => return Ok(None),
+            Ok(_) => {}
         }
         fn var<T: std::str::FromStr>(name: &str) -> Result<T, CollectiveError> {
             let value = std::env::var(name).map_err(|_| {
