@@ -57,14 +57,9 @@ fn inputs(shape: [usize; 4], seed: u64) -> (Tensor, Tensor, Tensor) {
     (x, weight, random(&[shape[1]], seed + 2))
 }
 
-/// `[y, mean, var, dx, dweight, dbias]` of `loss = sum(bn(x) * r)`.
-fn train_run(
-    bn: impl Fn(&Tensor, &Tensor, &Tensor) -> BatchNormOutput,
-    (x, weight, bias): &(Tensor, Tensor, Tensor),
-    seed: u64,
-) -> Vec<Tensor> {
-    let vars = [x, weight, bias].map(|t| Var::from_tensor(t).unwrap());
-    let out = bn(&vars[0], &vars[1], &vars[2]);
+/// `[y, mean, var]` of `out`, then the gradient of `loss = sum(out.y * r)`
+/// (`r` random from `seed`) with respect to each of `vars`.
+fn with_gradients(out: BatchNormOutput, vars: &[Var], seed: u64) -> Vec<Tensor> {
     let r = random(out.y.dims(), seed);
     let grads = (&out.y * &r)
         .unwrap()
@@ -75,6 +70,16 @@ fn train_run(
     let mut all = vec![out.y, out.mean, out.var];
     all.extend(vars.iter().map(|v| grads.get(v).unwrap().clone()));
     all
+}
+
+/// `[y, mean, var, dx, dweight, dbias]` of `loss = sum(bn(x) * r)`.
+fn train_run(
+    bn: impl Fn(&Tensor, &Tensor, &Tensor) -> BatchNormOutput,
+    (x, weight, bias): &(Tensor, Tensor, Tensor),
+    seed: u64,
+) -> Vec<Tensor> {
+    let vars = [x, weight, bias].map(|t| Var::from_tensor(t).unwrap());
+    with_gradients(bn(&vars[0], &vars[1], &vars[2]), &vars, seed)
 }
 
 const TRAIN_NAMES: [&str; 6] = ["y", "mean", "var", "dx", "dweight", "dbias"];
@@ -167,17 +172,7 @@ fn add_relu_run(
     seed: u64,
 ) -> Vec<Tensor> {
     let vars = [x, weight, bias, residual].map(|t| Var::from_tensor(t).unwrap());
-    let out = f(&vars[0], &vars[1], &vars[2], &vars[3]);
-    let r = random(out.y.dims(), seed);
-    let grads = (&out.y * &r)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let mut all = vec![out.y, out.mean, out.var];
-    all.extend(vars.iter().map(|v| grads.get(v).unwrap().clone()));
-    all
+    with_gradients(f(&vars[0], &vars[1], &vars[2], &vars[3]), &vars, seed)
 }
 
 #[test]

@@ -21,17 +21,15 @@ pub(super) fn run(
     eps: f64,
     relu: bool,
 ) -> Result<BatchNormOutput, OpsError> {
-    let moments = Arc::new(OnceLock::new());
+    let stats = Statistics::new(dims, eps);
     let op = BatchNormTrain {
-        dims,
-        eps,
+        stats: stats.clone(),
         relu,
-        moments: Arc::clone(&moments),
     };
     let y = x
         .contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
-    with_statistics(dims, x, y, &moments)
+    stats.with(x, y)
 }
 
 /// Runs [`BatchNormAddReluTrain`]: `max(bn(x) + residual, 0)` in one pass,
@@ -42,11 +40,9 @@ pub(super) fn run_add_relu(
     [weight, bias, residual]: [&Tensor; 3],
     eps: f64,
 ) -> Result<BatchNormOutput, OpsError> {
-    let moments = Arc::new(OnceLock::new());
+    let stats = Statistics::new(dims, eps);
     let op = BatchNormAddReluTrain {
-        dims,
-        eps,
-        moments: Arc::clone(&moments),
+        stats: stats.clone(),
     };
     // The op has three inputs: the weight and bias go in as one `[2C]`
     // tensor, whose gradient candle splits back between them.
@@ -54,38 +50,95 @@ pub(super) fn run_add_relu(
     let y = x
         .contiguous()?
         .apply_op3(&params, &residual.contiguous()?, op)?;
-    with_statistics(dims, x, y, &moments)
+    stats.with(x, y)
 }
 
-/// `y` with the batch statistics its op recorded, as `[C]` f32 tensors.
-fn with_statistics(
+/// The batch statistics a training op records in its forward pass, shared
+/// by the op, the caller that reads them back, and the backward pass.
+#[derive(Clone)]
+struct Statistics {
     dims: Dims,
-    x: &Tensor,
-    y: Tensor,
-    moments: &OnceLock<Moments>,
-) -> Result<BatchNormOutput, OpsError> {
-    let moments = moments.get().ok_or_else(|| {
-        candle_core::Error::Msg("batch-norm-train: the forward pass recorded no statistics".into())
-    })?;
-    let channel = |values: &[f64]| {
-        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        Tensor::from_vec(values, dims.c, x.device())
-    };
-    Ok(BatchNormOutput {
-        y,
-        mean: channel(&moments.mean)?,
-        var: channel(&moments.var)?,
-    })
+    eps: f64,
+    moments: Arc<OnceLock<Moments>>,
+}
+
+impl Statistics {
+    fn new(dims: Dims, eps: f64) -> Self {
+        Self {
+            dims,
+            eps,
+            moments: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The forward kernel on `x` (its layout `xl`), `then` applied, for op
+    /// `op`; records the statistics (an op runs once).
+    fn forward(
+        &self,
+        op: &str,
+        (x, xl): (&[f32], &Layout),
+        weight: &[f32],
+        bias: &[f32],
+        then: Then,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, moments) = cpu::train_forward(self.dims, x, weight, bias, self.eps, then);
+        if self.moments.set(moments).is_err() {
+            candle_core::bail!("{op}: the op ran twice");
+        }
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    /// `dx` and `[dweight; dbias]` (`[2C]`) for the output gradient `dy` of
+    /// the batch norm of `x` (the gradient of `max(bn(x), 0)` when
+    /// `relu_bias` holds the forward's bias), for op `op`.
+    fn backward(
+        &self,
+        op: &str,
+        x: &Tensor,
+        dy: &Tensor,
+        weight: &Tensor,
+        relu_bias: Option<Vec<f32>>,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let Some(moments) = self.moments.get() else {
+            candle_core::bail!("{op}: backward before forward");
+        };
+        let grad = BatchNormGrad {
+            dims: self.dims,
+            eps: self.eps,
+            moments,
+            relu_bias,
+        };
+        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, weight, &grad)?;
+        let len = x.elem_count();
+        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
+        Ok((dx, packed.narrow(0, len, 2 * self.dims.c)?))
+    }
+
+    /// `y` with the statistics recorded, as `[C]` f32 tensors on `x`'s
+    /// device.
+    fn with(&self, x: &Tensor, y: Tensor) -> Result<BatchNormOutput, OpsError> {
+        let moments = self.moments.get().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "batch-norm-train: the forward pass recorded no statistics".into(),
+            )
+        })?;
+        let channel = |values: &[f64]| {
+            let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+            Tensor::from_vec(values, self.dims.c, x.device())
+        };
+        Ok(BatchNormOutput {
+            y,
+            mean: channel(&moments.mean)?,
+            var: channel(&moments.var)?,
+        })
+    }
 }
 
 /// The training forward `(x, weight, bias) -> y`, or `max(y, 0)` with
-/// `relu`; it stores the batch statistics in `moments`, shared with [`run`]
-/// and the backward pass.
+/// `relu`, recording the batch statistics in `stats`.
 struct BatchNormTrain {
-    dims: Dims,
-    eps: f64,
+    stats: Statistics,
     relu: bool,
-    moments: Arc<OnceLock<Moments>>,
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -102,16 +155,12 @@ impl CustomOp3 for BatchNormTrain {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = self.dims;
+        let c = self.stats.dims.c;
         let x = f32_data(self.name(), xs, xl, xl.dims())?;
-        let weight = f32_data(self.name(), ws, wl, &[d.c])?;
-        let bias = f32_data(self.name(), bs, bl, &[d.c])?;
+        let weight = f32_data(self.name(), ws, wl, &[c])?;
+        let bias = f32_data(self.name(), bs, bl, &[c])?;
         let then = if self.relu { Then::Relu } else { Then::Nothing };
-        let (y, moments) = cpu::train_forward(d, x, weight, bias, self.eps, then);
-        if self.moments.set(moments).is_err() {
-            candle_core::bail!("{}: the op ran twice", self.name());
-        }
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        self.stats.forward(self.name(), (x, xl), weight, bias, then)
     }
 
     fn bwd(
@@ -122,24 +171,14 @@ impl CustomOp3 for BatchNormTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(moments) = self.moments.get() else {
-            candle_core::bail!("{}: backward before forward", self.name());
+        let relu_bias = if self.relu {
+            Some(bias.to_vec1::<f32>()?)
+        } else {
+            None
         };
-        let grad = BatchNormGrad {
-            dims: self.dims,
-            eps: self.eps,
-            moments,
-            relu_bias: if self.relu {
-                Some(bias.to_vec1::<f32>()?)
-            } else {
-                None
-            },
-        };
-        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, weight, &grad)?;
-        let (len, c) = (x.elem_count(), self.dims.c);
-        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
-        let dweight = packed.narrow(0, len, c)?;
-        let dbias = packed.narrow(0, len + c, c)?;
+        let (dx, dparams) = self.stats.backward(self.name(), x, dy, weight, relu_bias)?;
+        let c = self.stats.dims.c;
+        let (dweight, dbias) = (dparams.narrow(0, 0, c)?, dparams.narrow(0, c, c)?);
         Ok((
             x.track_op().then_some(dx),
             weight.track_op().then_some(dweight),
@@ -151,12 +190,10 @@ impl CustomOp3 for BatchNormTrain {
 /// The training forward `(x, [weight; bias], residual) -> max(bn(x) +
 /// residual, 0)`: the last batch norm of a residual block, the join and the
 /// block's ReLU, without writing `bn(x)` out (which the join would keep
-/// alive until the backward pass). It stores the batch statistics in
-/// `moments`, shared with [`run_add_relu`] and the backward pass.
+/// alive until the backward pass). It records the batch statistics in
+/// `stats`.
 struct BatchNormAddReluTrain {
-    dims: Dims,
-    eps: f64,
-    moments: Arc<OnceLock<Moments>>,
+    stats: Statistics,
 }
 
 impl CustomOp3 for BatchNormAddReluTrain {
@@ -173,17 +210,13 @@ impl CustomOp3 for BatchNormAddReluTrain {
         rs: &CpuStorage,
         rl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = self.dims;
+        let c = self.stats.dims.c;
         let x = f32_data(self.name(), xs, xl, xl.dims())?;
-        let params = f32_data(self.name(), ps, pl, &[2 * d.c])?;
+        let params = f32_data(self.name(), ps, pl, &[2 * c])?;
         let residual = f32_data(self.name(), rs, rl, xl.dims())?;
-        let (weight, bias) = params.split_at(d.c);
+        let (weight, bias) = params.split_at(c);
         let then = Then::AddRelu(residual);
-        let (y, moments) = cpu::train_forward(d, x, weight, bias, self.eps, then);
-        if self.moments.set(moments).is_err() {
-            candle_core::bail!("{}: the op ran twice", self.name());
-        }
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        self.stats.forward(self.name(), (x, xl), weight, bias, then)
     }
 
     /// The output's ReLU passes `dy` where the output is positive: that
@@ -196,22 +229,9 @@ impl CustomOp3 for BatchNormAddReluTrain {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(moments) = self.moments.get() else {
-            candle_core::bail!("{}: backward before forward", self.name());
-        };
-        let c = self.dims.c;
         let dy = crate::activation::relu_grad(dy, y)?;
-        let grad = BatchNormGrad {
-            dims: self.dims,
-            eps: self.eps,
-            moments,
-            relu_bias: None,
-        };
-        let weight = params.narrow(0, 0, c)?;
-        let packed = x.apply_op3_no_bwd(&dy, &weight, &grad)?;
-        let len = x.elem_count();
-        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
-        let dparams = packed.narrow(0, len, 2 * c)?;
+        let weight = params.narrow(0, 0, self.stats.dims.c)?;
+        let (dx, dparams) = self.stats.backward(self.name(), x, &dy, &weight, None)?;
         Ok((
             x.track_op().then_some(dx),
             params.track_op().then_some(dparams),
@@ -220,8 +240,8 @@ impl CustomOp3 for BatchNormAddReluTrain {
     }
 }
 
-/// The backward pass `(x, dy, weight) -> [dx, dweight, dbias]` of
-/// [`BatchNormTrain`] and [`BatchNormAddReluTrain`], packed into one flat tensor of `N*C*H*W + 2*C` values;
+/// The backward pass `(x, dy, weight) -> [dx, dweight, dbias]` of the
+/// training ops, packed into one flat tensor of `N*C*H*W + 2*C` values;
 /// `relu_bias` holds the forward's bias when it applied a ReLU.
 struct BatchNormGrad<'a> {
     dims: Dims,
