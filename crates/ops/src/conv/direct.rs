@@ -60,13 +60,17 @@ const TAPS: usize = 9;
 /// runs instead). A function of the geometry and the CPU only, never of the
 /// thread count.
 pub(super) fn applies(g: &Geometry) -> bool {
+    fits(g) && Isa::best().is_some()
+}
+
+/// The geometry part of [`applies`].
+fn fits(g: &Geometry) -> bool {
     g.k == 3
         && g.stride == 1
         && g.pad == 1
         && g.o.is_multiple_of(OB)
         && (g.h * g.w).is_multiple_of(LANES)
         && g.c > 0
-        && Isa::best().is_some()
 }
 
 /// The vector instructions a kernel runs on.
@@ -77,28 +81,35 @@ enum Isa {
 }
 
 impl Isa {
+    /// Every one, widest first.
+    const ALL: [Isa; 2] = [Isa::Avx512, Isa::Avx2];
+
     /// The widest this CPU has, if any.
     fn best() -> Option<Isa> {
-        Isa::available().first().copied()
+        Isa::ALL.into_iter().find(|isa| isa.present())
     }
 
     /// Every one this CPU has, widest first.
+    #[cfg(test)]
+    fn available() -> impl Iterator<Item = Isa> {
+        Isa::ALL.into_iter().filter(|isa| isa.present())
+    }
+
+    /// Whether this CPU has it.
     #[cfg(target_arch = "x86_64")]
-    fn available() -> Vec<Isa> {
-        let mut isas = Vec::new();
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            isas.push(Isa::Avx512);
+    fn present(self) -> bool {
+        match self {
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            isas.push(Isa::Avx2);
-        }
-        isas
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn available() -> Vec<Isa> {
-        Vec::new()
+    fn present(self) -> bool {
+        false
     }
 }
 
@@ -161,11 +172,7 @@ pub(super) fn forward(
     packed: &[f32],
     epilogue: Option<&Epilogue>,
 ) -> Vec<f32> {
-    assert!(
-        applies(g),
-        "conv2d: the direct kernel does not apply to {g:?}"
-    );
-    let isa = Isa::best().expect("`applies` checked the CPU");
+    let isa = Isa::best().expect("conv2d: the direct kernel needs AVX-512 or AVX2");
     forward_on(isa, g, x, packed, epilogue)
 }
 
@@ -178,8 +185,8 @@ fn forward_on(
     epilogue: Option<&Epilogue>,
 ) -> Vec<f32> {
     assert!(
-        Isa::available().contains(&isa),
-        "conv2d: the CPU lacks {isa:?}"
+        fits(g) && isa.present(),
+        "conv2d: the direct kernel with {isa:?} does not apply to {g:?} on this CPU"
     );
     assert_eq!(
         x.len(),
@@ -447,19 +454,15 @@ fn lane_masks(mask: u16) -> [std::arch::x86_64::__m256i; 2] {
 /// chunk's images and positions are kept in vectors, lane by lane, then each
 /// is added up across its lanes: in an order fixed by the shapes.
 pub(super) fn grad_weight_chunk(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    assert!(
-        applies(g),
-        "conv2d: the direct kernel does not apply to {g:?}"
-    );
-    let isa = Isa::best().expect("`applies` checked the CPU");
+    let isa = Isa::best().expect("conv2d: the direct kernel needs AVX-512 or AVX2");
     grad_weight_chunk_on(isa, g, x, dy)
 }
 
 /// [`grad_weight_chunk`] with the kernels of `isa`, which the CPU must have.
 fn grad_weight_chunk_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(
-        Isa::available().contains(&isa),
-        "conv2d: the CPU lacks {isa:?}"
+        fits(g) && isa.present(),
+        "conv2d: the direct kernel with {isa:?} does not apply to {g:?} on this CPU"
     );
     let images = x.len() / g.image_len().max(1);
     assert!(
@@ -723,7 +726,7 @@ mod tests {
 
     #[test]
     fn matches_im2col_with_and_without_an_epilogue_on_one_and_many_threads() {
-        if Isa::available().is_empty() {
+        if Isa::best().is_none() {
             eprintln!("no AVX-512 or AVX2 on this CPU: the direct kernel never runs here");
             return;
         }
@@ -774,7 +777,7 @@ mod tests {
 
     #[test]
     fn weight_gradient_matches_im2col() {
-        if Isa::available().is_empty() {
+        if Isa::best().is_none() {
             eprintln!("no AVX-512 or AVX2 on this CPU: the direct kernel never runs here");
             return;
         }
