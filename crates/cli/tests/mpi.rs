@@ -21,7 +21,7 @@ use resnet_test_support::assert_bit_identical;
 use resnet_test_support::process::{send_signal, wait_for_a_record, Reaped};
 
 mod data_parallel;
-use data_parallel::{assert_trained_alike, metrics, resnet, succeed, train_args};
+use data_parallel::{assert_trained_alike, metrics, succeed, train_args, train_one_process};
 
 /// `mpirun` with 2 slots on this machine whatever its cores, passing
 /// `RAYON_NUM_THREADS=1` to the ranks.
@@ -103,10 +103,7 @@ fn two_ranks_of_64_train_as_one_process_with_bn_groups_of_64() {
         dir.path().join("parallel"),
         dir.path().join("rank1"),
     );
-    let mut one = resnet();
-    one.args(train_args(&single, 128, 2, 1))
-        .args(["--bn-group", "64"]);
-    succeed(one);
+    train_one_process(&single);
     // Rank 1 is given a folder of its own (MPMD launch), to show that it
     // writes nothing.
     let mut two = mpirun();

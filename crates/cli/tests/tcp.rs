@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 
 mod data_parallel;
-use data_parallel::{assert_trained_alike, resnet, succeed, train_args};
+use data_parallel::{assert_trained_alike, resnet, train_args, train_one_process};
 
 /// A free local port for rank 0 to listen on.
 fn free_port() -> u16 {
@@ -47,10 +47,7 @@ fn two_ranks_of_64_train_as_one_process_with_bn_groups_of_64() {
         dir.path().join("parallel"),
         dir.path().join("rank1"),
     );
-    let mut one = resnet();
-    one.args(train_args(&single, 128, 2, 1))
-        .args(["--bn-group", "64"]);
-    succeed(one);
+    train_one_process(&single);
     // Rank 1 is given a folder of its own, to show that it writes nothing.
     let port = free_port();
     let ranks = [

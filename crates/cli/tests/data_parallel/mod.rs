@@ -110,6 +110,15 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Trains in `single` what [`assert_trained_alike`] compares a run of 2
+/// ranks of 64 images with: one process of 128 in batch-norm groups of 64.
+pub fn train_one_process(single: &Path) {
+    let mut one = resnet();
+    one.args(train_args(single, 128, 2, 1))
+        .args(["--bn-group", "64"]);
+    succeed(one);
+}
+
 /// Asserts that the data-parallel run in `parallel` trained as the single
 /// process in `single` did (2 iterations, a checkpoint after the first).
 ///
