@@ -26,6 +26,13 @@ fn planes(op: &'static str, layout: &Layout) -> candle_core::Result<(usize, usiz
     Ok((n * c, h * w))
 }
 
+/// The plane size `len` as the CUDA kernels take it, a `u32`; larger planes
+/// are an error naming `op`.
+#[cfg(any(test, feature = "cuda"))]
+fn kernel_len(op: &'static str, len: usize) -> candle_core::Result<u32> {
+    u32::try_from(len).map_err(|_| candle_core::Error::Msg(format!("{op}: planes of {len} values")))
+}
+
 /// The mean of `len` values that sum to `sum`, as the CUDA kernels take it.
 fn mean(sum: f32, len: usize) -> f32 {
     sum / len as f32
@@ -137,8 +144,26 @@ mod cuda {
         count: usize,
         len: usize,
     ) -> Result<CudaStorage> {
-        let len = u32::try_from(len)
-            .map_err(|_| candle_core::Error::Msg(format!("{op}: planes of {len} values")))?;
+        let len = super::kernel_len(op, len)?;
         launch(op, &on.device, (&POOL, name), &[input], &[len], count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_len;
+
+    /// The CUDA kernels' plane size is checked on every build, not only
+    /// where a GPU runs them.
+    #[test]
+    fn kernel_plane_sizes_fit_u32_or_are_refused() {
+        assert_eq!(kernel_len("global_avg_pool", 49).unwrap(), 49);
+        let err = kernel_len("global_avg_pool", 1 << 32)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("global_avg_pool: planes of 4294967296 values"),
+            "{err}"
+        );
     }
 }
