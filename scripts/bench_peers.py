@@ -9,6 +9,10 @@ faster PyTorch layout, each measured in a process of its own. Not part of CI.
 
 Each peer is timed like ours: 2 threads, fp32, one warm-up, median of runs.
 For PyTorch both NCHW and channels-last are timed and the faster is the peer.
+The ImageNet data lines run on the same JPEG files as ours (written by
+`cargo xtask bench-jpegs`): PIL's decoder (libjpeg-turbo) on one thread,
+the paper's augmentation as torchvision's transforms on PIL images on one
+thread, and a torch DataLoader with 2 worker processes for the loader.
 """
 import argparse
 import json
@@ -119,6 +123,87 @@ def onnx_seconds(arch, batch, side, runs):
         return median_seconds(lambda: sess.run(None, {"x": x}), runs)
 
 
+PCA_EIGVAL = [0.2175, 0.0188, 0.0045]
+PCA_EIGVEC = [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
+JPEG_BATCHES_PER_RUN = 4  # as ours: IMAGENET_BATCHES_PER_RUN in crates/bench/src/lib.rs
+
+
+def jpeg_files(tmp):
+    """The loader workloads' 64 JPEGs, written by ours into `tmp`."""
+    subprocess.run(["cargo", "xtask", "bench-jpegs", tmp, "--images", "64"], cwd=ROOT, check=True,
+                   capture_output=True)
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(tmp) for f in fs if f.endswith(".jpg"))
+
+
+def paper_augmentation():
+    """The paper's training augmentation in torchvision: shorter side in [256, 480] (bilinear,
+    antialiased), random 224 crop, flip, AlexNet's PCA lighting, torchvision's normalisation."""
+    from torchvision.transforms import v2
+
+    eigvec, eigval = torch.tensor(PCA_EIGVEC), torch.tensor(PCA_EIGVAL)
+
+    def lighting(x):
+        return x + (eigvec @ (torch.randn(3) * 0.1 * eigval))[:, None, None]
+
+    return v2.Compose([
+        v2.RandomShortestSize(list(range(256, 481))), v2.RandomCrop(224), v2.RandomHorizontalFlip(),
+        v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Lambda(lighting),
+        v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+
+
+def open_rgb(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def jpeg_seconds(kind, batch, runs):
+    """Seconds per `batch` images of the ImageNet data line `kind` (decode, augment, loader)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = jpeg_files(tmp)
+        if kind == "decode":
+            with torch_threads(1):
+                return median_seconds(lambda: [open_rgb(f) for f in files[:batch]], runs)
+        transform = paper_augmentation()
+        if kind == "augment":
+            images = [open_rgb(f) for f in files[:batch]]
+            with torch_threads(1):
+                return median_seconds(lambda: [transform(i) for i in images], runs)
+        from torchvision.datasets import ImageFolder
+
+        loader = torch.utils.data.DataLoader(
+            ImageFolder(tmp, transform), batch_size=batch, shuffle=True, num_workers=2,
+            persistent_workers=True, drop_last=True)
+
+        def batches():
+            while True:
+                yield from loader
+
+        stream = batches()
+
+        def pull():
+            for _ in range(JPEG_BATCHES_PER_RUN):
+                next(stream)
+
+        return median_seconds(pull, runs) / JPEG_BATCHES_PER_RUN
+
+
+class torch_threads:
+    """PyTorch's intra-op threads set to `n` inside a `with` block."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *_):
+        torch.set_num_threads(self.before)
+
+
 def peak_rss_mib():
     """Peak resident memory of this process in MiB (Linux), as `cargo xtask bench` reports it."""
     with open("/proc/self/status") as status:
@@ -153,7 +238,15 @@ WORKLOADS = [
     ("forward/resnet50/b1", "forward", "resnet50", 1, 224),
     ("forward/resnet50/b16", "forward", "resnet50", 16, 224),
     ("train_step/resnet18/b16", "train", "resnet18", 16, 224),
+    ("decode/imagenet-jpeg/1-thread", "decode", "-", 32, 224),
+    ("augment/imagenet/1-thread", "augment", "-", 32, 224),
+    ("loader/imagenet-jpeg/b32", "loader", "-", 32, 224),
 ]
+JPEG_PEERS = {
+    "decode": "PIL (libjpeg-turbo)",
+    "augment": "torchvision on PIL",
+    "loader": "DataLoader, 2 workers",
+}
 
 
 def main():
@@ -177,10 +270,13 @@ def main():
         if not peak_printed and peak:
             print(f"(this machine's FP32 FMA peak, 2 threads, measured by cargo xtask bench: {peak:.0f} GFLOP/s)")
             peak_printed = True
-        peers = {
-            "pytorch NCHW": torch_seconds(kind, arch, batch, side, args.runs, False),
-            "pytorch channels-last": torch_seconds(kind, arch, batch, side, args.runs, True),
-        }
+        if kind in JPEG_PEERS:
+            peers = {JPEG_PEERS[kind]: jpeg_seconds(kind, batch, args.runs)}
+        else:
+            peers = {
+                "pytorch NCHW": torch_seconds(kind, arch, batch, side, args.runs, False),
+                "pytorch channels-last": torch_seconds(kind, arch, batch, side, args.runs, True),
+            }
         if kind == "forward" and arch == "resnet50":
             try:
                 peers["onnxruntime"] = onnx_seconds(arch, batch, side, args.runs)

@@ -47,6 +47,15 @@ enum Task {
     },
     /// Resident memory over a long CPU training run and many evaluation passes.
     Soak(SoakArgs),
+    /// Writes the ImageNet loader workloads' JPEGs into a folder, so that a
+    /// peer (scripts/bench_peers.py) decodes and augments the same files.
+    BenchJpegs {
+        /// The folder to write (class folders `class_K/` inside it).
+        dir: PathBuf,
+        /// How many images.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        images: usize,
+    },
 }
 
 /// `cargo xtask reproduce`.
@@ -206,6 +215,11 @@ fn main() -> Result<()> {
         Task::Reproduce(args) => reproduce(args, &root),
         Task::Bench { json, only, runs } => bench::run(json, only.as_deref(), runs, &root),
         Task::BenchOne { name, runs } => bench::run_one(&name, runs, &root),
+        Task::BenchJpegs { dir, images } => {
+            let bytes = resnet_bench::write_jpeg_folder(&dir, images)?;
+            println!("{images} JPEGs, {bytes} bytes, in {}", dir.display());
+            Ok(())
+        }
         Task::Soak(args) => soak::run(
             &soak::SoakOptions {
                 iterations: args.iterations,

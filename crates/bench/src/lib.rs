@@ -26,6 +26,7 @@ use resnet_models::{count, ArchSpec, ResNet, StridePlacement};
 use resnet_train::{Sgd, SgdConfig};
 use serde::Serialize;
 
+pub use imagenet_folder::write_jpeg_folder;
 pub use peak::measure_peak_gflops;
 
 /// What a workload does per timed run.
