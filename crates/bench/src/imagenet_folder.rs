@@ -60,3 +60,32 @@ pub fn write_jpeg_folder(root: &Path, images: usize) -> Result<u64> {
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{write_jpeg_folder, HEIGHT, WIDTH};
+
+    /// The sampling factors (`h << 4 | v`) of each component in a baseline
+    /// JPEG's frame header (SOF0).
+    fn sampling_factors(jpeg: &[u8]) -> Vec<u8> {
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("a baseline frame header");
+        let components = usize::from(jpeg[sof + 9]);
+        (0..components).map(|i| jpeg[sof + 11 + 3 * i]).collect()
+    }
+
+    #[test]
+    fn the_images_are_photo_sized_4_2_0_jpegs() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = write_jpeg_folder(dir.path(), 2).unwrap();
+        let path = dir.path().join("class_1/0001.jpg");
+        let jpeg = std::fs::read(&path).unwrap();
+        // Luma at 2x2, both chroma planes at 1x1: 4:2:0.
+        assert_eq!(sampling_factors(&jpeg), [0x22, 0x11, 0x11]);
+        let image = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((image.width(), image.height()), (WIDTH, HEIGHT));
+        assert!(bytes > 2 * 40_000, "{bytes} bytes: not photo-like content");
+    }
+}
