@@ -11,17 +11,18 @@
 #![cfg(feature = "mpi")]
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use candle_core::{Device, Tensor};
 use resnet_test_support::assert_bit_identical;
-use resnet_test_support::process::{send_signal, wait_for_a_record, Reaped};
+use resnet_test_support::process::{send_signal, wait_for_a_record};
 
 mod data_parallel;
-use data_parallel::{assert_trained_alike, metrics, succeed, train_args, train_one_process};
+use data_parallel::{
+    assert_trained_alike, metrics, spawn_logged, succeed, train_args, train_one_process,
+    wait_at_most, wait_for_a_checkpoint, weights,
+};
 
 /// `mpirun` with 2 slots on this machine whatever its cores, passing
 /// `RAYON_NUM_THREADS=1` to the ranks.
@@ -45,54 +46,6 @@ fn resume_on_two_ranks(run: &Path) {
         .args(["train", "--resume", "--out"])
         .arg(run);
     succeed(resume);
-}
-
-/// Starts `cmd` with its stdout and stderr in `log`; killed when dropped.
-fn spawn_logged(mut cmd: Command, log: &Path) -> Reaped {
-    let file = File::create(log).unwrap();
-    cmd.stdout(file.try_clone().unwrap()).stderr(file);
-    Reaped(cmd.spawn().expect("cannot start mpirun"))
-}
-
-/// Waits for `job` to end, at most `limit`: its status and how long it took.
-///
-/// # Panics
-/// After `limit` (the job is then killed), naming `what`.
-fn wait_at_most(job: &mut Reaped, limit: Duration, what: &str) -> (ExitStatus, Duration) {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = job.0.try_wait().unwrap() {
-            return (status, started.elapsed());
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{what}: still running after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until the run in `run` has written a checkpoint.
-///
-/// # Panics
-/// When `job` ends first, or after ten minutes.
-fn wait_for_a_checkpoint(run: &Path, job: &mut Reaped) {
-    let started = Instant::now();
-    while !run.join("checkpoint.json").exists() {
-        assert!(
-            job.0.try_wait().unwrap().is_none(),
-            "the job ended before it wrote a checkpoint"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "no checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn weights(run: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(run.join("model.safetensors"), &Device::Cpu).unwrap()
 }
 
 #[test]

@@ -1,13 +1,22 @@
 //! `resnet train` as ranks joined over TCP, started as `torchrun` starts
 //! them (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`), without MPI:
 //! two ranks of 64 images train as one process with `--bn-group 64`, rank 1
-//! writes nothing; a rank that fails ends the job with its rank named.
+//! writes nothing; a rank that fails ends the job with its rank named; a
+//! rank killed mid-run ends the other with its rank named, and the run
+//! resumes on two ranks bit-identical to an uninterrupted one.
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use resnet_test_support::assert_bit_identical;
 
 mod data_parallel;
-use data_parallel::{assert_trained_alike, resnet, train_args, train_one_process};
+use data_parallel::{
+    assert_trained_alike, metrics, resnet, spawn_logged, train_args, train_one_process,
+    wait_at_most, wait_for_a_checkpoint, weights,
+};
 
 /// A free local port for rank 0 to listen on.
 fn free_port() -> u16 {
@@ -19,16 +28,31 @@ fn free_port() -> u16 {
 }
 
 /// `resnet` with `args` as rank `rank` of 2, whose rank 0 listens on `port`.
-fn rank(rank: usize, port: u16, args: Vec<String>) -> Child {
+fn rank_command(rank: usize, port: u16, args: Vec<String>) -> Command {
     let mut cmd: Command = resnet();
     cmd.args(args)
         .env("RANK", rank.to_string())
         .env("WORLD_SIZE", "2")
         .env("MASTER_ADDR", "127.0.0.1")
-        .env("MASTER_PORT", port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("MASTER_PORT", port.to_string());
+    cmd
+}
+
+/// [`rank_command`] started, its output piped.
+fn rank(rank: usize, port: u16, args: Vec<String>) -> Child {
+    let mut cmd = rank_command(rank, port, args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.spawn().expect("cannot start resnet")
+}
+
+/// Both ranks of `args` to the end, which must be a success.
+fn two_ranks(args: impl Fn() -> Vec<String>) {
+    let port = free_port();
+    let outs =
+        [rank(0, port, args()), rank(1, port, args())].map(|r| r.wait_with_output().unwrap());
+    for (r, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "rank {r} failed:\n{}", text(out));
+    }
 }
 
 fn text(out: &Output) -> String {
@@ -93,4 +117,55 @@ fn a_rank_that_fails_ends_the_job_with_its_rank_named() {
         zero.contains("rank 0 of 2") && zero.contains("rank 1"),
         "{zero}"
     );
+}
+
+#[test]
+fn a_killed_rank_ends_the_other_with_its_rank_named_and_the_run_resumes_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    let (batch, iterations, checkpoint_every) = (16, 120, 4);
+    let args = |run: &Path| train_args(run, batch, iterations, checkpoint_every);
+    two_ranks(|| args(&whole));
+
+    let port = free_port();
+    let mut zero = spawn_logged(
+        rank_command(0, port, args(&killed)),
+        &dir.path().join("rank0.log"),
+    );
+    let mut one = spawn_logged(
+        rank_command(1, port, args(&killed)),
+        &dir.path().join("rank1.log"),
+    );
+    // Kill rank 1 once a checkpoint is written, mid-run.
+    wait_for_a_checkpoint(&killed, &mut zero);
+    one.0.kill().unwrap();
+    one.0.wait().unwrap();
+    let (status, waited) = wait_at_most(&mut zero, Duration::from_secs(120), "rank 0");
+    let log = std::fs::read_to_string(dir.path().join("rank0.log")).unwrap();
+    eprintln!("rank 0 ended {waited:?} after the kill");
+    assert!(
+        !status.success(),
+        "rank 0 ended well after the kill:\n{log}"
+    );
+    assert!(
+        waited < Duration::from_secs(60),
+        "rank 0 took {waited:?} to end"
+    );
+    assert!(
+        log.contains("rank 0 of 2") && log.contains("rank 1"),
+        "rank 1 is not named:\n{log}"
+    );
+    assert!(
+        (metrics(&killed).len() as u64) < iterations,
+        "the run finished before the kill"
+    );
+
+    two_ranks(|| {
+        ["train", "--resume", "--out"]
+            .map(String::from)
+            .into_iter()
+            .chain([killed.display().to_string()])
+            .collect()
+    });
+    assert_bit_identical(&weights(&whole), &weights(&killed));
 }

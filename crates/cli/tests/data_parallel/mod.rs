@@ -1,12 +1,16 @@
 //! What the data-parallel tests share, whatever joins their ranks (`mpi.rs`,
-//! `tcp.rs`): the training command, and the check that ranks trained as one
-//! process with batch-norm groups of each rank's share.
+//! `tcp.rs`): the training command, the check that ranks trained as one
+//! process with batch-norm groups of each rank's share, and the waits of the
+//! tests that kill a rank.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
+use resnet_test_support::process::Reaped;
 
 fn sample() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-sample")
@@ -155,4 +159,55 @@ pub fn assert_trained_alike(single: &Path, parallel: &Path) {
         );
         assert!((lx - ly).abs() < 1e-6 * lx, "train_loss: {x} vs {y}");
     }
+}
+
+/// Starts `cmd` with its stdout and stderr in `log`; killed when dropped.
+pub fn spawn_logged(mut cmd: Command, log: &Path) -> Reaped {
+    let file = File::create(log).unwrap();
+    cmd.stdout(file.try_clone().unwrap()).stderr(file);
+    Reaped(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+    )
+}
+
+/// Waits for `job` to end, at most `limit`: its status and how long it took.
+///
+/// # Panics
+/// After `limit` (the job is then killed), naming `what`.
+pub fn wait_at_most(job: &mut Reaped, limit: Duration, what: &str) -> (ExitStatus, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = job.0.try_wait().unwrap() {
+            return (status, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: still running after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the run in `run` has written a checkpoint.
+///
+/// # Panics
+/// When `job` ends first, or after ten minutes.
+pub fn wait_for_a_checkpoint(run: &Path, job: &mut Reaped) {
+    let started = Instant::now();
+    while !run.join("checkpoint.json").exists() {
+        assert!(
+            job.0.try_wait().unwrap().is_none(),
+            "the job ended before it wrote a checkpoint"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn weights(run: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(run.join("model.safetensors"), &Device::Cpu).unwrap()
 }
