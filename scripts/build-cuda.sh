@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the CUDA binaries (`resnet` and the ops crate's CUDA tests) with
-# `--features cuda,cudnn` on a machine with no GPU and no CUDA toolkit
+# `--features cuda,cudnn` (and `nccl` for `resnet`) on a machine with no GPU and no CUDA toolkit
 # installed: the toolkit comes from NVIDIA's PyPI wheels, installed with
 # `pip --target` into a cache folder (never into the system).
 #
@@ -127,7 +127,7 @@ build() {
     export LIBRARY_PATH=$STUBS${LIBRARY_PATH:+:$LIBRARY_PATH}
     cd "$REPO"
     log "nvcc: $(nvcc --version | tail -2 | head -1)"
-    local features=resnet-cli/cuda,resnet-cli/cudnn,xtask/cuda,xtask/cudnn
+    local features=resnet-cli/cuda,resnet-cli/cudnn,resnet-cli/nccl,xtask/cuda,xtask/cudnn
     log "cargo build --release -p resnet-cli -p xtask --features $features (target dir $TARGET_DIR)"
     nice -n 10 cargo build --release -j "$JOBS" -p resnet-cli -p xtask --features "$features"
     log "cargo test --release -p resnet-ops --features cuda,cudnn --no-run"
@@ -156,7 +156,7 @@ for line in sys.stdin:
         -L"$STUBS" -lcuda -lm
     {
         echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
-        echo "features: cuda,cudnn; CUDA_COMPUTE_CAP=$COMPUTE_CAP; $(nvcc --version | tail -2 | head -1)"
+        echo "features: cuda,cudnn (resnet: and nccl); CUDA_COMPUTE_CAP=$COMPUTE_CAP; $(nvcc --version | tail -2 | head -1)"
         echo "wheels: ${PACKAGES[*]}"
         echo "needs at run time (NEEDED):"
         readelf -d "$dist/resnet" | awk '/NEEDED/ { print "  " $NF }' | tr -d '[]'

@@ -16,6 +16,13 @@
 #   conv-timing  our cuDNN conv backward against candle's CUDA conv
 #   weights      ResNet-20 trained 20 iterations on the CPU (its loss per step)
 #   train-match  the same 20 iterations on the GPU: losses against the CPU's
+#   nccl-match   the same 20 GPU iterations as one rank of the NCCL backend
+#                (`--collective-backend nccl`): every loss within 1e-3 of
+#                train-match's (a sum over one rank changes nothing; cuDNN's
+#                algorithms may differ in the last bits). NCCL comes from
+#                PyTorch's nvidia-nccl wheel, whose libnccl.so.2 gets the
+#                libnccl.so link the binary loads. Several ranks need
+#                several GPUs: not run here
 #   eval-match   `resnet eval` of those CPU weights on the CPU and on the GPU:
 #                top-1/top-5 errors within one image of each other, losses
 #                within 1e-3 (bundled CIFAR-10 sample, 1017 test images)
@@ -51,7 +58,7 @@
 #
 # Everything is logged to GPU_CHECK_OUT (default target/gpu-check): one log
 # per stage and summary.txt. GPU_CHECK_ONLY="stage ..." runs only the stages
-# named (train-match and eval-match need weights; torch-speed and
+# named (train-match and eval-match need weights, nccl-match train-match's run; torch-speed and
 # kernel-speed read train-speed's run). The whole run stops starting stages after
 # GPU_CHECK_BUDGET seconds (default 270), so it ends within 5 minutes.
 # PYTHON (default python3) is the interpreter that has torch. Run with
@@ -206,6 +213,42 @@ for i, (c, g) in enumerate(zip(cpu, gpu), 1):
         worst = max(worst, d)
 ok = len(cpu) == len(gpu) == 20 and worst < 1e-2
 print(f"first 5 steps: largest relative difference {worst:.2e} (limit 1e-2): {'ok' if ok else 'MISMATCH'}")
+sys.exit(0 if ok else 1)
+EOF
+}
+
+# libnccl.so (what the build loads) as a link to PyTorch's libnccl.so.2,
+# in a folder put first on LD_LIBRARY_PATH, unless one is found already.
+nccl_library() {
+    local d dirs
+    ldconfig -p 2>/dev/null | grep -q 'libnccl.so ' && return 0
+    IFS=: read -ra dirs <<<"$LD_LIBRARY_PATH"
+    for d in "${dirs[@]}"; do [[ -e $d/libnccl.so ]] && return 0; done
+    for d in "${dirs[@]}"; do
+        if [[ -e $d/libnccl.so.2 ]]; then
+            mkdir -p "$WORK/nccl-lib"
+            ln -sf "$d/libnccl.so.2" "$WORK/nccl-lib/libnccl.so"
+            export LD_LIBRARY_PATH=$WORK/nccl-lib:$LD_LIBRARY_PATH
+            echo "libnccl.so -> $d/libnccl.so.2"
+            return 0
+        fi
+    done
+    echo "no libnccl.so or libnccl.so.2 on LD_LIBRARY_PATH"
+    return 1
+}
+
+nccl_match() {
+    nccl_library || return 1
+    "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 20 --log-every 1 \
+        --eval-every 0 --checkpoint-every 0 --seed 0 --device cuda \
+        --collective-backend nccl --out "$WORK/r20-nccl" || return 1
+    "$PYTHON" - "$WORK/r20-gpu20/metrics.jsonl" "$WORK/r20-nccl/metrics.jsonl" <<'EOF'
+import json, sys
+plain, nccl = ([json.loads(l)["train_loss"] for l in open(p)] for p in sys.argv[1:])
+worst = max((abs(a - b) / abs(a) for a, b in zip(plain, nccl)), default=float("inf"))
+ok = len(plain) == len(nccl) == 20 and worst < 1e-3
+print(f"one NCCL rank vs one GPU, 20 steps: largest relative loss difference {worst:.2e} "
+      f"(limit 1e-3): {'ok' if ok else 'MISMATCH'}")
 sys.exit(0 if ok else 1)
 EOF
 }
@@ -399,7 +442,7 @@ profile() {
     echo "profile: see above (ResNet-20, 40 steps of batch 128)"
 }
 
-export -f gpu libs ops_tests conv_timing train20 weights train_match eval_match ours_speed \
+export -f gpu libs ops_tests conv_timing train20 weights train_match nccl_library nccl_match eval_match ours_speed \
     ratio train_speed torch_speed kernel_speed r50_train r50_speed recipe_match find_nsys profile \
     loader_speed faults
 
@@ -411,6 +454,7 @@ stage ops-tests 120 ops_tests
 stage conv-timing 60 conv_timing
 stage weights 90 weights
 stage train-match 60 train_match
+stage nccl-match 45 nccl_match
 stage eval-match 60 eval_match
 stage train-speed 90 train_speed
 stage torch-speed 90 torch_speed
@@ -419,7 +463,7 @@ stage r50-speed 150 r50_speed
 stage recipe-match 150 recipe_match
 stage loader-speed 45 loader_speed
 stage profile 45 profile
-for f in train-match eval-match train-speed torch-speed kernel-speed r50-speed loader-speed; do
+for f in train-match nccl-match eval-match train-speed torch-speed kernel-speed r50-speed loader-speed; do
     [[ -f $OUT_DIR/$f.log ]] && tail -n 1 "$OUT_DIR/$f.log" | sed "s/^/$f: /" >>"$SUMMARY"
 done
 echo

@@ -11,7 +11,7 @@ use resnet_eval::resolve_weights;
 use resnet_hub::{registry, HubOptions, WeightsSource};
 use resnet_models::{read_safetensors_metadata, ArchSpec};
 use resnet_term::ProgressObserver;
-use resnet_train::collective::{Collective, SingleProcess, TcpWorld};
+use resnet_train::collective::{with_backend, Collective, SingleProcess, SumBackend, TcpWorld};
 use resnet_train::run_dir::CONFIG_FILE;
 use resnet_train::{
     DatasetKind, Freeze, LrSchedule, NoObserver, NormalizationKind, TrainConfig, TrainError,
@@ -126,6 +126,12 @@ pub struct TrainArgs {
     /// naming itself (a rank that died or hangs).
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     collective_timeout: f64,
+    /// What sums the gradients of several ranks: auto (NCCL on CUDA where this
+    /// build has it and libnccl.so loads, else the ranks' MPI or TCP world),
+    /// host (always MPI or TCP), nccl (NCCL, even for one rank; an error
+    /// where it is missing).
+    #[arg(long, value_enum, default_value_t = SumBackend::Auto)]
+    collective_backend: SumBackend,
 }
 
 /// The values of --lr-schedule.
@@ -536,7 +542,9 @@ fn run_rank(args: &TrainArgs, world: resnet_train::collective::MpiWorld) -> Resu
 
 /// Trains or resumes as rank `group.rank()` of `group`; rank 0 shows the
 /// progress and prints the final errors.
-fn run_in(args: &TrainArgs, group: &dyn Collective) -> Result<()> {
+fn run_in(args: &TrainArgs, host: &dyn Collective) -> Result<()> {
+    let timeout = std::time::Duration::from_secs_f64(args.collective_timeout);
+    let group = &*with_backend(host, args.collective_backend, timeout)?;
     let flag = stop::on_signals()?;
     let mut progress;
     let mut quiet;

@@ -212,7 +212,7 @@ fn a_second_trainer_on_a_run_folder_in_use_is_refused_naming_the_holder() {
 #[test]
 fn train_errors_are_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    for (args, needle) in [
+    let mut cases = vec![
         (
             vec!["train", "--arch", "resnet19", "--iterations", "1"],
             "unknown architecture `resnet19`",
@@ -222,7 +222,14 @@ fn train_errors_are_one_clear_line() {
             "batch_size must be at least 1",
         ),
         (vec!["train", "--resume"], "holds no run to resume"),
-    ] {
+    ];
+    if cfg!(not(feature = "nccl")) {
+        cases.push((
+            vec!["train", "--collective-backend", "nccl", "--iterations", "1"],
+            "NCCL backend is not in this build",
+        ));
+    }
+    for (args, needle) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
             .args(&args)
             .arg("--out")

@@ -6,7 +6,8 @@
 //! same update. [`SingleProcess`] is the world of one that a plain run is;
 //! `MpiWorld` (feature `mpi`) is a world launched by `mpirun`/`srun`;
 //! [`TcpWorld`] one launched as `torchrun` launches its ranks, joined over
-//! TCP without MPI.
+//! TCP without MPI. [`with_backend`] adds NCCL's sums of CUDA tensors to any
+//! of them (feature `nccl`, [`SumBackend`]).
 //!
 //! A collective that waits longer than its world's timeout for the other
 //! ranks ends with [`CollectiveError::Timeout`] instead of hanging.
@@ -15,10 +16,12 @@ use std::time::Duration;
 
 use candle_core::Tensor;
 
+pub use self::device_sums::{uses_nccl, with_backend, SumBackend, NCCL_BUILT, NCCL_LIBRARY};
 #[cfg(feature = "mpi")]
 pub use self::mpi_world::MpiWorld;
 pub use self::tcp::TcpWorld;
 
+mod device_sums;
 mod tcp;
 
 /// A failed collective.
@@ -88,6 +91,29 @@ pub trait Collective {
         let mut values = tensor.flatten_all()?.to_vec1::<f32>()?;
         self.all_reduce_sum_f32(&mut values)?;
         Ok(Tensor::from_vec(values, tensor.shape(), tensor.device())?)
+    }
+}
+
+/// A borrowed world is the world it borrows.
+impl<C: Collective + ?Sized> Collective for &C {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+
+    fn world_size(&self) -> usize {
+        (**self).world_size()
+    }
+
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<(), CollectiveError> {
+        (**self).all_reduce_sum_f32(values)
+    }
+
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<(), CollectiveError> {
+        (**self).all_reduce_sum_f64(values)
+    }
+
+    fn all_reduce_sum(&self, tensor: &Tensor) -> Result<Tensor, CollectiveError> {
+        (**self).all_reduce_sum(tensor)
     }
 }
 
