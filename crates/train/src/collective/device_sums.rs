@@ -199,7 +199,14 @@ mod nccl {
             };
             let shared = from_rank_zero(self.host, &id)?;
             let id = Id::uninit(std::array::from_fn(|i| shared[i] as std::ffi::c_char));
-            let comm = Comm::from_rank(device.cuda_stream(), rank, size, id)
+            // ncclCommInitRank binds the communicator to the calling
+            // thread's current device: make that the tensor's.
+            let stream = device.cuda_stream();
+            stream
+                .context()
+                .bind_to_thread()
+                .map_err(|e| nccl_error(rank, "device", e))?;
+            let comm = Comm::from_rank(stream, rank, size, id)
                 .map_err(|e| nccl_error(rank, "communicator", e))?;
             Ok(self.comm.get_or_init(|| comm))
         }
