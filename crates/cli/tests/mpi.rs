@@ -20,8 +20,8 @@ use resnet_test_support::process::{send_signal, wait_for_a_record};
 
 mod data_parallel;
 use data_parallel::{
-    assert_trained_alike, metrics, spawn_logged, succeed, train_args, train_one_process,
-    wait_at_most, wait_for_a_checkpoint, weights,
+    assert_trained_alike, checkpoint_iteration, metrics, records, spawn_logged, succeed,
+    train_args, train_one_process, wait_at_most, wait_for_a_checkpoint, weights,
 };
 
 /// `mpirun` with 2 slots on this machine whatever its cores, passing
@@ -190,26 +190,6 @@ fn a_hanging_rank_ends_the_job_after_the_collective_timeout() {
         text.contains("error: rank 0 of 2") && text.contains("within 10 s"),
         "{text}"
     );
-}
-
-/// The iteration of a run's latest checkpoint.
-fn checkpoint_iteration(run: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(run.join("checkpoint.json")).ok()?;
-    serde_json::from_str::<serde_json::Value>(&text).ok()?["iteration"].as_u64()
-}
-
-/// Iteration, training loss and error of each metric record.
-fn records(run: &Path) -> Vec<(u64, f64, f64)> {
-    metrics(run)
-        .iter()
-        .map(|r| {
-            (
-                r["iteration"].as_u64().unwrap(),
-                r["train_loss"].as_f64().unwrap(),
-                r["train_error"].as_f64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// `mpirun` answers SIGTERM (and SIGINT) by ending the job: SIGCONT to the

@@ -3,7 +3,9 @@
 //! two ranks of 64 images train as one process with `--bn-group 64`, rank 1
 //! writes nothing; a rank that fails ends the job with its rank named; a
 //! rank killed mid-run ends the other with its rank named, and the run
-//! resumes on two ranks bit-identical to an uninterrupted one.
+//! resumes on two ranks bit-identical to an uninterrupted one; a signal to
+//! one rank stops both after the same step with a checkpoint, from which the
+//! run resumes bit-identical.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -11,11 +13,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use resnet_test_support::assert_bit_identical;
+use resnet_test_support::process::{send_signal, wait_for_a_record};
 
 mod data_parallel;
 use data_parallel::{
-    assert_trained_alike, metrics, resnet, spawn_logged, train_args, train_one_process,
-    wait_at_most, wait_for_a_checkpoint, weights,
+    assert_trained_alike, checkpoint_iteration, metrics, records, resnet, spawn_logged, train_args,
+    train_one_process, wait_at_most, wait_for_a_checkpoint, weights,
 };
 
 /// A free local port for rank 0 to listen on.
@@ -160,12 +163,67 @@ fn a_killed_rank_ends_the_other_with_its_rank_named_and_the_run_resumes_bit_iden
         "the run finished before the kill"
     );
 
-    two_ranks(|| {
-        ["train", "--resume", "--out"]
-            .map(String::from)
-            .into_iter()
-            .chain([killed.display().to_string()])
-            .collect()
-    });
+    two_ranks(|| resume_args(&killed));
     assert_bit_identical(&weights(&whole), &weights(&killed));
+}
+
+/// `resnet train --resume --out run`.
+fn resume_args(run: &Path) -> Vec<String> {
+    ["train", "--resume", "--out"]
+        .map(String::from)
+        .into_iter()
+        .chain([run.display().to_string()])
+        .collect()
+}
+
+/// A launcher may signal any one rank (torchrun forwards a signal to all of
+/// them; a batch system may signal one node): the stop request is summed
+/// after every step, so both ranks stop after the same one.
+#[test]
+fn a_signal_to_one_rank_stops_both_after_one_step_and_the_run_resumes_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (batch, iterations) = (16, 400);
+    let whole = dir.path().join("whole");
+    two_ranks(|| train_args(&whole, batch, iterations, 0));
+
+    let run = dir.path().join("stopped");
+    let port = free_port();
+    let logs = [0, 1].map(|r| dir.path().join(format!("rank{r}.log")));
+    let mut zero = spawn_logged(
+        rank_command(0, port, train_args(&run, batch, iterations, 0)),
+        &logs[0],
+    );
+    let mut one = spawn_logged(
+        rank_command(1, port, train_args(&run, batch, iterations, 0)),
+        &logs[1],
+    );
+    wait_for_a_record(&run, &mut zero.0);
+    send_signal(&one.0, "TERM");
+    let (status, waited) = wait_at_most(&mut zero, Duration::from_secs(120), "rank 0");
+    let (status1, _) = wait_at_most(&mut one, Duration::from_secs(60), "rank 1");
+    let text = std::fs::read_to_string(&logs[0]).unwrap();
+    let iteration =
+        checkpoint_iteration(&run).unwrap_or_else(|| panic!("no checkpoint saved:\n{text}"));
+    eprintln!("rank 0 ended {waited:?} after the signal, stopped after iteration {iteration}");
+    assert!(
+        !status.success() && !status1.success(),
+        "{status}, {status1}"
+    );
+    assert!(
+        (1..iterations).contains(&iteration),
+        "stopped after {iteration}"
+    );
+    let message = format!(
+        "stopped after iteration {iteration} on 2 ranks; the checkpoint is saved, resume with: \
+         each of the 2 ranks, with the same RANK, WORLD_SIZE and MASTER_*: \
+         resnet train --resume --out {}",
+        run.display()
+    );
+    assert_eq!(text.matches(&message).count(), 1, "{text}");
+    assert!(!run.join("model.safetensors").exists());
+    assert_eq!(metrics(&run).len() as u64, iteration);
+
+    two_ranks(|| resume_args(&run));
+    assert_bit_identical(&weights(&whole), &weights(&run));
+    assert_eq!(records(&run), records(&whole));
 }

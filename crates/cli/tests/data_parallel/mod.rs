@@ -114,6 +114,26 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The iteration of a run's latest checkpoint.
+pub fn checkpoint_iteration(run: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(run.join("checkpoint.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["iteration"].as_u64()
+}
+
+/// Iteration, training loss and error of each metric record.
+pub fn records(run: &Path) -> Vec<(u64, f64, f64)> {
+    metrics(run)
+        .iter()
+        .map(|r| {
+            (
+                r["iteration"].as_u64().unwrap(),
+                r["train_loss"].as_f64().unwrap(),
+                r["train_error"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Trains in `single` what [`assert_trained_alike`] compares a run of 2
 /// ranks of 64 images with: one process of 128 in batch-norm groups of 64.
 pub fn train_one_process(single: &Path) {
