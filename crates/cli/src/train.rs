@@ -129,7 +129,7 @@ pub struct TrainArgs {
     /// What sums the gradients of several ranks: auto (NCCL on CUDA where this
     /// build has it and libnccl.so loads, else the ranks' MPI or TCP world),
     /// host (always MPI or TCP), nccl (NCCL, even for one rank; an error
-    /// where it is missing).
+    /// where it is missing). CPU runs always sum through MPI or TCP.
     #[arg(long, value_enum, default_value_t = SumBackend::Auto)]
     collective_backend: SumBackend,
 }

@@ -30,7 +30,9 @@ pub enum SumBackend {
     Auto,
     /// The host world (MPI, TCP): tensors are copied to the host and back.
     Host,
-    /// NCCL, or an error where the build or the machine lacks it.
+    /// NCCL for the sums of CUDA tensors, even in a world of one rank, or
+    /// an error where the build or the machine lacks it. A CPU run's tensors
+    /// are summed by the host world whatever the backend.
     Nccl,
 }
 
