@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use candle_core::Tensor;
 
-pub use self::device_sums::{uses_nccl, with_backend, SumBackend, NCCL_BUILT, NCCL_LIBRARY};
+pub use self::device_sums::{with_backend, SumBackend};
 #[cfg(feature = "mpi")]
 pub use self::mpi_world::MpiWorld;
 pub use self::tcp::TcpWorld;

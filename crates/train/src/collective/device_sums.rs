@@ -37,15 +37,15 @@ pub enum SumBackend {
 }
 
 /// The file the NCCL backend loads when it starts.
-pub const NCCL_LIBRARY: &str = "libnccl.so";
+const NCCL_LIBRARY: &str = "libnccl.so";
 
 /// Whether this build has the NCCL backend (feature `nccl`).
-pub const NCCL_BUILT: bool = cfg!(feature = "nccl");
+const NCCL_BUILT: bool = cfg!(feature = "nccl");
 
 /// Whether a run of `ranks` ranks sums on the GPU with NCCL: `backend` as
 /// asked, for a build that has NCCL or not (`built`), on a machine where its
 /// library loads or not (`loads`, asked only where it matters).
-pub fn uses_nccl(
+fn uses_nccl(
     backend: SumBackend,
     ranks: usize,
     built: bool,
@@ -232,12 +232,10 @@ mod nccl {
         }
 
         fn all_reduce_sum(&self, tensor: &Tensor) -> Result<Tensor, CollectiveError> {
-            let Device::Cuda(device) = tensor.device() else {
-                return self.host.all_reduce_sum(tensor);
+            let device = match tensor.device() {
+                Device::Cuda(device) if tensor.dtype() == DType::F32 => device,
+                _ => return self.host.all_reduce_sum(tensor),
             };
-            if tensor.dtype() != DType::F32 {
-                return self.host.all_reduce_sum(tensor);
-            }
             let comm = self.comm(device)?;
             let summed = tensor.contiguous()?.apply_op1_no_bwd(&AllReduce(comm))?;
             let rank = self.rank();
