@@ -20,8 +20,9 @@ use resnet_test_support::process::{send_signal, wait_for_a_record};
 
 mod data_parallel;
 use data_parallel::{
-    assert_trained_alike, checkpoint_iteration, metrics, records, spawn_logged, succeed,
-    train_args, train_one_process, wait_at_most, wait_for_a_checkpoint, weights,
+    assert_resumed_alike, assert_stopped_with_a_checkpoint, assert_trained_alike, metrics,
+    spawn_logged, succeed, train_args, train_one_process, wait_at_most, wait_for_a_checkpoint,
+    weights,
 };
 
 /// `mpirun` with 2 slots on this machine whatever its cores, passing
@@ -228,29 +229,17 @@ fn a_job_stopped_through_mpirun_saves_a_checkpoint_and_resumes_bit_identical() {
         send_signal(&job.0, signal);
         let (status, waited) = wait_at_most(&mut job, Duration::from_secs(180), signal);
         let text = std::fs::read_to_string(&log).unwrap();
-        let iteration = checkpoint_iteration(&run)
-            .unwrap_or_else(|| panic!("SIG{signal}: no checkpoint saved:\n{text}"));
+        let what = format!("SIG{signal}");
+        let iteration =
+            assert_stopped_with_a_checkpoint(&run, &text, iterations, "mpirun -n 2 ", &what);
         eprintln!("SIG{signal}: the job ended {waited:?} after the signal, stopped after iteration {iteration}");
         assert!(!status.success(), "SIG{signal}: {status}");
         assert!(
             waited < Duration::from_secs(90),
             "SIG{signal}: the job took {waited:?} to end"
         );
-        assert!(
-            (1..iterations).contains(&iteration),
-            "SIG{signal}: stopped after {iteration}"
-        );
-        let message = format!(
-            "stopped after iteration {iteration} on 2 ranks; the checkpoint is saved, resume with: \
-             mpirun -n 2 resnet train --resume --out {}",
-            run.display()
-        );
-        assert_eq!(text.matches(&message).count(), 1, "SIG{signal}:\n{text}");
-        assert!(!run.join("model.safetensors").exists());
-        assert_eq!(metrics(&run).len() as u64, iteration);
 
         resume_on_two_ranks(&run);
-        assert_bit_identical(&weights(&whole), &weights(&run));
-        assert_eq!(records(&run), records(&whole), "SIG{signal}");
+        assert_resumed_alike(&whole, &run, &what);
     }
 }

@@ -17,8 +17,8 @@ use resnet_test_support::process::{send_signal, wait_for_a_record};
 
 mod data_parallel;
 use data_parallel::{
-    assert_trained_alike, checkpoint_iteration, metrics, records, resnet, spawn_logged, train_args,
-    train_one_process, wait_at_most, wait_for_a_checkpoint, weights,
+    assert_resumed_alike, assert_stopped_with_a_checkpoint, assert_trained_alike, metrics, resnet,
+    spawn_logged, train_args, train_one_process, wait_at_most, wait_for_a_checkpoint, weights,
 };
 
 /// A free local port for rank 0 to listen on.
@@ -202,28 +202,19 @@ fn a_signal_to_one_rank_stops_both_after_one_step_and_the_run_resumes_bit_identi
     let (status, waited) = wait_at_most(&mut zero, Duration::from_secs(120), "rank 0");
     let (status1, _) = wait_at_most(&mut one, Duration::from_secs(60), "rank 1");
     let text = std::fs::read_to_string(&logs[0]).unwrap();
-    let iteration =
-        checkpoint_iteration(&run).unwrap_or_else(|| panic!("no checkpoint saved:\n{text}"));
+    let iteration = assert_stopped_with_a_checkpoint(
+        &run,
+        &text,
+        iterations,
+        "each of the 2 ranks, with the same RANK, WORLD_SIZE and MASTER_*: ",
+        "SIGTERM to rank 1",
+    );
     eprintln!("rank 0 ended {waited:?} after the signal, stopped after iteration {iteration}");
     assert!(
         !status.success() && !status1.success(),
         "{status}, {status1}"
     );
-    assert!(
-        (1..iterations).contains(&iteration),
-        "stopped after {iteration}"
-    );
-    let message = format!(
-        "stopped after iteration {iteration} on 2 ranks; the checkpoint is saved, resume with: \
-         each of the 2 ranks, with the same RANK, WORLD_SIZE and MASTER_*: \
-         resnet train --resume --out {}",
-        run.display()
-    );
-    assert_eq!(text.matches(&message).count(), 1, "{text}");
-    assert!(!run.join("model.safetensors").exists());
-    assert_eq!(metrics(&run).len() as u64, iteration);
 
     two_ranks(|| resume_args(&run));
-    assert_bit_identical(&weights(&whole), &weights(&run));
-    assert_eq!(records(&run), records(&whole));
+    assert_resumed_alike(&whole, &run, "SIGTERM to rank 1");
 }

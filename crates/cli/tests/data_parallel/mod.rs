@@ -10,6 +10,7 @@ use std::process::{Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
+use resnet_test_support::assert_bit_identical;
 use resnet_test_support::process::Reaped;
 
 fn sample() -> PathBuf {
@@ -115,13 +116,13 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
 }
 
 /// The iteration of a run's latest checkpoint.
-pub fn checkpoint_iteration(run: &Path) -> Option<u64> {
+fn checkpoint_iteration(run: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(run.join("checkpoint.json")).ok()?;
     serde_json::from_str::<serde_json::Value>(&text).ok()?["iteration"].as_u64()
 }
 
 /// Iteration, training loss and error of each metric record.
-pub fn records(run: &Path) -> Vec<(u64, f64, f64)> {
+fn records(run: &Path) -> Vec<(u64, f64, f64)> {
     metrics(run)
         .iter()
         .map(|r| {
@@ -228,6 +229,43 @@ pub fn wait_for_a_checkpoint(run: &Path, job: &mut Reaped) {
     }
 }
 
+/// The final weights of the run in `run`.
 pub fn weights(run: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(run.join("model.safetensors"), &Device::Cpu).unwrap()
+}
+
+/// Asserts that the stopped run in `run` saved a checkpoint of a step before
+/// its last (`iterations`), holds no final weights and the records of the
+/// steps done, and that its rank 0's output `log` says once how to resume,
+/// with `resume` (`mpirun -n 2 ` or torchrun's variables); `what` names the
+/// case in the failures. The iteration it stopped after.
+pub fn assert_stopped_with_a_checkpoint(
+    run: &Path,
+    log: &str,
+    iterations: u64,
+    resume: &str,
+    what: &str,
+) -> u64 {
+    let iteration =
+        checkpoint_iteration(run).unwrap_or_else(|| panic!("{what}: no checkpoint saved:\n{log}"));
+    assert!(
+        (1..iterations).contains(&iteration),
+        "{what}: stopped after {iteration}"
+    );
+    let message = format!(
+        "stopped after iteration {iteration} on 2 ranks; the checkpoint is saved, resume with: \
+         {resume}resnet train --resume --out {}",
+        run.display()
+    );
+    assert_eq!(log.matches(&message).count(), 1, "{what}:\n{log}");
+    assert!(!run.join("model.safetensors").exists());
+    assert_eq!(metrics(run).len() as u64, iteration);
+    iteration
+}
+
+/// Asserts that the resumed run in `run` ended as the uninterrupted one in
+/// `whole`: the same weights bit for bit, the same metric records.
+pub fn assert_resumed_alike(whole: &Path, run: &Path, what: &str) {
+    assert_bit_identical(&weights(whole), &weights(run));
+    assert_eq!(records(run), records(whole), "{what}");
 }
