@@ -118,7 +118,9 @@ pub struct TrainArgs {
     /// Threads preparing batches.
     #[arg(long)]
     loader_threads: Option<usize>,
-    /// Device: cpu, cuda[:N] or metal[:N].
+    /// Device: cpu, cuda[:N] or metal[:N]. On several ranks, `cuda` is each
+    /// rank's own GPU, by its index on its node (LOCAL_RANK from torchrun,
+    /// OMPI_COMM_WORLD_LOCAL_RANK from mpirun, SLURM_LOCALID from srun).
     #[arg(long)]
     device: Option<String>,
     /// As one of several ranks (under mpirun, or torchrun's RANK and WORLD_SIZE):

@@ -122,6 +122,33 @@ fn a_rank_that_fails_ends_the_job_with_its_rank_named() {
     );
 }
 
+/// `--device cuda` on several ranks is each rank's GPU by its LOCAL_RANK: in
+/// a build without CUDA each rank's error names the GPU it was given.
+#[test]
+fn an_unindexed_gpu_is_each_ranks_local_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ranks = [0, 1].map(|r| {
+        let mut args = train_args(&dir.path().join(format!("run{r}")), 128, 2, 1);
+        args.extend(["--device".into(), "cuda".into()]);
+        let mut cmd = rank_command(r, port, args);
+        cmd.env("LOCAL_RANK", r.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().expect("cannot start resnet")
+    });
+    let outs = ranks.map(|r| r.wait_with_output().unwrap());
+    for (r, out) in outs.iter().enumerate() {
+        assert!(!out.status.success(), "rank {r} trained without a GPU");
+        let text = text(out);
+        let (mine, other) = (format!("cuda:{r}"), format!("cuda:{}", 1 - r));
+        assert!(
+            text.contains(&mine) && !text.contains(&other),
+            "rank {r}:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn a_killed_rank_ends_the_other_with_its_rank_named_and_the_run_resumes_bit_identical() {
     let dir = tempfile::tempdir().unwrap();

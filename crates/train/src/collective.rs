@@ -7,7 +7,8 @@
 //! `MpiWorld` (feature `mpi`) is a world launched by `mpirun`/`srun`;
 //! [`TcpWorld`] one launched as `torchrun` launches its ranks, joined over
 //! TCP without MPI. [`with_backend`] adds NCCL's sums of CUDA tensors to any
-//! of them (feature `nccl`, [`SumBackend`]).
+//! of them (feature `nccl`, [`SumBackend`]); [`rank_device`] gives each rank
+//! its own GPU.
 //!
 //! A collective that waits longer than its world's timeout for the other
 //! ranks ends with [`CollectiveError::Timeout`] instead of hanging.
@@ -17,11 +18,13 @@ use std::time::Duration;
 use candle_core::Tensor;
 
 pub use self::device_sums::{with_backend, SumBackend};
+pub use self::local_device::rank_device;
 #[cfg(feature = "mpi")]
 pub use self::mpi_world::MpiWorld;
 pub use self::tcp::TcpWorld;
 
 mod device_sums;
+mod local_device;
 mod tcp;
 
 /// A failed collective.

@@ -148,7 +148,9 @@ pub struct TrainConfig {
     /// Batches over which the training error is averaged for the warm-up test
     /// and, for an image folder without `val_data`, for the plateau schedule.
     pub warmup_window: usize,
-    /// Device to train on: `cpu`, `cuda[:N]` or `metal[:N]`.
+    /// Device to train on: `cpu`, `cuda[:N]` or `metal[:N]`; `cuda` on
+    /// several ranks is each rank's own GPU
+    /// ([`crate::collective::rank_device`]).
     pub device: String,
 }
 

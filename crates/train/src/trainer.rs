@@ -364,9 +364,18 @@ fn prepare(
     config: &TrainConfig,
     dataset: Dataset,
     run_dir: &Path,
-    writer: bool,
+    group: &dyn Collective,
 ) -> Result<Prepared> {
-    let device = config.device.parse::<DeviceSpec>()?.open()?;
+    let writer = group.rank() == 0;
+    let device = crate::collective::rank_device(&config.device, group.world_size())?;
+    if device != config.device {
+        tracing::info!(
+            rank = group.rank(),
+            "--device {} is {device} on this rank",
+            config.device
+        );
+    }
+    let device = device.parse::<DeviceSpec>()?.open()?;
     let model = build_model(config, &device)?;
     let mut sgd =
         Sgd::new(model.trainable_parameters(), config.sgd)?.with_update_rule(config.update_rule);
@@ -423,7 +432,7 @@ fn run(
     group: &dyn Collective,
 ) -> Result<RunSummary> {
     let writer = group.rank() == 0;
-    let prepared = prepare(config, dataset, run_dir, writer);
+    let prepared = prepare(config, dataset, run_dir, group);
     let Prepared {
         device,
         model,
