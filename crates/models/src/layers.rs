@@ -7,6 +7,7 @@ use resnet_ops::InferenceConv;
 
 use crate::init::Initializer;
 use crate::plan::ConvPlan;
+use crate::precision::Precision;
 use crate::ModelError;
 
 /// Whether a tensor is learned by the optimizer or tracked by batch norm.
@@ -198,6 +199,7 @@ pub(crate) struct ConvBn {
     plan: ConvPlan,
     weight: Var,
     bn: BatchNorm,
+    precision: Precision,
 }
 
 impl ConvBn {
@@ -220,6 +222,7 @@ impl ConvBn {
             plan,
             weight,
             bn,
+            precision: Precision::Fp32,
         })
     }
 
@@ -233,7 +236,10 @@ impl ConvBn {
         trace: Option<&mut Trace>,
         after: After,
     ) -> Result<Tensor, ModelError> {
-        let y = resnet_ops::conv2d(x, &self.weight, self.plan.stride, self.plan.padding)?;
+        let (stride, padding) = (self.plan.stride, self.plan.padding);
+        let y = self.precision.apply(x, &self.weight, |x, w| {
+            resnet_ops::conv2d(x, w, stride, padding)
+        })?;
         let Some(trace) = trace else {
             return self.bn.forward_t(&y, train, after);
         };
@@ -279,6 +285,11 @@ impl ConvBn {
         self.bn.group = group;
     }
 
+    /// Sets the precision the conv multiplies in.
+    pub(crate) fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
     pub(crate) fn collect(&self, out: &mut Vec<NamedVar>) {
         push(
             out,
@@ -296,6 +307,8 @@ impl ConvBn {
 pub(crate) struct Linear {
     weight: Var,
     bias: Var,
+    /// The precision of the product (the bias is added in f32).
+    pub(crate) precision: Precision,
 }
 
 impl Linear {
@@ -309,6 +322,7 @@ impl Linear {
         Ok(Linear {
             weight: init.uniform(&[out_features, in_features], bound)?,
             bias: init.uniform(&[out_features], bound)?,
+            precision: Precision::Fp32,
         })
     }
 
@@ -320,7 +334,10 @@ impl Linear {
         if let Some(trace) = trace {
             trace.macs += self.weight.elem_count();
         }
-        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+        let product = self
+            .precision
+            .apply(x, &self.weight.t()?, resnet_ops::matmul)?;
+        Ok(product.broadcast_add(&self.bias)?)
     }
 
     /// The layer as a 1x1 conv of `[N, in_features, 1, 1]` inputs, with

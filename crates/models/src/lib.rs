@@ -43,6 +43,7 @@ mod layers;
 mod meta;
 mod model;
 mod plan;
+mod precision;
 mod spec;
 
 pub use count::{count, layer_table, Counts, LayerRow};
@@ -56,4 +57,5 @@ pub use layers::{NamedVar, TensorKind, Trace};
 pub use meta::{WeightsMetadata, FORMAT_VERSION};
 pub use model::ResNet;
 pub use plan::{BlockPlan, ConvPlan, NetPlan, ShortcutPlan};
+pub use precision::Precision;
 pub use spec::{zoo, ArchSpec, BlockKind, Shortcut, Stem, StridePlacement};

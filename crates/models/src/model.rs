@@ -11,7 +11,7 @@ use crate::inference::InferenceNet;
 use crate::init::Initializer;
 use crate::layers::{After, ConvBn, Linear, NamedVar, TensorKind, Trace};
 use crate::plan::{BlockPlan, ShortcutPlan};
-use crate::{ArchSpec, ModelError};
+use crate::{ArchSpec, ModelError, Precision};
 
 /// A block's shortcut as built: the plan's variants with their layers, a
 /// conv of type `C` for projections ([`ConvBn`] as trained, [`InferenceConv`]
@@ -147,13 +147,13 @@ impl Block<ConvBn> {
         Ok(Block { convs, shortcut })
     }
 
-    fn set_bn_group(&mut self, group: Option<NonZeroUsize>) {
-        for conv in &mut self.convs {
-            conv.set_bn_group(group);
-        }
-        if let ShortcutPath::Projection(conv) = &mut self.shortcut {
-            conv.set_bn_group(group);
-        }
+    /// Every conv of the block (with its batch norm), the projection's too.
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        let projection = match &mut self.shortcut {
+            ShortcutPath::Projection(conv) => Some(conv),
+            _ => None,
+        };
+        self.convs.iter_mut().chain(projection)
     }
 
     fn collect(&self, out: &mut Vec<NamedVar>) {
@@ -178,6 +178,7 @@ pub struct ResNet {
     stages: Vec<Vec<Block<ConvBn>>>,
     fc: Linear,
     frozen_backbone: bool,
+    precision: Precision,
 }
 
 impl ResNet {
@@ -204,6 +205,7 @@ impl ResNet {
             stages,
             fc,
             frozen_backbone: false,
+            precision: Precision::Fp32,
         })
     }
 
@@ -216,11 +218,32 @@ impl ResNet {
     /// of the groups' means and the mean of their unbiased variances. `None`
     /// (the default) uses the whole batch. Eval mode is unaffected.
     pub fn with_bn_group(mut self, images: Option<NonZeroUsize>) -> ResNet {
-        self.stem.set_bn_group(images);
-        for block in self.stages.iter_mut().flatten() {
-            block.set_bn_group(images);
+        for conv in self.convs_mut() {
+            conv.set_bn_group(images);
         }
         self
+    }
+
+    /// The net with its convolutions and fc layer multiplying in `precision`
+    /// (see [`Precision`]; the default is fp32). Its parameters stay f32.
+    pub fn with_precision(mut self, precision: Precision) -> ResNet {
+        for conv in self.convs_mut() {
+            conv.set_precision(precision);
+        }
+        self.fc.precision = precision;
+        self.precision = precision;
+        self
+    }
+
+    /// The precision set by [`ResNet::with_precision`].
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Every conv of the net with its batch norm, in network order.
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        let blocks = self.stages.iter_mut().flatten();
+        std::iter::once(&mut self.stem).chain(blocks.flat_map(Block::convs_mut))
     }
 
     /// The net with its backbone (everything but the fc head) frozen or not:

@@ -36,7 +36,7 @@ mod winograd;
 
 pub use inference::InferenceConv;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 #[cfg(feature = "cudnn")]
 use candle_core::{CudaStorage, Result as CandleResult};
 
@@ -131,11 +131,25 @@ impl Geometry {
 /// f32 tensors on the CPU run this crate's im2col + gemm kernels, forward and
 /// backward (gradients for both `x` and `w`; second-order gradients are not
 /// supported); f32 tensors on CUDA run cuDNN's forward, backward-data and
-/// backward-filter convolutions when built with the `cudnn` feature;
-/// everything else runs candle's own convolution. Shapes that do
+/// backward-filter convolutions when built with the `cudnn` feature; bf16
+/// tensors on the CPU run the f32 kernels on their values, the output
+/// rounded to bf16 (candle has no bf16 convolution there); everything else
+/// runs candle's own convolution. Shapes that do
 /// not fit are an [`OpsError::BadShape`] or [`OpsError::Incompatible`] naming them.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor, OpsError> {
     let geometry = Geometry::new(x.dims(), w.dims(), stride, padding)?;
+    if x.dtype() == DType::BF16 && x.device().is_cpu() {
+        // Candle's CPU convolution has no bf16 product: bf16 operands are f32
+        // values, convolved here in f32, the output rounded to bf16 as a
+        // GPU's bf16 convolution with f32 sums writes it.
+        let y = conv2d(
+            &x.to_dtype(DType::F32)?,
+            &w.to_dtype(DType::F32)?,
+            stride,
+            padding,
+        )?;
+        return Ok(y.to_dtype(DType::BF16)?);
+    }
     let fast = has_conv_kernel(x.device(), x.dtype()) && has_conv_kernel(w.device(), w.dtype());
     if fast {
         Ok(x.contiguous()?

@@ -199,6 +199,60 @@ fn constant_inputs_strided_views_and_other_dtypes_work() {
     assert_close(&got.to_dtype(DType::F32).unwrap(), &want, "f64 fallback");
 }
 
+/// bf16 on the CPU: the f32 convolution of the operands' bf16 values,
+/// rounded to bf16, and gradients that flow back through it into bf16
+/// tensors (rounded there too).
+#[test]
+fn bf16_convolves_the_rounded_values_in_f32_and_rounds_the_output() {
+    let bf16 = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let (x, w) = (random(&[2, 3, 7, 5], 50), random(&[4, 3, 3, 3], 51));
+    let seed = 52;
+    let got = run(
+        |x, w| f32(&conv2d(&bf16(x), &bf16(w), 2, 1).unwrap()),
+        &x,
+        &w,
+        seed,
+    );
+    let rounded = |x: &Tensor, w: &Tensor| {
+        f32(&bf16(
+            &conv2d(&f32(&bf16(x)), &f32(&bf16(w)), 2, 1).unwrap(),
+        ))
+    };
+    let want = run(rounded, &x, &w, seed);
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(values(&got.0), values(&want.0), "output");
+    assert_eq!(
+        values(&got.0),
+        values(&f32(&bf16(&got.0))),
+        "output is bf16"
+    );
+    let full = run(|x, w| conv2d(x, w, 2, 1).unwrap(), &x, &w, seed);
+    for (name, got, full) in [("input", &got.1, &full.1), ("weight", &got.2, &full.2)] {
+        assert_eq!(
+            got.dtype(),
+            DType::F32,
+            "{name} gradient reaches the f32 tensor"
+        );
+        assert_eq!(
+            values(got),
+            values(&f32(&bf16(got))),
+            "{name} gradient is bf16"
+        );
+        // Within a few bf16 roundings (2^-8 relative) of the f32 gradient.
+        let (got, full) = (values(got), values(full));
+        let scale = full.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&full)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err > 0.0 && err <= 2e-2 * scale,
+            "{name} gradient: error {err}, scale {scale}"
+        );
+    }
+}
+
 #[test]
 fn bad_shapes_are_errors_naming_them() {
     let x = random(&[2, 3, 8, 8], 40);
