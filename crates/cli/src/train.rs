@@ -9,7 +9,7 @@ use clap::Args;
 use resnet_data::Cifar10;
 use resnet_eval::resolve_weights;
 use resnet_hub::{registry, HubOptions, WeightsSource};
-use resnet_models::{read_safetensors_metadata, ArchSpec};
+use resnet_models::{read_safetensors_metadata, ArchSpec, Precision};
 use resnet_term::ProgressObserver;
 use resnet_train::collective::{with_backend, Collective, SingleProcess, SumBackend, TcpWorld};
 use resnet_train::run_dir::CONFIG_FILE;
@@ -118,6 +118,12 @@ pub struct TrainArgs {
     /// Threads preparing batches.
     #[arg(long)]
     loader_threads: Option<usize>,
+    /// Precision of the convolutions and the fc layer: bf16 is mixed
+    /// precision (bf16 operands, f32 sums; parameters, batch norm, loss,
+    /// update and checkpoints stay f32). On the CPU bf16 gives a GPU's bf16
+    /// results, computed in f32: slower than fp32 there.
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Device: cpu, cuda[:N] or metal[:N]. On several ranks, `cuda` is each
     /// rank's own GPU, by its index on its node (LOCAL_RANK from torchrun,
     /// OMPI_COMM_WORLD_LOCAL_RANK from mpirun, SLURM_LOCALID from srun).
@@ -248,7 +254,8 @@ impl TrainArgs {
             log_every,
             normalization,
             loader_threads,
-            device
+            device,
+            precision
         );
         if let Some(arch) = &self.net.arch {
             c.arch = arch.clone();
@@ -605,6 +612,7 @@ fn run_in(args: &TrainArgs, host: &dyn Collective) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use resnet_models::Precision;
 
     use super::TrainArgs;
 
@@ -621,6 +629,20 @@ mod tests {
             .chain(args);
         let command = Command::try_parse_from(args).unwrap();
         command.train.config().unwrap().arch
+    }
+
+    #[test]
+    fn precision_is_fp32_unless_bf16_is_asked_and_other_values_are_refused() {
+        let config = |args: &[&str]| {
+            let args = ["train", "--out", "run", "--dataset", "cifar10"]
+                .iter()
+                .chain(args);
+            Command::try_parse_from(args).map(|c| c.train.config().unwrap().precision)
+        };
+        assert_eq!(config(&[]).unwrap(), Precision::Fp32);
+        assert_eq!(config(&["--precision", "bf16"]).unwrap(), Precision::Bf16);
+        let err = config(&["--precision", "fp16"]).err().unwrap().to_string();
+        assert!(err.contains("--precision") && err.contains("bf16"), "{err}");
     }
 
     #[test]

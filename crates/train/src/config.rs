@@ -4,7 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use resnet_data::ImageNetAugment;
-use resnet_models::{Shortcut, StridePlacement};
+use resnet_models::{Precision, Shortcut, StridePlacement};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, ScheduleConfig, SgdConfig, TrainError, UpdateRule};
@@ -152,6 +152,10 @@ pub struct TrainConfig {
     /// several ranks is each rank's own GPU
     /// ([`crate::collective::rank_device`]).
     pub device: String,
+    /// The precision of the convolutions and the fc layer (fp32, or bf16
+    /// mixed precision: see `resnet_models::Precision`). Parameters, the
+    /// optimizer's state, batch norm, the loss and checkpoints stay f32.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -186,6 +190,7 @@ impl Default for TrainConfig {
             log_every: 100,
             warmup_window: 20,
             device: "cpu".into(),
+            precision: Precision::Fp32,
         }
     }
 }

@@ -11,7 +11,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use resnet_data::{LoaderPosition, Shard};
 use resnet_eval::{MODEL_FILE, NORMALIZATION_PREFIX};
-use resnet_models::{BlockKind, ResNet, TensorKind, MOMENTUM_PREFIX};
+use resnet_models::{BlockKind, Precision, ResNet, TensorKind, MOMENTUM_PREFIX};
 use resnet_ops::DeviceSpec;
 
 use crate::checkpoint::{
@@ -197,6 +197,7 @@ fn agree<T>(group: &dyn Collective, local: Result<T>, during: &str) -> Result<T>
 pub fn build_model(config: &TrainConfig, device: &Device) -> Result<ResNet> {
     Ok(ResNet::new(&config.spec()?, config.seed, device)?
         .with_bn_group(config.bn_group)
+        .with_precision(config.precision)
         .with_frozen_backbone(config.freeze == Freeze::Backbone))
 }
 
@@ -376,6 +377,12 @@ fn prepare(
         );
     }
     let device = device.parse::<DeviceSpec>()?.open()?;
+    if config.precision == Precision::Bf16 && device.is_cpu() {
+        tracing::warn!(
+            "bf16 on the CPU: convolutions and the fc layer compute their bf16 operands in f32 \
+             and round their outputs to bf16, a GPU's bf16 results at more than fp32's cost"
+        );
+    }
     let model = build_model(config, &device)?;
     let mut sgd =
         Sgd::new(model.trainable_parameters(), config.sgd)?.with_update_rule(config.update_rule);

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use resnet_models::Precision;
 use resnet_test_support::{assert_bit_identical, cifar_sample, file_names};
 use resnet_train::run_dir::{
     RunLock, CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE,
@@ -232,25 +233,17 @@ fn checkpoint_iteration(path: &Path) -> u64 {
     state["iteration"].as_u64().unwrap()
 }
 
-#[test]
-fn a_run_stopped_on_request_saves_a_checkpoint_and_resumes_bit_identical() {
-    let dir = tempfile::tempdir().unwrap();
-    let (straight, stopped) = (dir.path().join("straight"), dir.path().join("stopped"));
-    // Checkpoints every 4 steps and records every 3: a stop after step 5
-    // falls between both, so the checkpoint must carry the unlogged steps.
-    let config = TrainConfig {
-        iterations: 9,
-        checkpoint_every: 4,
-        log_every: 3,
-        ..small_config(9)
-    };
-    train(&config, &straight, &mut NoObserver).unwrap();
+/// Trains `config` in `straight` uninterrupted, and in `stopped` with a stop
+/// after step 5 and a resume; checks the stop's checkpoints and that both
+/// end with the same weights bit for bit and the same records.
+fn stop_and_resume_bit_identical(config: &TrainConfig, straight: &Path, stopped: &Path) {
+    train(config, straight, &mut NoObserver).unwrap();
 
     let mut observer = StopAt {
         at: Some(5),
         ..StopAt::default()
     };
-    let err = train(&config, &stopped, &mut observer).unwrap_err();
+    let err = train(config, stopped, &mut observer).unwrap_err();
     assert!(
         matches!(err, TrainError::Stopped { iteration: 5, .. }),
         "{err}"
@@ -264,12 +257,71 @@ fn a_run_stopped_on_request_saves_a_checkpoint_and_resumes_bit_identical() {
     assert!(!stopped.join(SUMMARY_FILE).exists());
 
     let mut observer = StopAt::default();
-    resume(&stopped, &mut observer).unwrap();
+    resume(stopped, &mut observer).unwrap();
     assert_eq!(observer.started_at, vec![5]);
-    assert_bit_identical(&final_weights(&straight), &final_weights(&stopped));
+    assert_bit_identical(&final_weights(straight), &final_weights(stopped));
     assert_eq!(
-        records_without_timings(&stopped),
-        records_without_timings(&straight)
+        records_without_timings(stopped),
+        records_without_timings(straight)
+    );
+}
+
+/// Checkpoints every 4 steps and records every 3: a stop after step 5 falls
+/// between both, so the checkpoint must carry the unlogged steps.
+fn stop_config() -> TrainConfig {
+    TrainConfig {
+        checkpoint_every: 4,
+        log_every: 3,
+        ..small_config(9)
+    }
+}
+
+#[test]
+fn a_run_stopped_on_request_saves_a_checkpoint_and_resumes_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, stopped) = (dir.path().join("straight"), dir.path().join("stopped"));
+    stop_and_resume_bit_identical(&stop_config(), &straight, &stopped);
+}
+
+/// bf16 mixed precision keeps its parameters, checkpoints and optimizer
+/// state in f32, resumes bit-identical, and is recorded in the run's config.
+#[test]
+fn a_bf16_run_keeps_f32_state_and_resumes_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, stopped) = (dir.path().join("straight"), dir.path().join("stopped"));
+    let config = TrainConfig {
+        precision: Precision::Bf16,
+        ..stop_config()
+    };
+    stop_and_resume_bit_identical(&config, &straight, &stopped);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stopped.join(CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(written["config"]["precision"], "bf16");
+    let checkpoint = candle_core::safetensors::load(
+        stopped.join("checkpoint-00000009.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(checkpoint.keys().any(|k| k.starts_with("momentum")));
+    for (name, tensor) in checkpoint.iter().chain(&final_weights(&stopped)) {
+        assert_eq!(tensor.dtype(), DType::F32, "{name}");
+    }
+    // The same run in fp32 ends elsewhere: the convolutions did run in bf16.
+    let fp32 = dir.path().join("fp32");
+    train(&stop_config(), &fp32, &mut NoObserver).unwrap();
+    let (a, b) = (final_weights(&fp32), final_weights(&stopped));
+    let changed = a["conv1.weight"]
+        .ne(&b["conv1.weight"])
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        changed > 0.0,
+        "bf16 and fp32 trained the same conv1 weights"
     );
 }
 
