@@ -44,16 +44,17 @@ pub(crate) fn contiguous_range(
     Ok((start, end))
 }
 
-/// The contiguous f32 values of a CUDA custom-op argument, checked as
-/// [`f32_data`] checks them on the CPU.
+/// The contiguous `T` values of a CUDA custom-op argument, checked as
+/// [`f32_data`] checks them on the CPU (a tensor of another dtype is an
+/// error naming it).
 #[cfg(feature = "cuda")]
-pub(crate) fn cuda_f32_view<'a>(
+pub(crate) fn cuda_view<'a, T: candle_core::cuda_backend::CudaDType>(
     op: &'static str,
     storage: &'a candle_core::CudaStorage,
     layout: &Layout,
     dims: &[usize],
-) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
-    let slice = storage.as_cuda_slice::<f32>()?;
+) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>> {
+    let slice = storage.as_cuda_slice::<T>()?;
     let (start, end) = contiguous_range(op, layout, dims)?;
     Ok(slice.slice(start..end))
 }

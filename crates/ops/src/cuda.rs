@@ -6,7 +6,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfi
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CudaStorage, Layout, Result};
 
-use crate::args::cuda_f32_view;
+use crate::args::cuda_view;
 
 /// A PTX module of this crate's kernels, loaded into each device once
 /// (`CudaDevice::get_or_load_custom_func(kernel, module.name, module.ptx)`).
@@ -84,7 +84,7 @@ pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaSt
     let dims = inputs[0].1.dims();
     let views = inputs
         .iter()
-        .map(|(s, l)| cuda_f32_view(op, s, l, dims))
+        .map(|(s, l)| cuda_view::<f32>(op, s, l, dims))
         .collect::<Result<Vec<_>>>()?;
     let count = inputs[0].1.shape().elem_count();
     launch(
@@ -110,7 +110,7 @@ pub(crate) fn update(
     let dims = layout.dims();
     let views = inputs
         .iter()
-        .map(|(s, l)| cuda_f32_view(op, s, l, dims))
+        .map(|(s, l)| cuda_view::<f32>(op, s, l, dims))
         .collect::<Result<Vec<_>>>()?;
     let (start, end) = crate::args::contiguous_range(op, layout, dims)?;
     if start == end {

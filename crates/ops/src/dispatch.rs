@@ -43,6 +43,12 @@ pub(crate) enum CudaKernel {
 }
 
 impl CudaKernel {
+    /// Whether the kernel takes tensors of `dtype`: f32, and bf16 for the
+    /// convolution (bf16 mixed precision's operands).
+    fn takes(self, dtype: DType) -> bool {
+        dtype == DType::F32 || (self == CudaKernel::Conv && dtype == DType::BF16)
+    }
+
     /// Whether this build has the kernel.
     fn built(self) -> bool {
         match self {
@@ -52,15 +58,15 @@ impl CudaKernel {
     }
 }
 
-/// Whether `kernel` runs tensors on `device` of type `dtype`: f32 on CUDA,
-/// built with the kernel's feature, kernels switched on, and `kernel` not
+/// Whether `kernel` runs tensors on `device` of type `dtype`: on CUDA, of a
+/// dtype it takes ([`CudaKernel::takes`]), built with the kernel's feature, kernels switched on, and `kernel` not
 /// turned off by the `RESNET_CUDA_KERNELS` environment variable, read once:
 /// `all` (the default), `conv` (the convolution only) or `none` (candle's
 /// CUDA ops for everything, to compare).
 pub(crate) fn has_cuda_kernel(kernel: CudaKernel, device: &Device, dtype: DType) -> bool {
     kernel.built()
         && device.is_cuda()
-        && dtype == DType::F32
+        && kernel.takes(dtype)
         && fast_kernels()
         && cuda_kernel_enabled(kernel)
 }
@@ -96,7 +102,18 @@ pub(crate) fn has_conv_kernel(device: &Device, dtype: DType) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::DType;
+
     use super::{enabled_by, CudaKernel};
+
+    #[test]
+    fn the_convolution_alone_takes_bf16_on_cuda() {
+        assert!(CudaKernel::Conv.takes(DType::F32) && CudaKernel::Conv.takes(DType::BF16));
+        assert!(CudaKernel::Native.takes(DType::F32) && !CudaKernel::Native.takes(DType::BF16));
+        for dtype in [DType::F16, DType::F64, DType::U8] {
+            assert!(!CudaKernel::Conv.takes(dtype), "{dtype:?}");
+        }
+    }
 
     #[test]
     fn the_environment_choice_selects_the_cuda_kernels() {

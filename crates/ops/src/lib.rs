@@ -43,7 +43,7 @@
 //!   its own behind the feature;
 //! - both bodies take their arguments through the same checks: the expected
 //!   dims come from one method or value of the op, read by
-//!   `args::f32_data` on the CPU and `args::cuda_f32_view` on CUDA;
+//!   `args::f32_data` on the CPU and `args::cuda_view` on CUDA;
 //! - the output's shape and the layout of any packed output come from code
 //!   both bodies share, and `bwd` (the backward composition) is shared by
 //!   construction, since it belongs to the op, not to a body;

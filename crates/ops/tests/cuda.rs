@@ -1,7 +1,7 @@
 //! The ops on an NVIDIA GPU against the same ops on the CPU, values and
 //! gradients: the convolution (cuDNN's forward, backward-data and
 //! backward-filter with the `cudnn` feature, candle's CUDA convolution
-//! without it), batch norm, ReLU, pooling and the SGD update. Needs a GPU:
+//! without it; f32 and bf16), batch norm, ReLU, pooling and the SGD update. Needs a GPU:
 //! built by
 //! `scripts/build-cuda.sh`, run by `scripts/gpu-check.sh`.
 #![cfg(feature = "cuda")]
@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
@@ -143,6 +143,33 @@ fn conv_matches_the_cpu_on_random_shapes() {
             p,
         ];
         check_conv(case, 1000 + 10 * i);
+    }
+}
+
+/// bf16 operands (mixed precision): cuDNN on tensor cores against the CPU's
+/// f32 convolution of the same bf16 values, both rounding their outputs and
+/// gradients to bf16, so that they differ by a bf16 rounding (2^-8) where
+/// their f32 sums round to neighbouring bf16 values.
+#[test]
+fn bf16_conv_matches_the_cpu_on_resnet_shapes() {
+    let bf16 = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+    for (i, [n, c, h, w, o, k, s, p]) in CONV_CASES.into_iter().enumerate() {
+        let seed = 500 + 10 * i as u64;
+        let (x, wt) = (random(&[n, c, h, w], seed), random(&[o, c, k, k], seed + 1));
+        check(
+            |t| {
+                let y = conv2d(&bf16(&t[0]), &bf16(&t[1]), s, p).unwrap();
+                y.to_dtype(DType::F32).unwrap()
+            },
+            &[x, wt],
+            seed + 2,
+            2e-2,
+            &format!(
+                "bf16 conv x {:?} w {:?} /{s} pad {p}",
+                [n, c, h, w],
+                [o, c, k, k]
+            ),
+        );
     }
 }
 

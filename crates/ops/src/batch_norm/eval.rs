@@ -140,7 +140,7 @@ mod cuda {
     use candle_core::{CudaStorage, Result};
 
     use super::Dims;
-    use crate::args::cuda_f32_view;
+    use crate::args::cuda_view;
     use crate::cuda::{launch, Arg, ELEMENTWISE};
 
     /// `x * scale + shift` per channel (then `max(., 0)` if `relu`) for
@@ -153,9 +153,9 @@ mod cuda {
         relu: bool,
     ) -> Result<CudaStorage> {
         let inputs = [
-            cuda_f32_view(op, xs, xl, xl.dims())?,
-            cuda_f32_view(op, ss, sl, &[d.c])?,
-            cuda_f32_view(op, bs, bl, &[d.c])?,
+            cuda_view::<f32>(op, xs, xl, xl.dims())?,
+            cuda_view::<f32>(op, ss, sl, &[d.c])?,
+            cuda_view::<f32>(op, bs, bl, &[d.c])?,
         ];
         let params = [d.plane as u32, d.c as u32, u32::from(relu)];
         let count = xl.shape().elem_count();

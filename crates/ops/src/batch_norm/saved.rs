@@ -152,12 +152,12 @@ impl CustomOp3 for Forward {
         bs: &candle_core::CudaStorage,
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use crate::args::cuda_f32_view;
+        use crate::args::cuda_view;
         let (name, [xd, wd, bd]) = (self.name(), self.arg_dims());
         let args = [
-            cuda_f32_view(name, xs, xl, &xd)?,
-            cuda_f32_view(name, ws, wl, &wd)?,
-            cuda_f32_view(name, bs, bl, &bd)?,
+            cuda_view::<f32>(name, xs, xl, &xd)?,
+            cuda_view::<f32>(name, ws, wl, &wd)?,
+            cuda_view::<f32>(name, bs, bl, &bd)?,
         ];
         let out = super::cudnn::forward(&xs.device, self.dims, self.eps, args)?;
         Ok((out, self.out_shape()))
@@ -261,12 +261,12 @@ impl CustomOp3 for Backward {
         ss: &candle_core::CudaStorage,
         sl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use crate::args::cuda_f32_view;
+        use crate::args::cuda_view;
         let (name, [xd, dyd, sd]) = (self.name(), self.arg_dims());
         let args = [
-            cuda_f32_view(name, xs, xl, &xd)?,
-            cuda_f32_view(name, dys, dyl, &dyd)?,
-            cuda_f32_view(name, ss, sl, &sd)?,
+            cuda_view::<f32>(name, xs, xl, &xd)?,
+            cuda_view::<f32>(name, dys, dyl, &dyd)?,
+            cuda_view::<f32>(name, ss, sl, &sd)?,
         ];
         let out = super::cudnn::backward(&xs.device, self.dims, self.eps, args)?;
         Ok((out, Shape::from(Packed::new(self.dims).total())))

@@ -1,38 +1,80 @@
-//! The three convolution ops on NVIDIA GPUs through cuDNN (f32, NCHW,
-//! contiguous): `cudnnConvolutionForward`, `cudnnConvolutionBackwardData`
-//! (the input gradient) and `cudnnConvolutionBackwardFilter` (the weight
-//! gradient), on the device's stream.
+//! The three convolution ops on NVIDIA GPUs through cuDNN (f32 or bf16,
+//! NCHW, contiguous): `cudnnConvolutionForward`,
+//! `cudnnConvolutionBackwardData` (the input gradient) and
+//! `cudnnConvolutionBackwardFilter` (the weight gradient), on the device's
+//! stream.
 //!
-//! cuDNN's heuristics pick each pass's algorithm once per device and geometry;
-//! the choice and its workspace size are cached per thread, as are the cuDNN
-//! handles, which are neither `Send` nor `Sync`. cuDNN's default math mode
-//! lets it use TF32 tensor cores for f32 on Ampere and newer GPUs, as PyTorch
-//! does by default for convolutions, so results differ from the CPU kernels'
-//! around the fourth significant digit; the backward-filter algorithms may
-//! also sum in a different order from run to run.
+//! cuDNN's heuristics pick each pass's algorithm once per device, geometry
+//! and dtype; the choice and its workspace size are cached per thread, as are
+//! the cuDNN handles, which are neither `Send` nor `Sync`. cuDNN's default
+//! math mode lets it use TF32 tensor cores for f32 on Ampere and newer GPUs,
+//! as PyTorch does by default for convolutions, so results differ from the
+//! CPU kernels' around the fourth significant digit; the backward-filter
+//! algorithms may also sum in a different order from run to run. bf16 runs
+//! on tensor cores with f32 sums (cuDNN's pseudo-bf16 configuration: bf16
+//! tensors, an f32 convolution descriptor), as PyTorch's bf16 autocast does.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::LocalKey;
 
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::{
-    sys, ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, CudnnError,
-    FilterDescriptor, TensorDescriptor,
+    sys, ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, CudnnDataType,
+    CudnnError, FilterDescriptor, TensorDescriptor,
 };
-use candle_core::cuda_backend::cudarc::driver::CudaSlice;
-use candle_core::cuda_backend::{CudaDevice, DeviceId};
-use candle_core::{CudaStorage, Layout, Result};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId};
+use candle_core::{CudaStorage, DType, Layout, Result};
+use half::bf16;
 
 use super::Geometry;
-use crate::args::cuda_f32_view;
+use crate::args::cuda_view;
 
 /// A custom-op argument: its storage and layout.
 type Arg<'a> = (&'a CudaStorage, &'a Layout);
 
-/// The algorithm chosen for each device and geometry, with the bytes of
-/// workspace it needs.
-type Choices<A> = RefCell<HashMap<(DeviceId, Geometry), (A, usize)>>;
+/// The algorithm chosen for each device, geometry and dtype, with the bytes
+/// of workspace it needs.
+type Choices<A> = RefCell<HashMap<(DeviceId, Geometry, DType), (A, usize)>>;
+
+/// A dtype cuDNN convolves here: its tensors' element, the scaling factors
+/// (alpha 1, beta 0) in it, and the math mode its convolutions run in.
+trait Element: CudnnDataType<Scalar = f32> + CudaDType + DeviceRepr + ValidAsZeroBits + Copy {
+    const DTYPE: DType;
+    const ONE: Self;
+    const ZERO: Self;
+    /// f32: cuDNN's default (TF32 tensor cores where the GPU has them);
+    /// bf16: tensor cores.
+    const MATH: sys::cudnnMathType_t;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    const ONE: Self = 1.0;
+    const ZERO: Self = 0.0;
+    const MATH: sys::cudnnMathType_t = sys::cudnnMathType_t::CUDNN_DEFAULT_MATH;
+}
+
+impl Element for bf16 {
+    const DTYPE: DType = DType::BF16;
+    const ONE: Self = bf16::ONE;
+    const ZERO: Self = bf16::ZERO;
+    const MATH: sys::cudnnMathType_t = sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH;
+}
+
+/// Runs `$f::<T>` for the element type of the storage `$s` (f32 or bf16);
+/// another dtype is an error naming the op.
+macro_rules! by_dtype {
+    ($op:expr, $s:expr, $f:ident($($arg:expr),*)) => {
+        match $s.dtype() {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::BF16 => $f::<bf16>($($arg),*),
+            other => Err(candle_core::Error::UnsupportedDTypeForOp(other, $op)),
+        }
+    };
+}
 
 thread_local! {
     static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
@@ -44,104 +86,122 @@ thread_local! {
 
 /// The forward convolution `(x, w) -> y`.
 pub(super) fn forward(g: &Geometry, x: Arg, w: Arg) -> Result<CudaStorage> {
+    by_dtype!("conv2d", x.0, forward_as(g, x, w))
+}
+
+fn forward_as<T: Element>(g: &Geometry, x: Arg, w: Arg) -> Result<CudaStorage> {
     const OP: &str = "conv2d";
     let dev = &x.0.device;
-    let x = cuda_f32_view(OP, x.0, x.1, &g.input_dims())?;
-    let w = cuda_f32_view(OP, w.0, w.1, &g.weight_dims())?;
-    let d = Descriptors::new(dev, g)?;
+    let x = cuda_view::<T>(OP, x.0, x.1, &g.input_dims())?;
+    let w = cuda_view::<T>(OP, w.0, w.1, &g.weight_dims())?;
+    let d = Descriptors::<T>::new(dev, g)?;
     let op = ConvForward {
         conv: &d.conv,
         x: &d.x,
         w: &d.w,
         y: &d.y,
     };
-    let (algo, bytes) = choose(&FORWARD, dev, g, || {
+    let (algo, bytes) = choose::<_, T>(&FORWARD, dev, g, || {
         let algo = op.pick_algorithm()?;
         Ok((algo, op.get_workspace_size(algo)?))
     })?;
     let mut workspace = workspace(dev, bytes)?;
     // SAFETY: cuDNN writes every output value (beta is 0).
-    let mut y = unsafe { dev.alloc::<f32>(count(g.output_dims())) }?;
+    let mut y = unsafe { dev.alloc::<T>(count(g.output_dims())) }?;
+    let scale = (T::ONE, T::ZERO);
     // SAFETY: the descriptors describe `x`, `w` and `y` exactly: contiguous
-    // f32 NCHW of the dims checked above, on the handle's stream.
-    unsafe { op.launch(algo, workspace.as_mut(), (1.0, 0.0), &x, &w, &mut y) }?;
+    // NCHW `T` values of the dims checked above, on the handle's stream.
+    unsafe { op.launch(algo, workspace.as_mut(), scale, &x, &w, &mut y) }?;
     Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
 }
 
 /// The input gradient `(dy, w) -> dx`.
 pub(super) fn grad_input(g: &Geometry, dy: Arg, w: Arg) -> Result<CudaStorage> {
+    by_dtype!("conv2d-grad-input", dy.0, grad_input_as(g, dy, w))
+}
+
+fn grad_input_as<T: Element>(g: &Geometry, dy: Arg, w: Arg) -> Result<CudaStorage> {
     const OP: &str = "conv2d-grad-input";
     let dev = &dy.0.device;
-    let dy = cuda_f32_view(OP, dy.0, dy.1, &g.output_dims())?;
-    let w = cuda_f32_view(OP, w.0, w.1, &g.weight_dims())?;
-    let d = Descriptors::new(dev, g)?;
+    let dy = cuda_view::<T>(OP, dy.0, dy.1, &g.output_dims())?;
+    let w = cuda_view::<T>(OP, w.0, w.1, &g.weight_dims())?;
+    let d = Descriptors::<T>::new(dev, g)?;
     let op = ConvBackwardData {
         conv: &d.conv,
         dx: &d.x,
         w: &d.w,
         dy: &d.y,
     };
-    let (algo, bytes) = choose(&GRAD_INPUT, dev, g, || {
+    let (algo, bytes) = choose::<_, T>(&GRAD_INPUT, dev, g, || {
         let algo = op.pick_algorithm()?;
         Ok((algo, op.get_workspace_size(algo)?))
     })?;
     let mut workspace = workspace(dev, bytes)?;
     // SAFETY: cuDNN writes every output value (beta is 0).
-    let mut dx = unsafe { dev.alloc::<f32>(count(g.input_dims())) }?;
-    // SAFETY: as in `forward`.
-    unsafe { op.launch(algo, workspace.as_mut(), (1.0, 0.0), &mut dx, &w, &dy) }?;
+    let mut dx = unsafe { dev.alloc::<T>(count(g.input_dims())) }?;
+    let scale = (T::ONE, T::ZERO);
+    // SAFETY: as in `forward_as`.
+    unsafe { op.launch(algo, workspace.as_mut(), scale, &mut dx, &w, &dy) }?;
     Ok(CudaStorage::wrap_cuda_slice(dx, dev.clone()))
 }
 
 /// The weight gradient `(x, dy) -> dw`.
 pub(super) fn grad_weight(g: &Geometry, x: Arg, dy: Arg) -> Result<CudaStorage> {
+    by_dtype!("conv2d-grad-weight", x.0, grad_weight_as(g, x, dy))
+}
+
+fn grad_weight_as<T: Element>(g: &Geometry, x: Arg, dy: Arg) -> Result<CudaStorage> {
     const OP: &str = "conv2d-grad-weight";
     let dev = &x.0.device;
-    let x = cuda_f32_view(OP, x.0, x.1, &g.input_dims())?;
-    let dy = cuda_f32_view(OP, dy.0, dy.1, &g.output_dims())?;
-    let d = Descriptors::new(dev, g)?;
+    let x = cuda_view::<T>(OP, x.0, x.1, &g.input_dims())?;
+    let dy = cuda_view::<T>(OP, dy.0, dy.1, &g.output_dims())?;
+    let d = Descriptors::<T>::new(dev, g)?;
     let op = ConvBackwardFilter {
         conv: &d.conv,
         x: &d.x,
         dw: &d.w,
         dy: &d.y,
     };
-    let (algo, bytes) = choose(&GRAD_WEIGHT, dev, g, || {
+    let (algo, bytes) = choose::<_, T>(&GRAD_WEIGHT, dev, g, || {
         let algo = op.pick_algorithm()?;
         Ok((algo, op.get_workspace_size(algo)?))
     })?;
     let mut workspace = workspace(dev, bytes)?;
     // SAFETY: cuDNN writes every output value (beta is 0).
-    let mut dw = unsafe { dev.alloc::<f32>(count(g.weight_dims())) }?;
-    // SAFETY: as in `forward`.
-    unsafe { op.launch(algo, workspace.as_mut(), (1.0, 0.0), &x, &mut dw, &dy) }?;
+    let mut dw = unsafe { dev.alloc::<T>(count(g.weight_dims())) }?;
+    let scale = (T::ONE, T::ZERO);
+    // SAFETY: as in `forward_as`.
+    unsafe { op.launch(algo, workspace.as_mut(), scale, &x, &mut dw, &dy) }?;
     Ok(CudaStorage::wrap_cuda_slice(dw, dev.clone()))
 }
 
-/// The cuDNN descriptors of one geometry: the convolution, the input (and
-/// its gradient), the weight (and its gradient), the output (and its gradient).
-struct Descriptors {
+/// The cuDNN descriptors of one geometry: the convolution (f32, the dtype
+/// of its sums), the input (and its gradient), the weight (and its
+/// gradient), the output (and its gradient), all of element `T`.
+struct Descriptors<T: Element> {
     conv: ConvDescriptor<f32>,
-    x: TensorDescriptor<f32>,
-    w: FilterDescriptor<f32>,
-    y: TensorDescriptor<f32>,
+    x: TensorDescriptor<T>,
+    w: FilterDescriptor<T>,
+    y: TensorDescriptor<T>,
 }
 
-impl Descriptors {
+impl<T: Element> Descriptors<T> {
     fn new(dev: &CudaDevice, g: &Geometry) -> Result<Self> {
         let cudnn = handle(dev)?;
         let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
         let (pad, stride) = (to_i32(g.pad)?, to_i32(g.stride)?);
+        let mut conv = cudnn.create_conv2d::<f32>(
+            [pad, pad],
+            [stride, stride],
+            [1, 1],
+            sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+        )?;
+        conv.set_math_type(T::MATH)?;
         Ok(Self {
-            conv: cudnn.create_conv2d::<f32>(
-                [pad, pad],
-                [stride, stride],
-                [1, 1],
-                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-            )?,
-            x: cudnn.create_4d_tensor::<f32>(nchw, dims(g.input_dims())?)?,
-            w: cudnn.create_4d_filter::<f32>(nchw, dims(g.weight_dims())?)?,
-            y: cudnn.create_4d_tensor::<f32>(nchw, dims(g.output_dims())?)?,
+            conv,
+            x: cudnn.create_4d_tensor::<T>(nchw, dims(g.input_dims())?)?,
+            w: cudnn.create_4d_filter::<T>(nchw, dims(g.weight_dims())?)?,
+            y: cudnn.create_4d_tensor::<T>(nchw, dims(g.output_dims())?)?,
         })
     }
 }
@@ -158,14 +218,14 @@ fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
     })
 }
 
-/// The cached choice for `dev` and `g`, or the one `pick` makes, cached.
-fn choose<A: Copy>(
+/// The cached choice for `dev`, `g` and `T`, or the one `pick` makes, cached.
+fn choose<A: Copy, T: Element>(
     cache: &'static LocalKey<Choices<A>>,
     dev: &CudaDevice,
     g: &Geometry,
     pick: impl FnOnce() -> std::result::Result<(A, usize), CudnnError>,
 ) -> Result<(A, usize)> {
-    let key = (dev.id(), *g);
+    let key = (dev.id(), *g, T::DTYPE);
     if let Some(found) = cache.with(|c| c.borrow().get(&key).copied()) {
         return Ok(found);
     }

@@ -64,7 +64,7 @@ impl CustomOp1 for GlobalAvgPool {
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (count, len) = planes(self.name(), l)?;
-        let x = crate::args::cuda_f32_view(self.name(), s, l, l.dims())?;
+        let x = crate::args::cuda_view::<f32>(self.name(), s, l, l.dims())?;
         let y = cuda::run(self.name(), "global_avg_pool_f32", s, x, count, len)?;
         let dims = l.dims();
         Ok((y, Shape::from((dims[0], dims[1]))))
@@ -119,7 +119,7 @@ impl CustomOp2 for GlobalAvgPoolGrad {
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (count, len) = planes(self.name(), lx)?;
         let dims = lx.dims();
-        let dy = crate::args::cuda_f32_view(self.name(), sd, ld, &dims[..2])?;
+        let dy = crate::args::cuda_view::<f32>(self.name(), sd, ld, &dims[..2])?;
         let name = "global_avg_pool_grad_f32";
         let dx = cuda::run(self.name(), name, sd, dy, count * len, len)?;
         Ok((dx, lx.shape().clone()))

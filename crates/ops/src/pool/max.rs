@@ -249,7 +249,7 @@ mod cuda {
     use candle_core::{CudaStorage, Result};
 
     use super::Planes;
-    use crate::args::cuda_f32_view;
+    use crate::args::cuda_view;
     use crate::cuda::{launch, Arg, POOL};
 
     /// Runs the pool kernel `name`: the forward (`dy` None, one thread per
@@ -264,10 +264,10 @@ mod cuda {
         (xs, xl): Arg,
         dy: Option<Arg>,
     ) -> Result<CudaStorage> {
-        let mut inputs = vec![cuda_f32_view(op, xs, xl, xl.dims())?];
+        let mut inputs = vec![cuda_view::<f32>(op, xs, xl, xl.dims())?];
         let pooled_dims = [xl.dims()[0], xl.dims()[1], p.ho, p.wo];
         if let Some((s, l)) = dy {
-            inputs.push(cuda_f32_view(op, s, l, &pooled_dims)?);
+            inputs.push(cuda_view::<f32>(op, s, l, &pooled_dims)?);
         }
         let count = planes * if dy.is_some() { p.h * p.w } else { p.ho * p.wo };
         let sizes = [p.h, p.w, p.ho, p.wo].map(|v| v as u32);

@@ -132,7 +132,7 @@ impl CustomOp1 for PadSubsample {
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let z = self.sizes(l)?;
-        let x = crate::args::cuda_f32_view(self.name(), s, l, l.dims())?;
+        let x = crate::args::cuda_view::<f32>(self.name(), s, l, l.dims())?;
         let y = crate::cuda::launch(
             self.name(),
             &s.device,
@@ -211,7 +211,7 @@ impl CustomOp2 for PadSubsampleGrad {
         ld: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let z = self.0.sizes(lx)?;
-        let dy = crate::args::cuda_f32_view(self.name(), sd, ld, &z.output_dims())?;
+        let dy = crate::args::cuda_view::<f32>(self.name(), sd, ld, &z.output_dims())?;
         let dx = crate::cuda::launch(
             self.name(),
             &sd.device,
