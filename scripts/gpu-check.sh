@@ -44,6 +44,13 @@
 #                second run of ours without augmentation (decode and crop
 #                only, the same GPU work) tells whether our data loading on
 #                the CPU is what limits the first
+#   bf16         bf16 mixed precision (`--precision bf16`): ResNet-20's 20
+#                iterations on the GPU against the same on the CPU (which
+#                computes the bf16 values in f32), losses of the first 5
+#                steps within 3e-2; then ResNet-20 (batch 128) and ResNet-50
+#                (224x224, batch 128, r50-speed's folder, no augmentation)
+#                images/s against PyTorch's bf16 autocast, NCHW and
+#                channels-last
 #   recipe-match ResNet-20 on the bundled sample with the same recipe in ours
 #                and in plain PyTorch (scripts/torch_cifar_train.py), two
 #                seeds each, RECIPE_ITERATIONS iterations (default 1500; lr
@@ -381,6 +388,49 @@ print(f"resnet50 at 224, batch {batch}: ours {aug:.1f} images/s, PyTorch {host:.
 EOF
 }
 
+# bf16 mixed precision: against the CPU's bf16 run, then against PyTorch's
+# bf16 autocast.
+bf16() {
+    set -o pipefail
+    local dev layout r50
+    for dev in cpu cuda; do
+        "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 20 --log-every 1 \
+            --eval-every 0 --checkpoint-every 0 --seed 0 --precision bf16 --device "$dev" \
+            --out "$WORK/r20-bf16-$dev" || return 1
+    done
+    "$PYTHON" - "$WORK/r20-bf16-cpu/metrics.jsonl" "$WORK/r20-bf16-cuda/metrics.jsonl" <<'EOF' ||
+import json, sys
+cpu, gpu = ([json.loads(l)["train_loss"] for l in open(p)] for p in sys.argv[1:])
+worst = max((abs(c - g) / abs(c) for c, g in zip(cpu[:5], gpu[:5])), default=float("inf"))
+print("bf16 losses, cpu/gpu: " + " ".join(f"{c:.4f}/{g:.4f}" for c, g in zip(cpu, gpu)))
+ok = len(cpu) == len(gpu) == 20 and worst < 3e-2
+print(f"bf16, first 5 steps: largest relative difference {worst:.2e} (limit 3e-2): "
+      f"{'ok' if ok else 'MISMATCH'}")
+sys.exit(0 if ok else 1)
+EOF
+        return 1
+    "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 300 --log-every 50 \
+        --eval-every 0 --checkpoint-every 0 --loader-threads 8 --precision bf16 --device cuda \
+        --out "$WORK/r20-bf16-speed" || return 1
+    for layout in "" --channels-last; do
+        "$PYTHON" scripts/torch_cuda_step.py --arch resnet20 --batch 128 --iterations 300 \
+            --precision bf16 $layout | tee "$WORK/torch-r20-bf16$layout.json" || return 1
+        echo "resnet20 bf16, batch 128, PyTorch ${layout:-NCHW}:" \
+            "$(ratio "$WORK/r20-bf16-speed/metrics.jsonl" "$WORK/torch-r20-bf16$layout.json")"
+    done
+    [[ -d $WORK/folder ]] || "$PYTHON" scripts/torch_cuda_step.py --write-folder "$WORK/folder" ||
+        return 1
+    r50="$WORK/r50-bf16-noaug"
+    r50_train 128 "$r50" --iterations 30 --log-every 10 --no-augment --precision bf16 || return 1
+    for layout in "" --channels-last; do
+        "$PYTHON" scripts/torch_cuda_step.py --arch resnet50 --size 224 --batch 128 \
+            --iterations 30 --warmup 10 --precision bf16 $layout |
+            tee "$WORK/torch-r50-bf16$layout.json" || return 1
+        echo "resnet50 bf16 at 224, batch 128, no augmentation, PyTorch ${layout:-NCHW}:" \
+            "$(ratio "$r50/metrics.jsonl" "$WORK/torch-r50-bf16$layout.json")"
+    done
+}
+
 # The same training recipe in ours and in plain PyTorch: final test errors.
 recipe_match() {
     set -o pipefail
@@ -443,7 +493,7 @@ profile() {
 }
 
 export -f gpu libs ops_tests conv_timing train20 weights train_match nccl_library nccl_match eval_match ours_speed \
-    ratio train_speed torch_speed kernel_speed r50_train r50_speed recipe_match find_nsys profile \
+    ratio train_speed torch_speed kernel_speed r50_train r50_speed bf16 recipe_match find_nsys profile \
     loader_speed faults
 
 note "gpu-check of $DIST, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -460,12 +510,15 @@ stage train-speed 90 train_speed
 stage torch-speed 90 torch_speed
 stage kernel-speed 60 kernel_speed
 stage r50-speed 150 r50_speed
+stage bf16 120 bf16
 stage recipe-match 150 recipe_match
 stage loader-speed 45 loader_speed
 stage profile 45 profile
 for f in train-match nccl-match eval-match train-speed torch-speed kernel-speed r50-speed loader-speed; do
     [[ -f $OUT_DIR/$f.log ]] && tail -n 1 "$OUT_DIR/$f.log" | sed "s/^/$f: /" >>"$SUMMARY"
 done
+[[ -f $OUT_DIR/bf16.log ]] && grep -E '^(bf16, first|resnet(20|50) bf16)' "$OUT_DIR/bf16.log" |
+    sed 's/^/bf16: /' >>"$SUMMARY"
 echo
 echo "=== summary ($SECONDS s)"
 cat "$SUMMARY"

@@ -11,11 +11,14 @@ decay 1e-4 (lr 0.1). The images are random (data loading is not timed), in
 pinned host memory (`--input host`), or already on the GPU (`--input gpu`:
 not even the copy is timed; `--input both` times the two one after the
 other). PyTorch's defaults are kept: f32, cuDNN allowed to use TF32 for
-convolutions, cudnn.benchmark on, NCHW. The networks are defined here, so
-torchvision is not needed.
+convolutions, cudnn.benchmark on, NCHW; `--precision bf16` runs the forward
+pass and the loss under bf16 autocast (the weights and the update stay f32),
+`--channels-last` keeps the model and the batches NHWC. The networks are
+defined here, so torchvision is not needed.
 
     python3 scripts/torch_cuda_step.py --arch resnet20 --batch 128 --iterations 300
     python3 scripts/torch_cuda_step.py --arch resnet50 --size 224 --batch 128 --iterations 30
+    python3 scripts/torch_cuda_step.py --arch resnet50 --precision bf16 --channels-last
 
 Prints one JSON object: images/s, ms per step, versions.
 
@@ -184,6 +187,9 @@ def main():
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: forward and loss under bf16 autocast")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC model and batches")
     parser.add_argument(
         "--input",
         choices=["host", "gpu", "both"],
@@ -214,6 +220,8 @@ def main():
     torch.backends.cudnn.benchmark = True
     device = torch.device(args.device)
     model = (resnet20() if args.arch == "resnet20" else resnet50()).to(device)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     classes = 10 if args.arch == "resnet20" else 1000
     size = args.size or (32 if args.arch == "resnet20" else 224)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -221,13 +229,18 @@ def main():
     pin = (lambda t: t.pin_memory()) if cuda else (lambda t: t)
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     batches = [
-        (pin(torch.randn(args.batch, 3, size, size)), pin(torch.randint(0, classes, (args.batch,))))
+        (
+            pin(torch.randn(args.batch, 3, size, size).contiguous(memory_format=layout)),
+            pin(torch.randint(0, classes, (args.batch,))),
+        )
         for _ in range(4)
     ]
+    bf16 = args.precision == "bf16"
 
     def step(x, y):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -260,6 +273,8 @@ def main():
                 "batch": args.batch,
                 "size": size,
                 "iterations": args.iterations,
+                "precision": args.precision,
+                "channels_last": args.channels_last,
                 "input": modes[0],
                 "images_per_sec": args.batch / first,
                 "ms_per_step": 1e3 * first,
