@@ -6,6 +6,7 @@ use anyhow::{ensure, Context, Result};
 use clap::Args;
 use resnet_data::{load_rgb, ViewConfig};
 use resnet_hub::{classify, imagenet_classes};
+use resnet_models::Precision;
 use resnet_ops::DeviceSpec;
 use serde_json::json;
 
@@ -27,6 +28,10 @@ pub struct PredictArgs {
     /// Device: cpu, cuda, cuda:N, metal or metal:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Precision of the forward pass: bf16 runs the folded net in bf16
+    /// throughout, weights and activations (probabilities in f32).
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
     /// Print one JSON object per image per line instead of text.
     #[arg(long)]
     json: bool,
@@ -39,7 +44,7 @@ pub struct PredictArgs {
 pub fn run(args: &PredictArgs) -> Result<()> {
     ensure!(args.top > 0, "--top must be at least 1");
     let device = args.device.parse::<DeviceSpec>()?.open()?;
-    let loaded = load_model(&args.arch, &args.weights, &device)?;
+    let loaded = load_model(&args.arch, &args.weights, &device)?.with_precision(args.precision);
     let config = ViewConfig {
         geometry: loaded.preprocessing.geometry(),
         normalization: loaded.view_normalization()?,

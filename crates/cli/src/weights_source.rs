@@ -10,7 +10,7 @@ use resnet_data::{ImageNetNormalization, MeanImage, Normalization, PixelMean};
 use resnet_eval::{load_imagenet_weights, load_weights, resolve_weights, NORMALIZATION_PREFIX};
 use resnet_hub::registry::{self, Preprocessing};
 use resnet_hub::{read_tensors, HubOptions, WeightsSource};
-use resnet_models::{read_safetensors_metadata, ArchSpec, ResNet, WeightsMetadata};
+use resnet_models::{read_safetensors_metadata, ArchSpec, Precision, ResNet, WeightsMetadata};
 
 use crate::arch::ArchArgs;
 
@@ -47,6 +47,15 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The model with its convolutions and fc layer in `precision` (what
+    /// its folded form then runs in; the weights stay as loaded).
+    pub fn with_precision(self, precision: Precision) -> LoadedModel {
+        LoadedModel {
+            model: self.model.with_precision(precision),
+            ..self
+        }
+    }
+
     /// The normalisation its image views are classified with (`predict`,
     /// `eval` on image folders): the known one; a stored CIFAR-10 mean image
     /// as a per-pixel mean (views of another size subtract its channel

@@ -83,6 +83,30 @@ fn json_report_on_the_sample_test_split_from_a_run_folder() {
     assert!(v["loss"].as_f64().unwrap() > 0.0, "{v}");
 }
 
+/// `--precision bf16` evaluates the same weights in bf16: recorded in the
+/// report, the loss within bf16's rounding of fp32's, a few near ties flipped
+/// at most.
+#[test]
+fn bf16_evaluation_reports_its_precision_and_the_fp32_result_within_rounding() {
+    let dir = weights();
+    let run = dir.path().join("run");
+    let report = |precision: &str| -> serde_json::Value {
+        let out = eval_resnet20(&run, cifar_sample(), &["--json", "--precision", precision]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (fp32, bf16) = (report("fp32"), report("bf16"));
+    assert_eq!(
+        (&fp32["precision"], &bf16["precision"]),
+        (&"fp32".into(), &"bf16".into())
+    );
+    let value = |v: &serde_json::Value, key: &str| v[key].as_f64().unwrap();
+    let loss = (value(&bf16, "loss") - value(&fp32, "loss")).abs() / value(&fp32, "loss");
+    assert!(loss > 0.0 && loss < 2e-2, "relative loss difference {loss}");
+    let flipped = (value(&bf16, "top1_error") - value(&fp32, "top1_error")).abs() * 1017.0;
+    assert!(flipped <= 20.5, "{flipped} of 1017 predictions changed");
+}
+
 #[test]
 fn mean_and_std_flags_normalize_weights_that_store_none() {
     let dir = weights();

@@ -84,6 +84,18 @@ fn predicts_the_rigged_class_with_its_name_as_json_and_text() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
     assert!(lines[1].contains("207 golden retriever"), "{text}");
+
+    // bf16: the same class, its probability within bf16's rounding.
+    let bf16 = ["--json", "--precision", "bf16", image];
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&resnet(&[&base[..], &bf16].concat()))).unwrap();
+    assert_eq!(v["top"][0]["class"], 207);
+    let p16 = v["top"][0]["probability"].as_f64().unwrap();
+    assert!(
+        (p16 - p[0]).abs() < 1e-2 && p16 > 0.99,
+        "{p16} against {}",
+        p[0]
+    );
 }
 
 #[test]

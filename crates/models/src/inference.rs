@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use resnet_ops::InferenceConv;
 
 use crate::model::Block;
-use crate::{ArchSpec, ModelError};
+use crate::{ArchSpec, ModelError, Precision};
 
 /// A [`ResNet`](crate::ResNet) in eval mode, folded for inference: what
 /// evaluation and prediction run.
@@ -21,7 +21,11 @@ use crate::{ArchSpec, ModelError};
 /// device's convolution followed by a bias add and the join or ReLU as
 /// separate ops: the batch norms are still gone, nothing is fused (no GPU
 /// has run it yet; the CPU tests run this composed path with the kernels
-/// switched off). The fc head runs as a 1x1 conv too.
+/// switched off). The fc head runs as a 1x1 conv too. A net folded from a
+/// bf16 [`ResNet`](crate::ResNet) (see [`Precision`]) holds bf16 weights and
+/// biases and runs in bf16 throughout, activations included, by the same
+/// composed path (on the CPU its convolutions compute the bf16 values in
+/// f32).
 ///
 /// Logits differ from [`ResNet::forward_t`](crate::ResNet::forward_t) in
 /// eval mode by rounding only. Like the model's convolutions, they do not
@@ -38,6 +42,9 @@ pub struct InferenceNet {
     pub(crate) blocks: Vec<Block<InferenceConv>>,
     /// The fc head as a 1x1 conv.
     pub(crate) fc: InferenceConv,
+    /// The precision of the net it was folded from: in bf16 its weights and
+    /// activations are bf16 throughout.
+    pub(crate) precision: Precision,
 }
 
 impl InferenceNet {
@@ -47,10 +54,13 @@ impl InferenceNet {
     }
 
     /// Logits `(N, num_classes)` for images `(N, 3, H, W)`, as the unfolded
-    /// net's eval mode computes them (up to rounding). No gradient flows
-    /// through them.
+    /// net's eval mode computes them (up to rounding), in the images' dtype
+    /// (a bf16 net takes f32 images, rounds them to bf16 and returns f32
+    /// logits). No gradient flows through them.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        let mut y = self.stem.forward(x, None, true)?;
+        let dtype = x.dtype();
+        let x = x.to_dtype(self.precision.operand_dtype(dtype))?;
+        let mut y = self.stem.forward(&x, None, true)?;
         if self.stem_max_pool {
             y = resnet_ops::max_pool_3x3_s2(&y)?;
         }
@@ -62,7 +72,8 @@ impl InferenceNet {
         let logits = self
             .fc
             .forward(&features.reshape((n, c, 1, 1))?, None, false)?;
-        Ok(logits.reshape((n, self.spec.num_classes))?)
+        let logits = logits.reshape((n, self.spec.num_classes))?;
+        Ok(logits.to_dtype(dtype)?)
     }
 }
 

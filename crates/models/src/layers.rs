@@ -260,14 +260,15 @@ impl ConvBn {
     /// with `scale = bn.weight / sqrt(running_var + eps)`, the conv's
     /// weights times `scale` (per output channel) and a bias
     /// `bn.bias - running_mean * scale`, computed in f64 from the model's
-    /// values and rounded once to their dtype, on the model's device.
+    /// values and rounded once to their dtype (bf16 in bf16 precision), on
+    /// the model's device.
     pub(crate) fn fold(&self) -> Result<InferenceConv, ModelError> {
         let wide = |v: &Var| v.as_tensor().detach().to_dtype(DType::F64);
         let bn = &self.bn;
         let scale = (wide(&bn.weight)? / (wide(&bn.running_var)? + BN_EPS)?.sqrt()?)?;
         let shift = (wide(&bn.bias)? - (wide(&bn.running_mean)? * &scale)?)?;
         let o = self.plan.out_channels;
-        let dtype = self.weight.dtype();
+        let dtype = self.precision.operand_dtype(self.weight.dtype());
         let weight = wide(&self.weight)?
             .broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?
             .to_dtype(dtype)?;
@@ -344,9 +345,10 @@ impl Linear {
     /// copies of the weight and bias. Run image by image, like every conv,
     /// its output for an image does not depend on the batch (a matrix
     /// product over the batch sums in another order for one row than for
-    /// several).
+    /// several). In bf16 precision the copies are rounded to bf16.
     pub(crate) fn fold(&self) -> Result<InferenceConv, ModelError> {
-        let copy = |v: &Var| v.as_tensor().detach().copy();
+        let dtype = self.precision.operand_dtype(self.weight.dtype());
+        let copy = |v: &Var| v.as_tensor().detach().to_dtype(dtype)?.copy();
         let (o, c) = self.weight.dims2()?;
         let weight = copy(&self.weight)?.reshape((o, c, 1, 1))?;
         Ok(InferenceConv::new(&weight, &copy(&self.bias)?, 1, 0)?)

@@ -369,6 +369,7 @@ impl ResNet {
             stem_max_pool: self.stem_max_pool,
             blocks,
             fc: self.fc.fold()?,
+            precision: self.precision,
         })
     }
 }

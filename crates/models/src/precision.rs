@@ -27,24 +27,25 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The dtype convolutions and the fc layer take their operands in.
-    pub fn compute_dtype(self) -> DType {
+    /// The dtype a tensor stored as `stored` is multiplied in: `stored`
+    /// itself in fp32, bf16 in bf16.
+    pub(crate) fn operand_dtype(self, stored: DType) -> DType {
         match self {
-            Precision::Fp32 => DType::F32,
+            Precision::Fp32 => stored,
             Precision::Bf16 => DType::BF16,
         }
     }
 
-    /// `op` on `x` and `w` in this precision, its output as f32: in bf16
-    /// both are rounded to bf16 first and the output (a bf16 tensor) is read
-    /// back as f32; in fp32, `op` on them as they are.
+    /// `op` on `x` and `w` in this precision, its output in `x`'s dtype: in
+    /// bf16 both are rounded to bf16 first and the output (a bf16 tensor) is
+    /// read back; in fp32, `op` on them as they are.
     pub(crate) fn apply(
         self,
         x: &Tensor,
         w: &Tensor,
         op: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor, resnet_ops::OpsError>,
     ) -> Result<Tensor, ModelError> {
-        let dtype = self.compute_dtype();
+        let dtype = self.operand_dtype(x.dtype());
         if dtype == x.dtype() && dtype == w.dtype() {
             return Ok(op(x, w)?);
         }

@@ -88,3 +88,33 @@ fn bf16_keeps_f32_parameters_and_gradients_within_bf16_rounding_of_fp32() {
         );
     }
 }
+
+/// A bf16 net folded for inference runs in bf16 throughout and returns f32
+/// logits within bf16's rounding of the fp32 net's, on every block kind and
+/// shortcut (option A's padding, projections, the max pool).
+#[test]
+fn a_folded_bf16_net_gives_the_fp32_logits_within_bf16_rounding() {
+    let x = input();
+    for id in ["resnet20", "resnet18", "resnet50"] {
+        let spec = ArchSpec::from_id(id).unwrap();
+        let fp32 = ResNet::new(&spec, 0, &Device::Cpu).unwrap();
+        let bf16 = ResNet::new(&spec, 0, &Device::Cpu)
+            .unwrap()
+            .with_precision(Precision::Bf16);
+        let want = fp32.fold_for_inference().unwrap().forward(&x).unwrap();
+        let got = bf16.fold_for_inference().unwrap().forward(&x).unwrap();
+        assert_eq!(got.dtype(), DType::F32, "{id}");
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (a, b) = (values(&got), values(&want));
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        eprintln!("{id}: error {err} vs scale {scale}");
+        assert!(
+            err > 0.0 && err <= 0.1 * scale,
+            "{id}: error {err} vs scale {scale}"
+        );
+    }
+}

@@ -40,7 +40,7 @@ pub(super) fn run_folder(args: &EvalArgs) -> Result<()> {
 
     let mut loaded = Vec::with_capacity(models.len());
     for (i, (arch, weights)) in models.iter().enumerate() {
-        let model = load_model(arch, weights, &device);
+        let model = load_model(arch, weights, &device).map(|m| m.with_precision(args.precision));
         loaded.push(if i == 0 {
             model?
         } else {
@@ -109,6 +109,7 @@ fn print_folder_report(
             "models": models,
             "data": data.to_string(),
             "views": views.name(),
+            "precision": args.precision,
             "scales": scales,
             "images": report.images,
             "top1_error": report.top1_error,
