@@ -1,6 +1,7 @@
 //! Ways a run differs from the paper's recipe, each under a stable id so a
 //! reader (or a script) can find the same difference in every report.
 
+use resnet_models::Precision;
 use resnet_train::UpdateRule;
 use serde::Serialize;
 
@@ -11,7 +12,7 @@ use crate::runs::FinishedRun;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Deviation {
     /// Stable identifier: `train-images`, `test-images`, `iterations`, `lr`,
-    /// `runs`, `init`, `update-rule`, `bn-batch` (see [`crate::parallelism`]),
+    /// `runs`, `init`, `update-rule`, `precision`, `bn-batch` (see [`crate::parallelism`]),
     /// `warmup-end`, `nets`,
     /// `plateau`, `normalization`.
     pub id: &'static str,
@@ -53,6 +54,19 @@ pub fn update_rule(rule: UpdateRule) -> Option<Deviation> {
          10x from one iteration to the next), Caffe's lets the velocity built at the old lr decay over ~10 \
          iterations (--update-rule caffe in `resnet train`; the paper profile uses it).",
     ))
+}
+
+/// Convolutions and the fc layer in bf16 (mixed precision); `None` for fp32,
+/// the paper's.
+pub fn precision(precision: Precision) -> Option<Deviation> {
+    (precision == Precision::Bf16).then(|| {
+        Deviation::new(
+            "precision",
+            "convolutions and the fc layer multiply bf16 operands with f32 sums (--precision bf16, \
+             mixed precision as PyTorch's bf16 autocast runs it; parameters, batch norm, the loss and the \
+             update stay f32), while the paper trained and tested in fp32",
+        )
+    })
 }
 
 /// When a run's warm-up (ResNet-110/1202: lr 0.01 until the training error

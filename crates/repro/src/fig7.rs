@@ -23,7 +23,8 @@ const NETS: [&str; 5] = ["plain20", "plain56", "resnet20", "resnet56", "resnet11
 /// Per-layer standard deviation of the traced responses of a trained run
 /// over the whole test split (each layer's std over all its elements).
 pub fn layer_stds(run: &FinishedRun, device: &Device) -> Result<Vec<f64>> {
-    let model = ResNet::new(&ArchSpec::from_id(&run.config.arch)?, 0, device)?;
+    let model = ResNet::new(&ArchSpec::from_id(&run.config.arch)?, 0, device)?
+        .with_precision(run.config.precision);
     let weights = resnet_eval::resolve_weights(&run.dir)?;
     let norm = resnet_eval::load_weights(&model, &weights)?
         .ok_or_else(|| anyhow::anyhow!("{}: weights carry no normalization", weights.display()))?;

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use resnet_data::{ImageFolder, TestViews, ViewConfig};
 use resnet_eval::{evaluate_folder, EvalReport, Member};
 use resnet_hub::{load_model, registry, HubOptions};
-use resnet_models::{ArchSpec, ResNet, StridePlacement};
+use resnet_models::{ArchSpec, Precision, ResNet, StridePlacement};
 use resnet_ops::DeviceSpec;
 use serde_json::json;
 
@@ -31,6 +31,8 @@ pub struct ImageNetEvalOptions {
     pub limit: Option<usize>,
     /// Device to evaluate on.
     pub device: String,
+    /// The precision of the forward passes.
+    pub precision: Precision,
     /// Output folder.
     pub out: PathBuf,
     /// Views per forward pass.
@@ -70,7 +72,12 @@ struct Loaded {
 }
 
 /// Builds `key`'s model and loads `weights` (a registry name, `hf:` spec or local file).
-fn load(key: &str, weights: &str, device: &candle_core::Device) -> Result<Loaded> {
+fn load(
+    key: &str,
+    weights: &str,
+    device: &candle_core::Device,
+    precision: Precision,
+) -> Result<Loaded> {
     let arch = ArchSpec::from_id(key)?;
     // Weights the registry does not know are taken as torchvision's layout
     // (v1.5 strides), as the reports say.
@@ -96,7 +103,7 @@ fn load(key: &str, weights: &str, device: &candle_core::Device) -> Result<Loaded
     Ok(Loaded {
         key: key.to_string(),
         views: pretrained.preprocessing.view_config(),
-        model: pretrained.model,
+        model: pretrained.model.with_precision(precision),
         origin,
     })
 }
@@ -138,7 +145,7 @@ impl Session {
             .weights
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, w)| load(key, w, &self.device))
+            .map(|(_, w)| load(key, w, &self.device, self.opts.precision))
             .transpose()
     }
 
@@ -165,12 +172,13 @@ impl Session {
     /// The header every report starts with: how it was made.
     fn header(&self, target: &str, views: &TestViews) -> String {
         format!(
-            "_Made by `cargo xtask reproduce {target} --imagenet {}` on {}, commit {}, device {}; {} of the {} \
+            "_Made by `cargo xtask reproduce {target} --imagenet {}` on {}, commit {}, device {}, {}; {} of the {} \
              validation images in {}{}; test views: {}; {:.0} s of evaluation._\n",
             self.opts.imagenet.display(),
             today(),
             commit(),
             self.opts.device,
+            self.opts.precision,
             self.folder.len(),
             self.total_images,
             self.folder.root().display(),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use resnet_data::{CropGeometry, ImageFolder, TestViews, ViewConfig};
 use resnet_eval::{evaluate_folder, load_imagenet_weights, Member, MODEL_FILE};
-use resnet_models::{ArchSpec, ResNet, Shortcut};
+use resnet_models::{ArchSpec, Precision, ResNet, Shortcut};
 use resnet_ops::DeviceSpec;
 use resnet_train::{NormalizationKind, TrainConfig};
 use serde_json::json;
@@ -48,6 +48,8 @@ pub struct ImageNetTrainOptions {
     pub out: PathBuf,
     /// Test only this many validation images with 10 crops, evenly spaced (None: all).
     pub limit: Option<usize>,
+    /// The precision of the convolutions and the fc layer, in training and testing.
+    pub precision: Precision,
 }
 
 /// The training config of `arch` under `opts`: the paper's ImageNet recipe,
@@ -59,6 +61,7 @@ fn train_config(arch: &str, opts: &ImageNetTrainOptions) -> Result<TrainConfig> 
         val_data: Some(opts.imagenet.join("val")),
         seed: opts.seed,
         device: opts.device.clone(),
+        precision: opts.precision,
         // Table 2's ResNets add no parameters: identity shortcuts, zero-padded.
         shortcut: arch.starts_with("resnet").then_some(Shortcut::A),
         ..TrainConfig::imagenet()
@@ -168,6 +171,7 @@ fn deviations(opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> Vec<Deviatio
     }
     out.push(deviation::init());
     out.extend(deviation::update_rule(c.update_rule));
+    out.extend(deviation::precision(c.precision));
     out.extend(parallelism(runs).deviation());
     out
 }
@@ -176,7 +180,7 @@ fn deviations(opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> Vec<Deviatio
 fn header(target: &str, opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> String {
     let c = &runs[0].config;
     let mut md = format!(
-        "_Made by `cargo xtask reproduce {target} --imagenet {} --profile {}` on {}, commit {}, device {}; \
+        "_Made by `cargo xtask reproduce {target} --imagenet {} --profile {}` on {}, commit {}, device {}, {}; \
          {} training images; {} iterations of batch {}, SGD lr 0.1 divided by 10 when the validation error \
          plateaus, momentum 0.9, weight decay 1e-4, scale augmentation [256, 480], 224 crops, flips, PCA colour \
          shift; seed {}; {:.0} s of training._\n",
@@ -185,6 +189,7 @@ fn header(target: &str, opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> St
         today(),
         commit(),
         opts.device,
+        c.precision,
         runs[0].summary.train_images,
         c.iterations,
         c.batch_size,
@@ -204,7 +209,7 @@ fn ten_crop_errors(run: &FinishedRun, opts: &ImageNetTrainOptions) -> Result<(f6
     if let Some(shortcut) = run.config.shortcut {
         spec = spec.with_shortcut(shortcut);
     }
-    let model = ResNet::new(&spec, 0, &device)?;
+    let model = ResNet::new(&spec, 0, &device)?.with_precision(run.config.precision);
     let weights = run.dir.join(MODEL_FILE);
     let normalization = load_imagenet_weights(&model, &weights)?
         .with_context(|| format!("{} stores no input normalization", weights.display()))?;

@@ -29,6 +29,8 @@ pub mod verdict;
 use anyhow::Result;
 use std::path::PathBuf;
 
+use resnet_models::Precision;
+
 pub use plan::plan;
 pub use profile::{DataFacts, Profile, ProfileName};
 pub use reproduction::{Options, Reproduction};
@@ -159,6 +161,8 @@ pub struct ImageNetOptions {
     /// Weights for our models by arch id, overriding [`imagenet_eval::default_weights`]
     /// (`none` leaves that model out).
     pub weights: Vec<(String, String)>,
+    /// The precision of the convolutions and the fc layer.
+    pub precision: Precision,
 }
 
 /// Produces `target`'s files in `opts.out`; without `--imagenet` it says
@@ -187,6 +191,7 @@ pub fn reproduce_imagenet(target: ImageNetTarget, opts: ImageNetOptions) -> Resu
             seed: opts.seed,
             out: opts.out,
             limit: opts.limit,
+            precision: opts.precision,
         };
         return match target {
             ImageNetTarget::Table2 => imagenet_train::write_table2(&train),
@@ -205,6 +210,7 @@ pub fn reproduce_imagenet(target: ImageNetTarget, opts: ImageNetOptions) -> Resu
         imagenet,
         limit: opts.limit,
         device: opts.device,
+        precision: opts.precision,
         out: opts.out,
         batch_size: 32,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -134,6 +134,7 @@ pub fn plan(target: Target, opts: &Options) -> Result<String> {
 mod tests {
     use super::*;
     use crate::Profile;
+    use resnet_models::Precision;
 
     fn opts(profile: ProfileName) -> Options {
         Options {
@@ -170,10 +171,27 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing:\n{text}");
         }
+        assert!(
+            !text.contains("- `precision`:"),
+            "fp32 is the paper's:\n{text}"
+        );
         let err = plan(Target::All, &opts(ProfileName::Quick)).unwrap_err();
         assert!(
             format!("{err:#}").contains("--data /nonexistent"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_bf16_plan_trains_in_bf16_and_lists_it_as_a_deviation() {
+        let mut o = opts(ProfileName::Paper);
+        o.profile.precision = Precision::Bf16;
+        let config = o.profile.train_config("resnet20", 0, &o.data, &o.device);
+        assert_eq!(config.precision, Precision::Bf16);
+        let text = plan(Target::Fig6, &o).unwrap();
+        assert!(
+            text.contains("- `precision`: convolutions and the fc layer multiply bf16"),
+            "{text}"
         );
     }
 }

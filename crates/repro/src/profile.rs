@@ -4,6 +4,7 @@
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
+use resnet_models::Precision;
 use resnet_train::{LrSchedule, ScheduleConfig, TrainConfig, UpdateRule, Warmup};
 
 use crate::deviation::{self, Deviation};
@@ -53,6 +54,9 @@ pub struct Profile {
     pub bn_group: Option<NonZeroUsize>,
     /// The form of the momentum update (the paper's authors used Caffe's).
     pub update_rule: UpdateRule,
+    /// The precision of the convolutions and the fc layer (every profile:
+    /// fp32, the paper's; `--precision bf16` to change).
+    pub precision: Precision,
     /// Training images held out for validation (the paper's schedule was
     /// chosen on a 45k/5k split; its final models trained on all 50k).
     pub val_size: usize,
@@ -83,6 +87,7 @@ impl Profile {
                 milestones: vec![1],
                 bn_group: None,
                 update_rule: UpdateRule::Pytorch,
+                precision: Precision::Fp32,
                 val_size: 0,
                 eval_every: 2,
                 log_every: 1,
@@ -102,6 +107,7 @@ impl Profile {
                 milestones: vec![80, 100],
                 bn_group: None,
                 update_rule: UpdateRule::Pytorch,
+                precision: Precision::Fp32,
                 val_size: 0,
                 eval_every: 20,
                 log_every: 5,
@@ -121,6 +127,7 @@ impl Profile {
                 milestones: vec![1_500, 2_250],
                 bn_group: NonZeroUsize::new(64),
                 update_rule: UpdateRule::Pytorch,
+                precision: Precision::Fp32,
                 val_size: 0,
                 eval_every: 250,
                 log_every: 25,
@@ -137,6 +144,7 @@ impl Profile {
                 milestones: vec![32_000, 48_000],
                 bn_group: NonZeroUsize::new(64),
                 update_rule: UpdateRule::Caffe,
+                precision: Precision::Fp32,
                 val_size: 0,
                 eval_every: 1_000,
                 log_every: 100,
@@ -173,6 +181,7 @@ impl Profile {
             batch_size: self.batch_size,
             bn_group: self.bn_group,
             update_rule: self.update_rule,
+            precision: self.precision,
             iterations: self.iterations,
             schedule: ScheduleConfig {
                 schedule: LrSchedule::Step {
@@ -288,6 +297,7 @@ impl Profile {
         }
         out.push(deviation::init());
         out.extend(deviation::update_rule(self.update_rule));
+        out.extend(deviation::precision(self.precision));
         out.extend(parallelism.deviation());
         let mut missing = Vec::new();
         if !self.with_plain110 {

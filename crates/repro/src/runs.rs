@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use resnet_models::Precision;
 use resnet_term::ProgressObserver;
 use resnet_train::config::RunConfigFile;
 use resnet_train::run_dir::{read_json, CONFIG_FILE, METRICS_FILE};
@@ -26,9 +27,15 @@ pub struct FinishedRun {
     pub metrics: Vec<MetricRecord>,
 }
 
-/// The folder of the run of `config` under `runs_root`.
+/// The folder of the run of `config` under `runs_root`: `ARCH-seedN`, with
+/// `-bf16` after it for a bf16 run, so that the two precisions of one
+/// profile keep runs of their own.
 pub fn run_dir(runs_root: &Path, config: &TrainConfig) -> PathBuf {
-    runs_root.join(format!("{}-seed{}", config.arch, config.seed))
+    let precision = match config.precision {
+        Precision::Fp32 => "",
+        Precision::Bf16 => "-bf16",
+    };
+    runs_root.join(format!("{}-seed{}{precision}", config.arch, config.seed))
 }
 
 /// Trains `config` in `dir`, or resumes it there, or reuses it if finished.
@@ -61,4 +68,29 @@ pub fn ensure_run(config: &TrainConfig, dir: &Path) -> Result<FinishedRun> {
         summary,
         metrics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use resnet_models::Precision;
+    use resnet_train::TrainConfig;
+
+    use super::run_dir;
+
+    #[test]
+    fn bf16_runs_have_folders_of_their_own() {
+        let fp32 = TrainConfig {
+            seed: 3,
+            ..TrainConfig::default()
+        };
+        let bf16 = TrainConfig {
+            precision: Precision::Bf16,
+            ..fp32.clone()
+        };
+        let root = Path::new("runs/quick");
+        assert_eq!(run_dir(root, &fp32), root.join("resnet20-seed3"));
+        assert_eq!(run_dir(root, &bf16), root.join("resnet20-seed3-bf16"));
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use image::{Rgb, RgbImage};
-use resnet_models::{ArchSpec, ResNet};
+use resnet_models::{ArchSpec, Precision, ResNet};
 use resnet_repro::{reproduce_imagenet, ImageNetOptions, ImageNetTarget, ProfileName};
 
 /// `DIR/val/<synset>/<image>.png`: two classes of two small images each.
@@ -39,6 +39,7 @@ fn options(dir: &Path, weights: &Path, limit: Option<usize>) -> ImageNetOptions 
         out: dir.join("results"),
         profile: ProfileName::Smoke,
         seed: 0,
+        precision: Precision::Fp32,
         weights: vec![
             ("resnet34".into(), weights.display().to_string()),
             none("resnet50"),
@@ -126,6 +127,7 @@ fn without_imagenet_the_targets_say_what_they_need() {
             out: std::env::temp_dir(),
             profile: ProfileName::Paper,
             seed: 0,
+            precision: Precision::Fp32,
             weights: Vec::new(),
         };
         let err = reproduce_imagenet(target, opts).unwrap_err().to_string();
@@ -151,6 +153,7 @@ fn training_targets_smoke_train_four_nets_once_and_write_every_file() {
                 out: tmp.path().join("results"),
                 profile: ProfileName::Smoke,
                 seed: 0,
+                precision: Precision::Fp32,
                 weights: Vec::new(),
             },
         )
@@ -231,6 +234,7 @@ fn training_targets_have_no_quick_profile_and_need_train_and_val() {
                 out: tmp.path().join("results"),
                 profile,
                 seed: 0,
+                precision: Precision::Fp32,
                 weights: Vec::new(),
             },
         )
