@@ -14,7 +14,9 @@ use crate::ModelError;
 /// parameters (the optimizer's master copy, and what checkpoints and weight
 /// files hold), batch norm (its statistics and its output), the pools, the
 /// loss and the update. Gradients flowing back through a convolution or the
-/// fc layer are rounded to bf16 there, as on a GPU.
+/// fc layer are rounded to bf16 there, as on a GPU. A bf16 net folded for
+/// inference ([`crate::InferenceNet`]) runs in bf16 throughout, its
+/// activations too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]

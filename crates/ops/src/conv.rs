@@ -14,8 +14,8 @@
 //! input in place, forward and weight gradient (`conv/direct.rs`), on CPUs
 //! that have AVX-512 or AVX2. On CUDA, candle uses cuDNN for the forward pass only and
 //! computes the input gradient with a naive kernel; the same three ops run
-//! cuDNN's forward, backward-data and backward-filter convolutions there
-//! (`conv/cuda.rs`). On devices or dtypes without a kernel here it falls back
+//! cuDNN's forward, backward-data and backward-filter convolutions there, in
+//! f32 or bf16 (`conv/cuda.rs`). On devices or dtypes without a kernel here it falls back
 //! to candle's own `Tensor::conv2d`; a Metal kernel is added by implementing
 //! `metal_fwd` on the three ops and extending [`has_conv_kernel`].
 //!
@@ -130,8 +130,9 @@ impl Geometry {
 ///
 /// f32 tensors on the CPU run this crate's im2col + gemm kernels, forward and
 /// backward (gradients for both `x` and `w`; second-order gradients are not
-/// supported); f32 tensors on CUDA run cuDNN's forward, backward-data and
-/// backward-filter convolutions when built with the `cudnn` feature; bf16
+/// supported); f32 and bf16 tensors on CUDA run cuDNN's forward,
+/// backward-data and backward-filter convolutions (bf16 with f32 sums) when
+/// built with the `cudnn` feature; bf16
 /// tensors on the CPU run the f32 kernels on their values, the output
 /// rounded to bf16 (candle has no bf16 convolution there); everything else
 /// runs candle's own convolution. Shapes that do
