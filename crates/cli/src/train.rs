@@ -187,19 +187,32 @@ fn read_config_fields(path: &Path) -> Result<serde_json::Map<String, serde_json:
     }
 }
 
-/// `base` with the fields of a config file in place of its own.
+/// `base` with the fields of a config file in place of its own. A value
+/// that does not fit is an error naming the file and its field.
 fn overlay(
     base: &TrainConfig,
     fields: serde_json::Map<String, serde_json::Value>,
     path: &Path,
 ) -> Result<TrainConfig> {
-    let mut merged = serde_json::to_value(base)?;
-    if let Some(own) = merged.as_object_mut() {
-        own.extend(fields);
-    }
-    serde_json::from_value(merged)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("--config {}", path.display()))
+    let with = |fields: &mut dyn Iterator<Item = (&String, &serde_json::Value)>| {
+        let mut merged = serde_json::to_value(base)?;
+        if let Some(own) = merged.as_object_mut() {
+            own.extend(fields.map(|(k, v)| (k.clone(), v.clone())));
+        }
+        serde_json::from_value::<TrainConfig>(merged)
+    };
+    with(&mut fields.iter()).map_err(|e| {
+        // serde_json names an unknown field but not the field of a bad value:
+        // that is the first field that fails on its own.
+        let path = path.display();
+        match fields
+            .iter()
+            .find(|&field| with(&mut std::iter::once(field)).is_err())
+        {
+            Some((name, _)) => anyhow::anyhow!("--config {path}: field `{name}`: {e}"),
+            None => anyhow::anyhow!("--config {path}: {e}"),
+        }
+    })
 }
 
 impl TrainArgs {
@@ -629,6 +642,22 @@ mod tests {
             .chain(args);
         let command = Command::try_parse_from(args).unwrap();
         command.train.config().unwrap().arch
+    }
+
+    #[test]
+    fn a_bad_value_in_a_config_file_is_an_error_naming_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("run.toml");
+        std::fs::write(&file, "iterations = 10\nprecision = \"fp16\"\n").unwrap();
+        let args = ["train", "--out", "run", "--dataset", "cifar10", "--config"];
+        let command =
+            Command::try_parse_from(args.iter().chain(&[file.to_str().unwrap()])).unwrap();
+        let err = command.train.config().unwrap_err().to_string();
+        assert!(
+            err.contains("run.toml") && err.contains("field `precision`"),
+            "{err}"
+        );
+        assert!(err.contains("fp16") && err.contains("bf16"), "{err}");
     }
 
     #[test]
