@@ -263,10 +263,11 @@ fn run_cifar(args: &EvalArgs) -> Result<()> {
         println!("{out}");
     } else {
         println!(
-            "{} on {} ({} images): top-1 error {:.2}%, top-5 error {:.2}%, loss {:.4}",
+            "{} on {} ({} images, {}): top-1 error {:.2}%, top-5 error {:.2}%, loss {:.4}",
             spec.id,
             split_choice.name(),
             report.images,
+            args.precision,
             100.0 * report.top1_error,
             100.0 * report.top5_error,
             report.loss

@@ -129,7 +129,7 @@ fn mean_and_std_flags_normalize_weights_that_store_none() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.starts_with("resnet20 on val (100 images): top-1 error "),
+        text.starts_with("resnet20 on val (100 images, fp32): top-1 error "),
         "{text}"
     );
     assert!(text.contains("top-5 error"), "{text}");
@@ -271,7 +271,7 @@ fn image_folders_report_center_crop_and_ten_crop_errors() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
-    let head = format!("resnet20 on {root} (4 images, ten-crop): top-1 error ");
+    let head = format!("resnet20 on {root} (4 images, ten-crop, fp32): top-1 error ");
     assert!(text.starts_with(&head), "{text}");
 }
 

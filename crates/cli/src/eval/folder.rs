@@ -125,9 +125,10 @@ fn print_folder_report(
             format!("ensemble of {}", archs.join(" + "))
         };
         println!(
-            "{name} on {data} ({} images, {}): top-1 error {:.2}%, top-5 error {:.2}%, loss {:.4}",
+            "{name} on {data} ({} images, {}, {}): top-1 error {:.2}%, top-5 error {:.2}%, loss {:.4}",
             report.images,
             views.name(),
+            args.precision,
             100.0 * report.top1_error,
             100.0 * report.top5_error,
             report.loss
