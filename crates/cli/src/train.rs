@@ -23,14 +23,17 @@ use crate::stop::{self, StopOnSignal};
 
 /// Flags of `resnet train`. Flags override the values of `--config`, which
 /// override the paper's defaults: its CIFAR-10 recipe, or its ImageNet recipe
-/// when the data is an image folder.
+/// when the data is an image folder. `--resume` continues a run as its
+/// config.json says: the flags that set a run's config are refused with it
+/// rather than ignored.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Run folder: config, metrics, checkpoints and final weights go here.
     #[arg(long)]
     out: PathBuf,
-    /// Continue the run in `--out` (or in the folder given here) from its last checkpoint.
-    #[arg(long, num_args = 0..=1, value_name = "RUN_DIR")]
+    /// Continue the run in `--out` (or in the folder given here) from its last checkpoint, as
+    /// its config.json says (the flags that set a run's config are refused with it).
+    #[arg(long, num_args = 0..=1, value_name = "RUN_DIR", conflicts_with_all = RUN_CONFIG_FLAGS)]
     #[allow(clippy::option_option)]
     resume: Option<Option<PathBuf>>,
     /// TOML or JSON file with any TrainConfig fields.
@@ -368,6 +371,41 @@ impl TrainArgs {
     }
 }
 
+/// The flags that set a new run's config (as argument ids).
+const RUN_CONFIG_FLAGS: [&str; 31] = [
+    "config",
+    "arch",
+    "shortcut",
+    "stride_placement",
+    "num_classes",
+    "weights",
+    "freeze",
+    "data",
+    "dataset",
+    "val_data",
+    "val_labels",
+    "skip_bad_images",
+    "iterations",
+    "batch_size",
+    "bn_group",
+    "update_rule",
+    "label_smoothing",
+    "lr",
+    "milestones",
+    "lr_schedule",
+    "warmup",
+    "seed",
+    "val_size",
+    "eval_every",
+    "checkpoint_every",
+    "log_every",
+    "normalization",
+    "no_augment",
+    "loader_threads",
+    "precision",
+    "device",
+];
+
 /// A run stopped on request (a signal), its checkpoint saved.
 #[derive(Debug)]
 struct StoppedRun {
@@ -642,6 +680,21 @@ mod tests {
             .chain(args);
         let command = Command::try_parse_from(args).unwrap();
         command.train.config().unwrap().arch
+    }
+
+    /// Every flag of `train` but the run folder's, the ranks' and --resume
+    /// itself sets a run's config, and is refused with --resume: a new flag
+    /// must be placed on one side or the other.
+    #[test]
+    fn every_flag_that_sets_a_runs_config_conflicts_with_resume() {
+        use clap::Args;
+        let command = TrainArgs::augment_args(clap::Command::new("train"));
+        let not_config = ["out", "resume", "collective_timeout", "collective_backend"];
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            let listed = super::RUN_CONFIG_FLAGS.contains(&id);
+            assert!(listed != not_config.contains(&id), "--{id}");
+        }
     }
 
     #[test]

@@ -154,6 +154,20 @@ fn a_run_stopped_with_sigterm_saves_a_checkpoint_and_resumes_bit_identical() {
     );
     assert!(!stopped.join("model.safetensors").exists());
 
+    // A flag that sets a run's config is refused with --resume, not
+    // ignored (the bit-identical end below shows it changed nothing).
+    let refused = Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(["train", "--resume", "--precision", "bf16", "--out"])
+        .arg(&stopped)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("--resume") && err.contains("--precision"),
+        "{err}"
+    );
+
     // Resume with exactly the command printed.
     let printed = stderr.lines().last().unwrap();
     let (_, command) = printed.split_once("resume with: resnet ").unwrap();
@@ -186,12 +200,15 @@ fn a_second_trainer_on_a_run_folder_in_use_is_refused_naming_the_holder() {
         vec!["train", "--resume"],
         vec!["train", "--iterations", "1"],
     ] {
+        let data = match args[1] {
+            "--resume" => vec![],
+            _ => vec!["--data".into(), cifar_sample()],
+        };
         let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
             .args(&args)
             .arg("--out")
             .arg(&run)
-            .arg("--data")
-            .arg(cifar_sample())
+            .args(data)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -230,12 +247,16 @@ fn train_errors_are_one_clear_line() {
         ));
     }
     for (args, needle) in cases {
+        // --resume takes the run's data from its config, and no --data.
+        let data = match args[1] {
+            "--resume" => vec![],
+            _ => vec!["--data".into(), cifar_sample()],
+        };
         let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
             .args(&args)
             .arg("--out")
             .arg(dir.path().join("run"))
-            .arg("--data")
-            .arg(cifar_sample())
+            .args(data)
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?}");
