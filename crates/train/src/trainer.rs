@@ -1,7 +1,8 @@
 //! The training loop: step, evaluate, log and checkpoint, resumable bit for bit.
 //!
 //! One loop trains on CIFAR-10 or on an image folder; what differs between
-//! them (loading, normalisation, batches, evaluation) is in [`crate::dataset`].
+//! them (loading, normalisation, batches, evaluation) is in the `dataset`
+//! module.
 
 use std::collections::HashMap;
 use std::path::Path;

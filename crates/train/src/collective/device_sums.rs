@@ -69,8 +69,9 @@ fn uses_nccl(
     }
 }
 
-/// `host` itself, or `host` with NCCL sums for CUDA tensors where
-/// [`uses_nccl`] says so; device sums give up after `timeout`.
+/// `host` itself, or `host` with NCCL sums for CUDA tensors where `backend`
+/// asks for them (see [`SumBackend`]: `auto` on several ranks of a build with
+/// NCCL whose library loads); device sums give up after `timeout`.
 pub fn with_backend<'a>(
     host: &'a dyn Collective,
     backend: SumBackend,
