@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use resnet_data::{fetch_cifar10, Cifar10, CIFAR10_MD5, CIFAR10_URL};
+use resnet_models::Precision;
 
 use crate::deviation;
 use crate::profile::{DataFacts, Profile, ProfileName};
@@ -50,6 +51,9 @@ impl Options {
                 // No flag gives the whole batch back to a profile with groups.
                 None => command.push_str(" (batch norm over the whole batch)"),
             }
+        }
+        if p.precision != Precision::Fp32 {
+            command.push_str(&format!(" --precision {}", p.precision));
         }
         command
     }
