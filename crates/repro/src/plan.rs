@@ -193,5 +193,7 @@ mod tests {
             text.contains("- `precision`: convolutions and the fc layer multiply bf16"),
             "{text}"
         );
+        let command = o.command("fig6");
+        assert!(command.ends_with(" --precision bf16"), "{command}");
     }
 }
