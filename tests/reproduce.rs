@@ -126,3 +126,87 @@ fn bad_reproduction_flags_name_the_flag() {
         assert!(stderr.contains("--features cuda"), "{stderr}");
     }
 }
+
+/// `cargo xtask reproduce fig1 --profile smoke --out OUT` as rank `rank` of
+/// 2, started as torchrun starts its ranks, rank 0 listening on `port`.
+fn xtask_rank(rank: usize, port: u16, out: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["reproduce", "fig1", "--profile", "smoke", "--out"])
+        .arg(out)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", "2")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start xtask")
+}
+
+/// Two ranks reproduce Fig. 1 together: every run trains on both, rank 0
+/// alone writes the runs and the reports, which record the world size; the
+/// results are a one-process run's with batch norm over each rank's share.
+#[test]
+fn two_ranks_reproduce_fig1_as_one_process_with_their_batch_norm_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (two, one) = (dir.path().join("two"), dir.path().join("one"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ranks = [0, 1].map(|r| xtask_rank(r, port, &two));
+    let outs = ranks.map(|rank| rank.wait_with_output().unwrap());
+    for (r, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "rank {r}: {}", stderr(out));
+    }
+    let printed = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let written = format!("wrote {}", two.join("fig1.json").display());
+    assert!(
+        printed(&outs[0]).contains(&written),
+        "{}",
+        printed(&outs[0])
+    );
+    assert!(
+        !printed(&outs[1]).contains(&written),
+        "rank 1 wrote the report"
+    );
+    let report = |root: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join("fig1.json")).unwrap()).unwrap()
+    };
+    let parallel = report(&two);
+    assert_eq!(
+        parallel["provenance"]["parallelism"]["world_sizes"],
+        serde_json::json!([2])
+    );
+
+    // The smoke profile's batch of 8 on 2 ranks: batch norm over 4 images each.
+    let single = xtask(&[
+        "reproduce",
+        "fig1",
+        "--profile",
+        "smoke",
+        "--bn-group",
+        "4",
+        "--out",
+        one.to_str().unwrap(),
+    ]);
+    assert!(single.status.success(), "{}", stderr(&single));
+    let single = report(&one);
+    for (a, b) in parallel["nets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(single["nets"].as_array().unwrap())
+    {
+        for key in ["final_train_error_pct", "final_test_error_pct"] {
+            let (a, b) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            // Within one image of the 1017 test images (gradient sums in
+            // another order may flip a near tie).
+            assert!(
+                (a - b).abs() <= 100.0 / 1017.0 + 1e-9,
+                "{key}: {a} against {b}"
+            );
+        }
+    }
+}

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 mod bench;
 mod soak;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use resnet_models::Precision;
 use resnet_repro::{ImageNetOptions, ImageNetTarget, Options, Profile, ProfileName, Target};
+use resnet_train::collective::{Collective, TcpWorld};
 
 /// Reproduction and benchmark tasks of the workspace.
 #[derive(Parser)]
@@ -326,5 +327,14 @@ fn reproduce(args: Reproduce, root: &std::path::Path) -> Result<()> {
         print!("{}", resnet_repro::plan(target, &opts)?);
         return Ok(());
     }
-    resnet_repro::reproduce(target, opts)
+    // Ranks started as torchrun starts them train every run together.
+    match TcpWorld::from_env(COLLECTIVE_TIMEOUT)? {
+        Some(world) => resnet_repro::reproduce_data_parallel(target, opts, &world)
+            .with_context(|| format!("rank {} of {}", world.rank(), world.world_size())),
+        None => resnet_repro::reproduce(target, opts),
+    }
 }
+
+/// How long a rank of a data-parallel reproduction waits for the others in
+/// a collective before it ends with an error (as `resnet train`'s default).
+const COLLECTIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);

@@ -17,6 +17,7 @@ use resnet_data::{CropGeometry, ImageFolder, TestViews, ViewConfig};
 use resnet_eval::{evaluate_folder, load_imagenet_weights, Member, MODEL_FILE};
 use resnet_models::{ArchSpec, Precision, ResNet, Shortcut};
 use resnet_ops::DeviceSpec;
+use resnet_train::collective::SingleProcess;
 use resnet_train::{NormalizationKind, TrainConfig};
 use serde_json::json;
 
@@ -109,7 +110,7 @@ fn train_all(opts: &ImageNetTrainOptions) -> Result<Vec<FinishedRun>> {
     NETS.iter()
         .map(|arch| {
             let config = train_config(arch, opts)?;
-            ensure_run(&config, &run_dir(&runs_root, &config))
+            ensure_run(&config, &run_dir(&runs_root, &config), &SingleProcess)
         })
         .collect()
 }

@@ -30,6 +30,7 @@ use anyhow::Result;
 use std::path::PathBuf;
 
 use resnet_models::Precision;
+use resnet_train::collective::{Collective, SingleProcess};
 
 pub use plan::plan;
 pub use profile::{DataFacts, Profile, ProfileName};
@@ -79,10 +80,51 @@ fn table1_entry() -> index::Entry {
 /// Produces `target`'s files in `opts.out`; `all` also writes the folder's
 /// `README.md`, an index of every report with its findings' verdicts.
 pub fn reproduce(target: Target, opts: Options) -> Result<()> {
+    reproduce_data_parallel(target, opts, &SingleProcess)
+}
+
+/// [`reproduce`] as one rank of a data-parallel job (`WORLD_SIZE` processes
+/// started as `torchrun` starts them, see `resnet_train::collective`):
+/// every rank trains every run of the target, each its share of every
+/// batch, as `resnet train` does on several ranks, and the reports record
+/// the world size. Rank 0 alone writes `opts.out` (it first fetches the data
+/// where the profile does, while the others wait); the other ranks' reports
+/// go to a temporary folder, removed at the end.
+pub fn reproduce_data_parallel(
+    target: Target,
+    mut opts: Options,
+    group: &dyn Collective,
+) -> Result<()> {
+    let writer = group.rank() == 0;
     if target == Target::Table1 {
-        return table1::write(&opts.out);
+        return match writer {
+            true => table1::write(&opts.out),
+            false => Ok(()),
+        };
     }
-    let mut r = Reproduction::new(opts)?;
+    let runs_root = opts.out.join("runs").join(opts.profile.name.to_string());
+    let scratch = match writer {
+        true => None,
+        false => Some(tempfile::tempdir()?),
+    };
+    if let Some(dir) = &scratch {
+        opts.out = dir.path().to_path_buf();
+    }
+    let mut r = match writer {
+        true => {
+            let r = Reproduction::new(opts, runs_root, group);
+            runs::rank0_says(group, r.is_ok())?;
+            r?
+        }
+        false => {
+            anyhow::ensure!(
+                runs::rank0_says(group, true)?,
+                "rank {}: rank 0 could not open the data",
+                group.rank()
+            );
+            Reproduction::new(opts, runs_root, group)?
+        }
+    };
     match target {
         Target::Table1 => unreachable!("handled above"),
         Target::Fig1 => {

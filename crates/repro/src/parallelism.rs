@@ -127,7 +127,7 @@ impl Parallelism {
     pub fn markdown(&self) -> String {
         let worlds = match self.world_sizes.as_slice() {
             [1] => "world size 1 (one process)".to_string(),
-            [w] => format!("world size {w} (ranks under MPI)"),
+            [w] => format!("world size {w} (data-parallel ranks)"),
             many => format!(
                 "world sizes {} (the runs differ)",
                 many.iter()
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(two.world_sizes, [2]);
         let md = two.markdown();
         assert!(
-            md.contains("world size 2 (ranks under MPI)")
+            md.contains("world size 2 (data-parallel ranks)")
                 && md.contains("each of 2 ranks' 64 images")
                 && md.contains("Here: the paper's setup."),
             "{md}"

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use resnet_data::{fetch_cifar10, Cifar10, CIFAR10_MD5, CIFAR10_URL};
 use resnet_models::Precision;
+use resnet_train::collective::Collective;
 
 use crate::deviation;
 use crate::profile::{DataFacts, Profile, ProfileName};
@@ -75,19 +76,27 @@ impl Options {
     }
 }
 
-/// The state shared by the targets of one command.
-pub struct Reproduction {
+/// The state shared by the targets of one command, on one rank of `group`.
+pub struct Reproduction<'a> {
     /// The options.
     pub opts: Options,
+    group: &'a dyn Collective,
+    /// Where the runs are: `runs/PROFILE` in the output folder of rank 0.
+    runs_root: PathBuf,
     runs: HashMap<(String, u64), FinishedRun>,
     data: DataFacts,
     started: Instant,
 }
 
-impl Reproduction {
-    /// Checks the data folder and prepares the session. The paper profile
-    /// downloads the full dataset when its folder is missing.
-    pub fn new(opts: Options) -> Result<Reproduction> {
+impl<'a> Reproduction<'a> {
+    /// Checks the data folder and prepares the session, whose runs train on
+    /// the ranks of `group` in `runs_root`. The paper profile downloads the
+    /// full dataset when its folder is missing.
+    pub fn new(
+        opts: Options,
+        runs_root: PathBuf,
+        group: &'a dyn Collective,
+    ) -> Result<Reproduction<'a>> {
         if opts.profile.name == ProfileName::Paper && !opts.data.exists() {
             let parent = opts.data.parent().unwrap_or(Path::new("."));
             tracing::info!(
@@ -118,6 +127,8 @@ impl Reproduction {
                 test_images: data.test.len(),
             },
             opts,
+            group,
+            runs_root,
             runs: HashMap::new(),
             started: Instant::now(),
         })
@@ -141,8 +152,7 @@ impl Reproduction {
         }
         let o = &self.opts;
         let config = o.profile.train_config(arch, seed, &o.data, &o.device);
-        let runs_root = o.out.join("runs").join(o.profile.name.to_string());
-        let run = ensure_run(&config, &run_dir(&runs_root, &config))?;
+        let run = ensure_run(&config, &run_dir(&self.runs_root, &config), self.group)?;
         self.runs.insert(key, run.clone());
         Ok(run)
     }

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use resnet_models::Precision;
 use resnet_term::ProgressObserver;
+use resnet_train::collective::Collective;
 use resnet_train::config::RunConfigFile;
 use resnet_train::run_dir::{read_json, CONFIG_FILE, METRICS_FILE};
-use resnet_train::{read_metrics, MetricRecord, RunSummary, TrainConfig};
+use resnet_train::{
+    read_metrics, MetricRecord, NoObserver, RunSummary, TrainConfig, TrainObserver,
+};
 
 /// A finished run: its config, summary and metric records.
 #[derive(Debug, Clone)]
@@ -38,14 +41,27 @@ pub fn run_dir(runs_root: &Path, config: &TrainConfig) -> PathBuf {
     runs_root.join(format!("{}-seed{}{precision}", config.arch, config.seed))
 }
 
-/// Trains `config` in `dir`, or resumes it there, or reuses it if finished.
-/// A folder holding a run of another config is an error: results are never
-/// silently mixed.
-pub fn ensure_run(config: &TrainConfig, dir: &Path) -> Result<FinishedRun> {
+/// Trains `config` in `dir`, or resumes it there, or reuses it if finished,
+/// on the ranks of `group` (one process:
+/// [`resnet_train::collective::SingleProcess`]):
+/// as `resnet train` does, every rank trains its share of every batch and
+/// rank 0 alone writes the folder, which every rank reads (shared between
+/// them). Whether the run is new is rank 0's view of the folder. A folder
+/// holding a run of another config is an error: results are never silently
+/// mixed.
+pub fn ensure_run(config: &TrainConfig, dir: &Path, group: &dyn Collective) -> Result<FinishedRun> {
     let label = format!("{}-seed{}", config.arch, config.seed);
-    let mut observer = ProgressObserver::new(&label);
+    let mut progress;
+    let mut quiet = NoObserver;
+    let observer: &mut dyn TrainObserver = match group.rank() {
+        0 => {
+            progress = ProgressObserver::new(&label);
+            &mut progress
+        }
+        _ => &mut quiet,
+    };
     let config_path = dir.join(CONFIG_FILE);
-    let summary = if config_path.exists() {
+    let summary = if rank0_says(group, config_path.exists())? {
         let existing: RunConfigFile = read_json(&config_path)?;
         if existing.config != *config {
             bail!(
@@ -53,12 +69,13 @@ pub fn ensure_run(config: &TrainConfig, dir: &Path) -> Result<FinishedRun> {
                 dir.display()
             );
         }
-        resnet_train::resume(dir, &mut observer)
+        resnet_train::resume_data_parallel(dir, observer, group)
     } else {
-        resnet_train::train(config, dir, &mut observer)
+        resnet_train::train_data_parallel(config, dir, observer, group)
     }
     .with_context(|| format!("run {}", dir.display()))?;
-    drop(observer);
+    // Rank 0 writes the run's last files after the others have returned.
+    rank0_says(group, true)?;
     let metrics = read_metrics(&dir.join(METRICS_FILE))?;
     let file: RunConfigFile = read_json(&config_path)?;
     Ok(FinishedRun {
@@ -68,6 +85,13 @@ pub fn ensure_run(config: &TrainConfig, dir: &Path) -> Result<FinishedRun> {
         summary,
         metrics,
     })
+}
+
+/// Rank 0's `value`, on every rank of `group`, once every rank has asked.
+pub(crate) fn rank0_says(group: &dyn Collective, value: bool) -> Result<bool> {
+    let mut said = [f64::from(u8::from(group.rank() == 0 && value))];
+    group.all_reduce_sum_f64(&mut said)?;
+    Ok(said[0] > 0.0)
 }
 
 #[cfg(test)]
