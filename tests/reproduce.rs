@@ -210,3 +210,24 @@ fn two_ranks_reproduce_fig1_as_one_process_with_their_batch_norm_groups() {
         }
     }
 }
+
+/// Under an MPI launcher without torchrun's variables the runner says how to
+/// start its ranks, instead of training the same runs twice side by side.
+#[test]
+fn an_mpi_launched_runner_without_torchruns_variables_says_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["reproduce", "fig1", "--profile", "smoke", "--out"])
+        .arg(dir.path().join("out"))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env_remove("WORLD_SIZE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("MPI launcher") && err.contains("RANK, WORLD_SIZE"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out").exists(), "nothing is written");
+}

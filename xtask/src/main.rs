@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use resnet_models::Precision;
 use resnet_repro::{ImageNetOptions, ImageNetTarget, Options, Profile, ProfileName, Target};
-use resnet_train::collective::{Collective, TcpWorld};
+use resnet_train::collective::{launched_by_mpi, Collective, TcpWorld};
 
 /// Reproduction and benchmark tasks of the workspace.
 #[derive(Parser)]
@@ -331,6 +331,12 @@ fn reproduce(args: Reproduce, root: &std::path::Path) -> Result<()> {
     match TcpWorld::from_env(COLLECTIVE_TIMEOUT)? {
         Some(world) => resnet_repro::reproduce_data_parallel(target, opts, &world)
             .with_context(|| format!("rank {} of {}", world.rank(), world.world_size())),
+        None if launched_by_mpi() => anyhow::bail!(
+            "started by an MPI launcher, but the runner joins its ranks as torchrun starts \
+             them: set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in each (e.g. mpirun -n 2 \
+             sh -c 'RANK=$OMPI_COMM_WORLD_RANK WORLD_SIZE=$OMPI_COMM_WORLD_SIZE \
+             MASTER_ADDR=HOST MASTER_PORT=29500 exec xtask reproduce ...'), or use torchrun"
+        ),
         None => resnet_repro::reproduce(target, opts),
     }
 }

@@ -146,6 +146,15 @@ impl Collective for SingleProcess {
     }
 }
 
+/// Whether an MPI launcher started this process: one of the variables that
+/// Open MPI's `mpirun` and PMI or PMIx launchers such as `srun` set in every
+/// rank is set.
+pub fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some())
+}
+
 #[cfg(feature = "mpi")]
 mod mpi_world {
     use std::time::{Duration, Instant};
@@ -157,11 +166,7 @@ mod mpi_world {
     use mpi::topology::{Communicator, SimpleCommunicator};
     use mpi::traits::CommunicatorCollectives;
 
-    use super::{Collective, CollectiveError};
-
-    /// Environment variables that the launchers of MPI jobs set in every
-    /// rank (Open MPI's `mpirun`, PMI and PMIx launchers such as `srun`).
-    const LAUNCHER_VARIABLES: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"];
+    use super::{launched_by_mpi, Collective, CollectiveError};
 
     /// The ranks of a job launched by `mpirun` (or another MPI launcher),
     /// over `MPI_COMM_WORLD`. Collectives are non-blocking MPI ones, polled
@@ -189,10 +194,7 @@ mod mpi_world {
         /// if this process was started by an MPI launcher; `None` for a
         /// process started on its own (which then needs no MPI runtime).
         pub fn from_launcher(timeout: Duration) -> Option<MpiWorld> {
-            if !LAUNCHER_VARIABLES
-                .iter()
-                .any(|name| std::env::var_os(name).is_some())
-            {
+            if !launched_by_mpi() {
                 return None;
             }
             let universe = mpi::initialize()?;
