@@ -259,19 +259,21 @@ fn reproduce(args: Reproduce, root: &std::path::Path) -> Result<()> {
                     target.name()
                 );
             }
-            return resnet_repro::reproduce_imagenet(
-                target,
-                ImageNetOptions {
-                    imagenet: args.imagenet.imagenet,
-                    limit: args.imagenet.limit,
-                    device: args.device,
-                    out,
-                    profile: args.profile,
-                    seed: args.seed,
-                    weights: args.imagenet.weights,
-                    precision: args.precision,
-                },
-            );
+            let opts = ImageNetOptions {
+                imagenet: args.imagenet.imagenet,
+                limit: args.imagenet.limit,
+                device: args.device,
+                out,
+                profile: args.profile,
+                seed: args.seed,
+                weights: args.imagenet.weights,
+                precision: args.precision,
+            };
+            return match launched_world()? {
+                Some(world) => resnet_repro::reproduce_imagenet_data_parallel(target, opts, &world)
+                    .with_context(|| rank_of(&world)),
+                None => resnet_repro::reproduce_imagenet(target, opts),
+            };
         }
         AnyTarget::Cifar(target) => target,
     };
@@ -327,18 +329,32 @@ fn reproduce(args: Reproduce, root: &std::path::Path) -> Result<()> {
         print!("{}", resnet_repro::plan(target, &opts)?);
         return Ok(());
     }
-    // Ranks started as torchrun starts them train every run together.
-    match TcpWorld::from_env(COLLECTIVE_TIMEOUT)? {
+    match launched_world()? {
         Some(world) => resnet_repro::reproduce_data_parallel(target, opts, &world)
-            .with_context(|| format!("rank {} of {}", world.rank(), world.world_size())),
-        None if launched_by_mpi() => anyhow::bail!(
-            "started by an MPI launcher, but the runner joins its ranks as torchrun starts \
-             them: set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in each (e.g. mpirun -n 2 \
-             sh -c 'RANK=$OMPI_COMM_WORLD_RANK WORLD_SIZE=$OMPI_COMM_WORLD_SIZE \
-             MASTER_ADDR=HOST MASTER_PORT=29500 exec xtask reproduce ...'), or use torchrun"
-        ),
+            .with_context(|| rank_of(&world)),
         None => resnet_repro::reproduce(target, opts),
     }
+}
+
+/// The ranks this runner was started as, by torchrun or with its variables
+/// (every rank trains every run together), or `None` for one process. Under
+/// an MPI launcher without those variables it is refused, rather than
+/// training the same runs twice side by side.
+fn launched_world() -> Result<Option<TcpWorld>> {
+    let world = TcpWorld::from_env(COLLECTIVE_TIMEOUT)?;
+    ensure!(
+        world.is_some() || !launched_by_mpi(),
+        "started by an MPI launcher, but the runner joins its ranks as torchrun starts them: \
+         set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in each (e.g. mpirun -n 2 sh -c \
+         'RANK=$OMPI_COMM_WORLD_RANK WORLD_SIZE=$OMPI_COMM_WORLD_SIZE MASTER_ADDR=HOST \
+         MASTER_PORT=29500 exec xtask reproduce ...'), or use torchrun"
+    );
+    Ok(world)
+}
+
+/// "rank R of N", for the errors of a rank.
+fn rank_of(world: &TcpWorld) -> String {
+    format!("rank {} of {}", world.rank(), world.world_size())
 }
 
 /// How long a rank of a data-parallel reproduction waits for the others in

@@ -17,7 +17,7 @@ use resnet_data::{CropGeometry, ImageFolder, TestViews, ViewConfig};
 use resnet_eval::{evaluate_folder, load_imagenet_weights, Member, MODEL_FILE};
 use resnet_models::{ArchSpec, Precision, ResNet, Shortcut};
 use resnet_ops::DeviceSpec;
-use resnet_train::collective::SingleProcess;
+use resnet_train::collective::Collective;
 use resnet_train::{NormalizationKind, TrainConfig};
 use serde_json::json;
 
@@ -45,8 +45,11 @@ pub struct ImageNetTrainOptions {
     pub device: String,
     /// Seed of every run.
     pub seed: u64,
-    /// Output folder (reports, plots, and `runs/imagenet-PROFILE/`).
+    /// Output folder of the reports and plots.
     pub out: PathBuf,
+    /// Folder of the training runs (`runs/imagenet-PROFILE/` in rank 0's
+    /// output folder).
+    pub runs: PathBuf,
     /// Test only this many validation images with 10 crops, evenly spaced (None: all).
     pub limit: Option<usize>,
     /// The precision of the convolutions and the fc layer, in training and testing.
@@ -91,8 +94,8 @@ fn train_config(arch: &str, opts: &ImageNetTrainOptions) -> Result<TrainConfig> 
     Ok(config)
 }
 
-/// Trains (or reuses, or resumes) the four nets.
-fn train_all(opts: &ImageNetTrainOptions) -> Result<Vec<FinishedRun>> {
+/// Trains (or reuses, or resumes) the four nets on the ranks of `group`.
+fn train_all(opts: &ImageNetTrainOptions, group: &dyn Collective) -> Result<Vec<FinishedRun>> {
     for (name, what) in [("train", "training"), ("val", "validation")] {
         let dir = opts.imagenet.join(name);
         if !dir.is_dir() {
@@ -103,14 +106,10 @@ fn train_all(opts: &ImageNetTrainOptions) -> Result<Vec<FinishedRun>> {
             );
         }
     }
-    let runs_root = opts
-        .out
-        .join("runs")
-        .join(format!("imagenet-{}", opts.profile));
     NETS.iter()
         .map(|arch| {
             let config = train_config(arch, opts)?;
-            ensure_run(&config, &run_dir(&runs_root, &config), &SingleProcess)
+            ensure_run(&config, &run_dir(&opts.runs, &config), group)
         })
         .collect()
 }
@@ -233,8 +232,8 @@ fn ten_crop_errors(run: &FinishedRun, opts: &ImageNetTrainOptions) -> Result<(f6
 
 /// Trains the four nets and writes `table2.{md,json}`: 10-crop top-1 error
 /// of plain and ResNet at 18 and 34 layers beside the paper's.
-pub fn write_table2(opts: &ImageNetTrainOptions) -> Result<()> {
-    let runs = train_all(opts)?;
+pub fn write_table2(opts: &ImageNetTrainOptions, group: &dyn Collective) -> Result<()> {
+    let runs = train_all(opts, group)?;
     let errors = runs
         .iter()
         .map(|r| ten_crop_errors(r, opts))
@@ -280,8 +279,8 @@ pub fn write_table2(opts: &ImageNetTrainOptions) -> Result<()> {
 /// Trains the four nets and writes `fig4.{md,json,svg,png}`: training error
 /// (dashed) and centre-crop validation error (bold) of the plain nets (left)
 /// and the ResNets (right).
-pub fn write_fig4(opts: &ImageNetTrainOptions) -> Result<()> {
-    let runs = train_all(opts)?;
+pub fn write_fig4(opts: &ImageNetTrainOptions, group: &dyn Collective) -> Result<()> {
+    let runs = train_all(opts, group)?;
     let panel = |title: &str, pair: &[FinishedRun]| Panel {
         title: title.into(),
         x_label: "iteration".into(),

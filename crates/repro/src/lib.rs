@@ -210,6 +210,18 @@ pub struct ImageNetOptions {
 /// Produces `target`'s files in `opts.out`; without `--imagenet` it says
 /// what it needs and fails.
 pub fn reproduce_imagenet(target: ImageNetTarget, opts: ImageNetOptions) -> Result<()> {
+    reproduce_imagenet_data_parallel(target, opts, &SingleProcess)
+}
+
+/// [`reproduce_imagenet`] as one rank of a data-parallel job, as
+/// [`reproduce_data_parallel`] runs the CIFAR-10 targets: the training
+/// targets (`table2`, `fig4`) train every run on every rank, rank 0 alone
+/// writing; the evaluation targets (`table3`-`table5`) run in one process.
+pub fn reproduce_imagenet_data_parallel(
+    target: ImageNetTarget,
+    opts: ImageNetOptions,
+    group: &dyn Collective,
+) -> Result<()> {
     let Some(imagenet) = opts.imagenet else {
         let needs = match target {
             ImageNetTarget::Table2 | ImageNetTarget::Fig4 => {
@@ -226,20 +238,36 @@ pub fn reproduce_imagenet(target: ImageNetTarget, opts: ImageNetOptions) -> Resu
         anyhow::bail!("{} {needs}", target.name());
     };
     if matches!(target, ImageNetTarget::Table2 | ImageNetTarget::Fig4) {
+        let runs = opts
+            .out
+            .join("runs")
+            .join(format!("imagenet-{}", opts.profile));
+        let scratch = match group.rank() {
+            0 => None,
+            _ => Some(tempfile::tempdir()?),
+        };
         let train = imagenet_train::ImageNetTrainOptions {
             imagenet,
             profile: opts.profile,
             device: opts.device,
             seed: opts.seed,
-            out: opts.out,
+            out: scratch
+                .as_ref()
+                .map_or(opts.out, |dir| dir.path().to_path_buf()),
+            runs,
             limit: opts.limit,
             precision: opts.precision,
         };
         return match target {
-            ImageNetTarget::Table2 => imagenet_train::write_table2(&train),
-            _ => imagenet_train::write_fig4(&train),
+            ImageNetTarget::Table2 => imagenet_train::write_table2(&train, group),
+            _ => imagenet_train::write_fig4(&train, group),
         };
     }
+    anyhow::ensure!(
+        group.world_size() == 1,
+        "{} evaluates in one process: start it without RANK and WORLD_SIZE",
+        target.name()
+    );
     let mut weights = imagenet_eval::default_weights();
     for (arch, source) in opts.weights {
         match weights.iter_mut().find(|(a, _)| *a == arch) {

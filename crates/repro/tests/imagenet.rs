@@ -247,3 +247,67 @@ fn training_targets_have_no_quick_profile_and_need_train_and_val() {
     let err = run(ProfileName::Quick);
     assert!(err.contains("no quick profile"), "{err}");
 }
+
+/// Two ranks (threads joined over TCP) train Table 2's smoke runs together:
+/// rank 0 alone writes the runs and the reports, which record the world
+/// size; the evaluation targets refuse to run on several ranks.
+#[test]
+fn two_ranks_train_table2_together_and_rank_0_alone_writes() {
+    use resnet_repro::reproduce_imagenet_data_parallel;
+    use resnet_train::collective::TcpWorld;
+
+    let tmp = tempfile::tempdir().unwrap();
+    image_set(&tmp.path().join("train"));
+    validation_set(tmp.path());
+    // Every rank is given the same output folder, as the same command line.
+    let opts = || ImageNetOptions {
+        imagenet: Some(tmp.path().to_path_buf()),
+        limit: None,
+        device: "cpu".into(),
+        out: tmp.path().join("results"),
+        profile: ProfileName::Smoke,
+        seed: 0,
+        precision: Precision::Fp32,
+        weights: Vec::new(),
+    };
+    let master = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let timeout = std::time::Duration::from_secs(120);
+    let ended = std::thread::scope(|s| {
+        let ranks = [0, 1].map(|rank| {
+            let opts = opts();
+            s.spawn(move || {
+                let world = TcpWorld::join(rank, 2, master, timeout).unwrap();
+                let table2 =
+                    reproduce_imagenet_data_parallel(ImageNetTarget::Table2, opts.clone(), &world);
+                let table3 = reproduce_imagenet_data_parallel(ImageNetTarget::Table3, opts, &world);
+                (
+                    table2.map_err(|e| format!("{e:#}")),
+                    table3.unwrap_err().to_string(),
+                )
+            })
+        });
+        ranks.map(|rank| rank.join().unwrap())
+    });
+    for (rank, (table2, table3)) in ended.iter().enumerate() {
+        assert!(table2.is_ok(), "rank {rank}: {ended:?}");
+        assert!(
+            table3.contains("table3 evaluates in one process"),
+            "{table3}"
+        );
+    }
+    let results = tmp.path().join("results");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("table2.json")).unwrap())
+            .unwrap();
+    let text = report.to_string();
+    assert!(text.contains(r#""world_sizes":[2]"#), "{text}");
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("runs/imagenet-smoke/resnet18-seed0/config.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["world_size"], 2);
+}
