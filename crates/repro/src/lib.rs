@@ -103,13 +103,7 @@ pub fn reproduce_data_parallel(
         };
     }
     let runs_root = opts.out.join("runs").join(opts.profile.name.to_string());
-    let scratch = match writer {
-        true => None,
-        false => Some(tempfile::tempdir()?),
-    };
-    if let Some(dir) = &scratch {
-        opts.out = dir.path().to_path_buf();
-    }
+    let _scratch = reports_folder(&mut opts.out, group)?;
     let mut r = match writer {
         true => {
             let r = Reproduction::new(opts, runs_root, group);
@@ -185,6 +179,17 @@ impl ImageNetTarget {
     }
 }
 
+/// Points `out` at this rank's reports folder: `out` itself on rank 0, a
+/// temporary folder on the others, removed when the returned guard drops.
+fn reports_folder(out: &mut PathBuf, group: &dyn Collective) -> Result<Option<tempfile::TempDir>> {
+    if group.rank() == 0 {
+        return Ok(None);
+    }
+    let scratch = tempfile::tempdir()?;
+    *out = scratch.path().to_path_buf();
+    Ok(Some(scratch))
+}
+
 /// What an ImageNet target was given.
 #[derive(Debug, Clone)]
 pub struct ImageNetOptions {
@@ -219,7 +224,7 @@ pub fn reproduce_imagenet(target: ImageNetTarget, opts: ImageNetOptions) -> Resu
 /// writing; the evaluation targets (`table3`-`table5`) run in one process.
 pub fn reproduce_imagenet_data_parallel(
     target: ImageNetTarget,
-    opts: ImageNetOptions,
+    mut opts: ImageNetOptions,
     group: &dyn Collective,
 ) -> Result<()> {
     let Some(imagenet) = opts.imagenet else {
@@ -242,18 +247,13 @@ pub fn reproduce_imagenet_data_parallel(
             .out
             .join("runs")
             .join(format!("imagenet-{}", opts.profile));
-        let scratch = match group.rank() {
-            0 => None,
-            _ => Some(tempfile::tempdir()?),
-        };
+        let _scratch = reports_folder(&mut opts.out, group)?;
         let train = imagenet_train::ImageNetTrainOptions {
             imagenet,
             profile: opts.profile,
             device: opts.device,
             seed: opts.seed,
-            out: scratch
-                .as_ref()
-                .map_or(opts.out, |dir| dir.path().to_path_buf()),
+            out: opts.out,
             runs,
             limit: opts.limit,
             precision: opts.precision,
