@@ -5,22 +5,13 @@
 use std::num::NonZeroUsize;
 
 use candle_core::{Device, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use resnet_models::{ArchSpec, ResNet, TensorKind};
-use resnet_test_support::max_abs_diff;
+use resnet_test_support::{max_abs_diff, random_tensor as random};
 
 fn model(group: Option<usize>) -> ResNet {
     ResNet::new(&ArchSpec::from_id("resnet20").unwrap(), 3, &Device::Cpu)
         .unwrap()
         .with_bn_group(group.and_then(NonZeroUsize::new))
-}
-
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
 }
 
 /// Train-mode logits of `x`, and the gradient of `sum(logits * weights)`

@@ -2,8 +2,6 @@
 //! gradients. (Its own test binary: the kernel switch is process-wide.)
 
 use candle_core::{Device, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use resnet_models::{ArchSpec, ResNet};
 
 fn outputs_and_grads(model: &ResNet, x: &Tensor, labels: &Tensor) -> Vec<Vec<f32>> {
@@ -27,11 +25,7 @@ fn outputs_and_grads(model: &ResNet, x: &Tensor, labels: &Tensor) -> Vec<Vec<f32
 
 /// A fixed input, so the comparison is the same on every run.
 fn input() -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let data: Vec<f32> = (0..4 * 3 * 64 * 64)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    Tensor::from_vec(data, (4, 3, 64, 64), &Device::Cpu).unwrap()
+    resnet_test_support::random_tensor(&[4, 3, 64, 64], 7)
 }
 
 #[test]

@@ -2,8 +2,6 @@
 //! f32 parameters and gradients, values within bf16's rounding of fp32's.
 
 use candle_core::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use resnet_models::{ArchSpec, Precision, ResNet};
 
 /// Logits and every parameter's gradient of one training pass, with their dtypes.
@@ -28,11 +26,7 @@ fn outputs_and_grads(model: &ResNet, x: &Tensor, labels: &Tensor) -> Vec<(DType,
 }
 
 fn input() -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let data: Vec<f32> = (0..8 * 3 * 32 * 32)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    Tensor::from_vec(data, (8, 3, 32, 32), &Device::Cpu).unwrap()
+    resnet_test_support::random_tensor(&[8, 3, 32, 32], 11)
 }
 
 #[test]

@@ -138,26 +138,28 @@ fn without_imagenet_the_targets_say_what_they_need() {
     }
 }
 
+/// A train and a validation set in `dir`, and the options of the smoke
+/// profile's training targets on them, writing into `dir/results`.
+fn smoke_training(dir: &Path) -> ImageNetOptions {
+    image_set(&dir.join("train"));
+    validation_set(dir);
+    ImageNetOptions {
+        imagenet: Some(dir.to_path_buf()),
+        limit: None,
+        device: "cpu".into(),
+        out: dir.join("results"),
+        profile: ProfileName::Smoke,
+        seed: 0,
+        precision: Precision::Fp32,
+        weights: Vec::new(),
+    }
+}
+
 #[test]
 fn training_targets_smoke_train_four_nets_once_and_write_every_file() {
     let tmp = tempfile::tempdir().unwrap();
-    image_set(&tmp.path().join("train"));
-    validation_set(tmp.path());
-    let opts = |target| {
-        reproduce_imagenet(
-            target,
-            ImageNetOptions {
-                imagenet: Some(tmp.path().to_path_buf()),
-                limit: None,
-                device: "cpu".into(),
-                out: tmp.path().join("results"),
-                profile: ProfileName::Smoke,
-                seed: 0,
-                precision: Precision::Fp32,
-                weights: Vec::new(),
-            },
-        )
-    };
+    let options = smoke_training(tmp.path());
+    let opts = |target| reproduce_imagenet(target, options.clone());
     opts(ImageNetTarget::Table2).unwrap();
     let summary = tmp
         .path()
@@ -257,19 +259,8 @@ fn two_ranks_train_table2_together_and_rank_0_alone_writes() {
     use resnet_train::collective::TcpWorld;
 
     let tmp = tempfile::tempdir().unwrap();
-    image_set(&tmp.path().join("train"));
-    validation_set(tmp.path());
-    // Every rank is given the same output folder, as the same command line.
-    let opts = || ImageNetOptions {
-        imagenet: Some(tmp.path().to_path_buf()),
-        limit: None,
-        device: "cpu".into(),
-        out: tmp.path().join("results"),
-        profile: ProfileName::Smoke,
-        seed: 0,
-        precision: Precision::Fp32,
-        weights: Vec::new(),
-    };
+    // Every rank is given the same options, as the same command line.
+    let options = smoke_training(tmp.path());
     let master = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -277,7 +268,7 @@ fn two_ranks_train_table2_together_and_rank_0_alone_writes() {
     let timeout = std::time::Duration::from_secs(120);
     let ended = std::thread::scope(|s| {
         let ranks = [0, 1].map(|rank| {
-            let opts = opts();
+            let opts = options.clone();
             s.spawn(move || {
                 let world = TcpWorld::join(rank, 2, master, timeout).unwrap();
                 let table2 =
