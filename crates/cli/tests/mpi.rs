@@ -20,9 +20,9 @@ use resnet_test_support::process::{send_signal, wait_for_a_record};
 
 mod data_parallel;
 use data_parallel::{
-    assert_resumed_alike, assert_stopped_with_a_checkpoint, assert_trained_alike, metrics,
-    spawn_logged, succeed, train_args, train_one_process, wait_at_most, wait_for_a_checkpoint,
-    weights,
+    assert_ended_by_the_kill, assert_resumed_alike, assert_stopped_with_a_checkpoint,
+    assert_trained_alike, spawn_logged, succeed, train_args, train_one_process, wait_at_most,
+    wait_for_a_checkpoint, weights,
 };
 
 /// `mpirun` with 2 slots on this machine whatever its cores, passing
@@ -132,21 +132,7 @@ fn a_killed_rank_ends_the_job_with_its_rank_named_and_the_run_resumes_bit_identi
         .status()
         .unwrap()
         .success());
-    let (status, waited) = wait_at_most(&mut job, Duration::from_secs(120), "the job");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let named: Vec<&str> = text.lines().filter(|l| l.contains("rank")).collect();
-    eprintln!("ended {waited:?} after the kill:\n{}", named.join("\n"));
-    assert!(
-        !status.success(),
-        "the job ended well after a kill:\n{text}"
-    );
-    assert!(
-        waited < Duration::from_secs(60),
-        "the job took {waited:?} to end"
-    );
-    assert!(text.contains("rank 1"), "rank 1 is not named:\n{text}");
-    let done = metrics(&killed).len() as u64;
-    assert!(done < iterations, "the run finished before the kill");
+    assert_ended_by_the_kill(&mut job, "the job", &log, &killed, iterations);
 
     resume_on_two_ranks(&killed);
     assert_bit_identical(&weights(&whole), &weights(&killed));

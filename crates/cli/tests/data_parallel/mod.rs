@@ -210,6 +210,38 @@ pub fn wait_at_most(job: &mut Reaped, limit: Duration, what: &str) -> (ExitStatu
     }
 }
 
+/// After rank 1 of the run in `run` was killed mid-run: waits for `job`
+/// (`what`, logging to `log`) to end, and asserts that it failed within
+/// 60 s, naming rank 1, before the run's `iterations` were done. Returns
+/// the log.
+pub fn assert_ended_by_the_kill(
+    job: &mut Reaped,
+    what: &str,
+    log: &Path,
+    run: &Path,
+    iterations: u64,
+) -> String {
+    let (status, waited) = wait_at_most(job, Duration::from_secs(120), what);
+    let text = std::fs::read_to_string(log).unwrap();
+    let named: Vec<&str> = text.lines().filter(|l| l.contains("rank")).collect();
+    eprintln!(
+        "{what} ended {waited:?} after the kill:\n{}",
+        named.join("\n")
+    );
+    assert!(
+        !status.success(),
+        "{what} ended well after the kill:\n{text}"
+    );
+    assert!(
+        waited < Duration::from_secs(60),
+        "{what} took {waited:?} to end"
+    );
+    assert!(text.contains("rank 1"), "rank 1 is not named:\n{text}");
+    let done = metrics(run).len() as u64;
+    assert!(done < iterations, "the run finished before the kill");
+    text
+}
+
 /// Waits until the run in `run` has written a checkpoint.
 ///
 /// # Panics
