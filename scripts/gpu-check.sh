@@ -199,18 +199,22 @@ ops_tests() { "$DIST/ops-cuda-tests" --test-threads=1; }
 conv_timing() { "$DIST/ops-cuda-tests" --ignored --nocapture time_conv; }
 
 # 20 logged steps of ResNet-20 from seed 0 on DEVICE into RUN.
+# ResNet-20, 20 iterations on device ARG1 into ARG2, with the flags after those.
 train20() {
+    local device=$1 out=$2
+    shift 2
     "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 20 --log-every 1 \
-        --eval-every 0 --checkpoint-every 0 --seed 0 --device "$1" --out "$2"
+        --eval-every 0 --checkpoint-every 0 --seed 0 --device "$device" --out "$out" "$@"
 }
 
-weights() { train20 cpu "$WORK/r20-cpu"; }
-
-train_match() {
-    train20 cuda "$WORK/r20-gpu20" || return 1
-    "$PYTHON" - "$WORK/r20-cpu/metrics.jsonl" "$WORK/r20-gpu20/metrics.jsonl" <<'EOF'
+# The losses of the CPU's METRICS (ARG1) and the GPU's (ARG2) side by side:
+# the first 5 steps must agree within LIMIT (ARG3); the last line, prefixed
+# with ARG4, says whether they do.
+losses_match() {
+    "$PYTHON" - "$@" <<'EOF'
 import json, sys
-cpu, gpu = ([json.loads(l)["train_loss"] for l in open(p)] for p in sys.argv[1:])
+cpu_path, gpu_path, limit, label = sys.argv[1:]
+cpu, gpu = ([json.loads(l)["train_loss"] for l in open(p)] for p in (cpu_path, gpu_path))
 worst = 0.0
 print("iteration  cpu loss   gpu loss   rel diff")
 for i, (c, g) in enumerate(zip(cpu, gpu), 1):
@@ -218,10 +222,18 @@ for i, (c, g) in enumerate(zip(cpu, gpu), 1):
     print(f"{i:9d}  {c:9.5f}  {g:9.5f}  {d:.2e}")
     if i <= 5:
         worst = max(worst, d)
-ok = len(cpu) == len(gpu) == 20 and worst < 1e-2
-print(f"first 5 steps: largest relative difference {worst:.2e} (limit 1e-2): {'ok' if ok else 'MISMATCH'}")
+ok = len(cpu) == len(gpu) == 20 and worst < float(limit)
+print(f"{label}first 5 steps: largest relative difference {worst:.2e} (limit {limit}): "
+      f"{'ok' if ok else 'MISMATCH'}")
 sys.exit(0 if ok else 1)
 EOF
+}
+
+weights() { train20 cpu "$WORK/r20-cpu"; }
+
+train_match() {
+    train20 cuda "$WORK/r20-gpu20" || return 1
+    losses_match "$WORK/r20-cpu/metrics.jsonl" "$WORK/r20-gpu20/metrics.jsonl" 1e-2 ""
 }
 
 # libnccl.so (what the build loads) as a link to PyTorch's libnccl.so.2,
@@ -394,21 +406,10 @@ bf16() {
     set -o pipefail
     local dev layout r50
     for dev in cpu cuda; do
-        "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 20 --log-every 1 \
-            --eval-every 0 --checkpoint-every 0 --seed 0 --precision bf16 --device "$dev" \
-            --out "$WORK/r20-bf16-$dev" || return 1
+        train20 "$dev" "$WORK/r20-bf16-$dev" --precision bf16 || return 1
     done
-    "$PYTHON" - "$WORK/r20-bf16-cpu/metrics.jsonl" "$WORK/r20-bf16-cuda/metrics.jsonl" <<'EOF' ||
-import json, sys
-cpu, gpu = ([json.loads(l)["train_loss"] for l in open(p)] for p in sys.argv[1:])
-worst = max((abs(c - g) / abs(c) for c, g in zip(cpu[:5], gpu[:5])), default=float("inf"))
-print("bf16 losses, cpu/gpu: " + " ".join(f"{c:.4f}/{g:.4f}" for c, g in zip(cpu, gpu)))
-ok = len(cpu) == len(gpu) == 20 and worst < 3e-2
-print(f"bf16, first 5 steps: largest relative difference {worst:.2e} (limit 3e-2): "
-      f"{'ok' if ok else 'MISMATCH'}")
-sys.exit(0 if ok else 1)
-EOF
-        return 1
+    losses_match "$WORK/r20-bf16-cpu/metrics.jsonl" "$WORK/r20-bf16-cuda/metrics.jsonl" 3e-2 \
+        "bf16, " || return 1
     "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 300 --log-every 50 \
         --eval-every 0 --checkpoint-every 0 --loader-threads 8 --precision bf16 --device cuda \
         --out "$WORK/r20-bf16-speed" || return 1
@@ -490,7 +491,7 @@ profile() {
     echo "profile: see above (ResNet-20, 40 steps of batch 128)"
 }
 
-export -f gpu libs ops_tests conv_timing train20 weights train_match nccl_library nccl_match eval_match ours_speed \
+export -f gpu libs ops_tests conv_timing train20 losses_match weights train_match nccl_library nccl_match eval_match ours_speed \
     ratio train_speed torch_speed kernel_speed r50_train r50_speed bf16 recipe_match find_nsys profile \
     loader_speed faults
 
