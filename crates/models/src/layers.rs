@@ -140,7 +140,13 @@ impl BatchNorm {
         let var = Tensor::stack(&vars, 0)?.mean(0)?;
         resnet_ops::update_running_stat(&self.running_mean, &mean, BN_MOMENTUM, 1.0)?;
         resnet_ops::update_running_stat(&self.running_var, &var, BN_MOMENTUM, 1.0)?;
-        Ok(Tensor::cat(&ys, 0)?)
+        let y = Tensor::cat(&ys, 0)?;
+        // The concatenation writes NCHW order: a channels-last net stays so.
+        if resnet_ops::is_channels_last(x) {
+            Ok(resnet_ops::to_channels_last(&y)?)
+        } else {
+            Ok(y)
+        }
     }
 
     /// Train-mode batch norm of `x` with its own statistics, then `after`.

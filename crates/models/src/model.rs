@@ -179,6 +179,7 @@ pub struct ResNet {
     fc: Linear,
     frozen_backbone: bool,
     precision: Precision,
+    channels_last: bool,
 }
 
 impl ResNet {
@@ -206,6 +207,7 @@ impl ResNet {
             fc,
             frozen_backbone: false,
             precision: Precision::Fp32,
+            channels_last: false,
         })
     }
 
@@ -238,6 +240,24 @@ impl ResNet {
     /// The precision set by [`ResNet::with_precision`].
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The net with its activations channels-last or not (the default): its
+    /// input is copied to channels-last ([`resnet_ops::to_channels_last`])
+    /// and every layer keeps it so, as PyTorch's `channels_last` memory
+    /// format does; cuDNN's tensor-core kernels want that layout on CUDA. The
+    /// values are those of the NCHW net up to the order of sums; weights keep
+    /// their `[O, C, K, K]` layout (each convolution reads a channels-last
+    /// copy). On the CPU it costs a transposition around every convolution
+    /// and batch norm.
+    pub fn with_channels_last(mut self, channels_last: bool) -> ResNet {
+        self.channels_last = channels_last;
+        self
+    }
+
+    /// Whether the net runs channels-last ([`ResNet::with_channels_last`]).
+    pub fn channels_last(&self) -> bool {
+        self.channels_last
     }
 
     /// Every conv of the net with its batch norm, in network order.
@@ -285,9 +305,14 @@ impl ResNet {
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
         let backbone_train = train && !self.frozen_backbone;
+        let x = if self.channels_last {
+            resnet_ops::to_channels_last(x)?
+        } else {
+            x.clone()
+        };
         let mut y = self
             .stem
-            .forward_t(x, backbone_train, trace.as_deref_mut(), After::Relu)?;
+            .forward_t(&x, backbone_train, trace.as_deref_mut(), After::Relu)?;
         if self.stem_max_pool {
             y = resnet_ops::max_pool_3x3_s2(&y)?;
         }

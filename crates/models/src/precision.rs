@@ -51,8 +51,9 @@ impl Precision {
         if dtype == x.dtype() && dtype == w.dtype() {
             return Ok(op(x, w)?);
         }
-        let y = op(&x.to_dtype(dtype)?, &w.to_dtype(dtype)?)?;
-        Ok(y.to_dtype(x.dtype())?)
+        // Casts that keep a channels-last input channels-last.
+        let y = op(&resnet_ops::to_dtype(x, dtype)?, &w.to_dtype(dtype)?)?;
+        Ok(resnet_ops::to_dtype(&y, x.dtype())?)
     }
 }
 

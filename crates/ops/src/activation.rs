@@ -19,22 +19,26 @@ use rayon::prelude::*;
 use crate::args::{f32_data, CHUNK};
 use crate::buffer::filled_by;
 use crate::dispatch::has_native_kernel;
+use crate::format::{in_memory_order, Format};
 use crate::OpsError;
 
-/// `max(x, 0)`, element-wise.
+/// `max(x, 0)`, element-wise; channels-last if `x` is.
 ///
 /// f32 tensors on the CPU or on CUDA run this crate's kernel, forward and
 /// backward; everything else runs candle's `relu`.
 pub fn relu(x: &Tensor) -> Result<Tensor, OpsError> {
-    if has_native_kernel(x.device(), x.dtype()) {
-        Ok(x.contiguous()?.apply_op1(Relu)?)
-    } else {
-        Ok(x.relu()?)
-    }
+    in_memory_order(x, |x| {
+        if has_native_kernel(x.device(), x.dtype()) {
+            Ok(x.contiguous()?.apply_op1(Relu)?)
+        } else {
+            Ok(x.relu()?)
+        }
+    })
 }
 
 /// `max(a + b, 0)`, element-wise: the join of a residual block. `a` and `b`
-/// must have the same shape.
+/// must have the same shape. The output is channels-last if `a` is (`b` is
+/// then copied to channels-last if it is not).
 ///
 /// f32 tensors on the CPU or on CUDA run this crate's kernel, forward and
 /// backward; everything else runs candle's `add` and `relu`.
@@ -46,11 +50,14 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor, OpsError> {
         });
     }
     let fast = has_native_kernel(a.device(), a.dtype()) && has_native_kernel(b.device(), b.dtype());
-    if fast {
-        Ok(a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)?)
+    // In `a`'s format: `b` is copied into it if it differs.
+    let format = Format::of(a);
+    let (a, b) = (format.arg(a)?, format.arg(b)?);
+    format.result(if fast {
+        a.apply_op2(&b, AddRelu)?
     } else {
-        Ok((a + b)?.relu()?)
-    }
+        (a + b)?.relu()?
+    })
 }
 
 /// `f(a[i], b[i])` for every `i`, in parallel chunks.

@@ -24,7 +24,6 @@ mod cpu;
 mod cudnn;
 mod eval;
 mod running;
-#[cfg(any(test, feature = "cudnn"))]
 mod saved;
 #[cfg(test)]
 mod tests;
@@ -34,18 +33,21 @@ pub use running::update_running_stat;
 
 use candle_core::Tensor;
 
-use crate::dispatch::{has_kernel, has_native_kernel};
+use crate::dispatch::{has_cuda_kernel, has_kernel, has_native_kernel, CudaKernel};
+use crate::format::{through_nchw, Format};
 use crate::OpsError;
 
 const OP: &str = "batch_norm";
 
 /// The sizes of an NCHW tensor as the kernels see it: `n` images of `c`
-/// planes of `plane = H*W` values.
+/// planes of `plane = H*W` values, and the format of the ops' buffers (the
+/// saved-statistics ops also take NHWC, `[n, H, W, c]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Dims {
     n: usize,
     c: usize,
     plane: usize,
+    format: Format,
 }
 
 impl Dims {
@@ -70,7 +72,17 @@ impl Dims {
                 });
             }
         }
-        Ok(Self { n, c, plane: h * w })
+        Ok(Self {
+            n,
+            c,
+            plane: h * w,
+            format: Format::Nchw,
+        })
+    }
+
+    /// The NCHW dims of the values, a plane as one row: `[n, c, plane, 1]`.
+    fn nchw(&self) -> [usize; 4] {
+        [self.n, self.c, self.plane, 1]
     }
 
     /// Values per channel, `N*H*W`.
@@ -155,6 +167,7 @@ pub fn batch_norm_add_relu_train(
     }
     let dims = Dims::new(x, &[("weight", weight), ("bias", bias)])?;
     if dims.per_channel() > 0
+        && Format::of(x) == Format::Nchw
         && [x, weight, bias, residual]
             .iter()
             .all(|t| has_kernel(t.device(), t.dtype()))
@@ -183,6 +196,9 @@ fn train(
             detail: format!("input {:?} has no values per channel", x.dims()),
         });
     }
+    if Format::of(x) == Format::Nhwc {
+        return channels_last_train(dims, x, weight, bias, eps, relu);
+    }
     if [x, weight, bias]
         .iter()
         .all(|t| has_kernel(t.device(), t.dtype()))
@@ -200,23 +216,64 @@ fn train(
     }
 }
 
+/// Training-mode batch norm of a channels-last `x`, followed by a ReLU if
+/// `relu`, its output channels-last: the saved-statistics op on the NHWC
+/// view where it has a body for the tensors (cuDNN's NHWC batch norm on
+/// CUDA, the CPU kernels on transposed values on the CPU, so that the CPU
+/// runs what CUDA runs), the NCHW path on a copy elsewhere.
+fn channels_last_train(
+    dims: Dims,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<BatchNormOutput, OpsError> {
+    let out = if [x, weight, bias].iter().all(|t| saved_form_runs(t)) {
+        let nhwc = Dims {
+            format: Format::Nhwc,
+            ..dims
+        };
+        saved::train(nhwc, x, weight, bias, eps)?
+    } else {
+        let out = train(&x.contiguous()?, weight, bias, eps, false)?;
+        BatchNormOutput {
+            y: crate::to_channels_last(&out.y)?,
+            ..out
+        }
+    };
+    if relu {
+        Ok(BatchNormOutput {
+            y: crate::relu(&out.y)?,
+            ..out
+        })
+    } else {
+        Ok(out)
+    }
+}
+
+/// Whether the saved-statistics ops have a body for `t`: the CPU kernels,
+/// or cuDNN's batch norm.
+fn saved_form_runs(t: &Tensor) -> bool {
+    has_kernel(t.device(), t.dtype()) || cudnn_runs(t)
+}
+
+/// Whether cuDNN's batch norm runs `t`: built with the `cudnn` feature, on
+/// CUDA, of a dtype it takes.
+fn cudnn_runs(t: &Tensor) -> bool {
+    has_cuda_kernel(CudaKernel::BatchNorm, t.device(), t.dtype())
+}
+
 /// Training-mode batch norm where this crate has no CPU kernel: cuDNN's on
 /// CUDA when built with it, candle's ops otherwise.
 fn unfused_train(
-    #[cfg_attr(not(feature = "cudnn"), allow(unused_variables))] dims: Dims,
+    dims: Dims,
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
 ) -> Result<BatchNormOutput, OpsError> {
-    #[cfg(feature = "cudnn")]
-    if [x, weight, bias].iter().all(|t| {
-        crate::dispatch::has_cuda_kernel(
-            crate::dispatch::CudaKernel::BatchNorm,
-            t.device(),
-            t.dtype(),
-        )
-    }) {
+    if [x, weight, bias].iter().all(|t| cudnn_runs(t)) {
         return saved::train(dims, x, weight, bias, eps);
     }
     composed::train(x, weight, bias, eps)
@@ -239,7 +296,9 @@ pub fn batch_norm_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> Result<Tensor, OpsError> {
-    eval(x, [weight, bias, running_mean, running_var], eps, false)
+    through_nchw(x, |x| {
+        eval(x, [weight, bias, running_mean, running_var], eps, false)
+    })
 }
 
 /// [`batch_norm_eval`] followed by a ReLU, `max(bn(x), 0)`, in the same
@@ -254,7 +313,9 @@ pub fn batch_norm_relu_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> Result<Tensor, OpsError> {
-    eval(x, [weight, bias, running_mean, running_var], eps, true)
+    through_nchw(x, |x| {
+        eval(x, [weight, bias, running_mean, running_var], eps, true)
+    })
 }
 
 /// Eval-mode batch norm, followed by a ReLU if `relu`.

@@ -42,12 +42,14 @@ use candle_core::{CudaStorage, Result as CandleResult};
 
 use crate::args::f32_data;
 use crate::dispatch::has_conv_kernel;
+use crate::format::Format;
 use crate::OpsError;
 
 const OP: &str = "conv2d";
 
 /// The sizes of one convolution: input `[n, c, h, w]`, weight `[o, c, k, k]`,
-/// output `[n, o, ho, wo]`.
+/// output `[n, o, ho, wo]`, and the format of the three buffers (NHWC: input
+/// `[n, h, w, c]`, weight `[o, k, k, c]`, output `[n, ho, wo, o]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Geometry {
     n: usize,
@@ -60,6 +62,7 @@ struct Geometry {
     pad: usize,
     ho: usize,
     wo: usize,
+    format: Format,
 }
 
 impl Geometry {
@@ -107,19 +110,38 @@ impl Geometry {
             pad,
             ho: (h + 2 * pad - k) / stride + 1,
             wo: (width + 2 * pad - k) / stride + 1,
+            format: Format::Nchw,
         })
     }
 
-    fn input_dims(&self) -> [usize; 4] {
+    /// The input's NCHW dims.
+    fn input_nchw(&self) -> [usize; 4] {
         [self.n, self.c, self.h, self.w]
     }
 
-    fn weight_dims(&self) -> [usize; 4] {
+    /// The weight's OIHW dims.
+    fn weight_nchw(&self) -> [usize; 4] {
         [self.o, self.c, self.k, self.k]
     }
 
-    fn output_dims(&self) -> [usize; 4] {
+    /// The output's NCHW dims.
+    fn output_nchw(&self) -> [usize; 4] {
         [self.n, self.o, self.ho, self.wo]
+    }
+
+    /// The input buffer's dims, in the geometry's format.
+    fn input_dims(&self) -> [usize; 4] {
+        self.format.order(self.input_nchw())
+    }
+
+    /// The weight buffer's dims, in the geometry's format.
+    fn weight_dims(&self) -> [usize; 4] {
+        self.format.order(self.weight_nchw())
+    }
+
+    /// The output buffer's dims, in the geometry's format.
+    fn output_dims(&self) -> [usize; 4] {
+        self.format.order(self.output_nchw())
     }
 }
 
@@ -137,6 +159,11 @@ impl Geometry {
 /// rounded to bf16 (candle has no bf16 convolution there); everything else
 /// runs candle's own convolution. Shapes that do
 /// not fit are an [`OpsError::BadShape`] or [`OpsError::Incompatible`] naming them.
+///
+/// A channels-last `x` ([`crate::to_channels_last`]) gives a channels-last
+/// output: this crate's kernels run on its NHWC view, with a channels-last
+/// copy of `w` (cuDNN's NHWC convolutions on CUDA; on the CPU the same ops
+/// transpose to the NCHW kernels and back, which costs two copies).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor, OpsError> {
     let geometry = Geometry::new(x.dims(), w.dims(), stride, padding)?;
     if x.dtype() == DType::BF16 && x.device().is_cpu() {
@@ -144,17 +171,20 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         // values, convolved here in f32, the output rounded to bf16 as a
         // GPU's bf16 convolution with f32 sums writes it.
         let y = conv2d(
-            &x.to_dtype(DType::F32)?,
+            &crate::to_dtype(x, DType::F32)?,
             &w.to_dtype(DType::F32)?,
             stride,
             padding,
         )?;
-        return Ok(y.to_dtype(DType::BF16)?);
+        return crate::to_dtype(&y, DType::BF16);
     }
     let fast = has_conv_kernel(x.device(), x.dtype()) && has_conv_kernel(w.device(), w.dtype());
     if fast {
-        Ok(x.contiguous()?
-            .apply_op2(&w.contiguous()?, Conv2d(geometry))?)
+        let format = Format::of(x);
+        let y = format
+            .arg(x)?
+            .apply_op2(&format.arg(w)?, Conv2d(Geometry { format, ..geometry }))?;
+        format.result(y)
     } else {
         Ok(x.conv2d(w, padding, stride, 1, 1)?)
     }
@@ -178,10 +208,12 @@ impl CustomOp2 for Conv2d {
         let g = &self.0;
         let x = f32_data(self.name(), xs, xl, &g.input_dims())?;
         let w = f32_data(self.name(), ws, wl, &g.weight_dims())?;
-        Ok((
-            CpuStorage::F32(cpu::forward(g, x, w)),
-            Shape::from(g.output_dims().to_vec()),
-        ))
+        let y = g.format.cpu_body(
+            [(x, g.input_nchw()), (w, g.weight_nchw())],
+            g.output_nchw(),
+            |[x, w]| cpu::forward(g, x, w),
+        );
+        Ok((CpuStorage::F32(y), Shape::from(g.output_dims().to_vec())))
     }
 
     #[cfg(feature = "cudnn")]
@@ -237,10 +269,12 @@ impl CustomOp2 for Conv2dGradInput {
         let g = &self.0;
         let dy = f32_data(self.name(), dys, dyl, &g.output_dims())?;
         let w = f32_data(self.name(), ws, wl, &g.weight_dims())?;
-        Ok((
-            CpuStorage::F32(cpu::grad_input(g, dy, w)),
-            Shape::from(g.input_dims().to_vec()),
-        ))
+        let dx = g.format.cpu_body(
+            [(dy, g.output_nchw()), (w, g.weight_nchw())],
+            g.input_nchw(),
+            |[dy, w]| cpu::grad_input(g, dy, w),
+        );
+        Ok((CpuStorage::F32(dx), Shape::from(g.input_dims().to_vec())))
     }
 
     #[cfg(feature = "cudnn")]
@@ -275,10 +309,12 @@ impl CustomOp2 for Conv2dGradWeight {
         let g = &self.0;
         let x = f32_data(self.name(), xs, xl, &g.input_dims())?;
         let dy = f32_data(self.name(), dys, dyl, &g.output_dims())?;
-        Ok((
-            CpuStorage::F32(cpu::grad_weight(g, x, dy)),
-            Shape::from(g.weight_dims().to_vec()),
-        ))
+        let dw = g.format.cpu_body(
+            [(x, g.input_nchw()), (dy, g.output_nchw())],
+            g.weight_nchw(),
+            |[x, dy]| cpu::grad_weight(g, x, dy),
+        );
+        Ok((CpuStorage::F32(dw), Shape::from(g.weight_dims().to_vec())))
     }
 
     #[cfg(feature = "cudnn")]

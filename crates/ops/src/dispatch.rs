@@ -34,7 +34,6 @@ pub(crate) enum CudaKernel {
     Conv,
     /// [`crate::batch_norm_train`] through cuDNN's batch norm (`cudnn`
     /// feature).
-    #[cfg(feature = "cudnn")]
     BatchNorm,
     /// This crate's own kernels (`kernels/*.cu`, `cuda` feature): the ReLU,
     /// the residual join, the max pool, eval-mode batch norm, the SGD update

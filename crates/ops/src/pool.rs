@@ -13,6 +13,7 @@ mod shortcut;
 use candle_core::{Tensor, D};
 
 use crate::dispatch::has_native_kernel;
+use crate::format::through_nchw;
 use crate::OpsError;
 
 fn expect_nchw(op: &'static str, x: &Tensor) -> Result<(), OpsError> {
@@ -89,12 +90,15 @@ fn max3_stride2(x: &Tensor, dim: usize) -> Result<Tensor, OpsError> {
 /// f32 tensors on the CPU or CUDA run this crate's kernels, which give each
 /// output's gradient to the first maximum of its window, as PyTorch does.
 /// Other tensors run candle's ops, which share it between tied maxima.
+/// A channels-last `x` is pooled on an NCHW copy, the output channels-last.
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor, OpsError> {
     expect_nchw("max_pool_3x3_s2", x)?;
-    if has_native_kernel(x.device(), x.dtype()) {
-        return Ok(x.contiguous()?.apply_op1(max::MaxPool)?);
-    }
-    max3_stride2(&max3_stride2(x, 2)?, 3)
+    through_nchw(x, |x| {
+        if has_native_kernel(x.device(), x.dtype()) {
+            return Ok(x.contiguous()?.apply_op1(max::MaxPool)?);
+        }
+        max3_stride2(&max3_stride2(x, 2)?, 3)
+    })
 }
 
 /// The paper's option-A identity shortcut: every `stride`-th row and column
@@ -106,7 +110,8 @@ pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor, OpsError> {
 ///
 /// f32 tensors on the CPU or CUDA run this crate's kernels, one pass each
 /// way; other tensors run candle's ops (strided views and concatenations),
-/// with the same values.
+/// with the same values. A channels-last `x` runs on an NCHW copy, the
+/// output channels-last.
 pub fn pad_subsample(
     x: &Tensor,
     stride: usize,
@@ -120,28 +125,31 @@ pub fn pad_subsample(
             detail: "the stride must be at least 1".into(),
         });
     }
-    if has_native_kernel(x.device(), x.dtype()) {
-        let op = shortcut::PadSubsample {
-            stride,
-            pad_before,
-            pad_after,
-        };
-        return Ok(x.contiguous()?.apply_op1(op)?);
-    }
-    let mut y = x.clone();
-    for dim in [2, 3] {
-        let n = y.dim(dim)?;
-        let out = n.div_ceil(stride);
-        y = pad_const(&y, dim, 0, stride * out - n, 0.0)?;
-        y = strided_pick(&y, dim, [0, out, 0, stride])?;
-    }
-    pad_const(&y, 1, pad_before, pad_after, 0.0)
+    through_nchw(x, |x| {
+        if has_native_kernel(x.device(), x.dtype()) {
+            let op = shortcut::PadSubsample {
+                stride,
+                pad_before,
+                pad_after,
+            };
+            return Ok(x.contiguous()?.apply_op1(op)?);
+        }
+        let mut y = x.clone();
+        for dim in [2, 3] {
+            let n = y.dim(dim)?;
+            let out = n.div_ceil(stride);
+            y = pad_const(&y, dim, 0, stride * out - n, 0.0)?;
+            y = strided_pick(&y, dim, [0, out, 0, stride])?;
+        }
+        pad_const(&y, 1, pad_before, pad_after, 0.0)
+    })
 }
 
 /// Global average pooling: `(N, C, H, W) -> (N, C)`.
 ///
 /// f32 tensors on the CPU or CUDA run this crate's kernels, which sum each
 /// plane in order, one pass each way; other tensors run candle's `mean`.
+/// A channels-last `x` is pooled on an NCHW copy.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor, OpsError> {
     expect_nchw("global_avg_pool", x)?;
     if has_native_kernel(x.device(), x.dtype()) {

@@ -1,7 +1,7 @@
 //! The ops on an NVIDIA GPU against the same ops on the CPU, values and
 //! gradients: the convolution (cuDNN's forward, backward-data and
 //! backward-filter with the `cudnn` feature, candle's CUDA convolution
-//! without it; f32 and bf16), batch norm, ReLU, pooling and the SGD update. Needs a GPU:
+//! without it; f32 and bf16; NCHW and channels-last), batch norm, ReLU, pooling and the SGD update. Needs a GPU:
 //! built by
 //! `scripts/build-cuda.sh`, run by `scripts/gpu-check.sh`.
 #![cfg(feature = "cuda")]
@@ -13,8 +13,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
-    add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, max_pool_3x3_s2,
-    pad_subsample, relu, update_running_stat, DeviceSpec, SgdStep,
+    add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, is_channels_last,
+    max_pool_3x3_s2, pad_subsample, relu, to_channels_last, update_running_stat, DeviceSpec,
+    SgdStep,
 };
 use resnet_test_support::{random_tensor as random, CONV_CASES};
 
@@ -186,6 +187,72 @@ fn conv_of_a_non_contiguous_input_matches_the_cpu() {
         CONV_TOLERANCE,
         "conv of a transposed input",
     );
+}
+
+/// Channels-last inputs on both devices: cuDNN's NHWC convolutions (f32
+/// and bf16) and batch norm on the GPU, the same ops on transposed values on
+/// the CPU; outputs stay channels-last on the GPU.
+#[test]
+fn channels_last_ops_match_the_cpu() {
+    let cl = |t: &Tensor| to_channels_last(t).unwrap();
+    let bf16 = |t: &Tensor| resnet_ops::to_dtype(&cl(t), DType::BF16).unwrap();
+    for (i, [n, c, h, w, o, k, s, p]) in CONV_CASES.into_iter().enumerate() {
+        let seed = 900 + 10 * i as u64;
+        let (x, wt) = (random(&[n, c, h, w], seed), random(&[o, c, k, k], seed + 1));
+        let what = format!(
+            "channels-last conv x {:?} w {:?} /{s} pad {p}",
+            [n, c, h, w],
+            [o, c, k, k]
+        );
+        let f32_conv = |t: &[Tensor]| {
+            let y = conv2d(&cl(&t[0]), &t[1], s, p).unwrap();
+            assert!(
+                y.dim(1).unwrap() == 1
+                    || y.dims()[2..].iter().product::<usize>() == 1
+                    || is_channels_last(&y)
+            );
+            y
+        };
+        check(
+            f32_conv,
+            &[x.clone(), wt.clone()],
+            seed + 2,
+            CONV_TOLERANCE,
+            &what,
+        );
+        let bf16_conv = |t: &[Tensor]| {
+            let y = conv2d(&bf16(&t[0]), &bf16(&t[1]), s, p).unwrap();
+            y.to_dtype(DType::F32).unwrap()
+        };
+        check(bf16_conv, &[x, wt], seed + 3, 2e-2, &format!("bf16 {what}"));
+    }
+    for (i, shape) in [[4, 3, 5, 7], [2, 16, 8, 8], [8, 64, 4, 4]]
+        .iter()
+        .enumerate()
+    {
+        let c = shape[1];
+        let seed = 1200 + 10 * i as u64;
+        let inputs = [
+            random(shape, seed),
+            random(&[c], seed + 1),
+            random(&[c], seed + 2),
+            random(shape, seed + 3),
+        ];
+        let train = |t: &[Tensor]| {
+            let out =
+                resnet_ops::batch_norm_add_relu_train(&cl(&t[0]), &t[1], &t[2], &cl(&t[3]), 1e-5)
+                    .unwrap();
+            assert!(is_channels_last(&out.y), "channels-last batch norm output");
+            out.y
+        };
+        check(
+            train,
+            &inputs,
+            seed + 4,
+            TOLERANCE,
+            &format!("channels-last batch norm {shape:?}"),
+        );
+    }
 }
 
 #[test]

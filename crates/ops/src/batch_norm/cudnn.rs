@@ -1,6 +1,7 @@
 //! The launches of training-mode batch norm on NVIDIA GPUs: cuDNN's spatial
 //! batch norm (`cudnnBatchNormalizationForwardTraining` and
-//! `cudnnBatchNormalizationBackward`), f32 NCHW, on the device's stream.
+//! `cudnnBatchNormalizationBackward`), f32, NCHW or NHWC, on the device's
+//! stream.
 //!
 //! Nothing else lives here: the ops that call these functions, their
 //! argument checks, the packing of their outputs ([`Packed`]) and the
@@ -17,6 +18,7 @@ use candle_core::{CudaStorage, Result};
 
 use super::saved::Packed;
 use super::Dims;
+use crate::format::Format;
 
 const MODE: sys::cudnnBatchNormMode_t = sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
 
@@ -47,8 +49,8 @@ pub(super) fn forward(
     let (one, zero) = (1f32, 0f32);
     with_handle(dev, |handle| {
         // SAFETY: the descriptors describe the buffers: x and y contiguous
-        // `[N, C, H*W, 1]`, the others `[C]`; the handle is on the device's
-        // stream.
+        // `[N, C, H*W, 1]` in `d`'s format, the others `[C]`; the handle is
+        // on the device's stream.
         unsafe {
             sys::cudnnBatchNormalizationForwardTraining(
                 handle,
@@ -145,8 +147,9 @@ fn scalar(value: &f32) -> *const c_void {
 struct TensorDesc(sys::cudnnTensorDescriptor_t);
 
 impl TensorDesc {
-    /// A contiguous f32 NCHW descriptor of `dims`.
-    fn new(dims: [usize; 4]) -> Result<Self> {
+    /// A contiguous f32 descriptor of NCHW dims `dims`, its values in
+    /// `format`'s order.
+    fn new(dims: [usize; 4], format: Format) -> Result<Self> {
         let mut sizes = [0i32; 4];
         for (size, dim) in sizes.iter_mut().zip(dims) {
             *size = i32::try_from(dim).map_err(|_| {
@@ -158,7 +161,10 @@ impl TensorDesc {
         unsafe {
             result::set_tensor4d_descriptor(
                 desc.0,
-                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                match format {
+                    Format::Nchw => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                    Format::Nhwc => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC,
+                },
                 sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
                 sizes,
             )
@@ -175,7 +181,8 @@ impl Drop for TensorDesc {
 }
 
 /// The descriptors of one batch norm: the data (`x`, `y` and their
-/// gradients, as `[N, C, H*W, 1]`) and the per-channel tensors (`[1, C, 1, 1]`).
+/// gradients, as `[N, C, H*W, 1]` in the format of `Dims`) and the
+/// per-channel tensors (`[1, C, 1, 1]`).
 struct Descriptors {
     data: TensorDesc,
     channel: TensorDesc,
@@ -184,8 +191,8 @@ struct Descriptors {
 impl Descriptors {
     fn new(d: Dims) -> Result<Self> {
         Ok(Self {
-            data: TensorDesc::new([d.n, d.c, d.plane, 1])?,
-            channel: TensorDesc::new([1, d.c, 1, 1])?,
+            data: TensorDesc::new(d.nchw(), d.format)?,
+            channel: TensorDesc::new([1, d.c, 1, 1], Format::Nchw)?,
         })
     }
 }

@@ -13,8 +13,9 @@
 //! module's, and each op also has a CPU body built on the CPU kernels of
 //! `cpu.rs`, so that the CPU test suite runs all of it on machines with no
 //! GPU (`tests.rs`: `saved_statistics_form_matches_the_kernels`). The CPU
-//! path of [`super::batch_norm_train`] does not use it: it keeps the
-//! statistics in f64 beside the op (`train.rs`).
+//! path of [`super::batch_norm_train`] uses it for channels-last inputs
+//! only, as CUDA does (NHWC buffers, which the CPU bodies transpose); for
+//! NCHW ones it keeps the statistics in f64 beside the op (`train.rs`).
 
 use std::ops::Range;
 
@@ -35,18 +36,17 @@ pub(super) fn train(
     eps: f64,
 ) -> std::result::Result<BatchNormOutput, OpsError> {
     let at = Packed::new(dims);
+    let x = dims.format.arg(x)?;
     let op = Forward {
         dims,
         shape: x.dims().to_vec(),
         eps,
     };
-    let packed = x
-        .contiguous()?
-        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let packed = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
     let part = |range: Range<usize>| packed.narrow(0, range.start, range.len());
     let inv_std = part(at.second())?.detach();
     Ok(BatchNormOutput {
-        y: part(at.data())?.reshape(x.shape())?,
+        y: dims.format.result(part(at.data())?.reshape(x.shape())?)?,
         mean: part(at.first())?.detach(),
         var: (inv_std.sqr()?.recip()? - eps)?,
     })
@@ -130,8 +130,10 @@ impl CustomOp3 for Forward {
         let x = f32_data(name, xs, xl, &xd)?;
         let weight = f32_data(name, ws, wl, &wd)?;
         let bias = f32_data(name, bs, bl, &bd)?;
-        let (mut out, moments) =
-            cpu::train_forward(self.dims, x, weight, bias, self.eps, cpu::Then::Nothing);
+        let (d, eps) = (self.dims, self.eps);
+        let x = d.format.read_nchw(x, d.nchw());
+        let (y, moments) = cpu::train_forward(d, &x, weight, bias, eps, cpu::Then::Nothing);
+        let mut out = d.format.write_nchw(y, d.nchw());
         out.extend(moments.mean.iter().map(|&m| m as f32));
         out.extend(
             moments
@@ -246,7 +248,16 @@ impl CustomOp3 for Backward {
                 .map(|&s| 1.0 / (f64::from(s) * f64::from(s)) - self.eps)
                 .collect(),
         };
-        let out = cpu::train_backward(self.dims, x, dy, weight, &moments, self.eps, None);
+        let (d, format) = (self.dims, self.dims.format);
+        let (x, dy) = (
+            format.read_nchw(x, d.nchw()),
+            format.read_nchw(dy, d.nchw()),
+        );
+        let mut out = cpu::train_backward(d, &x, &dy, weight, &moments, self.eps, None);
+        // `dx` comes first, then the per-channel parts.
+        let per_channel = out.split_off(x.len());
+        let mut out = format.write_nchw(out, d.nchw());
+        out.extend(per_channel);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }

@@ -649,18 +649,8 @@ mod tests {
             [1, 1, 6, 7],
         ] {
             let pad = (k - 1) / 2;
-            let g = Geometry {
-                n: 1,
-                c,
-                h,
-                w,
-                o: 1,
-                k,
-                stride: 1,
-                pad,
-                ho: h,
-                wo: w,
-            };
+            let g = Geometry::new(&[1, c, h, w], &[1, c, k, k], 1, pad).unwrap();
+            assert_eq!((g.ho, g.wo), (h, w));
             let x: Vec<f32> = (0..c * h * w).map(|i| (i as f32 * 0.37).sin()).collect();
             let (mut fast, mut rows) = (vec![f32::NAN; g.col_len()], vec![f32::NAN; g.col_len()]);
             im2col_same(&g, &x, &mut fast);

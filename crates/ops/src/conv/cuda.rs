@@ -1,5 +1,6 @@
 //! The three convolution ops on NVIDIA GPUs through cuDNN (f32 or bf16,
-//! NCHW, contiguous): `cudnnConvolutionForward`,
+//! contiguous NCHW, or NHWC for channels-last tensors, the weights then
+//! `[O, K, K, C]`): `cudnnConvolutionForward`,
 //! `cudnnConvolutionBackwardData` (the input gradient) and
 //! `cudnnConvolutionBackwardFilter` (the weight gradient), on the device's
 //! stream.
@@ -31,6 +32,7 @@ use half::bf16;
 
 use super::Geometry;
 use crate::args::cuda_view;
+use crate::format::Format;
 
 /// A custom-op argument: its storage and layout.
 type Arg<'a> = (&'a CudaStorage, &'a Layout);
@@ -110,7 +112,8 @@ fn forward_as<T: Element>(g: &Geometry, x: Arg, w: Arg) -> Result<CudaStorage> {
     let mut y = unsafe { dev.alloc::<T>(count(g.output_dims())) }?;
     let scale = (T::ONE, T::ZERO);
     // SAFETY: the descriptors describe `x`, `w` and `y` exactly: contiguous
-    // NCHW `T` values of the dims checked above, on the handle's stream.
+    // `T` values of the dims checked above, in the geometry's format, on the
+    // handle's stream.
     unsafe { op.launch(algo, workspace.as_mut(), scale, &x, &w, &mut y) }?;
     Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
 }
@@ -188,7 +191,12 @@ struct Descriptors<T: Element> {
 impl<T: Element> Descriptors<T> {
     fn new(dev: &CudaDevice, g: &Geometry) -> Result<Self> {
         let cudnn = handle(dev)?;
-        let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+        // Dims are NCHW (OIHW) whatever the format, which says where the
+        // values lie.
+        let format = match g.format {
+            Format::Nchw => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+            Format::Nhwc => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC,
+        };
         let (pad, stride) = (to_i32(g.pad)?, to_i32(g.stride)?);
         let mut conv = cudnn.create_conv2d::<f32>(
             [pad, pad],
@@ -199,9 +207,9 @@ impl<T: Element> Descriptors<T> {
         conv.set_math_type(T::MATH)?;
         Ok(Self {
             conv,
-            x: cudnn.create_4d_tensor::<T>(nchw, dims(g.input_dims())?)?,
-            w: cudnn.create_4d_filter::<T>(nchw, dims(g.weight_dims())?)?,
-            y: cudnn.create_4d_tensor::<T>(nchw, dims(g.output_dims())?)?,
+            x: cudnn.create_4d_tensor::<T>(format, dims(g.input_nchw())?)?,
+            w: cudnn.create_4d_filter::<T>(format, dims(g.weight_nchw())?)?,
+            y: cudnn.create_4d_tensor::<T>(format, dims(g.output_nchw())?)?,
         })
     }
 }
