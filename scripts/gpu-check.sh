@@ -51,6 +51,12 @@
 #                (224x224, batch 128, r50-speed's folder, no augmentation)
 #                images/s against PyTorch's bf16 autocast (ResNet-20: NCHW
 #                and channels-last; ResNet-50: channels-last, the target)
+#   channels-last  channels-last activations (`--channels-last`): ResNet-20's
+#                20 iterations on the GPU against weights' CPU run (NCHW),
+#                losses of the first 5 steps within 1e-2; then images/s of
+#                ResNet-20 (fp32, batch 128) and ResNet-50 (224x224, batch
+#                128, no augmentation, fp32 and bf16) against PyTorch
+#                channels-last (TF32 convolutions in fp32, bf16 autocast)
 #   recipe-match ResNet-20 on the bundled sample with the same recipe in ours
 #                and in plain PyTorch (scripts/torch_cifar_train.py), two
 #                seeds each, RECIPE_ITERATIONS iterations (default 1500; lr
@@ -430,6 +436,35 @@ bf16() {
         "$(ratio "$r50/metrics.jsonl" "$WORK/torch-r50-bf16.json")"
 }
 
+# Channels-last activations (`--channels-last`): ResNet-20's 20 GPU steps
+# against the CPU's NCHW ones, then images/s against PyTorch channels-last.
+channels_last() {
+    set -o pipefail
+    local precision r50
+    train20 cuda "$WORK/r20-cl-gpu20" --channels-last || return 1
+    losses_match "$WORK/r20-cpu/metrics.jsonl" "$WORK/r20-cl-gpu20/metrics.jsonl" 1e-2 \
+        "channels-last, " || return 1
+    "$DIST/resnet" train --arch resnet20 --data "$DATA" --iterations 300 --log-every 50 \
+        --eval-every 0 --checkpoint-every 0 --loader-threads 8 --channels-last --device cuda \
+        --out "$WORK/r20-cl-speed" || return 1
+    "$PYTHON" scripts/torch_cuda_step.py --arch resnet20 --batch 128 --iterations 300 \
+        --channels-last | tee "$WORK/torch-r20-cl.json" || return 1
+    echo "resnet20 channels-last fp32, batch 128 (ours NCHW: $(ours_speed "$WORK/r20-speed/metrics.jsonl")):" \
+        "$(ratio "$WORK/r20-cl-speed/metrics.jsonl" "$WORK/torch-r20-cl.json")"
+    [[ -d $WORK/folder ]] || "$PYTHON" scripts/torch_cuda_step.py --write-folder "$WORK/folder" ||
+        return 1
+    for precision in fp32 bf16; do
+        r50="$WORK/r50-cl-$precision"
+        r50_train 128 "$r50" --iterations 30 --log-every 10 --no-augment --channels-last \
+            --precision $precision || return 1
+        "$PYTHON" scripts/torch_cuda_step.py --arch resnet50 --size 224 --batch 128 \
+            --iterations 30 --warmup 10 --precision $precision --channels-last |
+            tee "$WORK/torch-r50-cl-$precision.json" || return 1
+        echo "resnet50 channels-last $precision at 224, batch 128, no augmentation:" \
+            "$(ratio "$r50/metrics.jsonl" "$WORK/torch-r50-cl-$precision.json")"
+    done
+}
+
 # The same training recipe in ours and in plain PyTorch: final test errors.
 recipe_match() {
     set -o pipefail
@@ -492,7 +527,7 @@ profile() {
 }
 
 export -f gpu libs ops_tests conv_timing train20 losses_match weights train_match nccl_library nccl_match eval_match ours_speed \
-    ratio train_speed torch_speed kernel_speed r50_train r50_speed bf16 recipe_match find_nsys profile \
+    ratio train_speed torch_speed kernel_speed r50_train r50_speed bf16 channels_last recipe_match find_nsys profile \
     loader_speed faults
 
 note "gpu-check of $DIST, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -510,6 +545,7 @@ stage torch-speed 90 torch_speed
 stage kernel-speed 60 kernel_speed
 stage r50-speed 150 r50_speed
 stage bf16 120 bf16
+stage channels-last 150 channels_last
 stage recipe-match 150 recipe_match
 stage loader-speed 45 loader_speed
 stage profile 45 profile

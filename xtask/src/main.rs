@@ -78,6 +78,10 @@ struct Reproduce {
     /// it as a deviation; the paper used fp32). On the CPU bf16 costs more than fp32.
     #[arg(long, default_value = "fp32")]
     precision: Precision,
+    /// Keep the nets' activations channels-last (NHWC in memory), the layout cuDNN's tensor-core
+    /// kernels want: for CUDA (slower on the CPU). The runs get folders of their own.
+    #[arg(long)]
+    channels_last: bool,
     /// Where reports, plots and runs go (default: results/ in the workspace).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -268,6 +272,7 @@ fn reproduce(args: Reproduce, root: &std::path::Path) -> Result<()> {
                 seed: args.seed,
                 weights: args.imagenet.weights,
                 precision: args.precision,
+                channels_last: args.channels_last,
             };
             return match launched_world()? {
                 Some(world) => resnet_repro::reproduce_imagenet_data_parallel(target, opts, &world)
@@ -300,6 +305,7 @@ fn reproduce(args: Reproduce, root: &std::path::Path) -> Result<()> {
     let cifar = args.cifar;
     let mut profile = Profile::new(args.profile);
     profile.precision = args.precision;
+    profile.channels_last = args.channels_last;
     if let Some(runs) = cifar.runs {
         profile.runs = runs.get();
         // Table 6 trains the Fig. 7 nets over every seed anyway: use them all.

@@ -127,6 +127,12 @@ pub struct TrainArgs {
     /// results, computed in f32: slower than fp32 there.
     #[arg(long)]
     precision: Option<Precision>,
+    /// Keep the activations channels-last (NHWC in memory), the layout
+    /// cuDNN's tensor-core kernels want: for CUDA. The same training up to
+    /// the order of sums; slower on the CPU, which transposes around every
+    /// convolution and batch norm.
+    #[arg(long)]
+    channels_last: bool,
     /// Device: cpu, cuda[:N] or metal[:N]. On several ranks, `cuda` is each
     /// rank's own GPU, by its index on its node (LOCAL_RANK from torchrun,
     /// OMPI_COMM_WORLD_LOCAL_RANK from mpirun, SLURM_LOCALID from srun).
@@ -363,6 +369,9 @@ impl TrainArgs {
         } else if self.warmup == Some(false) {
             c.schedule.warmup = None;
         }
+        if self.channels_last {
+            c.channels_last = true;
+        }
         if self.no_augment {
             c.augment = false;
         }
@@ -372,7 +381,7 @@ impl TrainArgs {
 }
 
 /// The flags that set a new run's config (as argument ids).
-const RUN_CONFIG_FLAGS: [&str; 31] = [
+const RUN_CONFIG_FLAGS: [&str; 32] = [
     "config",
     "arch",
     "shortcut",
@@ -403,6 +412,7 @@ const RUN_CONFIG_FLAGS: [&str; 31] = [
     "no_augment",
     "loader_threads",
     "precision",
+    "channels_last",
     "device",
 ];
 
@@ -725,6 +735,23 @@ mod tests {
         assert_eq!(config(&["--precision", "bf16"]).unwrap(), Precision::Bf16);
         let err = config(&["--precision", "fp16"]).err().unwrap().to_string();
         assert!(err.contains("--precision") && err.contains("bf16"), "{err}");
+    }
+
+    #[test]
+    fn activations_are_nchw_unless_channels_last_is_asked() {
+        let channels_last = |args: &[&str]| {
+            let args = ["train", "--out", "run"].iter().chain(args);
+            let command = Command::try_parse_from(args).unwrap();
+            command.train.config().unwrap().channels_last
+        };
+        assert!(!channels_last(&[]));
+        assert!(channels_last(&["--channels-last"]));
+        let resumed = Command::try_parse_from(["train", "--resume", "run", "--channels-last"]);
+        let err = resumed
+            .err()
+            .expect("a config flag with --resume")
+            .to_string();
+        assert!(err.contains("--channels-last"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct ImageNetTrainOptions {
     pub limit: Option<usize>,
     /// The precision of the convolutions and the fc layer, in training and testing.
     pub precision: Precision,
+    /// Whether the nets train with channels-last activations.
+    pub channels_last: bool,
 }
 
 /// The training config of `arch` under `opts`: the paper's ImageNet recipe,
@@ -66,6 +68,7 @@ fn train_config(arch: &str, opts: &ImageNetTrainOptions) -> Result<TrainConfig> 
         seed: opts.seed,
         device: opts.device.clone(),
         precision: opts.precision,
+        channels_last: opts.channels_last,
         // Table 2's ResNets add no parameters: identity shortcuts, zero-padded.
         shortcut: arch.starts_with("resnet").then_some(Shortcut::A),
         ..TrainConfig::imagenet()
@@ -183,7 +186,7 @@ fn header(target: &str, opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> St
         "_Made by `cargo xtask reproduce {target} --imagenet {} --profile {}` on {}, commit {}, device {}, {}; \
          {} training images; {} iterations of batch {}, SGD lr 0.1 divided by 10 when the validation error \
          plateaus, momentum 0.9, weight decay 1e-4, scale augmentation [256, 480], 224 crops, flips, PCA colour \
-         shift; seed {}; {:.0} s of training._\n",
+         shift; seed {}; {:.0} s of training{}._\n",
         opts.imagenet.display(),
         opts.profile,
         today(),
@@ -194,7 +197,12 @@ fn header(target: &str, opts: &ImageNetTrainOptions, runs: &[FinishedRun]) -> St
         c.iterations,
         c.batch_size,
         opts.seed,
-        runs.iter().map(|r| r.summary.wall_time).sum::<f64>()
+        runs.iter().map(|r| r.summary.wall_time).sum::<f64>(),
+        if c.channels_last {
+            " with channels-last activations (`--channels-last`)"
+        } else {
+            ""
+        }
     );
     md.push('\n');
     md.push_str(&parallelism(runs).markdown());

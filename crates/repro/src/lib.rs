@@ -210,6 +210,8 @@ pub struct ImageNetOptions {
     pub weights: Vec<(String, String)>,
     /// The precision of the convolutions and the fc layer.
     pub precision: Precision,
+    /// Whether the nets train with channels-last activations.
+    pub channels_last: bool,
 }
 
 /// Produces `target`'s files in `opts.out`; without `--imagenet` it says
@@ -257,6 +259,7 @@ pub fn reproduce_imagenet_data_parallel(
             runs,
             limit: opts.limit,
             precision: opts.precision,
+            channels_last: opts.channels_last,
         };
         return match target {
             ImageNetTarget::Table2 => imagenet_train::write_table2(&train, group),
@@ -266,6 +269,11 @@ pub fn reproduce_imagenet_data_parallel(
     anyhow::ensure!(
         group.world_size() == 1,
         "{} evaluates in one process: start it without RANK and WORLD_SIZE",
+        target.name()
+    );
+    anyhow::ensure!(
+        !opts.channels_last,
+        "--channels-last is a training option, and {} only evaluates (its nets run folded, NCHW)",
         target.name()
     );
     let mut weights = imagenet_eval::default_weights();

@@ -57,6 +57,9 @@ pub struct Profile {
     /// The precision of the convolutions and the fc layer (every profile:
     /// fp32, the paper's; `--precision bf16` to change).
     pub precision: Precision,
+    /// Whether the nets train with channels-last activations (every profile:
+    /// no; `--channels-last` to change).
+    pub channels_last: bool,
     /// Training images held out for validation (the paper's schedule was
     /// chosen on a 45k/5k split; its final models trained on all 50k).
     pub val_size: usize,
@@ -88,6 +91,7 @@ impl Profile {
                 bn_group: None,
                 update_rule: UpdateRule::Pytorch,
                 precision: Precision::Fp32,
+                channels_last: false,
                 val_size: 0,
                 eval_every: 2,
                 log_every: 1,
@@ -108,6 +112,7 @@ impl Profile {
                 bn_group: None,
                 update_rule: UpdateRule::Pytorch,
                 precision: Precision::Fp32,
+                channels_last: false,
                 val_size: 0,
                 eval_every: 20,
                 log_every: 5,
@@ -128,6 +133,7 @@ impl Profile {
                 bn_group: NonZeroUsize::new(64),
                 update_rule: UpdateRule::Pytorch,
                 precision: Precision::Fp32,
+                channels_last: false,
                 val_size: 0,
                 eval_every: 250,
                 log_every: 25,
@@ -145,6 +151,7 @@ impl Profile {
                 bn_group: NonZeroUsize::new(64),
                 update_rule: UpdateRule::Caffe,
                 precision: Precision::Fp32,
+                channels_last: false,
                 val_size: 0,
                 eval_every: 1_000,
                 log_every: 100,
@@ -182,6 +189,7 @@ impl Profile {
             bn_group: self.bn_group,
             update_rule: self.update_rule,
             precision: self.precision,
+            channels_last: self.channels_last,
             iterations: self.iterations,
             schedule: ScheduleConfig {
                 schedule: LrSchedule::Step {

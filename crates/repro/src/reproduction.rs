@@ -56,6 +56,9 @@ impl Options {
         if p.precision != Precision::Fp32 {
             command.push_str(&format!(" --precision {}", p.precision));
         }
+        if p.channels_last {
+            command.push_str(" --channels-last");
+        }
         command
     }
 

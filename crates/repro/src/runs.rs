@@ -31,14 +31,23 @@ pub struct FinishedRun {
 }
 
 /// The folder of the run of `config` under `runs_root`: `ARCH-seedN`, with
-/// `-bf16` after it for a bf16 run, so that the two precisions of one
-/// profile keep runs of their own.
+/// `-bf16` after it for a bf16 run and `-channels-last` for a channels-last
+/// one, so that the precisions and layouts of one profile keep runs of
+/// their own.
 pub fn run_dir(runs_root: &Path, config: &TrainConfig) -> PathBuf {
     let precision = match config.precision {
         Precision::Fp32 => "",
         Precision::Bf16 => "-bf16",
     };
-    runs_root.join(format!("{}-seed{}{precision}", config.arch, config.seed))
+    let layout = if config.channels_last {
+        "-channels-last"
+    } else {
+        ""
+    };
+    runs_root.join(format!(
+        "{}-seed{}{precision}{layout}",
+        config.arch, config.seed
+    ))
 }
 
 /// Trains `config` in `dir`, or resumes it there, or reuses it if finished,
@@ -104,7 +113,7 @@ mod tests {
     use super::run_dir;
 
     #[test]
-    fn bf16_runs_have_folders_of_their_own() {
+    fn bf16_and_channels_last_runs_have_folders_of_their_own() {
         let fp32 = TrainConfig {
             seed: 3,
             ..TrainConfig::default()
@@ -116,5 +125,13 @@ mod tests {
         let root = Path::new("runs/quick");
         assert_eq!(run_dir(root, &fp32), root.join("resnet20-seed3"));
         assert_eq!(run_dir(root, &bf16), root.join("resnet20-seed3-bf16"));
+        let both = TrainConfig {
+            channels_last: true,
+            ..bf16
+        };
+        assert_eq!(
+            run_dir(root, &both),
+            root.join("resnet20-seed3-bf16-channels-last")
+        );
     }
 }

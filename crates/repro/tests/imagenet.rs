@@ -40,6 +40,7 @@ fn options(dir: &Path, weights: &Path, limit: Option<usize>) -> ImageNetOptions 
         profile: ProfileName::Smoke,
         seed: 0,
         precision: Precision::Fp32,
+        channels_last: false,
         weights: vec![
             ("resnet34".into(), weights.display().to_string()),
             none("resnet50"),
@@ -128,6 +129,7 @@ fn without_imagenet_the_targets_say_what_they_need() {
             profile: ProfileName::Paper,
             seed: 0,
             precision: Precision::Fp32,
+            channels_last: false,
             weights: Vec::new(),
         };
         let err = reproduce_imagenet(target, opts).unwrap_err().to_string();
@@ -151,6 +153,7 @@ fn smoke_training(dir: &Path) -> ImageNetOptions {
         profile: ProfileName::Smoke,
         seed: 0,
         precision: Precision::Fp32,
+        channels_last: false,
         weights: Vec::new(),
     }
 }
@@ -237,6 +240,7 @@ fn training_targets_have_no_quick_profile_and_need_train_and_val() {
                 profile,
                 seed: 0,
                 precision: Precision::Fp32,
+                channels_last: false,
                 weights: Vec::new(),
             },
         )

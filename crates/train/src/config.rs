@@ -156,6 +156,11 @@ pub struct TrainConfig {
     /// mixed precision: see `resnet_models::Precision`). Parameters, the
     /// optimizer's state, batch norm, the loss and checkpoints stay f32.
     pub precision: Precision,
+    /// Whether the net's activations are channels-last (NHWC in memory; see
+    /// `resnet_models::ResNet::with_channels_last`): the layout cuDNN's
+    /// tensor-core kernels want on CUDA. The same training up to the order
+    /// of sums; slower on the CPU.
+    pub channels_last: bool,
 }
 
 impl Default for TrainConfig {
@@ -191,6 +196,7 @@ impl Default for TrainConfig {
             warmup_window: 20,
             device: "cpu".into(),
             precision: Precision::Fp32,
+            channels_last: false,
         }
     }
 }

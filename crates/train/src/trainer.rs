@@ -199,6 +199,7 @@ pub fn build_model(config: &TrainConfig, device: &Device) -> Result<ResNet> {
     Ok(ResNet::new(&config.spec()?, config.seed, device)?
         .with_bn_group(config.bn_group)
         .with_precision(config.precision)
+        .with_channels_last(config.channels_last)
         .with_frozen_backbone(config.freeze == Freeze::Backbone))
 }
 
@@ -382,6 +383,12 @@ fn prepare(
         tracing::warn!(
             "bf16 on the CPU: convolutions and the fc layer compute their bf16 operands in f32 \
              and round their outputs to bf16, a GPU's bf16 results at more than fp32's cost"
+        );
+    }
+    if config.channels_last && device.is_cpu() {
+        tracing::warn!(
+            "channels-last on the CPU: every convolution and batch norm transposes its \
+             values to the NCHW kernels and back, the same training at more cost"
         );
     }
     let model = build_model(config, &device)?;

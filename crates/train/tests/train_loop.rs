@@ -325,6 +325,49 @@ fn a_bf16_run_keeps_f32_state_and_resumes_bit_identical() {
     );
 }
 
+/// A channels-last run resumes bit-identical, is recorded in the run's
+/// config, and trains what the NCHW run trains, up to the order of sums.
+/// (Over more steps the two drift apart, as any two orders of sums do: these
+/// early steps amplify a difference of 1e-7 some tenfold per step.)
+#[test]
+fn a_channels_last_run_resumes_bit_identical_and_matches_nchw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, stopped) = (dir.path().join("straight"), dir.path().join("stopped"));
+    let config = TrainConfig {
+        channels_last: true,
+        ..stop_config()
+    };
+    stop_and_resume_bit_identical(&config, &straight, &stopped);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stopped.join(CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(written["config"]["channels_last"], true);
+    let two_steps = |channels_last, run: &Path| {
+        let config = TrainConfig {
+            channels_last,
+            ..small_config(2)
+        };
+        train(&config, run, &mut NoObserver).unwrap();
+        final_weights(run)
+    };
+    let nchw = two_steps(false, &dir.path().join("nchw"));
+    let cl = two_steps(true, &dir.path().join("cl"));
+    for (name, want) in &nchw {
+        let got = &cl[name];
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let err = resnet_test_support::max_abs_diff(got, want);
+        assert!(
+            err <= 1e-4 * scale.max(1e-6),
+            "{name}: {err} apart (largest value {scale})"
+        );
+    }
+}
+
 #[test]
 fn a_run_folder_in_use_is_refused_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
