@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 
 use candle_core::{DType, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::OpsError;
 
@@ -85,7 +86,7 @@ impl Format {
     pub(crate) fn read_nchw(self, data: &[f32], dims: [usize; 4]) -> Cow<'_, [f32]> {
         match self {
             Format::Nchw => Cow::Borrowed(data),
-            Format::Nhwc => Cow::Owned(nhwc_read_nchw(data, dims)),
+            Format::Nhwc => Cow::Owned(nhwc_to_nchw(data, dims)),
         }
     }
 
@@ -162,33 +163,35 @@ pub(crate) fn through_nchw(
     }
 }
 
-/// NHWC values of NCHW dims `[n, c, h, w]`, in NCHW order.
-fn nhwc_read_nchw(data: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
-    let plane = h * w;
-    let mut out = vec![0f32; data.len()];
-    for (image, src) in out.chunks_mut(c * plane).zip(data.chunks(c * plane)) {
-        for (p, pixel) in src.chunks(c).enumerate() {
-            for (ch, &v) in pixel.iter().enumerate() {
-                image[ch * plane + p] = v;
-            }
-        }
-    }
-    debug_assert_eq!(out.len(), n * c * plane);
-    out
+/// NHWC values of NCHW dims `[n, c, h, w]`, in NCHW order; images in
+/// parallel.
+fn nhwc_to_nchw(data: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
+    transpose_images(data, n, [h * w, c])
 }
 
-/// NCHW values of dims `[n, c, h, w]`, in NHWC order.
+/// NCHW values of dims `[n, c, h, w]`, in NHWC order; images in parallel.
 fn nchw_to_nhwc(data: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
-    let plane = h * w;
+    transpose_images(data, n, [c, h * w])
+}
+
+/// Each of the `n` images of `data`, a `[rows, cols]` matrix, transposed to
+/// `[cols, rows]`.
+fn transpose_images(data: &[f32], n: usize, [rows, cols]: [usize; 2]) -> Vec<f32> {
+    let image = rows * cols;
+    assert_eq!(data.len(), n * image, "transpose: values for {n} images");
     let mut out = vec![0f32; data.len()];
-    for (image, src) in out.chunks_mut(c * plane).zip(data.chunks(c * plane)) {
-        for (ch, channel) in src.chunks(plane).enumerate() {
-            for (p, &v) in channel.iter().enumerate() {
-                image[p * c + ch] = v;
-            }
-        }
+    if image == 0 {
+        return out;
     }
-    debug_assert_eq!(out.len(), n * c * plane);
+    out.par_chunks_mut(image)
+        .zip(data.par_chunks(image))
+        .for_each(|(dst, src)| {
+            for (r, row) in src.chunks(cols).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    dst[k * rows + r] = v;
+                }
+            }
+        });
     out
 }
 
@@ -241,7 +244,7 @@ mod tests {
         let nchw = x.flatten_all()?.to_vec1::<f32>()?;
         let nhwc = x.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(nchw_to_nhwc(&nchw, dims), nhwc);
-        assert_eq!(nhwc_read_nchw(&nhwc, dims), nchw);
+        assert_eq!(nhwc_to_nchw(&nhwc, dims), nchw);
         // An NHWC body sees NCHW values, and what it returns in NCHW order
         // comes back in NHWC order.
         let numbered: Vec<f32> = (0..nchw.len()).map(|i| i as f32).collect();
