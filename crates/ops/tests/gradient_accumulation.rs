@@ -45,3 +45,29 @@ fn a_strided_first_gradient_can_be_added_into_by_a_gather() {
     assert_eq!(values(&g.i(0).unwrap()), vec![1.0, 11.0, 1.0]);
     assert_eq!(values(&g.i(1).unwrap()), vec![11.0, 1.0, 11.0]);
 }
+
+#[test]
+fn gradients_of_channels_last_tensors_sum_right_in_their_order() {
+    use resnet_ops::{add_relu, conv2d, to_channels_last};
+    use resnet_test_support::{max_abs_diff, random_tensor};
+    let x = Var::from_tensor(&random_tensor(&[2, 4, 5, 7], 1)).unwrap();
+    let w = Var::from_tensor(&random_tensor(&[4, 4, 3, 3], 2)).unwrap();
+    let r = random_tensor(&[2, 4, 5, 7], 3);
+    // `y` feeds the convolution and the join: its first gradient is stored
+    // as the channels-last view it arrives as (`y` is a permutation's
+    // output), the second is added to it in NHWC order.
+    let loss = |y: &Tensor| {
+        let h = conv2d(y, w.as_tensor(), 1, 1).unwrap();
+        (add_relu(&h, y).unwrap() * &r).unwrap().sum_all().unwrap()
+    };
+    let grads = loss(&to_channels_last(x.as_tensor()).unwrap())
+        .backward()
+        .unwrap();
+    let nchw = loss(&(x.as_tensor() * 1.0).unwrap()).backward().unwrap();
+    for v in [&x, &w] {
+        assert_eq!(
+            max_abs_diff(grads.get(v).unwrap(), nchw.get(v).unwrap()),
+            0.0
+        );
+    }
+}

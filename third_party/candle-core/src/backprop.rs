@@ -730,15 +730,24 @@ impl GradStore {
     /// `grad` itself becomes its gradient, instead of being added to a tensor
     /// of zeroes allocated for the purpose. It is made contiguous, as the sum
     /// would have been: later rules such as the gather's scatter-add need it.
+    /// The gradient of a permutation's output is kept as it comes (that
+    /// rule permutes any layout), so that a tensor stored in a permuted
+    /// order (a channels-last activation: NCHW dims, NHWC memory) gets its
+    /// gradient in that order without two transposing copies; and two
+    /// gradients laid out in one permuted order are summed in it.
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         use std::collections::hash_map::Entry;
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
-                let sum = entry.get().add(grad)?;
+                let sum = add_in_shared_order(entry.get(), grad)?;
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
-                entry.insert(grad.contiguous()?);
+                if matches!(tensor.op(), Some(Op::Permute(..))) {
+                    entry.insert(grad.clone());
+                } else {
+                    entry.insert(grad.contiguous()?);
+                }
             }
         }
         Ok(())
@@ -762,4 +771,33 @@ impl GradStore {
     pub fn get_ids(&self) -> impl Iterator<Item = &TensorId> {
         self.0.keys()
     }
+}
+
+/// `a + b`, where both are the same permutation of a contiguous layout, in
+/// that memory order, the sum laid out the same way; otherwise `a.add(b)`
+/// (contiguous).
+fn add_in_shared_order(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !a.is_contiguous() && a.dims() == b.dims() && a.stride() == b.stride() {
+        if let Some(order) = memory_order(a) {
+            let mut inverse = vec![0; order.len()];
+            for (i, &d) in order.iter().enumerate() {
+                inverse[d] = i;
+            }
+            return a
+                .permute(order.clone())?
+                .add(&b.permute(order)?)?
+                .permute(inverse);
+        }
+    }
+    a.add(b)
+}
+
+/// The dims of `t` from its largest stride to its smallest, when `t` in that
+/// order is contiguous (a permuted view of a contiguous tensor).
+fn memory_order(t: &Tensor) -> Option<Vec<usize>> {
+    let stride = t.stride();
+    let mut order: Vec<usize> = (0..t.rank()).collect();
+    order.sort_by(|&i, &j| stride[j].cmp(&stride[i]));
+    let permuted = t.permute(order.clone()).ok()?;
+    permuted.is_contiguous().then_some(order)
 }
