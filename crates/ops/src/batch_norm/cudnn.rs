@@ -4,15 +4,16 @@
 //! stream.
 //!
 //! Nothing else lives here: the ops that call these functions, their
-//! argument checks, the packing of their outputs ([`Packed`]) and the
-//! backward composition are `saved.rs`'s, compiled and tested on the CPU.
+//! argument checks, the statistics they save, the packing of the backward
+//! output ([`Packed`]) and the backward composition are `saved.rs`'s,
+//! compiled and tested on the CPU.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 
 use candle_core::cuda_backend::cudarc::cudnn::{result, sys};
-use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::{CudaStorage, Result};
 
@@ -22,17 +23,19 @@ use crate::format::Format;
 
 const MODE: sys::cudnnBatchNormMode_t = sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
 
-/// `[y, mean, inv_std]` (laid out as [`Packed`]) of `[x, weight, bias]`,
-/// checked by the caller to hold `dims`' values.
+/// `y` and the saved statistics `[mean; inv_std]` (`2*C` values) of `[x,
+/// weight, bias]`, checked by the caller to hold `dims`' values.
 pub(super) fn forward(
     dev: &CudaDevice,
     d: Dims,
     eps: f64,
     [x, weight, bias]: [CudaView<f32>; 3],
-) -> Result<CudaStorage> {
-    let at = Packed::new(d);
-    // SAFETY: cuDNN writes all of it: y, the saved mean and inv_std.
-    let mut out = unsafe { dev.alloc::<f32>(at.total()) }?;
+) -> Result<(CudaStorage, CudaSlice<f32>)> {
+    // SAFETY: cuDNN writes all of `out` (y) and of `stats` (the saved mean
+    // and inv_std).
+    let mut out = unsafe { dev.alloc::<f32>(Packed::new(d).data().len()) }?;
+    // SAFETY: as for `out`.
+    let mut stats = unsafe { dev.alloc::<f32>(2 * d.c) }?;
     // Running averages, which this crate keeps itself: cuDNN writes them
     // (with factor 1, ignoring what was there) and nothing reads them.
     // SAFETY: as for `out`.
@@ -43,7 +46,8 @@ pub(super) fn forward(
     let (weight, _w) = weight.device_ptr(&stream);
     let (bias, _b) = bias.device_ptr(&stream);
     let (y, _y) = out.device_ptr_mut(&stream);
-    let (mean, inv_std) = (offset(y, at.first().start), offset(y, at.second().start));
+    let (mean, _s) = stats.device_ptr_mut(&stream);
+    let inv_std = offset(mean, d.c);
     let (running_mean, _r) = running.device_ptr_mut(&stream);
     let running_var = offset(running_mean, d.c);
     let (one, zero) = (1f32, 0f32);
@@ -75,18 +79,19 @@ pub(super) fn forward(
         .result()?;
         Ok(())
     })?;
-    drop((_x, _w, _b, _y, _r));
-    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+    drop((_x, _w, _b, _y, _s, _r));
+    Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), stats))
 }
 
-/// `[dx, dweight, dbias]` (laid out as [`Packed`]) of `[x, dy, saved]`, where
-/// `saved` is `[weight, mean, inv_std]` from [`forward`] with the same `eps`;
-/// checked by the caller to hold `dims`' values.
+/// `[dx, dweight, dbias]` (laid out as [`Packed`]) of `[x, dy, weight]` and
+/// the statistics `stats` ([`forward`]'s, with the same `eps`); checked by
+/// the caller to hold `dims`' values.
 pub(super) fn backward(
     dev: &CudaDevice,
     d: Dims,
     eps: f64,
-    [x, dy, saved]: [CudaView<f32>; 3],
+    [x, dy, weight]: [CudaView<f32>; 3],
+    stats: &CudaSlice<f32>,
 ) -> Result<CudaStorage> {
     let at = Packed::new(d);
     // SAFETY: cuDNN writes all of it (betas are 0): dx, dweight, dbias.
@@ -95,8 +100,9 @@ pub(super) fn backward(
     let stream = dev.cuda_stream();
     let (x, _x) = x.device_ptr(&stream);
     let (dy, _dy) = dy.device_ptr(&stream);
-    let (weight, _s) = saved.device_ptr(&stream);
-    let (mean, inv_std) = (offset(weight, d.c), offset(weight, 2 * d.c));
+    let (weight, _w) = weight.device_ptr(&stream);
+    let (mean, _s) = stats.device_ptr(&stream);
+    let inv_std = offset(mean, d.c);
     let (dx, _dx) = out.device_ptr_mut(&stream);
     let (dweight, dbias) = (offset(dx, at.first().start), offset(dx, at.second().start));
     let (one, zero) = (1f32, 0f32);
@@ -129,7 +135,7 @@ pub(super) fn backward(
         .result()?;
         Ok(())
     })?;
-    drop((_x, _dy, _s, _dx));
+    drop((_x, _dy, _w, _s, _dx));
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }
 

@@ -1,25 +1,30 @@
 //! Training-mode batch norm in the form cuDNN computes it: the forward op
-//! returns the batch statistics inside its output tensor, and the backward
-//! op takes them back from there.
+//! saves the batch mean and inverse standard deviation (f32, on the op's
+//! device), and the backward op reads them back.
 //!
-//! The forward op returns one flat tensor `[y, mean, inv_std]` (`N*C*H*W +
-//! 2*C` values, see [`Packed`]): `y` is a view of it, and the batch mean and
-//! inverse standard deviation are both what the backward pass reuses and what
-//! [`train`] returns (the biased variance as `1 / inv_std^2 - eps`). The
-//! backward op returns `[dx, dweight, dbias]` in one flat tensor.
+//! The forward op returns `y` alone; the statistics it saves ([`Saved`])
+//! live beside the op, where the backward op (holding the same [`Saved`])
+//! finds them, and [`train`] reads a copy of them back with a third op
+//! ([`ReadSaved`]) for the running averages (the biased variance as
+//! `1 / inv_std^2 - eps`). The backward op returns `[dx, dweight, dbias]` in
+//! one flat tensor ([`Packed`]), whose parts are views. Nothing the autograd
+//! differentiates is packed: a packed forward output would cost its backward
+//! pass a full-size copy of `dy` (candle pads a narrowed part's gradient with
+//! zeros), on every batch norm of every step.
 //!
 //! Only the launch is CUDA's (`cudnn.rs`, `cudnn` feature). The ops, their
-//! argument checks, the packing and the backward composition are this
-//! module's, and each op also has a CPU body built on the CPU kernels of
-//! `cpu.rs`, so that the CPU test suite runs all of it on machines with no
-//! GPU (`tests.rs`: `saved_statistics_form_matches_the_kernels`). The CPU
-//! path of [`super::batch_norm_train`] uses it for channels-last inputs
+//! argument checks, the saved statistics, the packing and the backward
+//! composition are this module's, and each op also has a CPU body built on
+//! the CPU kernels of `cpu.rs`, so that the CPU test suite runs all of it on
+//! machines with no GPU (`tests.rs`: `saved_statistics_form_matches_the_kernels`).
+//! The CPU path of [`super::batch_norm_train`] uses it for channels-last inputs
 //! only, as CUDA does (NHWC buffers, which the CPU bodies transpose); for
 //! NCHW ones it keeps the statistics in f64 beside the op (`train.rs`).
 
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::cpu::{self, Moments};
 use super::{BatchNormOutput, Dims};
@@ -35,26 +40,77 @@ pub(super) fn train(
     bias: &Tensor,
     eps: f64,
 ) -> std::result::Result<BatchNormOutput, OpsError> {
-    let at = Packed::new(dims);
     let x = dims.format.arg(x)?;
+    let saved = Saved::default();
     let op = Forward {
         dims,
         shape: x.dims().to_vec(),
         eps,
+        saved: saved.clone(),
     };
-    let packed = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
-    let part = |range: Range<usize>| packed.narrow(0, range.start, range.len());
-    let inv_std = part(at.second())?.detach();
+    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let stats = x.apply_op1_no_bwd(&ReadSaved {
+        c: dims.c,
+        saved,
+        op: "batch-norm-train-saved",
+    })?;
+    let inv_std = stats.narrow(0, dims.c, dims.c)?;
     Ok(BatchNormOutput {
-        y: dims.format.result(part(at.data())?.reshape(x.shape())?)?,
-        mean: part(at.first())?.detach(),
+        y: dims.format.result(y)?,
+        mean: stats.narrow(0, 0, dims.c)?,
         var: (inv_std.sqr()?.recip()? - eps)?,
     })
 }
 
-/// Where the parts of the ops' flat outputs lie: the per-value part (`y` or
-/// `dx`, `N*C*H*W` values), then two per-channel parts (`mean` and `inv_std`,
-/// or `dweight` and `dbias`, `C` values each).
+/// The statistics a forward op saved, `[mean; inv_std]` (`2*C` f32 values),
+/// on its device; shared by the op, [`ReadSaved`] and the backward op.
+#[derive(Clone, Default)]
+struct Saved(Arc<OnceLock<SavedValues>>);
+
+/// Where [`Saved`] statistics live.
+enum SavedValues {
+    Cpu(Vec<f32>),
+    #[cfg(feature = "cudnn")]
+    Cuda(candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>),
+}
+
+impl Saved {
+    /// Records the forward op `op`'s statistics (an op runs once).
+    fn set(&self, op: &str, values: SavedValues) -> Result<()> {
+        if self.0.set(values).is_err() {
+            candle_core::bail!("{op}: the op ran twice");
+        }
+        Ok(())
+    }
+
+    /// The statistics, for op `op`.
+    fn get(&self, op: &str) -> Result<&SavedValues> {
+        self.0.get().ok_or_else(|| {
+            candle_core::Error::Msg(format!("{op}: no statistics saved by a forward pass"))
+        })
+    }
+
+    /// The statistics on the CPU, for op `op`.
+    fn cpu(&self, op: &str) -> Result<&[f32]> {
+        match self.get(op)? {
+            SavedValues::Cpu(values) => Ok(values),
+            #[cfg(feature = "cudnn")]
+            SavedValues::Cuda(_) => candle_core::bail!("{op}: the statistics are on a GPU"),
+        }
+    }
+
+    /// The statistics on a GPU, for op `op`.
+    #[cfg(feature = "cudnn")]
+    fn cuda(&self, op: &str) -> Result<&candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>> {
+        match self.get(op)? {
+            SavedValues::Cuda(values) => Ok(values),
+            SavedValues::Cpu(_) => candle_core::bail!("{op}: the statistics are on the CPU"),
+        }
+    }
+}
+
+/// Where the parts of the backward op's flat output lie: `dx` (`N*C*H*W`
+/// values), then `dweight` and `dbias` (`C` values each).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Packed {
     len: usize,
@@ -75,28 +131,29 @@ impl Packed {
         self.len + 2 * self.c
     }
 
-    /// The per-value part.
+    /// `dx`.
     pub(super) fn data(self) -> Range<usize> {
         0..self.len
     }
 
-    /// The first per-channel part: `mean`, or `dweight`.
+    /// `dweight`.
     pub(super) fn first(self) -> Range<usize> {
         self.len..self.len + self.c
     }
 
-    /// The second per-channel part: `inv_std`, or `dbias`.
+    /// `dbias`.
     pub(super) fn second(self) -> Range<usize> {
         self.len + self.c..self.total()
     }
 }
 
-/// The training forward `(x, weight, bias) -> [y, mean, inv_std]`.
+/// The training forward `(x, weight, bias) -> y`, saving the statistics.
 struct Forward {
     dims: Dims,
-    /// The dims of `x`.
+    /// The dims of `x` (and `y`).
     shape: Vec<usize>,
     eps: f64,
+    saved: Saved,
 }
 
 impl Forward {
@@ -104,11 +161,6 @@ impl Forward {
     fn arg_dims(&self) -> [Vec<usize>; 3] {
         let c = vec![self.dims.c];
         [self.shape.clone(), c.clone(), c]
-    }
-
-    /// The shape of the output: flat, [`Packed`].
-    fn out_shape(&self) -> Shape {
-        Shape::from(Packed::new(self.dims).total())
     }
 }
 
@@ -133,15 +185,11 @@ impl CustomOp3 for Forward {
         let (d, eps) = (self.dims, self.eps);
         let x = d.format.read_nchw(x, d.nchw());
         let (y, moments) = cpu::train_forward(d, &x, weight, bias, eps, cpu::Then::Nothing);
-        let mut out = d.format.write_nchw(y, d.nchw());
-        out.extend(moments.mean.iter().map(|&m| m as f32));
-        out.extend(
-            moments
-                .var
-                .iter()
-                .map(|&v| (1.0 / (v + self.eps).sqrt()) as f32),
-        );
-        Ok((CpuStorage::F32(out), self.out_shape()))
+        let mut stats: Vec<f32> = moments.mean.iter().map(|&m| m as f32).collect();
+        stats.extend(moments.var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32));
+        self.saved.set(name, SavedValues::Cpu(stats))?;
+        let y = d.format.write_nchw(y, d.nchw());
+        Ok((CpuStorage::F32(y), Shape::from(self.shape.clone())))
     }
 
     #[cfg(feature = "cudnn")]
@@ -161,8 +209,9 @@ impl CustomOp3 for Forward {
             cuda_view::<f32>(name, ws, wl, &wd)?,
             cuda_view::<f32>(name, bs, bl, &bd)?,
         ];
-        let out = super::cudnn::forward(&xs.device, self.dims, self.eps, args)?;
-        Ok((out, self.out_shape()))
+        let (y, stats) = super::cudnn::forward(&xs.device, self.dims, self.eps, args)?;
+        self.saved.set(name, SavedValues::Cuda(stats))?;
+        Ok((y, Shape::from(self.shape.clone())))
     }
 
     fn bwd(
@@ -170,22 +219,18 @@ impl CustomOp3 for Forward {
         x: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
-        packed: &Tensor,
-        dpacked: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let at = Packed::new(self.dims);
         let part = |t: &Tensor, range: Range<usize>| t.narrow(0, range.start, range.len());
-        // `dy` arrives as a flat part of the packed gradient: the backward op
-        // takes it in `x`'s shape.
-        let dy = part(dpacked, at.data())?.reshape(x.shape())?.contiguous()?;
-        let stats = part(packed, at.first().start..at.total())?;
-        let saved = Tensor::cat(&[weight, &stats], 0)?;
         let grad = Backward {
             dims: self.dims,
             shape: self.shape.clone(),
             eps: self.eps,
+            saved: self.saved.clone(),
         };
-        let grads = x.apply_op3_no_bwd(&dy, &saved, &grad)?;
+        let grads = x.apply_op3_no_bwd(&dy.contiguous()?, weight, &grad)?;
         Ok((
             x.track_op()
                 .then(|| part(&grads, at.data())?.reshape(x.shape()))
@@ -201,23 +246,53 @@ impl CustomOp3 for Forward {
     }
 }
 
-/// The backward pass `(x, dy, [weight, mean, inv_std]) -> [dx, dweight,
-/// dbias]` of [`Forward`].
+/// A copy of the statistics `[mean; inv_std]` (`[2C]`) a [`Forward`] op
+/// saved; its argument (the op's `x`) only places it on the device.
+struct ReadSaved {
+    c: usize,
+    saved: Saved,
+    /// The forward op, for errors.
+    op: &'static str,
+}
+
+impl CustomOp1 for ReadSaved {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-saved-statistics"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        let values = self.saved.cpu(self.op)?.to_vec();
+        Ok((CpuStorage::F32(values), Shape::from(2 * self.c)))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        // SAFETY: all of it is written by the copy.
+        let mut copy = unsafe { s.device.alloc::<f32>(2 * self.c) }?;
+        s.device.memcpy_dtod(self.saved.cuda(self.op)?, &mut copy)?;
+        let storage = candle_core::CudaStorage::wrap_cuda_slice(copy, s.device.clone());
+        Ok((storage, Shape::from(2 * self.c)))
+    }
+}
+
+/// The backward pass `(x, dy, weight) -> [dx, dweight, dbias]` of
+/// [`Forward`], with the statistics it saved.
 struct Backward {
     dims: Dims,
     /// The dims of `x` and `dy`.
     shape: Vec<usize>,
     eps: f64,
+    saved: Saved,
 }
 
 impl Backward {
-    /// The dims of `(x, dy, saved)`, which both bodies check.
+    /// The dims of `(x, dy, weight)`, which both bodies check.
     fn arg_dims(&self) -> [Vec<usize>; 3] {
-        [
-            self.shape.clone(),
-            self.shape.clone(),
-            vec![3 * self.dims.c],
-        ]
+        [self.shape.clone(), self.shape.clone(), vec![self.dims.c]]
     }
 }
 
@@ -232,15 +307,14 @@ impl CustomOp3 for Backward {
         xl: &Layout,
         dys: &CpuStorage,
         dyl: &Layout,
-        ss: &CpuStorage,
-        sl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (name, [xd, dyd, sd]) = (self.name(), self.arg_dims());
+        let (name, [xd, dyd, wd]) = (self.name(), self.arg_dims());
         let x = f32_data(name, xs, xl, &xd)?;
         let dy = f32_data(name, dys, dyl, &dyd)?;
-        let saved = f32_data(name, ss, sl, &sd)?;
-        let (weight, stats) = saved.split_at(self.dims.c);
-        let (mean, inv_std) = stats.split_at(self.dims.c);
+        let weight = f32_data(name, ws, wl, &wd)?;
+        let (mean, inv_std) = self.saved.cpu(name)?.split_at(self.dims.c);
         let moments = Moments {
             mean: mean.iter().map(|&m| f64::from(m)).collect(),
             var: inv_std
@@ -269,17 +343,18 @@ impl CustomOp3 for Backward {
         xl: &Layout,
         dys: &candle_core::CudaStorage,
         dyl: &Layout,
-        ss: &candle_core::CudaStorage,
-        sl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use crate::args::cuda_view;
-        let (name, [xd, dyd, sd]) = (self.name(), self.arg_dims());
+        let (name, [xd, dyd, wd]) = (self.name(), self.arg_dims());
         let args = [
             cuda_view::<f32>(name, xs, xl, &xd)?,
             cuda_view::<f32>(name, dys, dyl, &dyd)?,
-            cuda_view::<f32>(name, ss, sl, &sd)?,
+            cuda_view::<f32>(name, ws, wl, &wd)?,
         ];
-        let out = super::cudnn::backward(&xs.device, self.dims, self.eps, args)?;
+        let stats = self.saved.cuda(name)?;
+        let out = super::cudnn::backward(&xs.device, self.dims, self.eps, args, stats)?;
         Ok((out, Shape::from(Packed::new(self.dims).total())))
     }
 }
