@@ -331,7 +331,7 @@ impl RunData {
             shard,
             ..LoaderConfig::new(config.batch_size, config.seed)
         };
-        Ok(match self {
+        Ok(TrainBatches::new(match self {
             Self::Cifar { train, norm, .. } => {
                 let augment = if config.augment {
                     Augment::PAPER
@@ -345,16 +345,16 @@ impl RunData {
                     loader_config,
                     start,
                 )?;
-                TrainBatches::Cifar(loader)
+                TrainLoaders::Cifar(loader)
             }
-            Self::Folder { train, norm, .. } => TrainBatches::Folder(ImageNetTrainLoader::new(
+            Self::Folder { train, norm, .. } => TrainLoaders::Folder(ImageNetTrainLoader::new(
                 Arc::clone(train),
                 norm.clone(),
                 folder_augment(config),
                 loader_config,
                 start,
             )?),
-        })
+        }))
     }
 
     /// Evaluates `model` on the validation and test data there are.
@@ -432,11 +432,18 @@ impl RunData {
 }
 
 /// The training loader of either dataset.
-pub(crate) enum TrainBatches {
+pub(crate) enum TrainLoaders {
     /// Over CIFAR-10.
     Cifar(TrainLoader),
     /// Over an image folder.
     Folder(ImageNetTrainLoader),
+}
+
+/// The training batches on the device, in the loader's order; the next one
+/// may be moved there ahead of its step ([`TrainBatches::prefetch`]).
+pub(crate) struct TrainBatches {
+    loader: TrainLoaders,
+    ahead: Option<Result<StepBatch>>,
 }
 
 /// One training batch on the device.
@@ -452,15 +459,39 @@ pub(crate) struct StepBatch {
 }
 
 impl TrainBatches {
-    /// The next batch, moved to `device`; an image that fails to decode is
-    /// an error naming its file.
+    /// The batches of `loader`.
+    pub(crate) fn new(loader: TrainLoaders) -> Self {
+        Self {
+            loader,
+            ahead: None,
+        }
+    }
+
+    /// The next batch, moved to `device` (by [`TrainBatches::prefetch`] or
+    /// now); an image that fails to decode is an error naming its file.
     pub(crate) fn next_batch(&mut self, device: &Device) -> Result<StepBatch> {
-        let (position, (images, labels), size) = match self {
-            Self::Cifar(loader) => {
+        self.ahead.take().unwrap_or_else(|| self.load(device))
+    }
+
+    /// Moves the next batch to `device` now, for [`TrainBatches::next_batch`]
+    /// to return (with its error, if it fails). Called once a step's work is
+    /// queued on a GPU and before its results are read back, the batch's
+    /// copy to the GPU overlaps that work instead of waiting for it and then
+    /// holding up the next step.
+    pub(crate) fn prefetch(&mut self, device: &Device) {
+        if self.ahead.is_none() {
+            self.ahead = Some(self.load(device));
+        }
+    }
+
+    /// The loader's next batch, moved to `device`.
+    fn load(&mut self, device: &Device) -> Result<StepBatch> {
+        let (position, (images, labels), size) = match &mut self.loader {
+            TrainLoaders::Cifar(loader) => {
                 let (position, batch) = loader.next().ok_or(TrainError::LoaderStopped)?;
                 (position, batch.to_tensors(device)?, batch.batch_size)
             }
-            Self::Folder(loader) => {
+            TrainLoaders::Folder(loader) => {
                 let (position, batch) = loader.next().ok_or(TrainError::LoaderStopped)??;
                 (position, batch.to_tensors(device)?, batch.batch_size)
             }
@@ -471,5 +502,50 @@ impl TrainBatches {
             labels,
             size,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use resnet_data::{LoaderPosition, Shard};
+
+    use super::{Dataset, TrainBatches};
+    use crate::TrainConfig;
+
+    /// The training batches of the bundled sample, batch 4, from the start.
+    fn batches() -> TrainBatches {
+        let config = TrainConfig {
+            data: resnet_test_support::cifar_sample(),
+            batch_size: 4,
+            ..TrainConfig::default()
+        };
+        let data = Dataset::open(&config)
+            .unwrap()
+            .normalize(None, &config)
+            .unwrap();
+        let whole = Shard { index: 0, count: 1 };
+        data.train_loader(&config, LoaderPosition::default(), whole)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_prefetched_batch_is_the_next_one_and_is_fetched_once() {
+        let cpu = Device::Cpu;
+        let mut plain = batches();
+        let expected: Vec<_> = (0..4).map(|_| plain.next_batch(&cpu).unwrap()).collect();
+        let mut ahead = batches();
+        let mut got = vec![ahead.next_batch(&cpu).unwrap()];
+        ahead.prefetch(&cpu);
+        ahead.prefetch(&cpu);
+        got.push(ahead.next_batch(&cpu).unwrap());
+        ahead.prefetch(&cpu);
+        got.push(ahead.next_batch(&cpu).unwrap());
+        got.push(ahead.next_batch(&cpu).unwrap());
+        for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(a.position, b.position, "batch {i}");
+            let diff = resnet_test_support::max_abs_diff(&a.images, &b.images);
+            assert_eq!(diff, 0.0, "batch {i}");
+        }
     }
 }

@@ -477,11 +477,14 @@ fn run(
         let step_started = Instant::now();
         let lr = scheduler.lr_at(iteration);
         sgd.set_lr(lr);
+        // Unless this is the last step, the next batch goes to the device
+        // while this step runs there.
+        let next = (iteration + 1 < config.iterations).then_some(&device);
         let totals = if group.world_size() == 1 {
-            single_step(&mut loader, &model, &mut sgd, &device, config)?
+            single_step(&mut loader, next, &model, &mut sgd, &device, config)?
         } else {
             let local = replicas
-                .local_step(&mut loader, &model, &device, config.label_smoothing)
+                .local_step(&mut loader, next, &model, &device, config.label_smoothing)
                 .map_err(|e| name_out_of_memory(e, config));
             replicas.combine(group, local, &mut sgd, iteration + 1)?
         };
@@ -616,9 +619,12 @@ fn same_start_on_every_rank(group: &dyn Collective, iteration: u64) -> Result<()
 }
 
 /// One step of a single-process run: forward and backward on the next
-/// batch and the update; a GPU out of memory is named as such.
+/// batch and the update, then the batch after it moved to `next` (a device)
+/// if given, before the step's results are read back; a GPU out of memory
+/// is named as such.
 fn single_step(
     loader: &mut TrainBatches,
+    next: Option<&Device>,
     model: &ResNet,
     sgd: &mut Sgd,
     device: &Device,
@@ -629,8 +635,12 @@ fn single_step(
         let logits = model.forward_t(&batch.images, true)?;
         let loss = crate::loss::cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
         sgd.step(&loss.backward()?)?;
+        if let Some(device) = next {
+            loader.prefetch(device);
+        }
         // Read back only now: on a GPU, the backward pass and the update are
-        // then queued behind the forward pass without waiting for it.
+        // then queued behind the forward pass without waiting for it, and the
+        // next batch's copy behind them.
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         Ok((batch, logits, loss_value))
     };
@@ -687,10 +697,13 @@ impl Replicas {
     }
 
     /// This rank's share of a step: forward and backward on its share of
-    /// the batch (which also moves its running BN statistics).
+    /// the batch (which also moves its running BN statistics), then its
+    /// share of the next batch moved to `next` (a device) if given, before
+    /// the step's results are read back.
     fn local_step(
         &self,
         loader: &mut TrainBatches,
+        next: Option<&Device>,
         model: &ResNet,
         device: &Device,
         label_smoothing: f64,
@@ -699,6 +712,9 @@ impl Replicas {
         let logits = model.forward_t(&batch.images, true)?;
         let loss = crate::loss::cross_entropy(&logits, &batch.labels, label_smoothing)?;
         let grads = loss.backward()?;
+        if let Some(device) = next {
+            loader.prefetch(device);
+        }
         let (wrong, _) = resnet_eval::batch_errors(&logits, &batch.labels)?;
         Ok(LocalStep {
             position: batch.position,
