@@ -59,6 +59,20 @@ extern "C" __global__ void running_stat_f32(float *r, const float *batch, float 
     r[i] = __fadd_rn(__fmul_rn(r[i], keep), __fmul_rn(__fmul_rn(batch[i], scale), momentum));
 }
 
+// A training batch norm's moments from the statistics cuDNN saved, `saved`
+// = [mean; inv_std] (c values each): out = [mean; 1 / inv_std^2 - eps], eps
+// passed as its f32 bits; n = 2c.
+extern "C" __global__ void saved_moments_f32(const float *saved, float *out, unsigned int c,
+                                             unsigned int eps_bits, unsigned int n) {
+    INDEX_OR_RETURN
+    if (i < c) {
+        out[i] = saved[i];
+    } else {
+        const float s = saved[i];
+        out[i] = __fsub_rn(__frcp_rn(__fmul_rn(s, s)), __uint_as_float(eps_bits));
+    }
+}
+
 // Eval-mode batch norm: y = x * scale[c] + shift[c], and max(y, 0) if relu,
 // over NCHW values, c = (i / plane) % channels.
 extern "C" __global__ void channel_affine_f32(const float *x, const float *scale,

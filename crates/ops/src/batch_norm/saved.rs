@@ -4,9 +4,9 @@
 //!
 //! The forward op returns `y` alone; the statistics it saves ([`Saved`])
 //! live beside the op, where the backward op (holding the same [`Saved`])
-//! finds them, and [`train`] reads a copy of them back with a third op
-//! ([`ReadSaved`]) for the running averages (the biased variance as
-//! `1 / inv_std^2 - eps`). The backward op returns `[dx, dweight, dbias]` in
+//! finds them, and [`train`] turns them into the batch mean and biased
+//! variance (`1 / inv_std^2 - eps`) for the running averages with a third
+//! op ([`SavedMoments`]), one launch on CUDA. The backward op returns `[dx, dweight, dbias]` in
 //! one flat tensor ([`Packed`]), whose parts are views. Nothing the autograd
 //! differentiates is packed: a packed forward output would cost its backward
 //! pass a full-size copy of `dy` (candle pads a narrowed part's gradient with
@@ -49,21 +49,21 @@ pub(super) fn train(
         saved: saved.clone(),
     };
     let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
-    let stats = x.apply_op1_no_bwd(&ReadSaved {
+    let moments = x.apply_op1_no_bwd(&SavedMoments {
         c: dims.c,
+        eps,
         saved,
         op: "batch-norm-train-saved",
     })?;
-    let inv_std = stats.narrow(0, dims.c, dims.c)?;
     Ok(BatchNormOutput {
         y: dims.format.result(y)?,
-        mean: stats.narrow(0, 0, dims.c)?,
-        var: (inv_std.sqr()?.recip()? - eps)?,
+        mean: moments.narrow(0, 0, dims.c)?,
+        var: moments.narrow(0, dims.c, dims.c)?,
     })
 }
 
 /// The statistics a forward op saved, `[mean; inv_std]` (`2*C` f32 values),
-/// on its device; shared by the op, [`ReadSaved`] and the backward op.
+/// on its device; shared by the op, [`SavedMoments`] and the backward op.
 #[derive(Clone, Default)]
 struct Saved(Arc<OnceLock<SavedValues>>);
 
@@ -246,23 +246,28 @@ impl CustomOp3 for Forward {
     }
 }
 
-/// A copy of the statistics `[mean; inv_std]` (`[2C]`) a [`Forward`] op
-/// saved; its argument (the op's `x`) only places it on the device.
-struct ReadSaved {
+/// The batch moments `[mean; var]` (`[2C]`) from the statistics a
+/// [`Forward`] op saved, the biased variance as `1 / inv_std^2 - eps` in f32,
+/// in one pass; its argument (the op's `x`) only places it on the device.
+struct SavedMoments {
     c: usize,
+    eps: f64,
     saved: Saved,
     /// The forward op, for errors.
     op: &'static str,
 }
 
-impl CustomOp1 for ReadSaved {
+impl CustomOp1 for SavedMoments {
     fn name(&self) -> &'static str {
-        "batch-norm-train-saved-statistics"
+        "batch-norm-train-saved-moments"
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        let values = self.saved.cpu(self.op)?.to_vec();
-        Ok((CpuStorage::F32(values), Shape::from(2 * self.c)))
+        let (mean, inv_std) = self.saved.cpu(self.op)?.split_at(self.c);
+        let eps = self.eps as f32;
+        let mut moments = mean.to_vec();
+        moments.extend(inv_std.iter().map(|&s| 1.0 / (s * s) - eps));
+        Ok((CpuStorage::F32(moments), Shape::from(2 * self.c)))
     }
 
     #[cfg(feature = "cudnn")]
@@ -271,11 +276,21 @@ impl CustomOp1 for ReadSaved {
         s: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        // SAFETY: all of it is written by the copy.
-        let mut copy = unsafe { s.device.alloc::<f32>(2 * self.c) }?;
-        s.device.memcpy_dtod(self.saved.cuda(self.op)?, &mut copy)?;
-        let storage = candle_core::CudaStorage::wrap_cuda_slice(copy, s.device.clone());
-        Ok((storage, Shape::from(2 * self.c)))
+        use crate::cuda::{launch, ELEMENTWISE};
+        let saved = self.saved.cuda(self.op)?.slice(..);
+        let c = u32::try_from(self.c)
+            .map_err(|_| candle_core::Error::Msg(format!("{}: too many channels", self.op)))?;
+        let params = [c, (self.eps as f32).to_bits()];
+        let kernel = (&ELEMENTWISE, "saved_moments_f32");
+        let moments = launch(
+            self.name(),
+            &s.device,
+            kernel,
+            &[saved],
+            &params,
+            2 * self.c,
+        )?;
+        Ok((moments, Shape::from(2 * self.c)))
     }
 }
 
