@@ -110,43 +110,40 @@ impl BatchNorm {
             });
         }
         let images = x.dim(0)?;
-        let group = self.group.map_or(images, NonZeroUsize::get);
-        if group >= images {
+        let Some(group) = self.group.filter(|g| g.get() < images) else {
             let batch = self.train_stats(x, after)?;
             let unbiased = self.unbiased_factor(x)?;
             resnet_ops::update_running_stat(&self.running_mean, &batch.mean, BN_MOMENTUM, 1.0)?;
             resnet_ops::update_running_stat(&self.running_var, &batch.var, BN_MOMENTUM, unbiased)?;
             return Ok(batch.y);
-        }
-        // Each group is normalised on its own; the running statistics move
-        // once per step, towards the mean of the groups' means and the mean
-        // of their unbiased variances (equal groups weigh the same).
-        let (mut ys, mut means, mut vars) = (Vec::new(), Vec::new(), Vec::new());
-        for start in (0..images).step_by(group) {
-            let len = group.min(images - start);
-            let part = x.narrow(0, start, len)?;
-            let batch = match after {
-                After::AddRelu(shortcut) => {
-                    let shortcut = shortcut.narrow(0, start, len)?;
-                    self.train_stats(&part, After::AddRelu(&shortcut))?
-                }
-                After::Nothing | After::Relu => self.train_stats(&part, after)?,
-            };
-            means.push(batch.mean);
-            vars.push(batch.var.affine(self.unbiased_factor(&part)?, 0.0)?);
-            ys.push(batch.y);
-        }
-        let mean = Tensor::stack(&means, 0)?.mean(0)?;
-        let var = Tensor::stack(&vars, 0)?.mean(0)?;
+        };
+        // Each group is normalised on its own (one op for all of them); the
+        // running statistics move once per step, towards the mean of the
+        // groups' means and the mean of their unbiased variances (equal
+        // groups weigh the same).
+        let bn = resnet_ops::GroupedBatchNorm { group, eps: BN_EPS };
+        let group = group.get();
+        let (w, b) = (&self.weight, &self.bias);
+        let batch = match after {
+            After::Nothing => bn.train(x, w, b)?,
+            After::Relu => bn.train_relu(x, w, b)?,
+            After::AddRelu(shortcut) => bn.train_add_relu(x, w, b, shortcut)?,
+        };
+        let per_image = x.elem_count() / images.max(1) / self.weight.dim(0)?.max(1);
+        let unbiased: Vec<f32> = (0..images)
+            .step_by(group)
+            .map(|start| {
+                let n = (group.min(images - start) * per_image) as f64;
+                (n / (n - 1.0).max(1.0)) as f32
+            })
+            .collect();
+        let groups = unbiased.len();
+        let unbiased = Tensor::from_vec(unbiased, (groups, 1), x.device())?;
+        let mean = batch.mean.mean(0)?;
+        let var = batch.var.broadcast_mul(&unbiased)?.mean(0)?;
         resnet_ops::update_running_stat(&self.running_mean, &mean, BN_MOMENTUM, 1.0)?;
         resnet_ops::update_running_stat(&self.running_var, &var, BN_MOMENTUM, 1.0)?;
-        let y = Tensor::cat(&ys, 0)?;
-        // The concatenation writes NCHW order: a channels-last net stays so.
-        if resnet_ops::is_channels_last(x) {
-            Ok(resnet_ops::to_channels_last(&y)?)
-        } else {
-            Ok(y)
-        }
+        Ok(batch.y)
     }
 
     /// Train-mode batch norm of `x` with its own statistics, then `after`.

@@ -60,15 +60,19 @@ extern "C" __global__ void running_stat_f32(float *r, const float *batch, float 
 }
 
 // A training batch norm's moments from the statistics cuDNN saved, `saved`
-// = [mean; inv_std] (c values each): out = [mean; 1 / inv_std^2 - eps], eps
-// passed as its f32 bits; n = 2c.
+// = [mean; inv_std] (c values each) for each of n / (2c) groups of images:
+// out = [the groups' means; their variances 1 / inv_std^2 - eps], eps passed
+// as its f32 bits.
 extern "C" __global__ void saved_moments_f32(const float *saved, float *out, unsigned int c,
                                              unsigned int eps_bits, unsigned int n) {
     INDEX_OR_RETURN
-    if (i < c) {
-        out[i] = saved[i];
+    const unsigned int half = n / 2;
+    const unsigned int j = i < half ? i : i - half;
+    const unsigned int at = (j / c) * 2 * c + j % c;
+    if (i < half) {
+        out[i] = saved[at];
     } else {
-        const float s = saved[i];
+        const float s = saved[at + c];
         out[i] = __fsub_rn(__frcp_rn(__fmul_rn(s, s)), __uint_as_float(eps_bits));
     }
 }

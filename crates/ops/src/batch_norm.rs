@@ -31,6 +31,8 @@ mod train;
 
 pub use running::update_running_stat;
 
+use std::num::NonZeroUsize;
+
 use candle_core::Tensor;
 
 use crate::dispatch::{has_cuda_kernel, has_kernel, has_native_kernel, CudaKernel};
@@ -40,13 +42,16 @@ use crate::OpsError;
 const OP: &str = "batch_norm";
 
 /// The sizes of an NCHW tensor as the kernels see it: `n` images of `c`
-/// planes of `plane = H*W` values, and the format of the ops' buffers (the
-/// saved-statistics ops also take NHWC, `[n, H, W, c]`).
+/// planes of `plane = H*W` values, normalised in groups of `group` images
+/// (`n` for the whole batch; the last group may be smaller), and the format
+/// of the ops' buffers (the saved-statistics ops also take NHWC,
+/// `[n, H, W, c]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Dims {
     n: usize,
     c: usize,
     plane: usize,
+    group: usize,
     format: Format,
 }
 
@@ -76,8 +81,38 @@ impl Dims {
             n,
             c,
             plane: h * w,
+            group: n,
             format: Format::Nchw,
         })
+    }
+
+    /// These dims normalised in groups of `group` images (the whole batch
+    /// if `group` is at least `n`).
+    fn in_groups(self, group: usize) -> Self {
+        Self {
+            group: group.clamp(1, self.n.max(1)),
+            ..self
+        }
+    }
+
+    /// The groups: the range of each one's values in an image-major buffer
+    /// (NCHW or NHWC) and its dims as a batch of its own.
+    fn groups(&self) -> impl Iterator<Item = (std::ops::Range<usize>, Dims)> + '_ {
+        let image = self.c * self.plane;
+        (0..self.n).step_by(self.group.max(1)).map(move |start| {
+            let n = self.group.min(self.n - start);
+            let part = Dims {
+                n,
+                group: n,
+                ..*self
+            };
+            (start * image..(start + n) * image, part)
+        })
+    }
+
+    /// The number of groups.
+    fn group_count(&self) -> usize {
+        self.n.div_ceil(self.group.max(1))
     }
 
     /// The NCHW dims of the values, a plane as one row: `[n, c, plane, 1]`.
@@ -91,15 +126,17 @@ impl Dims {
     }
 }
 
-/// What [`batch_norm_train`] returns.
+/// What [`batch_norm_train`] and [`GroupedBatchNorm`] return.
 #[derive(Debug, Clone)]
 pub struct BatchNormOutput {
     /// The normalised, scaled and shifted input, `[N, C, H, W]`.
     pub y: Tensor,
-    /// The batch mean of each channel, `[C]`, detached from the graph.
+    /// The batch mean of each channel, `[C]` (`[G, C]` from
+    /// [`GroupedBatchNorm`]: a row per group), detached from the graph.
     pub mean: Tensor,
-    /// The biased batch variance of each channel (divided by `N*H*W`), `[C]`,
-    /// detached from the graph.
+    /// The biased batch variance of each channel (divided by the values per
+    /// channel), `[C]` (`[G, C]` from [`GroupedBatchNorm`]), detached from
+    /// the graph.
     pub var: Tensor,
 }
 
@@ -112,15 +149,17 @@ pub struct BatchNormOutput {
 /// second order on the CPU kernel). f32 tensors on the CPU run this crate's
 /// kernels, f32 tensors on CUDA cuDNN's batch norm when built with the `cudnn`
 /// feature; everything else runs the same computation composed from candle's
-/// ops. A non-4-d input is an [`OpsError::BadShape`], parameters that are not
-/// `[C]` or an input with no values per channel an [`OpsError::Incompatible`].
+/// ops. A channels-last `x` gives a channels-last `y` (cuDNN's NHWC batch
+/// norm on CUDA; the same op on transposed values on the CPU). A non-4-d
+/// input is an [`OpsError::BadShape`], parameters that are not `[C]` or an
+/// input with no values per channel an [`OpsError::Incompatible`].
 pub fn batch_norm_train(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
 ) -> Result<BatchNormOutput, OpsError> {
-    train(x, weight, bias, eps, false)
+    whole_batch(train(x, weight, bias, eps, After::Nothing, None)?)
 }
 
 /// [`batch_norm_train`] followed by a ReLU: `y = max(bn(x), 0)`, with the
@@ -136,7 +175,7 @@ pub fn batch_norm_relu_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<BatchNormOutput, OpsError> {
-    train(x, weight, bias, eps, true)
+    whole_batch(train(x, weight, bias, eps, After::Relu, None)?)
 }
 
 /// [`batch_norm_train`], plus `residual` (the shape of `x`), then a ReLU:
@@ -155,39 +194,97 @@ pub fn batch_norm_add_relu_train(
     residual: &Tensor,
     eps: f64,
 ) -> Result<BatchNormOutput, OpsError> {
-    if residual.dims() != x.dims() {
-        return Err(OpsError::Incompatible {
-            op: OP,
-            detail: format!(
-                "residual has shape {:?} but input has {:?}",
-                residual.dims(),
-                x.dims()
-            ),
-        });
+    whole_batch(train(x, weight, bias, eps, After::AddRelu(residual), None)?)
+}
+
+/// Training-mode batch norm that normalises each group of `group` images of
+/// the batch on its own, as if it were a batch of its own (the last group
+/// may be smaller): the paper's per-GPU batch norm on one device. One op
+/// runs all the groups, forward and backward, with the kernels of
+/// [`batch_norm_train`], and the statistics are a row per group (`[G, C]`).
+/// The weight and bias gradients are summed over the groups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupedBatchNorm {
+    /// Images per group.
+    pub group: NonZeroUsize,
+    /// Added to the variance, as in [`batch_norm_train`].
+    pub eps: f64,
+}
+
+impl GroupedBatchNorm {
+    /// [`batch_norm_train`] by groups.
+    pub fn train(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+    ) -> Result<BatchNormOutput, OpsError> {
+        train(x, weight, bias, self.eps, After::Nothing, Some(self.group))
     }
-    let dims = Dims::new(x, &[("weight", weight), ("bias", bias)])?;
-    if dims.per_channel() > 0
-        && Format::of(x) == Format::Nchw
-        && [x, weight, bias, residual]
-            .iter()
-            .all(|t| has_kernel(t.device(), t.dtype()))
-    {
-        return train::run_add_relu(dims, x, [weight, bias, residual], eps);
+
+    /// [`batch_norm_relu_train`] by groups.
+    pub fn train_relu(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+    ) -> Result<BatchNormOutput, OpsError> {
+        train(x, weight, bias, self.eps, After::Relu, Some(self.group))
     }
-    let out = train(x, weight, bias, eps, false)?;
+
+    /// [`batch_norm_add_relu_train`] by groups.
+    pub fn train_add_relu(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        residual: &Tensor,
+    ) -> Result<BatchNormOutput, OpsError> {
+        let after = After::AddRelu(residual);
+        train(x, weight, bias, self.eps, after, Some(self.group))
+    }
+}
+
+/// What follows a training-mode batch norm.
+#[derive(Clone, Copy)]
+enum After<'a> {
+    Nothing,
+    Relu,
+    /// The residual join with this tensor, then a ReLU.
+    AddRelu(&'a Tensor),
+}
+
+impl After<'_> {
+    /// `self` applied to a batch norm's output `y`, by this crate's
+    /// element-wise kernels.
+    fn apply(self, out: BatchNormOutput) -> Result<BatchNormOutput, OpsError> {
+        let y = match self {
+            After::Nothing => return Ok(out),
+            After::Relu => crate::relu(&out.y)?,
+            After::AddRelu(residual) => crate::add_relu(&out.y, residual)?,
+        };
+        Ok(BatchNormOutput { y, ..out })
+    }
+}
+
+/// `out` of one group, its statistics `[C]`.
+fn whole_batch(out: BatchNormOutput) -> Result<BatchNormOutput, OpsError> {
     Ok(BatchNormOutput {
-        y: crate::add_relu(&out.y, residual)?,
-        ..out
+        mean: out.mean.squeeze(0)?,
+        var: out.var.squeeze(0)?,
+        y: out.y,
     })
 }
 
-/// Training-mode batch norm, followed by a ReLU if `relu`.
+/// Training-mode batch norm in groups of `group` images (the whole batch if
+/// None), then `after`; statistics `[G, C]`.
 fn train(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-    relu: bool,
+    after: After,
+    group: Option<NonZeroUsize>,
 ) -> Result<BatchNormOutput, OpsError> {
     let dims = Dims::new(x, &[("weight", weight), ("bias", bias)])?;
     if dims.per_channel() == 0 {
@@ -196,60 +293,59 @@ fn train(
             detail: format!("input {:?} has no values per channel", x.dims()),
         });
     }
+    if let After::AddRelu(residual) = after {
+        if residual.dims() != x.dims() {
+            return Err(OpsError::Incompatible {
+                op: OP,
+                detail: format!(
+                    "residual has shape {:?} but input has {:?}",
+                    residual.dims(),
+                    x.dims()
+                ),
+            });
+        }
+    }
+    let dims = dims.in_groups(group.map_or(dims.n, NonZeroUsize::get));
     if Format::of(x) == Format::Nhwc {
-        return channels_last_train(dims, x, weight, bias, eps, relu);
+        return after.apply(channels_last_train(dims, x, weight, bias, eps)?);
     }
-    if [x, weight, bias]
-        .iter()
-        .all(|t| has_kernel(t.device(), t.dtype()))
-    {
-        return train::run(dims, x, weight, bias, eps, relu);
-    }
-    let out = unfused_train(dims, x, weight, bias, eps)?;
-    if relu {
-        Ok(BatchNormOutput {
-            y: crate::relu(&out.y)?,
-            ..out
-        })
-    } else {
-        Ok(out)
+    let on_cpu = |ts: &[&Tensor]| ts.iter().all(|t| has_kernel(t.device(), t.dtype()));
+    match after {
+        After::AddRelu(residual) if on_cpu(&[x, weight, bias, residual]) => {
+            train::run_add_relu(dims, x, [weight, bias, residual], eps)
+        }
+        After::Nothing | After::Relu if on_cpu(&[x, weight, bias]) => {
+            train::run(dims, x, weight, bias, eps, matches!(after, After::Relu))
+        }
+        _ => after.apply(unfused_train(dims, x, weight, bias, eps)?),
     }
 }
 
-/// Training-mode batch norm of a channels-last `x`, followed by a ReLU if
-/// `relu`, its output channels-last: the saved-statistics op on the NHWC
-/// view where it has a body for the tensors (cuDNN's NHWC batch norm on
-/// CUDA, the CPU kernels on transposed values on the CPU, so that the CPU
-/// runs what CUDA runs), the NCHW path on a copy elsewhere.
+/// Training-mode batch norm of a channels-last `x`, its output
+/// channels-last: the saved-statistics op on the NHWC view where it has a
+/// body for the tensors (cuDNN's NHWC batch norm on CUDA, the CPU kernels on
+/// transposed values on the CPU, so that the CPU runs what CUDA runs), the
+/// NCHW path on a copy elsewhere.
 fn channels_last_train(
     dims: Dims,
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-    relu: bool,
 ) -> Result<BatchNormOutput, OpsError> {
-    let out = if [x, weight, bias].iter().all(|t| saved_form_runs(t)) {
+    if [x, weight, bias].iter().all(|t| saved_form_runs(t)) {
         let nhwc = Dims {
             format: Format::Nhwc,
             ..dims
         };
-        saved::train(nhwc, x, weight, bias, eps)?
-    } else {
-        let out = train(&x.contiguous()?, weight, bias, eps, false)?;
-        BatchNormOutput {
-            y: crate::to_channels_last(&out.y)?,
-            ..out
-        }
-    };
-    if relu {
-        Ok(BatchNormOutput {
-            y: crate::relu(&out.y)?,
-            ..out
-        })
-    } else {
-        Ok(out)
+        return saved::train(nhwc, x, weight, bias, eps);
     }
+    let group = NonZeroUsize::new(dims.group);
+    let out = train(&x.contiguous()?, weight, bias, eps, After::Nothing, group)?;
+    Ok(BatchNormOutput {
+        y: crate::to_channels_last(&out.y)?,
+        ..out
+    })
 }
 
 /// Whether the saved-statistics ops have a body for `t`: the CPU kernels,
@@ -265,7 +361,7 @@ fn cudnn_runs(t: &Tensor) -> bool {
 }
 
 /// Training-mode batch norm where this crate has no CPU kernel: cuDNN's on
-/// CUDA when built with it, candle's ops otherwise.
+/// CUDA when built with it, candle's ops otherwise (a group at a time).
 fn unfused_train(
     dims: Dims,
     x: &Tensor,
@@ -276,7 +372,19 @@ fn unfused_train(
     if [x, weight, bias].iter().all(|t| cudnn_runs(t)) {
         return saved::train(dims, x, weight, bias, eps);
     }
-    composed::train(x, weight, bias, eps)
+    let (mut ys, mut means, mut vars) = (Vec::new(), Vec::new(), Vec::new());
+    for start in (0..dims.n).step_by(dims.group) {
+        let part = x.narrow(0, start, dims.group.min(dims.n - start))?;
+        let out = composed::train(&part, weight, bias, eps)?;
+        ys.push(out.y);
+        means.push(out.mean);
+        vars.push(out.var);
+    }
+    Ok(BatchNormOutput {
+        y: Tensor::cat(&ys, 0)?,
+        mean: Tensor::stack(&means, 0)?,
+        var: Tensor::stack(&vars, 0)?,
+    })
 }
 
 /// Eval-mode batch norm of an NCHW input `x`: `y = (x - running_mean) /

@@ -111,6 +111,76 @@ pub(super) enum Then<'a> {
     AddRelu(&'a [f32]),
 }
 
+impl<'a> Then<'a> {
+    /// What to apply to the values in `range` of the input.
+    fn part(self, range: std::ops::Range<usize>) -> Then<'a> {
+        match self {
+            Then::AddRelu(residual) => Then::AddRelu(&residual[range]),
+            other => other,
+        }
+    }
+}
+
+/// [`train_forward`] on each of `d`'s groups of images as a batch of its
+/// own: `y` and the statistics of each group, in batch order.
+pub(super) fn train_forward_groups(
+    d: Dims,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f64,
+    then: Then,
+) -> (Vec<f32>, Vec<Moments>) {
+    if d.group_count() == 1 {
+        let (y, moments) = train_forward(d, x, weight, bias, eps, then);
+        return (y, vec![moments]);
+    }
+    let mut y = Vec::with_capacity(x.len());
+    let mut all = Vec::with_capacity(d.group_count());
+    for (range, part) in d.groups() {
+        let then = then.part(range.clone());
+        let (yg, moments) = train_forward(part, &x[range], weight, bias, eps, then);
+        y.extend(yg);
+        all.push(moments);
+    }
+    (y, all)
+}
+
+/// [`train_backward`] on each of `d`'s groups with its statistics
+/// (`moments`, one per group): `[dx, dweight, dbias]`, the parameters'
+/// gradients summed over the groups in batch order.
+pub(super) fn train_backward_groups(
+    d: Dims,
+    x: &[f32],
+    dy: &[f32],
+    weight: &[f32],
+    moments: &[Moments],
+    eps: f64,
+    relu_bias: Option<&[f32]>,
+) -> Vec<f32> {
+    assert_eq!(
+        moments.len(),
+        d.group_count(),
+        "batch norm: statistics per group"
+    );
+    if d.group_count() == 1 {
+        return train_backward(d, x, dy, weight, &moments[0], eps, relu_bias);
+    }
+    let mut dx = Vec::with_capacity(x.len() + 2 * d.c);
+    let mut dparams = vec![0f32; 2 * d.c];
+    for ((range, part), moments) in d.groups().zip(moments) {
+        let (xg, dyg) = (&x[range.clone()], &dy[range]);
+        let packed = train_backward(part, xg, dyg, weight, moments, eps, relu_bias);
+        let (dxg, dpg) = packed.split_at(xg.len());
+        dx.extend_from_slice(dxg);
+        for (sum, v) in dparams.iter_mut().zip(dpg) {
+            *sum += v;
+        }
+    }
+    dx.extend(dparams);
+    dx
+}
+
 /// The training forward pass: `y` (`[N, C, H, W]`) normalised with the batch
 /// statistics of `x`, scaled by `weight` and shifted by `bias` (both `[C]`),
 /// then `then` applied; and those statistics.

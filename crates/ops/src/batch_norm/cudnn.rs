@@ -23,69 +23,75 @@ use crate::format::Format;
 
 const MODE: sys::cudnnBatchNormMode_t = sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
 
-/// `y` and the saved statistics `[mean; inv_std]` (`2*C` values) of `[x,
-/// weight, bias]`, checked by the caller to hold `dims`' values.
+/// `y` and the saved statistics (`[mean; inv_std]`, `2*C` values, for each
+/// group of images in turn) of `[x, weight, bias]`, checked by the caller
+/// to hold `dims`' values; one cuDNN call per group.
 pub(super) fn forward(
     dev: &CudaDevice,
     d: Dims,
     eps: f64,
     [x, weight, bias]: [CudaView<f32>; 3],
 ) -> Result<(CudaStorage, CudaSlice<f32>)> {
-    // SAFETY: cuDNN writes all of `out` (y) and of `stats` (the saved mean
-    // and inv_std).
+    // SAFETY: the groups' cuDNN calls write all of `out` (y) and of `stats`
+    // (each group's saved mean and inv_std).
     let mut out = unsafe { dev.alloc::<f32>(Packed::new(d).data().len()) }?;
     // SAFETY: as for `out`.
-    let mut stats = unsafe { dev.alloc::<f32>(2 * d.c) }?;
+    let mut stats = unsafe { dev.alloc::<f32>(2 * d.c * d.group_count()) }?;
     // Running averages, which this crate keeps itself: cuDNN writes them
     // (with factor 1, ignoring what was there) and nothing reads them.
     // SAFETY: as for `out`.
     let mut running = unsafe { dev.alloc::<f32>(2 * d.c) }?;
-    let desc = Descriptors::new(d)?;
     let stream = dev.cuda_stream();
     let (x, _x) = x.device_ptr(&stream);
     let (weight, _w) = weight.device_ptr(&stream);
     let (bias, _b) = bias.device_ptr(&stream);
     let (y, _y) = out.device_ptr_mut(&stream);
-    let (mean, _s) = stats.device_ptr_mut(&stream);
-    let inv_std = offset(mean, d.c);
+    let (saved, _s) = stats.device_ptr_mut(&stream);
     let (running_mean, _r) = running.device_ptr_mut(&stream);
     let running_var = offset(running_mean, d.c);
     let (one, zero) = (1f32, 0f32);
-    with_handle(dev, |handle| {
-        // SAFETY: the descriptors describe the buffers: x and y contiguous
-        // `[N, C, H*W, 1]` in `d`'s format, the others `[C]`; the handle is
-        // on the device's stream.
-        unsafe {
-            sys::cudnnBatchNormalizationForwardTraining(
-                handle,
-                MODE,
-                scalar(&one),
-                scalar(&zero),
-                desc.data.0,
-                x as *const c_void,
-                desc.data.0,
-                y as *mut c_void,
-                desc.channel.0,
-                weight as *const c_void,
-                bias as *const c_void,
-                1.0,
-                running_mean as *mut c_void,
-                running_var as *mut c_void,
-                eps,
-                mean as *mut c_void,
-                inv_std as *mut c_void,
-            )
-        }
-        .result()?;
-        Ok(())
-    })?;
+    for (g, (values, part)) in d.groups().enumerate() {
+        let desc = Descriptors::new(part)?;
+        let (x, y) = (offset(x, values.start), offset(y, values.start));
+        let mean = offset(saved, 2 * d.c * g);
+        let inv_std = offset(mean, d.c);
+        with_handle(dev, |handle| {
+            // SAFETY: the descriptors describe the buffers: x and y the
+            // group's contiguous `[n, C, H*W, 1]` values in `d`'s format, the
+            // others `[C]`; the handle is on the device's stream.
+            unsafe {
+                sys::cudnnBatchNormalizationForwardTraining(
+                    handle,
+                    MODE,
+                    scalar(&one),
+                    scalar(&zero),
+                    desc.data.0,
+                    x as *const c_void,
+                    desc.data.0,
+                    y as *mut c_void,
+                    desc.channel.0,
+                    weight as *const c_void,
+                    bias as *const c_void,
+                    1.0,
+                    running_mean as *mut c_void,
+                    running_var as *mut c_void,
+                    eps,
+                    mean as *mut c_void,
+                    inv_std as *mut c_void,
+                )
+            }
+            .result()?;
+            Ok(())
+        })?;
+    }
     drop((_x, _w, _b, _y, _s, _r));
     Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), stats))
 }
 
 /// `[dx, dweight, dbias]` (laid out as [`Packed`]) of `[x, dy, weight]` and
-/// the statistics `stats` ([`forward`]'s, with the same `eps`); checked by
-/// the caller to hold `dims`' values.
+/// the statistics `stats` ([`forward`]'s, with the same `eps`), the
+/// parameters' gradients summed over the groups (cuDNN adds each group's
+/// into them); checked by the caller to hold `dims`' values.
 pub(super) fn backward(
     dev: &CudaDevice,
     d: Dims,
@@ -94,47 +100,57 @@ pub(super) fn backward(
     stats: &CudaSlice<f32>,
 ) -> Result<CudaStorage> {
     let at = Packed::new(d);
-    // SAFETY: cuDNN writes all of it (betas are 0): dx, dweight, dbias.
+    // SAFETY: cuDNN writes all of it: dx group by group, and dweight and
+    // dbias (beta 0 for the first group, which the others add to).
     let mut out = unsafe { dev.alloc::<f32>(at.total()) }?;
-    let desc = Descriptors::new(d)?;
     let stream = dev.cuda_stream();
     let (x, _x) = x.device_ptr(&stream);
     let (dy, _dy) = dy.device_ptr(&stream);
     let (weight, _w) = weight.device_ptr(&stream);
-    let (mean, _s) = stats.device_ptr(&stream);
-    let inv_std = offset(mean, d.c);
+    let (saved, _s) = stats.device_ptr(&stream);
     let (dx, _dx) = out.device_ptr_mut(&stream);
     let (dweight, dbias) = (offset(dx, at.first().start), offset(dx, at.second().start));
     let (one, zero) = (1f32, 0f32);
-    with_handle(dev, |handle| {
-        // SAFETY: as in the forward pass; `mean` and `inv_std` are what the
-        // forward pass saved with the same `eps`.
-        unsafe {
-            sys::cudnnBatchNormalizationBackward(
-                handle,
-                MODE,
-                scalar(&one),
-                scalar(&zero),
-                scalar(&one),
-                scalar(&zero),
-                desc.data.0,
-                x as *const c_void,
-                desc.data.0,
-                dy as *const c_void,
-                desc.data.0,
-                dx as *mut c_void,
-                desc.channel.0,
-                weight as *const c_void,
-                dweight as *mut c_void,
-                dbias as *mut c_void,
-                eps,
-                mean as *const c_void,
-                inv_std as *const c_void,
-            )
-        }
-        .result()?;
-        Ok(())
-    })?;
+    for (g, (values, part)) in d.groups().enumerate() {
+        let desc = Descriptors::new(part)?;
+        let (x, dy, dx) = (
+            offset(x, values.start),
+            offset(dy, values.start),
+            offset(dx, values.start),
+        );
+        let mean = offset(saved, 2 * d.c * g);
+        let inv_std = offset(mean, d.c);
+        let param_beta = if g == 0 { &zero } else { &one };
+        with_handle(dev, |handle| {
+            // SAFETY: as in the forward pass; `mean` and `inv_std` are what
+            // the forward pass saved for this group with the same `eps`.
+            unsafe {
+                sys::cudnnBatchNormalizationBackward(
+                    handle,
+                    MODE,
+                    scalar(&one),
+                    scalar(&zero),
+                    scalar(&one),
+                    scalar(param_beta),
+                    desc.data.0,
+                    x as *const c_void,
+                    desc.data.0,
+                    dy as *const c_void,
+                    desc.data.0,
+                    dx as *mut c_void,
+                    desc.channel.0,
+                    weight as *const c_void,
+                    dweight as *mut c_void,
+                    dbias as *mut c_void,
+                    eps,
+                    mean as *const c_void,
+                    inv_std as *const c_void,
+                )
+            }
+            .result()?;
+            Ok(())
+        })?;
+    }
     drop((_x, _dy, _w, _s, _dx));
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }

@@ -50,20 +50,22 @@ pub(super) fn train(
     };
     let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
     let moments = x.apply_op1_no_bwd(&SavedMoments {
-        c: dims.c,
+        dims,
         eps,
         saved,
         op: "batch-norm-train-saved",
     })?;
+    let values = dims.group_count() * dims.c;
+    let rows = (dims.group_count(), dims.c);
     Ok(BatchNormOutput {
         y: dims.format.result(y)?,
-        mean: moments.narrow(0, 0, dims.c)?,
-        var: moments.narrow(0, dims.c, dims.c)?,
+        mean: moments.narrow(0, 0, values)?.reshape(rows)?,
+        var: moments.narrow(0, values, values)?.reshape(rows)?,
     })
 }
 
-/// The statistics a forward op saved, `[mean; inv_std]` (`2*C` f32 values),
-/// on its device; shared by the op, [`SavedMoments`] and the backward op.
+/// The statistics a forward op saved, `[mean; inv_std]` (`2*C` f32 values)
+/// for each group of images in turn, on its device; shared by the op, [`SavedMoments`] and the backward op.
 #[derive(Clone, Default)]
 struct Saved(Arc<OnceLock<SavedValues>>);
 
@@ -184,9 +186,13 @@ impl CustomOp3 for Forward {
         let bias = f32_data(name, bs, bl, &bd)?;
         let (d, eps) = (self.dims, self.eps);
         let x = d.format.read_nchw(x, d.nchw());
-        let (y, moments) = cpu::train_forward(d, &x, weight, bias, eps, cpu::Then::Nothing);
-        let mut stats: Vec<f32> = moments.mean.iter().map(|&m| m as f32).collect();
-        stats.extend(moments.var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32));
+        let then = cpu::Then::Nothing;
+        let (y, moments) = cpu::train_forward_groups(d, &x, weight, bias, eps, then);
+        let mut stats = Vec::with_capacity(2 * d.c * moments.len());
+        for m in &moments {
+            stats.extend(m.mean.iter().map(|&m| m as f32));
+            stats.extend(m.var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32));
+        }
         self.saved.set(name, SavedValues::Cpu(stats))?;
         let y = d.format.write_nchw(y, d.nchw());
         Ok((CpuStorage::F32(y), Shape::from(self.shape.clone())))
@@ -246,15 +252,23 @@ impl CustomOp3 for Forward {
     }
 }
 
-/// The batch moments `[mean; var]` (`[2C]`) from the statistics a
-/// [`Forward`] op saved, the biased variance as `1 / inv_std^2 - eps` in f32,
-/// in one pass; its argument (the op's `x`) only places it on the device.
+/// The batch moments `[mean; var]` (`[2*G*C]`: the means of the `G`
+/// groups, then their variances) from the statistics a [`Forward`] op
+/// saved, the biased variance as `1 / inv_std^2 - eps` in f32, in one pass;
+/// its argument (the op's `x`) only places it on the device.
 struct SavedMoments {
-    c: usize,
+    dims: Dims,
     eps: f64,
     saved: Saved,
     /// The forward op, for errors.
     op: &'static str,
+}
+
+impl SavedMoments {
+    /// The output's length.
+    fn len(&self) -> usize {
+        2 * self.dims.group_count() * self.dims.c
+    }
 }
 
 impl CustomOp1 for SavedMoments {
@@ -263,11 +277,12 @@ impl CustomOp1 for SavedMoments {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (mean, inv_std) = self.saved.cpu(self.op)?.split_at(self.c);
-        let eps = self.eps as f32;
-        let mut moments = mean.to_vec();
-        moments.extend(inv_std.iter().map(|&s| 1.0 / (s * s) - eps));
-        Ok((CpuStorage::F32(moments), Shape::from(2 * self.c)))
+        let (c, eps) = (self.dims.c, self.eps as f32);
+        let groups = self.saved.cpu(self.op)?.chunks(2 * c);
+        let mut moments: Vec<f32> = groups.clone().flat_map(|g| &g[..c]).copied().collect();
+        let inv_std = groups.flat_map(|g| &g[c..]);
+        moments.extend(inv_std.map(|&s| 1.0 / (s * s) - eps));
+        Ok((CpuStorage::F32(moments), Shape::from(self.len())))
     }
 
     #[cfg(feature = "cudnn")]
@@ -278,7 +293,7 @@ impl CustomOp1 for SavedMoments {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use crate::cuda::{launch, ELEMENTWISE};
         let saved = self.saved.cuda(self.op)?.slice(..);
-        let c = u32::try_from(self.c)
+        let c = u32::try_from(self.dims.c)
             .map_err(|_| candle_core::Error::Msg(format!("{}: too many channels", self.op)))?;
         let params = [c, (self.eps as f32).to_bits()];
         let kernel = (&ELEMENTWISE, "saved_moments_f32");
@@ -288,9 +303,9 @@ impl CustomOp1 for SavedMoments {
             kernel,
             &[saved],
             &params,
-            2 * self.c,
+            self.len(),
         )?;
-        Ok((moments, Shape::from(2 * self.c)))
+        Ok((moments, Shape::from(self.len())))
     }
 }
 
@@ -329,20 +344,27 @@ impl CustomOp3 for Backward {
         let x = f32_data(name, xs, xl, &xd)?;
         let dy = f32_data(name, dys, dyl, &dyd)?;
         let weight = f32_data(name, ws, wl, &wd)?;
-        let (mean, inv_std) = self.saved.cpu(name)?.split_at(self.dims.c);
-        let moments = Moments {
-            mean: mean.iter().map(|&m| f64::from(m)).collect(),
-            var: inv_std
-                .iter()
-                .map(|&s| 1.0 / (f64::from(s) * f64::from(s)) - self.eps)
-                .collect(),
-        };
+        let moments: Vec<Moments> = self
+            .saved
+            .cpu(name)?
+            .chunks(2 * self.dims.c)
+            .map(|group| {
+                let (mean, inv_std) = group.split_at(self.dims.c);
+                Moments {
+                    mean: mean.iter().map(|&m| f64::from(m)).collect(),
+                    var: inv_std
+                        .iter()
+                        .map(|&s| 1.0 / (f64::from(s) * f64::from(s)) - self.eps)
+                        .collect(),
+                }
+            })
+            .collect();
         let (d, format) = (self.dims, self.dims.format);
         let (x, dy) = (
             format.read_nchw(x, d.nchw()),
             format.read_nchw(dy, d.nchw()),
         );
-        let mut out = cpu::train_backward(d, &x, &dy, weight, &moments, self.eps, None);
+        let mut out = cpu::train_backward_groups(d, &x, &dy, weight, &moments, self.eps, None);
         // `dx` comes first, then the per-channel parts.
         let per_channel = out.split_off(x.len());
         let mut out = format.write_nchw(out, d.nchw());

@@ -3,7 +3,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{
     batch_norm_add_relu_train, batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train,
-    batch_norm_train, composed, saved, BatchNormOutput, Dims,
+    batch_norm_train, composed, saved, whole_batch, BatchNormOutput, Dims,
 };
 use crate::test_util::{assert_close_above, random, values};
 use crate::OpsError;
@@ -117,7 +117,7 @@ fn saved_statistics_form_matches_the_kernels() {
         let args = inputs(shape, seed);
         let dims = Dims::new(&args.0, &[]).unwrap();
         let saved = train_run(
-            |x, w, b| saved::train(dims, x, w, b, EPS).unwrap(),
+            |x, w, b| whole_batch(saved::train(dims, x, w, b, EPS).unwrap()).unwrap(),
             &args,
             seed + 3,
         );
@@ -128,6 +128,25 @@ fn saved_statistics_form_matches_the_kernels() {
         );
         for ((got, want), name) in saved.iter().zip(&kernels).zip(TRAIN_NAMES) {
             assert_close(got, want, &format!("{shape:?}: {name}"));
+        }
+        // In groups of 2 images, as CUDA runs `GroupedBatchNorm` (one cuDNN
+        // call per group), against this crate's grouped kernels; where a
+        // group has at least 8 values per channel (below that, the f32
+        // statistics of this form and the kernels' f64 ones differ by more
+        // than the tolerance).
+        if 2 * shape[2] * shape[3] < 8 {
+            continue;
+        }
+        let group = std::num::NonZeroUsize::new(2).unwrap();
+        let grouped = super::GroupedBatchNorm { group, eps: EPS };
+        let saved = train_run(
+            |x, w, b| saved::train(dims.in_groups(2), x, w, b, EPS).unwrap(),
+            &args,
+            seed + 3,
+        );
+        let kernels = train_run(|x, w, b| grouped.train(x, w, b).unwrap(), &args, seed + 3);
+        for ((got, want), name) in saved.iter().zip(&kernels).zip(TRAIN_NAMES) {
+            assert_close(got, want, &format!("{shape:?} in groups of 2: {name}"));
         }
     }
 }

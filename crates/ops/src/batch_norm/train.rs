@@ -59,7 +59,8 @@ pub(super) fn run_add_relu(
 struct Statistics {
     dims: Dims,
     eps: f64,
-    moments: Arc<OnceLock<Moments>>,
+    /// One per group of images.
+    moments: Arc<OnceLock<Vec<Moments>>>,
 }
 
 impl Statistics {
@@ -81,7 +82,7 @@ impl Statistics {
         bias: &[f32],
         then: Then,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, moments) = cpu::train_forward(self.dims, x, weight, bias, self.eps, then);
+        let (y, moments) = cpu::train_forward_groups(self.dims, x, weight, bias, self.eps, then);
         if self.moments.set(moments).is_err() {
             candle_core::bail!("{op}: the op ran twice");
         }
@@ -114,22 +115,25 @@ impl Statistics {
         Ok((dx, packed.narrow(0, len, 2 * self.dims.c)?))
     }
 
-    /// `y` with the statistics recorded, as `[C]` f32 tensors on `x`'s
-    /// device.
+    /// `y` with the statistics recorded, as `[G, C]` f32 tensors (one row
+    /// per group) on `x`'s device.
     fn with(&self, x: &Tensor, y: Tensor) -> Result<BatchNormOutput, OpsError> {
         let moments = self.moments.get().ok_or_else(|| {
             candle_core::Error::Msg(
                 "batch-norm-train: the forward pass recorded no statistics".into(),
             )
         })?;
-        let channel = |values: &[f64]| {
-            let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-            Tensor::from_vec(values, self.dims.c, x.device())
+        let rows = |of: fn(&Moments) -> &[f64]| {
+            let values: Vec<f32> = moments
+                .iter()
+                .flat_map(|m| of(m).iter().map(|&v| v as f32))
+                .collect();
+            Tensor::from_vec(values, (moments.len(), self.dims.c), x.device())
         };
         Ok(BatchNormOutput {
             y,
-            mean: channel(&moments.mean)?,
-            var: channel(&moments.var)?,
+            mean: rows(|m| &m.mean)?,
+            var: rows(|m| &m.var)?,
         })
     }
 }
@@ -246,7 +250,8 @@ impl CustomOp3 for BatchNormAddReluTrain {
 struct BatchNormGrad<'a> {
     dims: Dims,
     eps: f64,
-    moments: &'a Moments,
+    /// One per group of images.
+    moments: &'a [Moments],
     relu_bias: Option<Vec<f32>>,
 }
 
@@ -268,7 +273,7 @@ impl CustomOp3 for BatchNormGrad<'_> {
         let x = f32_data(self.name(), xs, xl, xl.dims())?;
         let dy = f32_data(self.name(), dys, dyl, xl.dims())?;
         let weight = f32_data(self.name(), ws, wl, &[d.c])?;
-        let packed = cpu::train_backward(
+        let packed = cpu::train_backward_groups(
             d,
             x,
             dy,
