@@ -130,19 +130,26 @@ impl BatchNorm {
             After::AddRelu(shortcut) => bn.train_add_relu(x, w, b, shortcut)?,
         };
         let per_image = x.elem_count() / images.max(1) / self.weight.dim(0)?.max(1);
-        let unbiased: Vec<f32> = (0..images)
+        let unbiased: Vec<f64> = (0..images)
             .step_by(group)
             .map(|start| {
                 let n = (group.min(images - start) * per_image) as f64;
-                (n / (n - 1.0).max(1.0)) as f32
+                n / (n - 1.0).max(1.0)
             })
             .collect();
-        let groups = unbiased.len();
-        let unbiased = Tensor::from_vec(unbiased, (groups, 1), x.device())?;
+        // Equal groups share one factor, applied by the update itself; a
+        // last, smaller group needs one per group (a small copy to the
+        // device).
+        let (var, factor) = if unbiased.iter().all(|&f| f == unbiased[0]) {
+            (batch.var.mean(0)?, unbiased[0])
+        } else {
+            let factors: Vec<f32> = unbiased.iter().map(|&f| f as f32).collect();
+            let factors = Tensor::from_vec(factors, (unbiased.len(), 1), x.device())?;
+            (batch.var.broadcast_mul(&factors)?.mean(0)?, 1.0)
+        };
         let mean = batch.mean.mean(0)?;
-        let var = batch.var.broadcast_mul(&unbiased)?.mean(0)?;
         resnet_ops::update_running_stat(&self.running_mean, &mean, BN_MOMENTUM, 1.0)?;
-        resnet_ops::update_running_stat(&self.running_var, &var, BN_MOMENTUM, 1.0)?;
+        resnet_ops::update_running_stat(&self.running_var, &var, BN_MOMENTUM, factor)?;
         Ok(batch.y)
     }
 
