@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 
 use candle_core::{Device, Tensor};
 use resnet_models::{ArchSpec, Precision, ResNet, TensorKind, Trace};
-use resnet_test_support::{max_abs_diff, random_tensor as random};
+use resnet_test_support::{max_abs, max_abs_diff, random_tensor as random};
 
 /// A net of `arch` from seed 5, channels-last or not.
 fn net(arch: &str, channels_last: bool) -> ResNet {
@@ -43,13 +43,7 @@ fn step(model: &ResNet, x: &Tensor) -> Vec<(String, Tensor)> {
 fn assert_close(got: &[(String, Tensor)], want: &[(String, Tensor)], tolerance: f32, what: &str) {
     assert_eq!(got.len(), want.len());
     for ((name, a), (_, b)) in got.iter().zip(want) {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(b);
         let err = max_abs_diff(a, b);
         assert!(
             err <= tolerance * scale.max(1e-6),

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use resnet_models::{
     count, zoo, ArchSpec, ResNet, Shortcut, ShortcutPlan, StridePlacement, TensorKind, Trace,
 };
-use resnet_test_support::max_abs_diff;
+use resnet_test_support::{max_abs, max_abs_diff};
 
 /// Input side used to run each net in tests (224 is too slow for CI on a CPU).
 fn test_side(spec: &ArchSpec) -> usize {
@@ -101,13 +101,7 @@ fn every_arch_builds_counts_and_passes_gradients_to_every_parameter() {
             let g = grads
                 .get(&var)
                 .unwrap_or_else(|| panic!("{}: no gradient for {name}", spec.id));
-            let max = g
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let max = max_abs(g);
             assert!(max > 0.0, "{}: zero gradient for {name}", spec.id);
         }
     }
@@ -187,15 +181,7 @@ fn plain_and_residual_twins_differ_only_by_the_shortcut() {
     }
     let diff =
         (resnet.forward_t(&x, false).unwrap() - plain.forward_t(&x, false).unwrap()).unwrap();
-    assert!(
-        diff.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            > 1e-3
-    );
+    assert!(max_abs(&diff) > 1e-3);
 }
 
 #[test]

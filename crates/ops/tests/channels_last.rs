@@ -10,7 +10,7 @@ use resnet_ops::{
     batch_norm_relu_train, batch_norm_train, conv2d, global_avg_pool, is_channels_last,
     max_pool_3x3_s2, pad_subsample, relu, to_channels_last, to_dtype,
 };
-use resnet_test_support::{max_abs_diff, random_tensor as random, CONV_CASES};
+use resnet_test_support::{max_abs, max_abs_diff, random_tensor as random, CONV_CASES};
 
 /// `f`'s output on `inputs` (the first `layouts` of them made channels-last
 /// if `channels_last`) and the gradients of `sum(y * r)` with respect to
@@ -70,13 +70,7 @@ fn check(
     let nchw = value_and_grads(&f, inputs, layouts, false, 99);
     let cl = value_and_grads(&f, inputs, layouts, true, 99);
     for (i, (a, b)) in cl.iter().zip(&nchw).enumerate() {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(b);
         let err = max_abs_diff(a, b);
         assert!(
             err <= tolerance * scale.max(1e-6),

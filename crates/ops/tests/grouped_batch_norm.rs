@@ -11,7 +11,7 @@ use resnet_ops::{
     batch_norm_add_relu_train, batch_norm_relu_train, batch_norm_train, is_channels_last,
     to_channels_last, BatchNormOutput, GroupedBatchNorm, OpsError,
 };
-use resnet_test_support::{max_abs_diff, random_tensor as random};
+use resnet_test_support::{max_abs, max_abs_diff, random_tensor as random};
 
 const EPS: f64 = 1e-5;
 
@@ -129,13 +129,7 @@ fn check(form: Form, [n, c, h, w]: [usize; 4], group: usize, dtype: DType, chann
             a.to_dtype(DType::F32).unwrap(),
             b.to_dtype(DType::F32).unwrap(),
         );
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(&b);
         let err = max_abs_diff(&a, &b);
         assert!(
             err <= 1e-5 * scale.max(1.0),

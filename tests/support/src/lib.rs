@@ -31,13 +31,21 @@ pub fn cifar_sample() -> PathBuf {
 /// # Panics
 /// When the shapes differ or the tensors cannot be read back.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .and_then(|d| d.abs())
+    max_abs(&(a - b).expect("two tensors of one shape"))
+}
+
+/// The largest magnitude of a tensor's values, as f32: the scale a
+/// relative tolerance is taken of.
+///
+/// # Panics
+/// When the tensor is empty or cannot be read back.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .and_then(|d| d.flatten_all())
         .and_then(|d| d.max(0))
         .and_then(|d| d.to_dtype(candle_core::DType::F32))
         .and_then(|d| d.to_scalar::<f32>())
-        .expect("two tensors of one shape")
+        .expect("a non-empty tensor")
 }
 
 /// A CPU tensor of `shape` holding uniform values in [-1, 1) drawn from
