@@ -109,20 +109,17 @@ impl BatchNorm {
                 )?,
             });
         }
+        // Each group (the whole batch without groups) is normalised on its
+        // own, one op for all of them; the running statistics move once per
+        // step, towards the mean of the groups' means and the mean of their
+        // unbiased variances (equal groups weigh the same).
         let images = x.dim(0)?;
-        let Some(group) = self.group.filter(|g| g.get() < images) else {
-            let batch = self.train_stats(x, after)?;
-            let unbiased = self.unbiased_factor(x)?;
-            resnet_ops::update_running_stat(&self.running_mean, &batch.mean, BN_MOMENTUM, 1.0)?;
-            resnet_ops::update_running_stat(&self.running_var, &batch.var, BN_MOMENTUM, unbiased)?;
-            return Ok(batch.y);
-        };
-        // Each group is normalised on its own (one op for all of them); the
-        // running statistics move once per step, towards the mean of the
-        // groups' means and the mean of their unbiased variances (equal
-        // groups weigh the same).
+        let group = self
+            .group
+            .filter(|g| g.get() < images)
+            .or(NonZeroUsize::new(images))
+            .unwrap_or(NonZeroUsize::MIN);
         let bn = resnet_ops::GroupedBatchNorm { group, eps: BN_EPS };
-        let group = group.get();
         let (w, b) = (&self.weight, &self.bias);
         let batch = match after {
             After::Nothing => bn.train(x, w, b)?,
@@ -131,49 +128,30 @@ impl BatchNorm {
         };
         let per_image = x.elem_count() / images.max(1) / self.weight.dim(0)?.max(1);
         let unbiased: Vec<f64> = (0..images)
-            .step_by(group)
+            .step_by(group.get())
             .map(|start| {
-                let n = (group.min(images - start) * per_image) as f64;
+                let n = (group.get().min(images - start) * per_image) as f64;
                 n / (n - 1.0).max(1.0)
             })
             .collect();
-        // Equal groups share one factor, applied by the update itself; a
-        // last, smaller group needs one per group (a small copy to the
-        // device).
-        let (var, factor) = if unbiased.iter().all(|&f| f == unbiased[0]) {
-            (batch.var.mean(0)?, unbiased[0])
+        // Equal groups share one factor, applied by the update itself (a
+        // single group's statistics are its row); a last, smaller group needs
+        // one per group (a small copy to the device).
+        let (mean, var, factor) = if unbiased.iter().all(|&f| f == unbiased[0]) {
+            let rows = |t: &Tensor| match unbiased.len() {
+                1 => t.squeeze(0),
+                _ => t.mean(0),
+            };
+            (rows(&batch.mean)?, rows(&batch.var)?, unbiased[0])
         } else {
             let factors: Vec<f32> = unbiased.iter().map(|&f| f as f32).collect();
             let factors = Tensor::from_vec(factors, (unbiased.len(), 1), x.device())?;
-            (batch.var.broadcast_mul(&factors)?.mean(0)?, 1.0)
+            let var = batch.var.broadcast_mul(&factors)?.mean(0)?;
+            (batch.mean.mean(0)?, var, 1.0)
         };
-        let mean = batch.mean.mean(0)?;
         resnet_ops::update_running_stat(&self.running_mean, &mean, BN_MOMENTUM, 1.0)?;
         resnet_ops::update_running_stat(&self.running_var, &var, BN_MOMENTUM, factor)?;
         Ok(batch.y)
-    }
-
-    /// Train-mode batch norm of `x` with its own statistics, then `after`.
-    fn train_stats(
-        &self,
-        x: &Tensor,
-        after: After,
-    ) -> Result<resnet_ops::BatchNormOutput, ModelError> {
-        let (w, b) = (&self.weight, &self.bias);
-        Ok(match after {
-            After::Nothing => resnet_ops::batch_norm_train(x, w, b, BN_EPS)?,
-            After::Relu => resnet_ops::batch_norm_relu_train(x, w, b, BN_EPS)?,
-            After::AddRelu(shortcut) => {
-                resnet_ops::batch_norm_add_relu_train(x, w, b, shortcut, BN_EPS)?
-            }
-        })
-    }
-
-    /// `n / (n - 1)` for the `n` values per channel of `x`: turns its biased
-    /// batch variance into the unbiased one a running variance keeps.
-    fn unbiased_factor(&self, x: &Tensor) -> Result<f64, ModelError> {
-        let n = (x.elem_count() / self.weight.dim(0)?) as f64;
-        Ok(n / (n - 1.0).max(1.0))
     }
 
     fn collect(&self, out: &mut Vec<NamedVar>) {
