@@ -1,5 +1,6 @@
 // Element-wise f32 kernels of resnet-ops for NVIDIA GPUs: the ReLU, the
-// residual join, the ReLU gradient and the two halves of an SGD update.
+// residual join, the ReLU gradient, the SGD update, and batch norm's running
+// statistics.
 // build.rs compiles this file to PTX with nvcc when the `cuda` feature is on;
 // src/cuda.rs launches the kernels.
 //
@@ -8,8 +9,8 @@
 // multiply-add: each value is then rounded exactly as the CPU kernels round
 // it, and the GPU's results equal the CPU's bit for bit.
 //
-// Every kernel takes its element count `n` last and runs one thread per
-// element.
+// Every kernel but sgd_f32 takes its element count `n` last and runs one
+// thread per element.
 
 #define INDEX_OR_RETURN                                    \
     const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; \
@@ -35,20 +36,23 @@ extern "C" __global__ void relu_grad_f32(const float *dy, const float *y, float 
     dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
-// The momentum buffer, in place: v = momentum * v + (grad + weight_decay * w).
-extern "C" __global__ void sgd_velocity_f32(float *v, const float *grad, const float *w,
-                                            float momentum, float weight_decay,
-                                            unsigned int n) {
-    INDEX_OR_RETURN
-    const float g = __fadd_rn(grad[i], __fmul_rn(w[i], weight_decay));
-    v[i] = __fadd_rn(__fmul_rn(v[i], momentum), g);
-}
-
-// The weights, in place: w = w - lr * v.
-extern "C" __global__ void sgd_descend_f32(float *w, const float *v, float lr,
-                                           unsigned int n) {
-    INDEX_OR_RETURN
-    w[i] = __fsub_rn(w[i], __fmul_rn(v[i], lr));
+// The SGD step of many tensors in one launch, in place, one block per chunk
+// of one tensor's values: row blockIdx.x of `table` holds the addresses of
+// the chunk's first weight, momentum and gradient value, then its length.
+// v = momentum * v + (grad + weight_decay * w), then w = w - lr * v.
+extern "C" __global__ void sgd_f32(const unsigned long long *table, float momentum,
+                                   float weight_decay, float lr) {
+    const unsigned long long *row = table + 4 * (unsigned long long)blockIdx.x;
+    float *w = (float *)row[0];
+    float *v = (float *)row[1];
+    const float *grad = (const float *)row[2];
+    const unsigned int n = (unsigned int)row[3];
+    for (unsigned int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float g = __fadd_rn(grad[i], __fmul_rn(w[i], weight_decay));
+        const float velocity = __fadd_rn(__fmul_rn(v[i], momentum), g);
+        v[i] = velocity;
+        w[i] = __fsub_rn(w[i], __fmul_rn(velocity, lr));
+    }
 }
 
 // A batch norm's running statistic, in place:

@@ -2,11 +2,14 @@
 //! `build.rs`) and their launch: one thread per value written, on the
 //! device's stream, over contiguous f32 arguments.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
-use candle_core::{CudaStorage, Layout, Result};
+use candle_core::{CudaStorage, Layout, Result, Storage};
 
 use crate::args::cuda_view;
+use crate::multi_tensor::{address_table, value_range, Chunk, VALUE_BYTES};
 
 /// A PTX module of this crate's kernels, loaded into each device once
 /// (`CudaDevice::get_or_load_custom_func(kernel, module.name, module.ptx)`).
@@ -133,5 +136,95 @@ pub(crate) fn update(
     // update, one pointer per input to `n` contiguous f32 values, the
     // scalars, then `n`.
     unsafe { builder.launch(cfg) }.w()?;
+    Ok(())
+}
+
+/// The operands of a multi-tensor kernel, locked by the caller, each a list
+/// with one storage per tensor of the update: the written ones, then the
+/// ones only read, in the kernel's order.
+pub(crate) struct MultiTensor<'a> {
+    /// The operands the kernel writes.
+    pub(crate) written: Vec<Vec<(&'a mut Storage, &'a Layout)>>,
+    /// The operands the kernel reads.
+    pub(crate) read: Vec<Vec<(&'a Storage, &'a Layout)>>,
+}
+
+/// Threads per block of a multi-tensor kernel.
+const MULTI_TENSOR_THREADS: u32 = 256;
+
+/// Runs the multi-tensor kernel `name` of [`ELEMENTWISE`] on `chunks` of
+/// tensors of `lens` values: one block a chunk, reading its row of the
+/// address table ([`address_table`], copied to the device) and then the
+/// f32 `scalars`. Nothing is launched for no chunks.
+pub(crate) fn multi_tensor(
+    op: &'static str,
+    name: &str,
+    chunks: &[Chunk],
+    lens: &[usize],
+    operands: MultiTensor,
+    scalars: &[f32],
+) -> Result<()> {
+    let Some(Storage::Cuda(first)) = operands
+        .written
+        .first()
+        .and_then(|o| o.first())
+        .map(|s| &*s.0)
+    else {
+        candle_core::bail!("{op}: expected tensors on CUDA");
+    };
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let dev = first.device.clone();
+    let stream = dev.cuda_stream();
+    let blocks = u32::try_from(chunks.len()).map_err(|_| {
+        candle_core::Error::Msg(format!("{op}: {} chunks are too many", chunks.len()))
+    })?;
+    let MultiTensor { mut written, read } = operands;
+    let mut firsts = vec![Vec::new(); lens.len()];
+    // Held until the launch is queued: each records the kernel's use of its
+    // buffer where the device tracks events.
+    let mut uses = Vec::new();
+    for list in written.iter_mut() {
+        for (t, (storage, layout)) in list.iter_mut().enumerate() {
+            let Storage::Cuda(s) = &mut **storage else {
+                candle_core::bail!("{op}: expected tensors on CUDA");
+            };
+            let start = value_range(op, layout, lens[t])?.start as u64;
+            let (ptr, used) = s.as_cuda_slice_mut::<f32>()?.device_ptr_mut(&stream);
+            firsts[t].push(ptr + start * VALUE_BYTES);
+            uses.push(used);
+        }
+    }
+    for list in &read {
+        for (t, (storage, layout)) in list.iter().enumerate() {
+            let Storage::Cuda(s) = storage else {
+                candle_core::bail!("{op}: expected tensors on CUDA");
+            };
+            let start = value_range(op, layout, lens[t])?.start as u64;
+            let (ptr, used) = s.as_cuda_slice::<f32>()?.device_ptr(&stream);
+            firsts[t].push(ptr + start * VALUE_BYTES);
+            uses.push(used);
+        }
+    }
+    let table = dev.clone_htod(&address_table(chunks, &firsts))?;
+    let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
+    let cfg = LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (MULTI_TENSOR_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut builder = func.builder();
+    builder.arg(&table);
+    for scalar in scalars {
+        builder.arg(scalar);
+    }
+    // SAFETY: block b reads row b of the table, the addresses of its
+    // chunk's first value in each operand, in the kernel's order, and the
+    // chunk's length; every chunk lies within its tensor's values, which the
+    // caller holds locked, and no written tensor shares its storage with
+    // another operand (`multi_tensor::distinct_storage`).
+    unsafe { builder.launch(cfg) }.w()?;
+    drop(uses);
     Ok(())
 }

@@ -54,6 +54,13 @@
 //!   function or, for a form only CUDA uses, directly (see
 //!   `batch_norm/saved.rs`), and compares with the CPU kernels.
 //!
+//! The SGD update over every parameter at once ([`SgdStep::apply_all`]),
+//! which writes many tensors and so is no custom op, meets it the same way:
+//! the chunks, the table of addresses the kernel reads and the check that
+//! no written tensor shares storage are shared code (`multi_tensor.rs`), the
+//! CPU runs the same chunks, and only the table's copy and the launch are
+//! CUDA's.
+//!
 //! `tests/cuda.rs` then compares the CUDA results with the CPU's on a GPU
 //! (`scripts/gpu-check.sh`).
 
@@ -70,6 +77,7 @@ mod dispatch;
 mod error;
 mod format;
 mod matmul;
+mod multi_tensor;
 mod pool;
 mod scratch;
 mod sgd_step;
@@ -88,4 +96,4 @@ pub use error::OpsError;
 pub use format::{is_channels_last, to_channels_last, to_dtype};
 pub use matmul::matmul;
 pub use pool::{global_avg_pool, max_pool_3x3_s2, pad_subsample};
-pub use sgd_step::SgdStep;
+pub use sgd_step::{SgdParam, SgdStep};

@@ -1,19 +1,28 @@
-//! The SGD update of one parameter, in place.
+//! The SGD update of a network's parameters, in place.
 //!
 //! Composed from candle's ops, an update with momentum and weight decay runs
 //! six element-wise ops, each allocating a tensor, then copies the result
 //! into the parameter: seven passes and six buffers per parameter and step,
 //! and on a GPU seven kernel launches for each of a network's tensors. Here
-//! f32 tensors on the CPU or CUDA take two in-place passes: one updates the
-//! momentum buffer, one the weights. Each value is rounded as candle's ops
-//! round it, so the results are the composed update's bit for bit.
+//! f32 tensors on the CPU or CUDA take one pass over every parameter at once
+//! ([`crate::multi_tensor`]): on CUDA one launch a step, whatever the number
+//! of tensors. Each value is rounded as candle's ops round it, so the
+//! results are the composed update's bit for bit.
 
-use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
+use std::sync::RwLockWriteGuard;
 
-use crate::args::{f32_data, update_in_place};
+use candle_core::{CpuStorage, Layout, Storage, Tensor, Var};
+use rayon::prelude::*;
+
 use crate::dispatch::has_native_kernel;
 use crate::error::expect_like;
+use crate::multi_tensor::{
+    chunks, distinct_storage, read_locks, split_into_chunks, value_range, Chunk, Operand,
+    CHUNK_VALUES,
+};
 use crate::OpsError;
+
+const OP: &str = "sgd";
 
 /// The coefficients of one SGD step with PyTorch's semantics (dampening 0, no
 /// Nesterov): for a weight `w` with gradient `grad` and momentum buffer `v`,
@@ -34,121 +43,233 @@ pub struct SgdStep {
     pub weight_decay: f64,
 }
 
+/// One parameter of an update ([`SgdStep::apply_all`]): the weight, its
+/// momentum buffer and its gradient, all of the weight's shape, dtype and
+/// device.
+#[derive(Debug, Clone, Copy)]
+pub struct SgdParam<'a> {
+    /// The weight, updated in place.
+    pub weight: &'a Var,
+    /// Its momentum buffer, updated in place.
+    pub velocity: &'a Var,
+    /// Its gradient.
+    pub grad: &'a Tensor,
+}
+
 impl SgdStep {
     /// Updates the momentum buffer `velocity` and then `weight`, in place,
-    /// from `grad`. All three must have the weight's shape, dtype and device;
-    /// the weight and the buffer must not share storage with each other or
-    /// with `grad`.
-    ///
-    /// f32 tensors on the CPU or CUDA run this crate's kernels; everything
-    /// else runs candle's ops and writes the results with [`Var::set`].
+    /// from `grad`: [`SgdStep::apply_all`] of one parameter.
     pub fn apply(&self, weight: &Var, velocity: &Var, grad: &Tensor) -> Result<(), OpsError> {
-        let like = ("weight", weight.as_tensor());
-        expect_like("sgd", ("momentum buffer", velocity.as_tensor()), like)?;
-        expect_like("sgd", ("gradient", grad), like)?;
-        let fast = [weight.as_tensor(), velocity.as_tensor(), grad]
-            .iter()
-            .all(|t| has_native_kernel(t.device(), t.dtype()));
-        if fast {
-            let grad = grad.contiguous()?;
-            velocity.inplace_op3(&grad, weight, &Velocity(*self))?;
-            weight.inplace_op2(velocity, &Descend(*self))?;
-        } else {
-            self.composed(weight, velocity, grad)?;
-        }
-        Ok(())
+        self.apply_all(&[SgdParam {
+            weight,
+            velocity,
+            grad,
+        }])
     }
 
-    /// The update with candle's ops.
-    fn composed(&self, weight: &Var, velocity: &Var, grad: &Tensor) -> Result<(), OpsError> {
-        let w = weight.as_tensor().detach();
-        let mut g = grad.detach();
+    /// Updates every parameter's momentum buffer and then its weight, in
+    /// place. Weights and buffers must not share storage with each other or
+    /// with any gradient (an error says which do).
+    ///
+    /// When every tensor is f32 on one CPU or CUDA device, one pass of this
+    /// crate's kernels updates them all (on CUDA one launch); otherwise each
+    /// parameter runs candle's ops and writes its results with
+    /// [`Var::set`].
+    pub fn apply_all(&self, params: &[SgdParam]) -> Result<(), OpsError> {
+        for (i, p) in params.iter().enumerate() {
+            let like = ("weight", p.weight.as_tensor());
+            let checks = [
+                expect_like(OP, ("momentum buffer", p.velocity.as_tensor()), like),
+                expect_like(OP, ("gradient", p.grad), like),
+            ];
+            for check in checks {
+                check.map_err(|e| match e {
+                    OpsError::Incompatible { op, detail } => OpsError::Incompatible {
+                        op,
+                        detail: format!("parameter {i}: {detail}"),
+                    },
+                    other => other,
+                })?;
+            }
+        }
+        let Some(first) = params.first() else {
+            return Ok(());
+        };
+        let device = first.weight.device();
+        let fast = params.iter().all(|p| {
+            [p.weight.as_tensor(), p.velocity.as_tensor(), p.grad]
+                .iter()
+                .all(|t| has_native_kernel(t.device(), t.dtype()) && t.device().same_device(device))
+        });
+        if fast {
+            self.in_one_pass(params)
+        } else {
+            params.iter().try_for_each(|p| self.composed(p))
+        }
+    }
+
+    /// The update with candle's ops (none for an empty tensor, which
+    /// candle's ops hand back as it is, a value [`Var::set`] refuses).
+    fn composed(&self, p: &SgdParam) -> Result<(), OpsError> {
+        if p.weight.elem_count() == 0 {
+            return Ok(());
+        }
+        let w = p.weight.as_tensor().detach();
+        let mut g = p.grad.detach();
         if self.weight_decay != 0.0 {
             g = g.add(&w.affine(self.weight_decay, 0.0)?)?;
         }
         let v = if self.momentum != 0.0 {
-            velocity.affine(self.momentum, 0.0)?.add(&g)?
+            p.velocity.affine(self.momentum, 0.0)?.add(&g)?
         } else {
             g
         };
-        weight.set(&w.sub(&v.affine(self.lr, 0.0)?)?)?;
-        velocity.set(&v)?;
+        p.weight.set(&w.sub(&v.affine(self.lr, 0.0)?)?)?;
+        p.velocity.set(&v)?;
+        Ok(())
+    }
+
+    /// The update of f32 tensors on one device, in one pass: the storages
+    /// checked apart, then locked (weights and buffers for writing), then
+    /// the chunks run on the CPU or in one CUDA launch.
+    fn in_one_pass(&self, params: &[SgdParam]) -> Result<(), OpsError> {
+        let grads = params
+            .iter()
+            .map(|p| p.grad.contiguous())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut operands = Vec::with_capacity(3 * params.len());
+        for (i, (p, grad)) in params.iter().zip(&grads).enumerate() {
+            let operand = |what: &str, written, tensor| Operand {
+                what: format!("parameter {i}'s {what}"),
+                written,
+                tensor,
+            };
+            operands.push(operand("weight", true, p.weight.as_tensor()));
+            operands.push(operand("momentum buffer", true, p.velocity.as_tensor()));
+            operands.push(operand("gradient", false, grad));
+        }
+        let bases = distinct_storage(OP, &operands)?;
+        let grad_bases: Vec<u64> = bases.iter().skip(2).step_by(3).copied().collect();
+        let lens: Vec<usize> = params.iter().map(|p| p.weight.elem_count()).collect();
+        let chunks = chunks(&lens, CHUNK_VALUES);
+        let mut weights: Vec<_> = params
+            .iter()
+            .map(|p| p.weight.storage_mut_and_layout())
+            .collect();
+        let mut velocities: Vec<_> = params
+            .iter()
+            .map(|p| p.velocity.storage_mut_and_layout())
+            .collect();
+        let (grad_storages, grad_of) = read_locks(&grads, &grad_bases);
+        let grads = grads
+            .iter()
+            .zip(&grad_of)
+            .map(|(g, &k)| (&*grad_storages[k], g.layout()))
+            .collect::<Vec<_>>();
+        let (weights, velocities) = (unlocked(&mut weights), unlocked(&mut velocities));
+        match &grads[0].0 {
+            Storage::Cpu(_) => self.cpu(&chunks, &lens, weights, velocities, &grads),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => self.cuda(&chunks, &lens, weights, velocities, &grads),
+            _ => unreachable!("the update takes the CPU and CUDA only (has_native_kernel)"),
+        }
+    }
+
+    /// The chunks as parallel tasks on the CPU.
+    fn cpu(
+        &self,
+        chunks: &[Chunk],
+        lens: &[usize],
+        weights: Vec<(&mut Storage, &Layout)>,
+        velocities: Vec<(&mut Storage, &Layout)>,
+        grads: &[(&Storage, &Layout)],
+    ) -> Result<(), OpsError> {
+        let w_runs = split_into_chunks(chunks, cpu_values_mut(weights, lens)?);
+        let v_runs = split_into_chunks(chunks, cpu_values_mut(velocities, lens)?);
+        let grads = grads
+            .iter()
+            .zip(lens)
+            .map(|(&(s, l), &len)| cpu_values(s, l, len))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let (lr, momentum, decay) = (
+            self.lr as f32,
+            self.momentum as f32,
+            self.weight_decay as f32,
+        );
+        w_runs
+            .into_par_iter()
+            .zip(v_runs)
+            .zip(chunks)
+            .for_each(|((w, v), c)| {
+                let g = &grads[c.tensor][c.start..c.start + c.len];
+                for ((w, v), g) in w.iter_mut().zip(v).zip(g) {
+                    *v = *v * momentum + (*g + *w * decay);
+                    *w -= *v * lr;
+                }
+            });
+        Ok(())
+    }
+
+    /// The chunks in one launch of `sgd_f32`, one block a chunk, its
+    /// operands' addresses in a table copied to the device.
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        chunks: &[Chunk],
+        lens: &[usize],
+        weights: Vec<(&mut Storage, &Layout)>,
+        velocities: Vec<(&mut Storage, &Layout)>,
+        grads: &[(&Storage, &Layout)],
+    ) -> Result<(), OpsError> {
+        let scalars = [
+            self.momentum as f32,
+            self.weight_decay as f32,
+            self.lr as f32,
+        ];
+        let operands = crate::cuda::MultiTensor {
+            written: vec![weights, velocities],
+            read: vec![grads.to_vec()],
+        };
+        crate::cuda::multi_tensor(OP, "sgd_f32", chunks, lens, operands, &scalars)?;
         Ok(())
     }
 }
 
-/// The momentum buffer's update, in place: `(v, grad, w)`.
-struct Velocity(SgdStep);
-
-impl InplaceOp3 for Velocity {
-    fn name(&self) -> &'static str {
-        "sgd-velocity"
-    }
-
-    fn cpu_fwd(
-        &self,
-        sv: &mut CpuStorage,
-        lv: &Layout,
-        sg: &CpuStorage,
-        lg: &Layout,
-        sw: &CpuStorage,
-        lw: &Layout,
-    ) -> candle_core::Result<()> {
-        let grad = f32_data(self.name(), sg, lg, lv.dims())?;
-        let w = f32_data(self.name(), sw, lw, lv.dims())?;
-        let (momentum, decay) = (self.0.momentum as f32, self.0.weight_decay as f32);
-        update_in_place(self.name(), (sv, lv), grad, w, |v, g, w| {
-            v * momentum + (g + w * decay)
-        })
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        sv: &mut candle_core::CudaStorage,
-        lv: &Layout,
-        sg: &candle_core::CudaStorage,
-        lg: &Layout,
-        sw: &candle_core::CudaStorage,
-        lw: &Layout,
-    ) -> candle_core::Result<()> {
-        let scalars = [self.0.momentum as f32, self.0.weight_decay as f32];
-        let inputs = [(sg, lg), (sw, lw)];
-        crate::cuda::update(self.name(), "sgd_velocity_f32", (sv, lv), &inputs, &scalars)
+/// The contiguous f32 values of a CPU storage, `len` of them.
+fn cpu_values<'a>(
+    storage: &'a Storage,
+    layout: &Layout,
+    len: usize,
+) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(CpuStorage::F32(data)) => Ok(&data[value_range(OP, layout, len)?]),
+        _ => candle_core::bail!("{OP}: expected f32 values on the CPU"),
     }
 }
 
-/// The weights' update, in place: `(w, v)`.
-struct Descend(SgdStep);
+/// The contiguous f32 values of CPU storages, `lens[i]` of the `i`th, to
+/// write.
+fn cpu_values_mut<'a>(
+    storages: Vec<(&'a mut Storage, &Layout)>,
+    lens: &[usize],
+) -> candle_core::Result<Vec<&'a mut [f32]>> {
+    storages
+        .into_iter()
+        .zip(lens)
+        .map(|(storage, &len)| match storage {
+            (Storage::Cpu(CpuStorage::F32(data)), layout) => {
+                Ok(&mut data[value_range(OP, layout, len)?])
+            }
+            _ => candle_core::bail!("{OP}: expected f32 values on the CPU"),
+        })
+        .collect()
+}
 
-impl InplaceOp2 for Descend {
-    fn name(&self) -> &'static str {
-        "sgd-descend"
-    }
-
-    fn cpu_fwd(
-        &self,
-        sw: &mut CpuStorage,
-        lw: &Layout,
-        sv: &CpuStorage,
-        lv: &Layout,
-    ) -> candle_core::Result<()> {
-        let v = f32_data(self.name(), sv, lv, lw.dims())?;
-        let lr = self.0.lr as f32;
-        update_in_place(self.name(), (sw, lw), v, v, |w, v, _| w - v * lr)
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        sw: &mut candle_core::CudaStorage,
-        lw: &Layout,
-        sv: &candle_core::CudaStorage,
-        lv: &Layout,
-    ) -> candle_core::Result<()> {
-        let lr = self.0.lr as f32;
-        crate::cuda::update(self.name(), "sgd_descend_f32", (sw, lw), &[(sv, lv)], &[lr])
-    }
+/// The storages behind write locks, with their layouts.
+fn unlocked<'a>(
+    locks: &'a mut [(RwLockWriteGuard<'_, Storage>, &'a Layout)],
+) -> Vec<(&'a mut Storage, &'a Layout)> {
+    locks.iter_mut().map(|(s, l)| (&mut **s, *l)).collect()
 }
 
 #[cfg(test)]
@@ -202,13 +323,91 @@ mod tests {
                 let (w_ref, v_ref, _) = state(shape, seed);
                 for grad in &grads {
                     step.apply(&w_fast, &v_fast, grad).unwrap();
-                    step.composed(&w_ref, &v_ref, grad).unwrap();
+                    step.composed(&param(&w_ref, &v_ref, grad)).unwrap();
                 }
                 let what = format!("{shape:?}, {step:?}");
                 assert_eq!(values(&w_fast), values(&w_ref), "weights, {what}");
                 assert_eq!(values(&v_fast), values(&v_ref), "momentum, {what}");
             }
         }
+    }
+
+    fn param<'a>(weight: &'a Var, velocity: &'a Var, grad: &'a Tensor) -> SgdParam<'a> {
+        SgdParam {
+            weight,
+            velocity,
+            grad,
+        }
+    }
+
+    #[test]
+    fn one_pass_over_many_parameters_is_each_ones_update() {
+        // Several chunks with a tail, an empty tensor, one value, a strided
+        // gradient, a gradient that starts inside its storage, and two
+        // parameters with one gradient tensor.
+        let shapes: [&[usize]; 6] = [&[3, 70_001], &[0, 4], &[1], &[5, 6], &[7, 3], &[7, 3]];
+        let states: Vec<_> = shapes
+            .iter()
+            .zip(0..)
+            .map(|(s, k)| state(s, 7 * k))
+            .collect();
+        let refs: Vec<_> = shapes
+            .iter()
+            .zip(0..)
+            .map(|(s, k)| state(s, 7 * k))
+            .collect();
+        let strided = random(&[6, 5], 90).t().unwrap();
+        let inside = random(&[30], 91)
+            .narrow(0, 9, 21)
+            .unwrap()
+            .reshape((7, 3))
+            .unwrap();
+        let mut grads: Vec<Tensor> = states.iter().map(|s| s.2[0].clone()).collect();
+        grads[3] = strided;
+        grads[4] = inside.clone();
+        grads[5] = inside;
+        for step in STEPS {
+            let params: Vec<_> = states
+                .iter()
+                .zip(&grads)
+                .map(|((w, v, _), g)| param(w, v, g))
+                .collect();
+            step.apply_all(&params).unwrap();
+            for ((w, v, _), g) in refs.iter().zip(&grads) {
+                step.composed(&param(w, v, g)).unwrap();
+            }
+        }
+        for (k, (got, want)) in states.iter().zip(&refs).enumerate() {
+            assert_eq!(values(&got.0), values(&want.0), "weights of parameter {k}");
+            assert_eq!(values(&got.1), values(&want.1), "momentum of parameter {k}");
+        }
+    }
+
+    #[test]
+    fn shared_storage_is_an_error_naming_both_tensors() {
+        let (w, v, grads) = state(&[4, 3], 0);
+        let (w2, v2, _) = state(&[4, 3], 5);
+        let before = values(&w);
+        let err = STEPS[0].apply(&w, &w, &grads[0]).unwrap_err().to_string();
+        let want = "parameter 0's weight and parameter 0's momentum buffer share their storage";
+        assert!(err.contains(want), "{err}");
+        let twice = [
+            param(&w2, &v2, &grads[0]),
+            param(&w, &v, &grads[1]),
+            param(&w, &v2, &grads[2]),
+        ];
+        let err = STEPS[0].apply_all(&twice).unwrap_err().to_string();
+        assert!(err.contains("share their storage"), "{err}");
+        let grad_is_weight = [param(&w, &v, w2.as_tensor()), param(&w2, &v2, &grads[0])];
+        let err = STEPS[0].apply_all(&grad_is_weight).unwrap_err().to_string();
+        assert!(
+            err.contains("parameter 0's gradient and parameter 1's weight share their storage")
+                || err.contains(
+                    "parameter 1's weight and parameter 0's gradient share their storage"
+                ),
+            "{err}"
+        );
+        assert_eq!(values(&w), before, "nothing is written on an error");
     }
 
     #[test]
@@ -250,6 +449,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("gradient") && err.contains("[3, 4]") && err.contains("[4, 3]"));
+        assert!(err.contains("parameter 0"), "{err}");
         let f64_grad = random(&[4, 3], 1).to_dtype(DType::F64).unwrap();
         let err = STEPS[0].apply(&w, &v, &f64_grad).unwrap_err().to_string();
         assert!(err.contains("F64") && err.contains("F32"), "{err}");

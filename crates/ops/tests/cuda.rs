@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
     add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, is_channels_last,
     max_pool_3x3_s2, pad_subsample, relu, to_channels_last, update_running_stat, DeviceSpec,
-    SgdStep,
+    SgdParam, SgdStep,
 };
 use resnet_test_support::{random_tensor as random, CONV_CASES};
 
@@ -374,20 +374,39 @@ fn sgd_update_matches_the_cpu() {
         momentum: 0.9,
         weight_decay: 1e-4,
     };
-    // Less than a block of threads, several blocks with a tail.
-    for (i, shape) in [&[7][..], &[64, 16, 3, 3], &[3, 70_001]].iter().enumerate() {
-        let seed = 200 + 10 * i as u64;
-        let run = |device: &Device| {
-            let on = |t: Tensor| Var::from_tensor(&t.to_device(device).unwrap()).unwrap();
-            let weight = on(random(shape, seed));
-            let velocity = on(random(shape, seed + 1));
-            for k in 2..5 {
-                let grad = random(shape, seed + k).to_device(device).unwrap();
-                step.apply(&weight, &velocity, &grad).unwrap();
-            }
-            [weight, velocity].map(|v| v.as_tensor().to_device(&Device::Cpu).unwrap())
-        };
-        let (gpu, cpu) = (run(&gpu()), run(&Device::Cpu));
+    // One launch over tensors of less than a block of threads and of
+    // several chunks with a tail, and an empty one.
+    let shapes: [&[usize]; 4] = [&[7], &[64, 16, 3, 3], &[0, 3], &[3, 70_001]];
+    let run = |device: &Device| {
+        let on = |t: Tensor| Var::from_tensor(&t.to_device(device).unwrap()).unwrap();
+        let state: Vec<_> = (0..)
+            .zip(shapes)
+            .map(|(i, shape)| {
+                let seed = 200 + 10 * i;
+                let grads: Vec<_> = (2..5)
+                    .map(|k| random(shape, seed + k).to_device(device).unwrap())
+                    .collect();
+                (on(random(shape, seed)), on(random(shape, seed + 1)), grads)
+            })
+            .collect();
+        for k in 0..3 {
+            let params: Vec<_> = state
+                .iter()
+                .map(|(weight, velocity, grads)| SgdParam {
+                    weight,
+                    velocity,
+                    grad: &grads[k],
+                })
+                .collect();
+            step.apply_all(&params).unwrap();
+        }
+        state
+            .into_iter()
+            .map(|(w, v, _)| [w, v].map(|v| v.as_tensor().to_device(&Device::Cpu).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let (gpu, cpu) = (run(&gpu()), run(&Device::Cpu));
+    for ((gpu, cpu), shape) in gpu.iter().zip(&cpu).zip(shapes) {
         assert_close(
             &gpu[0],
             &cpu[0],

@@ -6,7 +6,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use resnet_ops::SgdStep;
+use resnet_ops::{SgdParam, SgdStep};
 
 use crate::error::{Result, TrainError};
 
@@ -118,8 +118,8 @@ struct Param {
 /// never reach the optimizer.
 ///
 /// The update runs outside the autograd graph and writes the new values in
-/// place, with `resnet_ops`'s kernels for f32 tensors on the CPU and CUDA
-/// ([`SgdStep`]).
+/// place, with `resnet_ops`'s kernels for f32 tensors on the CPU and CUDA:
+/// one pass over every parameter, on CUDA one launch ([`SgdStep::apply_all`]).
 ///
 /// **Caffe's form** ([`Sgd::with_update_rule`]): Caffe's velocity `V` is
 /// `lr * v` with the buffer `v` above while the rate is constant, so the
@@ -208,11 +208,19 @@ impl Sgd {
             }
         }
         self.last_step_lr = Some(lr);
-        for param in &self.params {
-            if let Some(grad) = grads.get(param.var.as_tensor()) {
-                step.apply(&param.var, &param.momentum, grad)?;
-            }
-        }
+        let updates: Vec<SgdParam> = self
+            .params
+            .iter()
+            .filter_map(|param| {
+                let grad = grads.get(param.var.as_tensor())?;
+                Some(SgdParam {
+                    weight: &param.var,
+                    velocity: &param.momentum,
+                    grad,
+                })
+            })
+            .collect();
+        step.apply_all(&updates)?;
         Ok(())
     }
 

@@ -2737,9 +2737,14 @@ impl Tensor {
         self.storage.write().unwrap()
     }
 
-    // If we extend the visibility of this function to be usable outside of this crate, we should
-    // make it unsafe.
-    pub(crate) fn storage_mut_and_layout(
+    /// The storage, to write in place, and the layout: what `inplace_op1`
+    /// hands its op, for updates that write many tensors in one pass (an
+    /// optimizer's step over every parameter), which the `inplace_op*`
+    /// methods, one tensor written each, cannot do. As with those, the new
+    /// values are seen by every tensor sharing the storage, including those
+    /// that a backward pass reads; a tensor whose storage is already locked
+    /// by the same thread deadlocks.
+    pub fn storage_mut_and_layout(
         &self,
     ) -> (std::sync::RwLockWriteGuard<'_, Storage>, &Layout) {
         let storage = self.storage.write().unwrap();

@@ -1,0 +1,266 @@
+//! In-place updates of many f32 tensors in one pass, as an optimizer's step
+//! over every parameter of a network: on CUDA one kernel launch for all of
+//! them (PyTorch's `foreach`/multi-tensor apply), where candle's in-place
+//! ops write one tensor a launch.
+//!
+//! The update's values are cut into [`Chunk`]s, runs of at most
+//! [`CHUNK_VALUES`] values of one tensor. The CPU runs the chunks as
+//! parallel tasks; a CUDA kernel runs one block a chunk, reading the
+//! addresses of its run in each operand from a table ([`address_table`]).
+//! The chunks, the table and the check that no written tensor shares memory
+//! with another operand ([`distinct_storage`]) are the same code on both, so
+//! the CPU tests cover everything of the CUDA path but the launch.
+
+use std::collections::HashMap;
+use std::sync::RwLockReadGuard;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Storage, Tensor};
+
+use crate::OpsError;
+
+/// The most values of one chunk: a CUDA block's work, a CPU task's.
+pub(crate) const CHUNK_VALUES: usize = 1 << 14;
+
+/// Bytes per value: the operands are f32.
+pub(crate) const VALUE_BYTES: u64 = 4;
+
+/// A run of values of one tensor of the update: values `start..start + len`
+/// of operand tensor `tensor`, in each operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    /// Which tensor of the update, in the order given.
+    pub(crate) tensor: usize,
+    /// The first value, counted from the tensor's first.
+    pub(crate) start: usize,
+    /// How many values, at most [`CHUNK_VALUES`].
+    pub(crate) len: usize,
+}
+
+/// The chunks covering tensors of `lens` values each, in order, at most
+/// `max` values each; none for an empty tensor.
+pub(crate) fn chunks(lens: &[usize], max: usize) -> Vec<Chunk> {
+    lens.iter()
+        .enumerate()
+        .flat_map(|(tensor, &len)| {
+            (0..len).step_by(max).map(move |start| Chunk {
+                tensor,
+                start,
+                len: max.min(len - start),
+            })
+        })
+        .collect()
+}
+
+/// The table a multi-tensor kernel reads, one row of `N + 1` values per
+/// chunk: the address of the chunk's first value in each of the `N`
+/// operands (`firsts[tensor][k]`, the address of the tensor's first value
+/// in operand `k`, plus the chunk's start), then its length.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn address_table(chunks: &[Chunk], firsts: &[Vec<u64>]) -> Vec<u64> {
+    chunks
+        .iter()
+        .flat_map(|c| {
+            let offset = c.start as u64 * VALUE_BYTES;
+            firsts[c.tensor]
+                .iter()
+                .map(move |first| first + offset)
+                .chain([c.len as u64])
+        })
+        .collect()
+}
+
+/// One operand tensor of an update: its name in errors, whether the update
+/// writes it, and the address that identifies its storage.
+pub(crate) struct Operand<'a> {
+    /// What it is, for errors: `parameter 3's momentum buffer`.
+    pub(crate) what: String,
+    /// Whether the update writes it.
+    pub(crate) written: bool,
+    /// The tensor.
+    pub(crate) tensor: &'a Tensor,
+}
+
+/// The address of each operand's storage ([`storage_address`]), checked
+/// so that no written operand shares its storage with any other operand
+/// (operands only read may share theirs): the update locks every written
+/// storage for writing, and would otherwise wait on itself forever or read
+/// values it has already changed. Empty operands, which hold no values,
+/// are not compared.
+pub(crate) fn distinct_storage(
+    op: &'static str,
+    operands: &[Operand],
+) -> Result<Vec<u64>, OpsError> {
+    let bases = operands
+        .iter()
+        .map(|o| storage_address(op, &o.tensor.storage_and_layout().0))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..operands.len())
+        .filter(|&i| operands[i].tensor.elem_count() > 0)
+        .collect();
+    order.sort_by_key(|&i| bases[i]);
+    for pair in order.windows(2) {
+        let (a, b) = (&operands[pair[0]], &operands[pair[1]]);
+        if bases[pair[0]] == bases[pair[1]] && (a.written || b.written) {
+            return Err(OpsError::Incompatible {
+                op,
+                detail: format!("{} and {} share their storage", a.what, b.what),
+            });
+        }
+    }
+    Ok(bases)
+}
+
+/// Read locks on the storages of `tensors`, whose addresses are `bases`
+/// ([`distinct_storage`]'s), each storage locked once (a thread that takes
+/// a read lock it already holds may panic): the guards, and the index of
+/// each tensor's guard.
+pub(crate) fn read_locks<'a>(
+    tensors: &'a [Tensor],
+    bases: &[u64],
+) -> (Vec<RwLockReadGuard<'a, Storage>>, Vec<usize>) {
+    let mut guards = Vec::new();
+    let mut first_of: HashMap<u64, usize> = HashMap::new();
+    let which = tensors
+        .iter()
+        .zip(bases)
+        .map(|(t, base)| {
+            *first_of.entry(*base).or_insert_with(|| {
+                guards.push(t.storage_and_layout().0);
+                guards.len() - 1
+            })
+        })
+        .collect();
+    (guards, which)
+}
+
+/// The address of the first value of a storage's buffer: the same for
+/// every tensor that shares the storage, and for no other non-empty one.
+fn storage_address(op: &'static str, storage: &Storage) -> candle_core::Result<u64> {
+    match storage {
+        Storage::Cpu(CpuStorage::F32(data)) => Ok(data.as_ptr() as u64),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(s) => {
+            use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+            let stream = s.device.cuda_stream();
+            let slice = s.as_cuda_slice::<f32>()?;
+            let (address, _used) = slice.device_ptr(&stream);
+            Ok(address)
+        }
+        Storage::Cpu(s) => Err(candle_core::Error::UnsupportedDTypeForOp(s.dtype(), op)),
+        _ => Err(candle_core::Error::Msg(format!(
+            "{op}: takes tensors on the CPU or CUDA"
+        ))),
+    }
+}
+
+/// The offsets of a tensor's values in its storage, checked to be
+/// contiguous and `len` long.
+pub(crate) fn value_range(
+    op: &'static str,
+    layout: &Layout,
+    len: usize,
+) -> candle_core::Result<std::ops::Range<usize>> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Err(candle_core::Error::RequiresContiguous { op });
+    };
+    if end - start != len {
+        candle_core::bail!("{op}: expected {len} values, got {}", end - start);
+    }
+    Ok(start..end)
+}
+
+/// Cuts each tensor's slice in `slices` into `chunks`' runs, in order: one
+/// item per chunk, the runs of a tensor's chunks tiling its slice. `chunks`
+/// must come from [`chunks`] over the slices' lengths.
+pub(crate) fn split_into_chunks<'a, T>(
+    chunks: &[Chunk],
+    slices: Vec<&'a mut [T]>,
+) -> Vec<&'a mut [T]> {
+    let mut rest: Vec<Option<&'a mut [T]>> = slices.into_iter().map(Some).collect();
+    chunks
+        .iter()
+        .map(|c| {
+            let slice = rest[c.tensor].take().expect("every tensor has its slice");
+            let (run, tail) = slice.split_at_mut(c.len);
+            rest[c.tensor] = Some(tail);
+            run
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    #[test]
+    fn chunks_tile_every_tensor_in_order() {
+        let lens = [5, 0, 8, 9, 1];
+        let chunks = chunks(&lens, 4);
+        let runs: Vec<(usize, usize, usize)> =
+            chunks.iter().map(|c| (c.tensor, c.start, c.len)).collect();
+        let want = [
+            (0, 0, 4),
+            (0, 4, 1),
+            (2, 0, 4),
+            (2, 4, 4),
+            (3, 0, 4),
+            (3, 4, 4),
+            (3, 8, 1),
+            (4, 0, 1),
+        ];
+        assert_eq!(runs, want);
+    }
+
+    #[test]
+    fn the_address_table_gives_each_chunk_its_first_value_and_length() {
+        let chunks = chunks(&[5, 3], 4);
+        let firsts = [vec![1000u64, 2000], vec![3000, 4000]];
+        let table = address_table(&chunks, &firsts);
+        let want = [1000, 2000, 4, 1016, 2016, 1, 3000, 4000, 3];
+        assert_eq!(table, want);
+    }
+
+    #[test]
+    fn split_runs_are_the_chunks_values() {
+        let mut a: Vec<u32> = (0..5).collect();
+        let mut b: Vec<u32> = (10..13).collect();
+        let chunks = chunks(&[5, 3], 2);
+        let runs = split_into_chunks(&chunks, vec![&mut a[..], &mut b[..]]);
+        let runs: Vec<Vec<u32>> = runs.into_iter().map(|r| r.to_vec()).collect();
+        let want: [&[u32]; 5] = [&[0, 1], &[2, 3], &[4], &[10, 11], &[12]];
+        assert_eq!(runs, want);
+    }
+
+    #[test]
+    fn a_written_tensor_must_not_share_storage() {
+        let dev = Device::Cpu;
+        let a = Var::zeros(6, candle_core::DType::F32, &dev).unwrap();
+        let b = Var::zeros(6, candle_core::DType::F32, &dev).unwrap();
+        let view = a.as_tensor().narrow(0, 2, 3).unwrap();
+        let operand = |what: &str, written, tensor| Operand {
+            what: what.into(),
+            written,
+            tensor,
+        };
+        // Two reads of one storage are fine.
+        let ok = [
+            operand("a", true, b.as_tensor()),
+            operand("x", false, a.as_tensor()),
+            operand("y", false, &view),
+        ];
+        distinct_storage("test", &ok).unwrap();
+        let clash = [
+            operand("the weight", true, a.as_tensor()),
+            operand("b", false, b.as_tensor()),
+            operand("the gradient", false, &view),
+        ];
+        let err = distinct_storage("test", &clash).unwrap_err().to_string();
+        assert!(
+            err.contains("the weight and the gradient share their storage"),
+            "{err}"
+        );
+    }
+}
