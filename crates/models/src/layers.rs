@@ -1,9 +1,10 @@
 //! The typed layers of a ResNet: conv + batch norm pairs and the fc head.
 
+use std::cell::RefCell;
 use std::num::NonZeroUsize;
 
 use candle_core::{DType, Tensor, Var};
-use resnet_ops::InferenceConv;
+use resnet_ops::{InferenceConv, RunningUpdate};
 
 use crate::init::Initializer;
 use crate::plan::ConvPlan;
@@ -49,6 +50,46 @@ fn push(out: &mut Vec<NamedVar>, prefix: &str, field: &str, var: &Var, kind: Ten
     });
 }
 
+/// How a forward pass runs its batch norms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pass<'a> {
+    /// With their running statistics.
+    Eval,
+    /// With each batch's statistics, the moves of the running statistics
+    /// gathered in a [`RunningMoves`] to be made after the pass.
+    Train(&'a RunningMoves),
+}
+
+/// The moves of batch norms' running statistics that a training pass
+/// gathers, made together after it ([`RunningMoves::apply`]): one pass over
+/// all of them, on CUDA one launch for the network, instead of two per
+/// batch norm. Nothing reads a running statistic during a training pass, so
+/// the values are the same as if each batch norm moved its own.
+#[derive(Debug, Default)]
+pub(crate) struct RunningMoves(RefCell<Vec<(Var, Tensor, f64)>>);
+
+impl RunningMoves {
+    /// Gathers the move of `running` towards `batch` times `scale`.
+    fn push(&self, running: &Var, batch: Tensor, scale: f64) {
+        self.0.borrow_mut().push((running.clone(), batch, scale));
+    }
+
+    /// Makes every move gathered, with PyTorch's momentum of 0.1.
+    pub(crate) fn apply(self) -> Result<(), ModelError> {
+        let moves = self.0.into_inner();
+        let updates: Vec<RunningUpdate> = moves
+            .iter()
+            .map(|(running, batch, scale)| RunningUpdate {
+                running,
+                batch,
+                scale: *scale,
+            })
+            .collect();
+        resnet_ops::update_running_stats(&updates, BN_MOMENTUM)?;
+        Ok(())
+    }
+}
+
 /// Batch normalisation with running statistics (PyTorch semantics: eps 1e-5,
 /// momentum 0.1, running variance updated with the unbiased batch variance).
 ///
@@ -92,12 +133,12 @@ impl BatchNorm {
         })
     }
 
-    /// Train mode normalises with the batch statistics and updates the
-    /// running ones; eval mode normalises with the running statistics. Then
-    /// `after`, fused into the batch norm in train mode (and the ReLU in
-    /// eval mode).
-    fn forward_t(&self, x: &Tensor, train: bool, after: After) -> Result<Tensor, ModelError> {
-        if !train {
+    /// A training pass normalises with the batch statistics and gathers
+    /// the moves of the running ones; an eval pass normalises with the
+    /// running statistics. Then `after`, fused into the batch norm in
+    /// training (and the ReLU in eval).
+    fn forward_t(&self, x: &Tensor, pass: Pass, after: After) -> Result<Tensor, ModelError> {
+        let Pass::Train(moves) = pass else {
             let (mean, var) = (&self.running_mean, &self.running_var);
             let (w, b) = (&self.weight, &self.bias);
             return Ok(match after {
@@ -108,7 +149,7 @@ impl BatchNorm {
                     shortcut,
                 )?,
             });
-        }
+        };
         // Each group (the whole batch without groups) is normalised on its
         // own, one op for all of them; the running statistics move once per
         // step, towards the mean of the groups' means and the mean of their
@@ -149,8 +190,8 @@ impl BatchNorm {
             let var = batch.var.broadcast_mul(&factors)?.mean(0)?;
             (batch.mean.mean(0)?, var, 1.0)
         };
-        resnet_ops::update_running_stat(&self.running_mean, &mean, BN_MOMENTUM, 1.0)?;
-        resnet_ops::update_running_stat(&self.running_var, &var, BN_MOMENTUM, factor)?;
+        moves.push(&self.running_mean, mean, 1.0);
+        moves.push(&self.running_var, var, factor);
         Ok(batch.y)
     }
 
@@ -220,7 +261,7 @@ impl ConvBn {
     pub(crate) fn forward_t(
         &self,
         x: &Tensor,
-        train: bool,
+        pass: Pass,
         trace: Option<&mut Trace>,
         after: After,
     ) -> Result<Tensor, ModelError> {
@@ -229,9 +270,9 @@ impl ConvBn {
             resnet_ops::conv2d(x, w, stride, padding)
         })?;
         let Some(trace) = trace else {
-            return self.bn.forward_t(&y, train, after);
+            return self.bn.forward_t(&y, pass, after);
         };
-        let y = self.bn.forward_t(&y, train, After::Nothing)?;
+        let y = self.bn.forward_t(&y, pass, After::Nothing)?;
         let (_, _, h, w) = y.dims4()?;
         trace.macs += h * w * self.plan.params();
         if self.plan.kernel == 3 {
@@ -380,7 +421,9 @@ mod tests {
         set(&conv.bn.weight, &[0.5, 1.5, 1.0, 0.8, 1.2, 0.9]);
         set(&conv.bn.bias, &[0.2, -0.1, 0.0, 0.3, -0.3, 0.1]);
         let x = Tensor::randn(0f32, 1.0, (2, 4, 7, 5), &device).unwrap();
-        let want = conv.forward_t(&x, false, None, After::Nothing).unwrap();
+        let want = conv
+            .forward_t(&x, Pass::Eval, None, After::Nothing)
+            .unwrap();
         let got = conv.fold().unwrap().forward(&x, None, false).unwrap();
         let scale = resnet_test_support::max_abs_diff(&want, &want.zeros_like().unwrap());
         let err = resnet_test_support::max_abs_diff(&got, &want);

@@ -9,7 +9,7 @@ use resnet_ops::InferenceConv;
 
 use crate::inference::InferenceNet;
 use crate::init::Initializer;
-use crate::layers::{After, ConvBn, Linear, NamedVar, TensorKind, Trace};
+use crate::layers::{After, ConvBn, Linear, NamedVar, Pass, RunningMoves, TensorKind, Trace};
 use crate::plan::{BlockPlan, ShortcutPlan};
 use crate::{ArchSpec, ModelError, Precision};
 
@@ -102,14 +102,13 @@ impl Block<ConvBn> {
     fn forward_t(
         &self,
         x: &Tensor,
-        train: bool,
+        pass: Pass,
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
         // The shortcut first: the last batch norm adds it and applies the
         // block's ReLU in its own pass (without one, in plain nets, that
         // ReLU is the last conv's own).
-        let project =
-            |conv: &ConvBn| conv.forward_t(x, train, trace.as_deref_mut(), After::Nothing);
+        let project = |conv: &ConvBn| conv.forward_t(x, pass, trace.as_deref_mut(), After::Nothing);
         let shortcut = self.shortcut.forward(x, project)?;
         let last = self.convs.len() - 1;
         let mut y = x.clone();
@@ -118,7 +117,7 @@ impl Block<ConvBn> {
                 Some(shortcut) if k == last => After::AddRelu(shortcut),
                 _ => After::Relu,
             };
-            y = conv.forward_t(&y, train, trace.as_deref_mut(), after)?;
+            y = conv.forward_t(&y, pass, trace.as_deref_mut(), after)?;
         }
         Ok(y)
     }
@@ -169,7 +168,8 @@ impl Block<ConvBn> {
 /// A ResNet or plain net of any spec, with torchvision tensor names.
 ///
 /// `forward_t(x, train)` runs batch norm in train mode (batch statistics,
-/// running statistics updated) or eval mode (running statistics).
+/// every running statistic updated once the pass has its output, all in one
+/// pass of the update) or eval mode (running statistics).
 #[derive(Debug)]
 pub struct ResNet {
     spec: ArchSpec,
@@ -304,7 +304,12 @@ impl ResNet {
         train: bool,
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor, ModelError> {
-        let backbone_train = train && !self.frozen_backbone;
+        let moves = RunningMoves::default();
+        let pass = if train && !self.frozen_backbone {
+            Pass::Train(&moves)
+        } else {
+            Pass::Eval
+        };
         let x = if self.channels_last {
             resnet_ops::to_channels_last(x)?
         } else {
@@ -312,18 +317,20 @@ impl ResNet {
         };
         let mut y = self
             .stem
-            .forward_t(&x, backbone_train, trace.as_deref_mut(), After::Relu)?;
+            .forward_t(&x, pass, trace.as_deref_mut(), After::Relu)?;
         if self.stem_max_pool {
             y = resnet_ops::max_pool_3x3_s2(&y)?;
         }
         for block in self.stages.iter().flatten() {
-            y = block.forward_t(&y, backbone_train, trace.as_deref_mut())?;
+            y = block.forward_t(&y, pass, trace.as_deref_mut())?;
         }
         let mut features = resnet_ops::global_avg_pool(&y)?;
         if self.frozen_backbone {
             features = features.detach();
         }
-        self.fc.forward(&features, trace)
+        let logits = self.fc.forward(&features, trace)?;
+        moves.apply()?;
+        Ok(logits)
     }
 
     /// Every tensor of the model (parameters and BN running statistics) with

@@ -9,8 +9,8 @@
 // multiply-add: each value is then rounded exactly as the CPU kernels round
 // it, and the GPU's results equal the CPU's bit for bit.
 //
-// Every kernel but sgd_f32 takes its element count `n` last and runs one
-// thread per element.
+// Every kernel but the multi-tensor ones (sgd_f32, running_stats_f32) takes its
+// element count `n` last and runs one thread per element.
 
 #define INDEX_OR_RETURN                                    \
     const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; \
@@ -55,12 +55,21 @@ extern "C" __global__ void sgd_f32(const unsigned long long *table, float moment
     }
 }
 
-// A batch norm's running statistic, in place:
-// r = keep * r + momentum * (scale * batch), keep = 1 - momentum.
-extern "C" __global__ void running_stat_f32(float *r, const float *batch, float keep,
-                                            float scale, float momentum, unsigned int n) {
-    INDEX_OR_RETURN
-    r[i] = __fadd_rn(__fmul_rn(r[i], keep), __fmul_rn(__fmul_rn(batch[i], scale), momentum));
+// Batch norms' running statistics in one launch, in place, one block per
+// chunk of one statistic's values: row blockIdx.x of `table` holds the
+// addresses of the chunk's first running and batch value, its length, then
+// the statistic's scale as f32 bits (1 for a mean, n / (n - 1) for a
+// variance). r = keep * r + momentum * (scale * batch), keep = 1 - momentum.
+extern "C" __global__ void running_stats_f32(const unsigned long long *table, float keep,
+                                             float momentum) {
+    const unsigned long long *row = table + 4 * (unsigned long long)blockIdx.x;
+    float *r = (float *)row[0];
+    const float *batch = (const float *)row[1];
+    const unsigned int n = (unsigned int)row[2];
+    const float scale = __uint_as_float((unsigned int)row[3]);
+    for (unsigned int i = threadIdx.x; i < n; i += blockDim.x) {
+        r[i] = __fadd_rn(__fmul_rn(r[i], keep), __fmul_rn(__fmul_rn(batch[i], scale), momentum));
+    }
 }
 
 // A training batch norm's moments from the statistics cuDNN saved, `saved`

@@ -4,7 +4,6 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout};
-use rayon::prelude::*;
 
 /// Values per parallel task of the element-wise kernels: large enough to
 /// amortise scheduling, small enough to split a CIFAR activation across two
@@ -57,31 +56,4 @@ pub(crate) fn cuda_view<'a, T: candle_core::cuda_backend::CudaDType>(
     let slice = storage.as_cuda_slice::<T>()?;
     let (start, end) = contiguous_range(op, layout, dims)?;
     Ok(slice.slice(start..end))
-}
-
-/// `t[i] = f(t[i], a[i], b[i])` over the contiguous f32 values of `t`, in
-/// parallel chunks; `a` and `b` have as many values as `t`.
-pub(crate) fn update_in_place(
-    op: &'static str,
-    (storage, layout): (&mut CpuStorage, &Layout),
-    a: &[f32],
-    b: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32 + Sync,
-) -> candle_core::Result<()> {
-    let (start, end) = contiguous_range(op, layout, layout.dims())?;
-    let CpuStorage::F32(data) = storage else {
-        return Err(candle_core::Error::UnsupportedDTypeForOp(
-            storage.dtype(),
-            op,
-        ));
-    };
-    data[start..end]
-        .par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(t, (a, b))| {
-            for ((t, a), b) in t.iter_mut().zip(a).zip(b) {
-                *t = f(*t, *a, *b);
-            }
-        });
-    Ok(())
 }

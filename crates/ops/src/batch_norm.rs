@@ -29,7 +29,7 @@ mod saved;
 mod tests;
 mod train;
 
-pub use running::update_running_stat;
+pub use running::{update_running_stat, update_running_stats, RunningUpdate};
 
 use std::num::NonZeroUsize;
 

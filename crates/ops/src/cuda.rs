@@ -1,15 +1,16 @@
 //! This crate's own CUDA kernels (`kernels/*.cu`, compiled to PTX by
-//! `build.rs`) and their launch: one thread per value written, on the
-//! device's stream, over contiguous f32 arguments.
+//! `build.rs`) and their launch on the device's stream, over contiguous f32
+//! arguments: one thread per value written, or for the multi-tensor kernels
+//! one block per chunk of a tensor's values.
 
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+    CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CudaStorage, Layout, Result, Storage};
 
 use crate::args::cuda_view;
-use crate::multi_tensor::{address_table, value_range, Chunk, VALUE_BYTES};
+use crate::multi_tensor::{address_table, value_range, Chunk, Kernel, VALUE_BYTES};
 
 /// A PTX module of this crate's kernels, loaded into each device once
 /// (`CudaDevice::get_or_load_custom_func(kernel, module.name, module.ptx)`).
@@ -100,45 +101,6 @@ pub(crate) fn map(op: &'static str, name: &str, inputs: &[Arg]) -> Result<CudaSt
     )
 }
 
-/// Runs the element-wise kernel `name` on `target`'s values in place, with
-/// `inputs` of the same dims and the f32 `scalars` after them.
-pub(crate) fn update(
-    op: &'static str,
-    name: &str,
-    (target, layout): (&mut CudaStorage, &Layout),
-    inputs: &[Arg],
-    scalars: &[f32],
-) -> Result<()> {
-    let dev: CudaDevice = target.device.clone();
-    let dims = layout.dims();
-    let views = inputs
-        .iter()
-        .map(|(s, l)| cuda_view::<f32>(op, s, l, dims))
-        .collect::<Result<Vec<_>>>()?;
-    let (start, end) = crate::args::contiguous_range(op, layout, dims)?;
-    if start == end {
-        return Ok(());
-    }
-    let (cfg, n) = launch_config(op, end - start)?;
-    let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
-    let slice: &mut CudaSlice<f32> = target.as_cuda_slice_mut()?;
-    let mut values = slice.slice_mut(start..end);
-    let mut builder = func.builder();
-    builder.arg(&mut values);
-    for view in &views {
-        builder.arg(view);
-    }
-    for scalar in scalars {
-        builder.arg(scalar);
-    }
-    builder.arg(&n);
-    // SAFETY: the arguments match the kernel's signature: the `n` values to
-    // update, one pointer per input to `n` contiguous f32 values, the
-    // scalars, then `n`.
-    unsafe { builder.launch(cfg) }.w()?;
-    Ok(())
-}
-
 /// The operands of a multi-tensor kernel, locked by the caller, each a list
 /// with one storage per tensor of the update: the written ones, then the
 /// ones only read, in the kernel's order.
@@ -152,17 +114,18 @@ pub(crate) struct MultiTensor<'a> {
 /// Threads per block of a multi-tensor kernel.
 const MULTI_TENSOR_THREADS: u32 = 256;
 
-/// Runs the multi-tensor kernel `name` of [`ELEMENTWISE`] on `chunks` of
+/// Runs the multi-tensor `kernel` of [`ELEMENTWISE`] on `chunks` of
 /// tensors of `lens` values: one block a chunk, reading its row of the
-/// address table ([`address_table`], copied to the device) and then the
-/// f32 `scalars`. Nothing is launched for no chunks.
+/// address table ([`address_table`], with each tensor's `words`; copied to
+/// the device) and then the kernel's scalars. Nothing is launched for no
+/// chunks.
 pub(crate) fn multi_tensor(
     op: &'static str,
-    name: &str,
+    kernel: &Kernel,
     chunks: &[Chunk],
     lens: &[usize],
     operands: MultiTensor,
-    scalars: &[f32],
+    words: &[&[u64]],
 ) -> Result<()> {
     let Some(Storage::Cuda(first)) = operands
         .written
@@ -207,8 +170,8 @@ pub(crate) fn multi_tensor(
             uses.push(used);
         }
     }
-    let table = dev.clone_htod(&address_table(chunks, &firsts))?;
-    let func = dev.get_or_load_custom_func(name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
+    let table = dev.clone_htod(&address_table(chunks, &firsts, words))?;
+    let func = dev.get_or_load_custom_func(kernel.name, ELEMENTWISE.name, ELEMENTWISE.ptx)?;
     let cfg = LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (MULTI_TENSOR_THREADS, 1, 1),
@@ -216,12 +179,12 @@ pub(crate) fn multi_tensor(
     };
     let mut builder = func.builder();
     builder.arg(&table);
-    for scalar in scalars {
+    for scalar in kernel.scalars {
         builder.arg(scalar);
     }
     // SAFETY: block b reads row b of the table, the addresses of its
-    // chunk's first value in each operand, in the kernel's order, and the
-    // chunk's length; every chunk lies within its tensor's values, which the
+    // chunk's first value in each operand, in the kernel's order, the
+    // chunk's length and its tensor's words; every chunk lies within its tensor's values, which the
     // caller holds locked, and no written tensor shares its storage with
     // another operand (`multi_tensor::distinct_storage`).
     unsafe { builder.launch(cfg) }.w()?;

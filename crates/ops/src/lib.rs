@@ -87,7 +87,8 @@ mod test_util;
 pub use activation::{add_relu, relu};
 pub use batch_norm::{
     batch_norm_add_relu_train, batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train,
-    batch_norm_train, update_running_stat, BatchNormOutput, GroupedBatchNorm,
+    batch_norm_train, update_running_stat, update_running_stats, BatchNormOutput, GroupedBatchNorm,
+    RunningUpdate,
 };
 pub use conv::{conv2d, InferenceConv};
 pub use device::DeviceSpec;

@@ -7,20 +7,22 @@
 //! [`CHUNK_VALUES`] values of one tensor. The CPU runs the chunks as
 //! parallel tasks; a CUDA kernel runs one block a chunk, reading the
 //! addresses of its run in each operand from a table ([`address_table`]).
-//! The chunks, the table and the check that no written tensor shares memory
-//! with another operand ([`distinct_storage`]) are the same code on both, so
-//! the CPU tests cover everything of the CUDA path but the launch.
+//! The chunks, the table, the check that no written tensor shares memory
+//! with another operand ([`distinct_storage`]) and the locking are the same
+//! code on both ([`update`]), so the CPU tests cover everything of the CUDA
+//! path but the launch.
 
 use std::collections::HashMap;
-use std::sync::RwLockReadGuard;
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
+use rayon::prelude::*;
 
 use crate::OpsError;
 
 /// The most values of one chunk: a CUDA block's work, a CPU task's.
-pub(crate) const CHUNK_VALUES: usize = 1 << 14;
+const CHUNK_VALUES: usize = 1 << 14;
 
 /// Bytes per value: the operands are f32.
 pub(crate) const VALUE_BYTES: u64 = 4;
@@ -39,7 +41,7 @@ pub(crate) struct Chunk {
 
 /// The chunks covering tensors of `lens` values each, in order, at most
 /// `max` values each; none for an empty tensor.
-pub(crate) fn chunks(lens: &[usize], max: usize) -> Vec<Chunk> {
+fn chunks(lens: &[usize], max: usize) -> Vec<Chunk> {
     lens.iter()
         .enumerate()
         .flat_map(|(tensor, &len)| {
@@ -52,12 +54,12 @@ pub(crate) fn chunks(lens: &[usize], max: usize) -> Vec<Chunk> {
         .collect()
 }
 
-/// The table a multi-tensor kernel reads, one row of `N + 1` values per
-/// chunk: the address of the chunk's first value in each of the `N`
-/// operands (`firsts[tensor][k]`, the address of the tensor's first value
-/// in operand `k`, plus the chunk's start), then its length.
+/// The table a multi-tensor kernel reads, one row per chunk: the address
+/// of the chunk's first value in each operand (`firsts[tensor][k]`, the
+/// address of the tensor's first value in operand `k`, plus the chunk's
+/// start), its length, then its tensor's `words`.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) fn address_table(chunks: &[Chunk], firsts: &[Vec<u64>]) -> Vec<u64> {
+pub(crate) fn address_table(chunks: &[Chunk], firsts: &[Vec<u64>], words: &[&[u64]]) -> Vec<u64> {
     chunks
         .iter()
         .flat_map(|c| {
@@ -66,13 +68,191 @@ pub(crate) fn address_table(chunks: &[Chunk], firsts: &[Vec<u64>]) -> Vec<u64> {
                 .iter()
                 .map(move |first| first + offset)
                 .chain([c.len as u64])
+                .chain(words[c.tensor].iter().copied())
         })
         .collect()
 }
 
+/// One tensor of an update ([`update`]): its `W` operands written and `R`
+/// read, each with its name in errors, all of the same number of values,
+/// and the words that its rows of a CUDA kernel's table end with.
+pub(crate) struct Tensors<'a, const W: usize, const R: usize> {
+    /// The operands written, in place.
+    pub(crate) written: [(&'static str, &'a Tensor); W],
+    /// The operands read.
+    pub(crate) read: [(&'static str, &'a Tensor); R],
+    /// The tensor's own values for the kernel (a scale's f32 bits, ...).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) words: &'a [u64],
+}
+
+/// A multi-tensor CUDA kernel of `kernels/elementwise.cu`: its name and the
+/// f32 scalars it takes after the table.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct Kernel<'a> {
+    /// The kernel's name.
+    pub(crate) name: &'static str,
+    /// Its scalar arguments, in order.
+    pub(crate) scalars: &'a [f32],
+}
+
+/// Updates the written operands of every tensor in `tensors` in one pass:
+/// on the CPU `cpu` on each chunk (its runs of the written operands, then
+/// of the read ones), on CUDA `kernel`, one launch. Every operand must be
+/// f32 on the device of the first, the CPU or CUDA (the callers check it);
+/// `what` names a tensor in errors (`parameter` gives `parameter 3's
+/// weight`).
+pub(crate) fn update<const W: usize, const R: usize>(
+    op: &'static str,
+    what: &str,
+    tensors: &[Tensors<W, R>],
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] kernel: Kernel,
+    cpu: impl Fn(&Chunk, [&mut [f32]; W], [&[f32]; R]) + Sync,
+) -> Result<(), OpsError> {
+    let read = tensors
+        .iter()
+        .map(|t| t.read.iter().map(|(_, x)| x.contiguous()).collect())
+        .collect::<candle_core::Result<Vec<Vec<Tensor>>>>()?;
+    let mut operands = Vec::with_capacity((W + R) * tensors.len());
+    for (i, (t, read)) in tensors.iter().zip(&read).enumerate() {
+        let operand = |name: &str, written, tensor| Operand {
+            what: format!("{what} {i}'s {name}"),
+            written,
+            tensor,
+        };
+        operands.extend(t.written.iter().map(|&(name, x)| operand(name, true, x)));
+        operands.extend(
+            t.read
+                .iter()
+                .zip(read)
+                .map(|((name, _), x)| operand(name, false, x)),
+        );
+    }
+    let bases = distinct_storage(op, &operands)?;
+    let read_bases: Vec<u64> = bases
+        .chunks(W + R)
+        .flat_map(|b| b[W..].iter().copied())
+        .collect();
+    let lens: Vec<usize> = tensors
+        .iter()
+        .map(|t| t.written[0].1.elem_count())
+        .collect();
+    let chunks = chunks(&lens, CHUNK_VALUES);
+    let mut write_locks: Vec<Vec<_>> = (0..W)
+        .map(|k| {
+            tensors
+                .iter()
+                .map(|t| t.written[k].1.storage_mut_and_layout())
+                .collect()
+        })
+        .collect();
+    let read_flat: Vec<&Tensor> = read.iter().flatten().collect();
+    let (read_locks, lock_of) = read_locks(&read_flat, &read_bases);
+    let written: Vec<_> = write_locks.iter_mut().map(|l| unlocked(l)).collect();
+    let read: Vec<Vec<_>> = (0..R)
+        .map(|k| {
+            (0..tensors.len())
+                .map(|t| {
+                    let j = t * R + k;
+                    (&*read_locks[lock_of[j]], read_flat[j].layout())
+                })
+                .collect()
+        })
+        .collect();
+    match written.first().and_then(|list| list.first()) {
+        None => Ok(()),
+        Some((Storage::Cpu(_), _)) => cpu_pass(op, &chunks, &lens, written, &read, cpu),
+        #[cfg(feature = "cuda")]
+        Some((Storage::Cuda(_), _)) => {
+            let words: Vec<&[u64]> = tensors.iter().map(|t| t.words).collect();
+            let operands = crate::cuda::MultiTensor { written, read };
+            crate::cuda::multi_tensor(op, &kernel, &chunks, &lens, operands, &words)?;
+            Ok(())
+        }
+        Some(_) => {
+            Err(candle_core::Error::Msg(format!("{op}: takes tensors on the CPU or CUDA")).into())
+        }
+    }
+}
+
+/// The chunks as parallel tasks on the CPU.
+fn cpu_pass<const W: usize, const R: usize>(
+    op: &'static str,
+    chunks: &[Chunk],
+    lens: &[usize],
+    written: Vec<Vec<(&mut Storage, &Layout)>>,
+    read: &[Vec<(&Storage, &Layout)>],
+    f: impl Fn(&Chunk, [&mut [f32]; W], [&[f32]; R]) + Sync,
+) -> Result<(), OpsError> {
+    let mut runs = written
+        .into_iter()
+        .map(|list| Ok(split_into_chunks(chunks, cpu_values_mut(op, list, lens)?).into_iter()))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let read = read
+        .iter()
+        .map(|list| {
+            list.iter()
+                .zip(lens)
+                .map(|(&(s, l), &len)| cpu_values(op, s, l, len))
+                .collect::<candle_core::Result<Vec<_>>>()
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let tasks: Vec<(&Chunk, [&mut [f32]; W])> = chunks
+        .iter()
+        .map(|c| {
+            let runs = std::array::from_fn(|k| runs[k].next().expect("one run per chunk"));
+            (c, runs)
+        })
+        .collect();
+    tasks.into_par_iter().for_each(|(c, written)| {
+        let read = std::array::from_fn(|k| &read[k][c.tensor][c.start..c.start + c.len]);
+        f(c, written, read)
+    });
+    Ok(())
+}
+
+/// The contiguous f32 values of a CPU storage, `len` of them.
+fn cpu_values<'a>(
+    op: &'static str,
+    storage: &'a Storage,
+    layout: &Layout,
+    len: usize,
+) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(CpuStorage::F32(data)) => Ok(&data[value_range(op, layout, len)?]),
+        _ => candle_core::bail!("{op}: expected f32 values on the CPU"),
+    }
+}
+
+/// The contiguous f32 values of CPU storages, `lens[i]` of the `i`th, to
+/// write.
+fn cpu_values_mut<'a>(
+    op: &'static str,
+    storages: Vec<(&'a mut Storage, &Layout)>,
+    lens: &[usize],
+) -> candle_core::Result<Vec<&'a mut [f32]>> {
+    storages
+        .into_iter()
+        .zip(lens)
+        .map(|(storage, &len)| match storage {
+            (Storage::Cpu(CpuStorage::F32(data)), layout) => {
+                Ok(&mut data[value_range(op, layout, len)?])
+            }
+            _ => candle_core::bail!("{op}: expected f32 values on the CPU"),
+        })
+        .collect()
+}
+
+/// The storages behind write locks, with their layouts.
+fn unlocked<'a>(
+    locks: &'a mut [(RwLockWriteGuard<'_, Storage>, &'a Layout)],
+) -> Vec<(&'a mut Storage, &'a Layout)> {
+    locks.iter_mut().map(|(s, l)| (&mut **s, *l)).collect()
+}
+
 /// One operand tensor of an update: its name in errors, whether the update
 /// writes it, and the address that identifies its storage.
-pub(crate) struct Operand<'a> {
+struct Operand<'a> {
     /// What it is, for errors: `parameter 3's momentum buffer`.
     pub(crate) what: String,
     /// Whether the update writes it.
@@ -87,10 +267,7 @@ pub(crate) struct Operand<'a> {
 /// storage for writing, and would otherwise wait on itself forever or read
 /// values it has already changed. Empty operands, which hold no values,
 /// are not compared.
-pub(crate) fn distinct_storage(
-    op: &'static str,
-    operands: &[Operand],
-) -> Result<Vec<u64>, OpsError> {
+fn distinct_storage(op: &'static str, operands: &[Operand]) -> Result<Vec<u64>, OpsError> {
     let bases = operands
         .iter()
         .map(|o| storage_address(op, &o.tensor.storage_and_layout().0))
@@ -115,8 +292,8 @@ pub(crate) fn distinct_storage(
 /// ([`distinct_storage`]'s), each storage locked once (a thread that takes
 /// a read lock it already holds may panic): the guards, and the index of
 /// each tensor's guard.
-pub(crate) fn read_locks<'a>(
-    tensors: &'a [Tensor],
+fn read_locks<'a>(
+    tensors: &[&'a Tensor],
     bases: &[u64],
 ) -> (Vec<RwLockReadGuard<'a, Storage>>, Vec<usize>) {
     let mut guards = Vec::new();
@@ -173,10 +350,7 @@ pub(crate) fn value_range(
 /// Cuts each tensor's slice in `slices` into `chunks`' runs, in order: one
 /// item per chunk, the runs of a tensor's chunks tiling its slice. `chunks`
 /// must come from [`chunks`] over the slices' lengths.
-pub(crate) fn split_into_chunks<'a, T>(
-    chunks: &[Chunk],
-    slices: Vec<&'a mut [T]>,
-) -> Vec<&'a mut [T]> {
+fn split_into_chunks<'a, T>(chunks: &[Chunk], slices: Vec<&'a mut [T]>) -> Vec<&'a mut [T]> {
     let mut rest: Vec<Option<&'a mut [T]>> = slices.into_iter().map(Some).collect();
     chunks
         .iter()
@@ -218,8 +392,8 @@ mod tests {
     fn the_address_table_gives_each_chunk_its_first_value_and_length() {
         let chunks = chunks(&[5, 3], 4);
         let firsts = [vec![1000u64, 2000], vec![3000, 4000]];
-        let table = address_table(&chunks, &firsts);
-        let want = [1000, 2000, 4, 1016, 2016, 1, 3000, 4000, 3];
+        let table = address_table(&chunks, &firsts, &[&[7], &[8]]);
+        let want = [1000, 2000, 4, 7, 1016, 2016, 1, 7, 3000, 4000, 3, 8];
         assert_eq!(table, want);
     }
 

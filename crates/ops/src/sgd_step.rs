@@ -9,17 +9,11 @@
 //! of tensors. Each value is rounded as candle's ops round it, so the
 //! results are the composed update's bit for bit.
 
-use std::sync::RwLockWriteGuard;
-
-use candle_core::{CpuStorage, Layout, Storage, Tensor, Var};
-use rayon::prelude::*;
+use candle_core::{Tensor, Var};
 
 use crate::dispatch::has_native_kernel;
 use crate::error::expect_like;
-use crate::multi_tensor::{
-    chunks, distinct_storage, read_locks, split_into_chunks, value_range, Chunk, Operand,
-    CHUNK_VALUES,
-};
+use crate::multi_tensor::{self, Kernel, Tensors};
 use crate::OpsError;
 
 const OP: &str = "sgd";
@@ -129,147 +123,35 @@ impl SgdStep {
         Ok(())
     }
 
-    /// The update of f32 tensors on one device, in one pass: the storages
-    /// checked apart, then locked (weights and buffers for writing), then
-    /// the chunks run on the CPU or in one CUDA launch.
+    /// The update of f32 tensors on one device, in one pass.
     fn in_one_pass(&self, params: &[SgdParam]) -> Result<(), OpsError> {
-        let grads = params
+        let tensors: Vec<Tensors<2, 1>> = params
             .iter()
-            .map(|p| p.grad.contiguous())
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let mut operands = Vec::with_capacity(3 * params.len());
-        for (i, (p, grad)) in params.iter().zip(&grads).enumerate() {
-            let operand = |what: &str, written, tensor| Operand {
-                what: format!("parameter {i}'s {what}"),
-                written,
-                tensor,
-            };
-            operands.push(operand("weight", true, p.weight.as_tensor()));
-            operands.push(operand("momentum buffer", true, p.velocity.as_tensor()));
-            operands.push(operand("gradient", false, grad));
-        }
-        let bases = distinct_storage(OP, &operands)?;
-        let grad_bases: Vec<u64> = bases.iter().skip(2).step_by(3).copied().collect();
-        let lens: Vec<usize> = params.iter().map(|p| p.weight.elem_count()).collect();
-        let chunks = chunks(&lens, CHUNK_VALUES);
-        let mut weights: Vec<_> = params
-            .iter()
-            .map(|p| p.weight.storage_mut_and_layout())
+            .map(|p| Tensors {
+                written: [
+                    ("weight", p.weight.as_tensor()),
+                    ("momentum buffer", p.velocity.as_tensor()),
+                ],
+                read: [("gradient", p.grad)],
+                words: &[],
+            })
             .collect();
-        let mut velocities: Vec<_> = params
-            .iter()
-            .map(|p| p.velocity.storage_mut_and_layout())
-            .collect();
-        let (grad_storages, grad_of) = read_locks(&grads, &grad_bases);
-        let grads = grads
-            .iter()
-            .zip(&grad_of)
-            .map(|(g, &k)| (&*grad_storages[k], g.layout()))
-            .collect::<Vec<_>>();
-        let (weights, velocities) = (unlocked(&mut weights), unlocked(&mut velocities));
-        match &grads[0].0 {
-            Storage::Cpu(_) => self.cpu(&chunks, &lens, weights, velocities, &grads),
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(_) => self.cuda(&chunks, &lens, weights, velocities, &grads),
-            _ => unreachable!("the update takes the CPU and CUDA only (has_native_kernel)"),
-        }
-    }
-
-    /// The chunks as parallel tasks on the CPU.
-    fn cpu(
-        &self,
-        chunks: &[Chunk],
-        lens: &[usize],
-        weights: Vec<(&mut Storage, &Layout)>,
-        velocities: Vec<(&mut Storage, &Layout)>,
-        grads: &[(&Storage, &Layout)],
-    ) -> Result<(), OpsError> {
-        let w_runs = split_into_chunks(chunks, cpu_values_mut(weights, lens)?);
-        let v_runs = split_into_chunks(chunks, cpu_values_mut(velocities, lens)?);
-        let grads = grads
-            .iter()
-            .zip(lens)
-            .map(|(&(s, l), &len)| cpu_values(s, l, len))
-            .collect::<candle_core::Result<Vec<_>>>()?;
         let (lr, momentum, decay) = (
             self.lr as f32,
             self.momentum as f32,
             self.weight_decay as f32,
         );
-        w_runs
-            .into_par_iter()
-            .zip(v_runs)
-            .zip(chunks)
-            .for_each(|((w, v), c)| {
-                let g = &grads[c.tensor][c.start..c.start + c.len];
-                for ((w, v), g) in w.iter_mut().zip(v).zip(g) {
-                    *v = *v * momentum + (*g + *w * decay);
-                    *w -= *v * lr;
-                }
-            });
-        Ok(())
-    }
-
-    /// The chunks in one launch of `sgd_f32`, one block a chunk, its
-    /// operands' addresses in a table copied to the device.
-    #[cfg(feature = "cuda")]
-    fn cuda(
-        &self,
-        chunks: &[Chunk],
-        lens: &[usize],
-        weights: Vec<(&mut Storage, &Layout)>,
-        velocities: Vec<(&mut Storage, &Layout)>,
-        grads: &[(&Storage, &Layout)],
-    ) -> Result<(), OpsError> {
-        let scalars = [
-            self.momentum as f32,
-            self.weight_decay as f32,
-            self.lr as f32,
-        ];
-        let operands = crate::cuda::MultiTensor {
-            written: vec![weights, velocities],
-            read: vec![grads.to_vec()],
+        let kernel = Kernel {
+            name: "sgd_f32",
+            scalars: &[momentum, decay, lr],
         };
-        crate::cuda::multi_tensor(OP, "sgd_f32", chunks, lens, operands, &scalars)?;
-        Ok(())
-    }
-}
-
-/// The contiguous f32 values of a CPU storage, `len` of them.
-fn cpu_values<'a>(
-    storage: &'a Storage,
-    layout: &Layout,
-    len: usize,
-) -> candle_core::Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(CpuStorage::F32(data)) => Ok(&data[value_range(OP, layout, len)?]),
-        _ => candle_core::bail!("{OP}: expected f32 values on the CPU"),
-    }
-}
-
-/// The contiguous f32 values of CPU storages, `lens[i]` of the `i`th, to
-/// write.
-fn cpu_values_mut<'a>(
-    storages: Vec<(&'a mut Storage, &Layout)>,
-    lens: &[usize],
-) -> candle_core::Result<Vec<&'a mut [f32]>> {
-    storages
-        .into_iter()
-        .zip(lens)
-        .map(|(storage, &len)| match storage {
-            (Storage::Cpu(CpuStorage::F32(data)), layout) => {
-                Ok(&mut data[value_range(OP, layout, len)?])
+        multi_tensor::update(OP, "parameter", &tensors, kernel, |_, [w, v], [g]| {
+            for ((w, v), g) in w.iter_mut().zip(v).zip(g) {
+                *v = *v * momentum + (*g + *w * decay);
+                *w -= *v * lr;
             }
-            _ => candle_core::bail!("{OP}: expected f32 values on the CPU"),
         })
-        .collect()
-}
-
-/// The storages behind write locks, with their layouts.
-fn unlocked<'a>(
-    locks: &'a mut [(RwLockWriteGuard<'_, Storage>, &'a Layout)],
-) -> Vec<(&'a mut Storage, &'a Layout)> {
-    locks.iter_mut().map(|(s, l)| (&mut **s, *l)).collect()
+    }
 }
 
 #[cfg(test)]

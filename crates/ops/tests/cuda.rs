@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
     add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, is_channels_last,
-    max_pool_3x3_s2, pad_subsample, relu, to_channels_last, update_running_stat, DeviceSpec,
-    SgdParam, SgdStep,
+    max_pool_3x3_s2, pad_subsample, relu, to_channels_last, update_running_stats, DeviceSpec,
+    RunningUpdate, SgdParam, SgdStep,
 };
 use resnet_test_support::{random_tensor as random, CONV_CASES};
 
@@ -424,21 +424,42 @@ fn sgd_update_matches_the_cpu() {
 
 #[test]
 fn running_statistics_update_matches_the_cpu() {
-    // Rounded as on the CPU, as the SGD update.
+    // Rounded as on the CPU, as the SGD update. One launch over statistics
+    // of less than a block and of several chunks, each with its own scale.
     const RUNNING_TOLERANCE: f32 = 1e-6;
-    for (i, channels) in [16, 2048, 70_001].into_iter().enumerate() {
-        let seed = 300 + 10 * i as u64;
-        let run = |device: &Device| {
-            let running = random(&[channels], seed).to_device(device).unwrap();
-            let running = Var::from_tensor(&running).unwrap();
-            for k in 1..4 {
-                let batch = random(&[channels], seed + k).to_device(device).unwrap();
-                update_running_stat(&running, &batch, 0.1, 128.0 / 127.0).unwrap();
-            }
-            running.as_tensor().to_device(&Device::Cpu).unwrap()
-        };
-        let what = format!("running statistic, {channels} channels");
-        assert_close(&run(&gpu()), &run(&Device::Cpu), RUNNING_TOLERANCE, &what);
+    let channels = [16, 2048, 70_001];
+    let scales = [1.0, 128.0 / 127.0, 3.0 / 2.0];
+    let run = |device: &Device| {
+        let on = |t: Tensor| t.to_device(device).unwrap();
+        let state: Vec<_> = (0..)
+            .zip(channels)
+            .map(|(i, c)| {
+                let seed = 300 + 10 * i;
+                let batches: Vec<_> = (1..4).map(|k| on(random(&[c], seed + k))).collect();
+                (Var::from_tensor(&on(random(&[c], seed))).unwrap(), batches)
+            })
+            .collect();
+        for k in 0..3 {
+            let updates: Vec<_> = state
+                .iter()
+                .zip(scales)
+                .map(|((running, batches), scale)| RunningUpdate {
+                    running,
+                    batch: &batches[k],
+                    scale,
+                })
+                .collect();
+            update_running_stats(&updates, 0.1).unwrap();
+        }
+        state
+            .into_iter()
+            .map(|(r, _)| r.as_tensor().to_device(&Device::Cpu).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (gpu, cpu) = (run(&gpu()), run(&Device::Cpu));
+    for ((gpu, cpu), c) in gpu.iter().zip(&cpu).zip(channels) {
+        let what = format!("running statistic, {c} channels");
+        assert_close(gpu, cpu, RUNNING_TOLERANCE, &what);
     }
 }
 

@@ -1,99 +1,117 @@
-//! The update of a batch norm's running statistics, in place.
+//! The update of batch norms' running statistics, in place.
 
-use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{Tensor, Var};
 
-use crate::args::{f32_data, update_in_place};
 use crate::dispatch::has_native_kernel;
 use crate::error::expect_like;
+use crate::multi_tensor::{self, Kernel, Tensors};
 use crate::OpsError;
 
 const OP: &str = "update_running_stat";
 
+/// One running statistic's move ([`update_running_stats`]): towards the
+/// batch's statistic `batch` times `scale`.
+#[derive(Debug, Clone, Copy)]
+pub struct RunningUpdate<'a> {
+    /// The running statistic, updated in place.
+    pub running: &'a Var,
+    /// The batch's statistic, of `running`'s shape and dtype.
+    pub batch: &'a Tensor,
+    /// 1 for a mean, `n / (n - 1)` for a variance over `n` values, which a
+    /// running variance keeps unbiased.
+    pub scale: f64,
+}
+
 /// Moves a running statistic towards a batch's, as PyTorch's batch norm does:
 /// `running = (1 - momentum) * running + momentum * (scale * batch)`, in
-/// place. `scale` is 1 for the mean and `n / (n - 1)` for the variance,
-/// which a running variance keeps unbiased.
-///
-/// f32 tensors on the CPU or CUDA take one pass of this crate's kernels;
-/// everything else runs candle's ops and [`Var::set`]. Both round the same.
-/// `batch` must have the shape and dtype of `running`, and not share its
-/// storage.
+/// place: [`update_running_stats`] of one statistic.
 pub fn update_running_stat(
     running: &Var,
     batch: &Tensor,
     momentum: f64,
     scale: f64,
 ) -> Result<(), OpsError> {
-    let running_one = ("running one", running.as_tensor());
-    expect_like(OP, ("batch statistic", batch), running_one)?;
-    let batch = batch.detach();
-    let fast = [running.as_tensor(), &batch]
-        .iter()
-        .all(|t| has_native_kernel(t.device(), t.dtype()));
-    if fast {
-        let batch = batch.contiguous()?;
-        running.inplace_op2(&batch, &RunningStat { momentum, scale })?;
-    } else {
-        composed(running, &batch, momentum, scale)?;
-    }
-    Ok(())
+    update_running_stats(
+        &[RunningUpdate {
+            running,
+            batch,
+            scale,
+        }],
+        momentum,
+    )
 }
 
-/// The update with candle's ops.
+/// Moves every running statistic of `updates` towards its batch's:
+/// `running = (1 - momentum) * running + momentum * (scale * batch)`, in
+/// place. No running statistic may share storage with another or with a
+/// batch statistic (an error says which do).
+///
+/// When every tensor is f32 on one CPU or CUDA device, one pass of this
+/// crate's kernels updates them all (on CUDA one launch, for all of a
+/// network's batch norms at once); otherwise each runs candle's ops and
+/// [`Var::set`]. Both round the same.
+pub fn update_running_stats(updates: &[RunningUpdate], momentum: f64) -> Result<(), OpsError> {
+    for (i, u) in updates.iter().enumerate() {
+        let running = ("running one", u.running.as_tensor());
+        expect_like(OP, ("batch statistic", u.batch), running).map_err(|e| match e {
+            OpsError::Incompatible { op, detail } => OpsError::Incompatible {
+                op,
+                detail: format!("statistic {i}: {detail}"),
+            },
+            other => other,
+        })?;
+    }
+    let Some(first) = updates.first() else {
+        return Ok(());
+    };
+    let device = first.running.device();
+    let fast = updates.iter().all(|u| {
+        [u.running.as_tensor(), u.batch]
+            .iter()
+            .all(|t| has_native_kernel(t.device(), t.dtype()) && t.device().same_device(device))
+    });
+    if !fast {
+        return updates
+            .iter()
+            .try_for_each(|u| composed(u.running, &u.batch.detach(), momentum, u.scale));
+    }
+    let scales: Vec<[u64; 1]> = updates
+        .iter()
+        .map(|u| [u64::from((u.scale as f32).to_bits())])
+        .collect();
+    let tensors: Vec<Tensors<1, 1>> = updates
+        .iter()
+        .zip(&scales)
+        .map(|(u, scale)| Tensors {
+            written: [("running one", u.running.as_tensor())],
+            read: [("batch statistic", u.batch)],
+            words: scale,
+        })
+        .collect();
+    let keep = (1.0 - momentum) as f32;
+    let momentum = momentum as f32;
+    let kernel = Kernel {
+        name: "running_stats_f32",
+        scalars: &[keep, momentum],
+    };
+    multi_tensor::update(OP, "statistic", &tensors, kernel, |chunk, [r], [b]| {
+        let scale = f32::from_bits(scales[chunk.tensor][0] as u32);
+        for (r, b) in r.iter_mut().zip(b) {
+            *r = *r * keep + *b * scale * momentum;
+        }
+    })
+}
+
+/// The update with candle's ops (none for an empty tensor, which candle's
+/// ops hand back as it is, a value [`Var::set`] refuses).
 fn composed(running: &Var, batch: &Tensor, momentum: f64, scale: f64) -> Result<(), OpsError> {
+    if running.elem_count() == 0 {
+        return Ok(());
+    }
     let kept = running.as_tensor().affine(1.0 - momentum, 0.0)?;
     let added = batch.affine(scale, 0.0)?.affine(momentum, 0.0)?;
     running.set(&(kept + added)?)?;
     Ok(())
-}
-
-/// The in-place update `(running, batch)`.
-struct RunningStat {
-    momentum: f64,
-    scale: f64,
-}
-
-impl InplaceOp2 for RunningStat {
-    fn name(&self) -> &'static str {
-        "update-running-stat"
-    }
-
-    fn cpu_fwd(
-        &self,
-        sr: &mut CpuStorage,
-        lr: &Layout,
-        sb: &CpuStorage,
-        lb: &Layout,
-    ) -> candle_core::Result<()> {
-        let batch = f32_data(self.name(), sb, lb, lr.dims())?;
-        let keep = (1.0 - self.momentum) as f32;
-        let (momentum, scale) = (self.momentum as f32, self.scale as f32);
-        update_in_place(self.name(), (sr, lr), batch, batch, |r, b, _| {
-            r * keep + b * scale * momentum
-        })
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        sr: &mut candle_core::CudaStorage,
-        lr: &Layout,
-        sb: &candle_core::CudaStorage,
-        lb: &Layout,
-    ) -> candle_core::Result<()> {
-        let scalars = [
-            (1.0 - self.momentum) as f32,
-            self.scale as f32,
-            self.momentum as f32,
-        ];
-        crate::cuda::update(
-            self.name(),
-            "running_stat_f32",
-            (sr, lr),
-            &[(sb, lb)],
-            &scalars,
-        )
-    }
 }
 
 #[cfg(test)]
@@ -122,6 +140,73 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn one_pass_over_many_statistics_is_each_ones_update() {
+        // Several chunks with a tail, an empty statistic, one value, a
+        // strided batch statistic, and two statistics with one batch tensor.
+        let lens = [70_001, 0, 1, 6, 5, 5];
+        let scales = [1.0, 2.0, 128.0 / 127.0, 3.0 / 2.0, 1.0, 5.0 / 4.0];
+        let fresh = || -> Vec<Var> {
+            (0..)
+                .zip(lens)
+                .map(|(k, n)| Var::from_tensor(&random(&[n], k)).unwrap())
+                .collect()
+        };
+        let (fast, reference) = (fresh(), fresh());
+        for step in 0..3 {
+            let mut batches: Vec<Tensor> = (0..)
+                .zip(lens)
+                .map(|(k, n)| random(&[n], 100 * (step + 1) + k))
+                .collect();
+            let strided = random(&[6, 2], 50 + step).narrow(1, 0, 1).unwrap();
+            batches[3] = strided.squeeze(1).unwrap();
+            assert!(!batches[3].is_contiguous());
+            batches[5] = batches[4].clone();
+            let momentum = [0.1, 0.01, 0.5][step as usize];
+            let updates: Vec<_> = fast
+                .iter()
+                .zip(&batches)
+                .zip(scales)
+                .map(|((running, batch), scale)| RunningUpdate {
+                    running,
+                    batch,
+                    scale,
+                })
+                .collect();
+            update_running_stats(&updates, momentum).unwrap();
+            for ((running, batch), scale) in reference.iter().zip(&batches).zip(scales) {
+                composed(running, batch, momentum, scale).unwrap();
+            }
+        }
+        for (k, (got, want)) in fast.iter().zip(&reference).enumerate() {
+            assert_eq!(values(got), values(want), "statistic {k}");
+        }
+    }
+
+    #[test]
+    fn a_running_statistic_shared_with_another_operand_is_an_error() {
+        let running = Var::from_tensor(&random(&[4], 0)).unwrap();
+        let other = Var::from_tensor(&random(&[4], 1)).unwrap();
+        let update = |running, batch| RunningUpdate {
+            running,
+            batch,
+            scale: 1.0,
+        };
+        let before = values(&running);
+        let err = update_running_stats(&[update(&running, running.as_tensor())], 0.1)
+            .unwrap_err()
+            .to_string();
+        let want = "statistic 0's running one and statistic 0's batch statistic share";
+        assert!(err.contains(want), "{err}");
+        let twice = [
+            update(&running, other.as_tensor()),
+            update(&running, other.as_tensor()),
+        ];
+        let err = update_running_stats(&twice, 0.1).unwrap_err().to_string();
+        assert!(err.contains("share their storage"), "{err}");
+        assert_eq!(values(&running), before, "nothing is written on an error");
     }
 
     #[test]
