@@ -43,7 +43,10 @@
 #                the GPU. Batch 128, or 64 if ours runs out of memory at 128. A
 #                second run of ours without augmentation (decode and crop
 #                only, the same GPU work) tells whether our data loading on
-#                the CPU is what limits the first
+#                the CPU is what limits the first. Then the peaks of GPU
+#                memory held by tensors (ours: summary.json's
+#                peak_gpu_memory; PyTorch's max_memory_allocated), as every
+#                comparison of a run of ours with PyTorch's prints them
 #   bf16         bf16 mixed precision (`--precision bf16`): ResNet-20's 20
 #                iterations on the GPU against the same on the CPU (which
 #                computes the bf16 values in f32), losses of the first 5
@@ -310,13 +313,23 @@ EOF
 }
 
 # "ours X images/s, PyTorch Y images/s, ours/PyTorch Z" for our METRICS and
-# PyTorch's JSON.
+# PyTorch's JSON, then both peaks of GPU memory held by tensors where both are
+# known: the summary.json beside METRICS (the pool's high-water mark) and
+# PyTorch's max_memory_allocated (which counts its batches kept on the GPU).
 ratio() {
-    local ours theirs
+    local ours
     ours=$(ours_speed "$1") || return 1
-    theirs=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["images_per_sec"])' "$2") ||
-        return 1
-    "$PYTHON" -c "print(f'ours $ours images/s, PyTorch {$theirs:.1f} images/s, ours/PyTorch {$ours / $theirs:.2f}')"
+    "$PYTHON" - "$ours" "$(dirname "$1")/summary.json" "$2" <<'EOF'
+import json, os, sys
+ours, summary, theirs = float(sys.argv[1]), sys.argv[2], json.load(open(sys.argv[3]))
+rate = theirs["images_per_sec"]
+line = f"ours {ours:.1f} images/s, PyTorch {rate:.1f} images/s, ours/PyTorch {ours / rate:.2f}"
+peak = json.load(open(summary)).get("peak_gpu_memory") if os.path.exists(summary) else None
+if peak is not None and theirs.get("peak_memory_gib") is not None:
+    line += (f"; peak GPU memory ours {peak / 2**30:.2f} GiB, "
+             f"PyTorch {theirs['peak_memory_gib']:.2f} GiB")
+print(line)
+EOF
 }
 
 train_speed() {
@@ -403,6 +416,10 @@ print(f"ours without augmentation (decode and crop only, the same GPU work) runs
 print(f"resnet50 at 224, batch {batch}: ours {aug:.1f} images/s, PyTorch {host:.1f} images/s, "
       f"ours/PyTorch {aug / host:.2f} (target 0.8; without augmentation {noaug / host:.2f}, "
       + ("loader-bound)" if limited else "loader not the limit)"))
+peak = json.load(open(aug_path.replace("metrics.jsonl", "summary.json"))).get("peak_gpu_memory")
+if peak is not None and pt.get("peak_memory_gib") is not None:
+    print(f"peak GPU memory held by tensors, batch {batch}: ours {peak / 2**30:.2f} GiB, PyTorch "
+          f"{pt['peak_memory_gib']:.2f} GiB (with its 4 batches on the GPU; target: ours no more)")
 EOF
 }
 

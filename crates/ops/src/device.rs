@@ -98,6 +98,52 @@ fn keep_freed_gpu_memory(_device: &Device) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// The most memory that tensors on `device` have held at once since the
+/// process opened it, in bytes: on an NVIDIA GPU the high-water mark of the
+/// memory pool candle allocates them from (`CU_MEMPOOL_ATTR_USED_MEM_HIGH`),
+/// what `torch.cuda.max_memory_allocated` counts for PyTorch's tensors.
+/// `None` on the CPU, on other devices, or where the GPU has no such pool.
+pub fn peak_device_memory(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cuda(_) => cuda_peak_memory(device),
+        _ => None,
+    }
+}
+
+/// The high-water mark of the memory pool of `device`, a CUDA device.
+#[cfg(feature = "cuda")]
+fn cuda_peak_memory(device: &Device) -> Option<u64> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+
+    let Device::Cuda(cuda) = device else {
+        return None;
+    };
+    let stream = cuda.cuda_stream();
+    let context = stream.context();
+    if !context.has_async_alloc() || context.bind_to_thread().is_err() {
+        return None;
+    }
+    let mut bytes = 0u64;
+    // SAFETY: the device comes from a live context; the attribute is a u64,
+    // which `bytes` is.
+    unsafe {
+        let pool = result::device::get_mem_pool(context.cu_device()).ok()?;
+        result::mem_pool::get_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            (&mut bytes as *mut u64).cast(),
+        )
+        .ok()?;
+    }
+    Some(bytes)
+}
+
+/// Without CUDA no device is a CUDA one.
+#[cfg(not(feature = "cuda"))]
+fn cuda_peak_memory(_device: &Device) -> Option<u64> {
+    None
+}
+
 impl FromStr for DeviceSpec {
     type Err = OpsError;
 
@@ -151,6 +197,7 @@ mod tests {
     #[test]
     fn cpu_opens_and_a_missing_gpu_is_a_named_error() {
         assert!(DeviceSpec::Cpu.open().unwrap().is_cpu());
+        assert_eq!(peak_device_memory(&Device::Cpu), None);
         if let Err(e) = DeviceSpec::Cuda(7).open() {
             assert!(e.to_string().contains("cuda:7"), "{e}");
             #[cfg(not(feature = "cuda"))]

@@ -91,7 +91,7 @@ pub use batch_norm::{
     RunningUpdate,
 };
 pub use conv::{conv2d, InferenceConv};
-pub use device::DeviceSpec;
+pub use device::{peak_device_memory, DeviceSpec};
 pub use dispatch::{fast_kernels, set_fast_kernels};
 pub use error::OpsError;
 pub use format::{is_channels_last, to_channels_last, to_dtype};

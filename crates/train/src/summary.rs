@@ -31,4 +31,9 @@ pub struct RunSummary {
     pub classes: Option<Vec<String>>,
     /// Seconds of training, across resumes.
     pub wall_time: f64,
+    /// The most GPU memory the run's tensors held at once, in bytes
+    /// ([`resnet_ops::peak_device_memory`]), since the process that finished
+    /// the run started; `None` (and nothing in `summary.json`) on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_gpu_memory: Option<u64>,
 }

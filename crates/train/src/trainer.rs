@@ -595,6 +595,7 @@ fn run(
         test: eval.test,
         classes: data.classes(),
         wall_time,
+        peak_gpu_memory: resnet_ops::peak_device_memory(&device),
     };
     if writer {
         let mut weights = model.state_tensors();

@@ -108,6 +108,10 @@ fn an_image_folder_run_writes_its_folder_and_resumes_bit_identical() {
         serde_json::from_str(&std::fs::read_to_string(straight.join(SUMMARY_FILE)).unwrap())
             .unwrap();
     assert_eq!(summary_json["test"]["images"], 3);
+    assert!(
+        summary_json.get("peak_gpu_memory").is_none(),
+        "a CPU run has no GPU memory peak: {summary_json}"
+    );
 
     // The final weights carry the 224x224 per-pixel mean of the training views.
     let stored = weights(&straight);
