@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The CUDA sources, in `kernels/`; each becomes `<name>.ptx` in `OUT_DIR`.
-const KERNELS: [&str; 2] = ["elementwise", "pool"];
+const KERNELS: [&str; 3] = ["elementwise", "loss", "pool"];
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");

@@ -35,6 +35,12 @@ pub(crate) const POOL: Module = Module {
     ptx: include_str!(concat!(env!("OUT_DIR"), "/pool.ptx")),
 };
 
+/// `kernels/loss.cu`: the cross-entropy loss and its gradient.
+pub(crate) const LOSS: Module = Module {
+    name: "resnet_ops_loss",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/loss.ptx")),
+};
+
 /// A custom-op argument: its storage and layout.
 pub(crate) type Arg<'a> = (&'a CudaStorage, &'a Layout);
 
@@ -190,4 +196,71 @@ pub(crate) fn multi_tensor(
     unsafe { builder.launch(cfg) }.w()?;
     drop(uses);
     Ok(())
+}
+
+/// Threads per block of the loss kernels.
+const LOSS_THREADS: u32 = 256;
+
+/// The mean cross-entropy of `logits` (`n * k` values) against `labels`
+/// (`n`), targets smoothed by `eps`: one block, whose threads write the rows'
+/// losses to a scratch buffer and whose first thread sums them in order.
+pub(crate) fn cross_entropy(
+    dev: &CudaDevice,
+    (logits, labels): (&CudaView<f32>, &CudaView<u32>),
+    (n, k): (usize, usize),
+    eps: f32,
+) -> Result<CudaStorage> {
+    let (n, k) = (loss_dim("cross-entropy", n)?, loss_dim("cross-entropy", k)?);
+    let func = dev.get_or_load_custom_func("cross_entropy_f32", LOSS.name, LOSS.ptx)?;
+    // SAFETY: the kernel writes every row's loss, then the mean.
+    let rows = unsafe { dev.alloc::<f32>(n as usize) }?;
+    // SAFETY: as for `rows`.
+    let loss = unsafe { dev.alloc::<f32>(1) }?;
+    let cfg = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (LOSS_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut builder = func.builder();
+    builder.arg(logits).arg(labels).arg(&rows).arg(&loss);
+    builder.arg(&n).arg(&k).arg(&eps);
+    // SAFETY: the arguments follow the kernel's signature; `logits` holds
+    // `n * k` values, `labels` and `rows` `n`.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(loss, dev.clone()))
+}
+
+/// The gradient of [`cross_entropy`]'s loss in the logits, scaled by the
+/// loss's gradient `dloss` (one value): one thread per row.
+pub(crate) fn cross_entropy_grad(
+    dev: &CudaDevice,
+    (logits, labels, dloss): (&CudaView<f32>, &CudaView<u32>, &CudaView<f32>),
+    (n, k): (usize, usize),
+    eps: f32,
+) -> Result<CudaStorage> {
+    let values = n * k;
+    let (n, k) = (
+        loss_dim("cross-entropy-grad", n)?,
+        loss_dim("cross-entropy-grad", k)?,
+    );
+    let func = dev.get_or_load_custom_func("cross_entropy_grad_f32", LOSS.name, LOSS.ptx)?;
+    // SAFETY: the kernel writes every value of every row.
+    let grad = unsafe { dev.alloc::<f32>(values) }?;
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(LOSS_THREADS), 1, 1),
+        block_dim: (LOSS_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut builder = func.builder();
+    builder.arg(logits).arg(labels).arg(dloss).arg(&grad);
+    builder.arg(&n).arg(&k).arg(&eps);
+    // SAFETY: the arguments follow the kernel's signature; `logits` and
+    // `grad` hold `n * k` values, `labels` `n`, `dloss` one.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(grad, dev.clone()))
+}
+
+/// A dimension of the loss kernels as they take it.
+fn loss_dim(op: &str, d: usize) -> Result<u32> {
+    u32::try_from(d).map_err(|_| candle_core::Error::Msg(format!("{op}: {d} is too large")))
 }

@@ -69,6 +69,7 @@ mod args;
 mod batch_norm;
 mod buffer;
 mod conv;
+mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod cuda_runtime;
@@ -91,6 +92,7 @@ pub use batch_norm::{
     RunningUpdate,
 };
 pub use conv::{conv2d, InferenceConv};
+pub use cross_entropy::cross_entropy;
 pub use device::{peak_device_memory, DeviceSpec};
 pub use dispatch::{fast_kernels, set_fast_kernels};
 pub use error::OpsError;

@@ -13,9 +13,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
-    add_relu, batch_norm_eval, batch_norm_train, conv2d, global_avg_pool, is_channels_last,
-    max_pool_3x3_s2, pad_subsample, relu, to_channels_last, update_running_stats, DeviceSpec,
-    RunningUpdate, SgdParam, SgdStep,
+    add_relu, batch_norm_eval, batch_norm_train, conv2d, cross_entropy, global_avg_pool,
+    is_channels_last, max_pool_3x3_s2, pad_subsample, relu, to_channels_last, update_running_stats,
+    DeviceSpec, RunningUpdate, SgdParam, SgdStep,
 };
 use resnet_test_support::{random_tensor as random, CONV_CASES};
 
@@ -419,6 +419,31 @@ fn sgd_update_matches_the_cpu() {
             SGD_TOLERANCE,
             &format!("sgd momentum {shape:?}"),
         );
+    }
+}
+
+#[test]
+fn cross_entropy_matches_the_cpu() {
+    // The same order of operations; the GPU's expf and logf may differ from
+    // the CPU's in the last bit.
+    const LOSS_TOLERANCE: f32 = 1e-5;
+    for (i, (n, k)) in [(1, 1), (128, 10), (300, 1000)].into_iter().enumerate() {
+        for smoothing in [0.0, 0.1] {
+            let logits = (random(&[n, k], 400 + i as u64) * 4.0).unwrap();
+            let labels: Vec<u32> = (0..n as u32).map(|r| (r * 7) % k as u32).collect();
+            let run = |device: &Device| {
+                let z = Var::from_tensor(&logits.to_device(device).unwrap()).unwrap();
+                let y = Tensor::new(labels.as_slice(), device).unwrap();
+                let loss = cross_entropy(&z, &y, smoothing).unwrap();
+                let grads = (&loss * 3.0).unwrap().backward().unwrap();
+                let grad = grads.get(&z).unwrap().to_device(&Device::Cpu).unwrap();
+                (loss.to_device(&Device::Cpu).unwrap(), grad)
+            };
+            let (gpu, cpu) = (run(&gpu()), run(&Device::Cpu));
+            let what = format!("cross-entropy {n}x{k}, smoothing {smoothing}");
+            assert_close(&gpu.0, &cpu.0, LOSS_TOLERANCE, &format!("{what}: loss"));
+            assert_close(&gpu.1, &cpu.1, LOSS_TOLERANCE, &format!("{what}: gradient"));
+        }
     }
 }
 
