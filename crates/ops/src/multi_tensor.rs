@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -128,8 +127,8 @@ pub(crate) fn update<const W: usize, const R: usize>(
                 .map(|((name, _), x)| operand(name, false, x)),
         );
     }
-    let bases = distinct_storage(op, &operands)?;
-    let read_bases: Vec<u64> = bases
+    let ids = distinct_storage(op, &operands)?;
+    let read_ids: Vec<u64> = ids
         .chunks(W + R)
         .flat_map(|b| b[W..].iter().copied())
         .collect();
@@ -147,7 +146,7 @@ pub(crate) fn update<const W: usize, const R: usize>(
         })
         .collect();
     let read_flat: Vec<&Tensor> = read.iter().flatten().collect();
-    let (read_locks, lock_of) = read_locks(&read_flat, &read_bases);
+    let (read_locks, lock_of) = read_locks(&read_flat, &read_ids);
     let written: Vec<_> = write_locks.iter_mut().map(|l| unlocked(l)).collect();
     let read: Vec<Vec<_>> = (0..R)
         .map(|k| {
@@ -250,59 +249,53 @@ fn unlocked<'a>(
     locks.iter_mut().map(|(s, l)| (&mut **s, *l)).collect()
 }
 
-/// One operand tensor of an update: its name in errors, whether the update
-/// writes it, and the address that identifies its storage.
+/// One operand tensor of an update: its name in errors and whether the
+/// update writes it.
 struct Operand<'a> {
     /// What it is, for errors: `parameter 3's momentum buffer`.
-    pub(crate) what: String,
+    what: String,
     /// Whether the update writes it.
-    pub(crate) written: bool,
+    written: bool,
     /// The tensor.
-    pub(crate) tensor: &'a Tensor,
+    tensor: &'a Tensor,
 }
 
-/// The address of each operand's storage ([`storage_address`]), checked
-/// so that no written operand shares its storage with any other operand
+/// What identifies each operand's storage ([`storage_id`]), checked so
+/// that no written operand shares its storage with any other operand
 /// (operands only read may share theirs): the update locks every written
 /// storage for writing, and would otherwise wait on itself forever or read
-/// values it has already changed. Empty operands, which hold no values,
-/// are not compared.
+/// values it has already changed.
 fn distinct_storage(op: &'static str, operands: &[Operand]) -> Result<Vec<u64>, OpsError> {
-    let bases = operands
-        .iter()
-        .map(|o| storage_address(op, &o.tensor.storage_and_layout().0))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let mut order: Vec<usize> = (0..operands.len())
-        .filter(|&i| operands[i].tensor.elem_count() > 0)
-        .collect();
-    order.sort_by_key(|&i| bases[i]);
+    let ids: Vec<u64> = operands.iter().map(|o| storage_id(o.tensor)).collect();
+    let mut order: Vec<usize> = (0..operands.len()).collect();
+    order.sort_by_key(|&i| ids[i]);
     for pair in order.windows(2) {
         let (a, b) = (&operands[pair[0]], &operands[pair[1]]);
-        if bases[pair[0]] == bases[pair[1]] && (a.written || b.written) {
+        if ids[pair[0]] == ids[pair[1]] && (a.written || b.written) {
             return Err(OpsError::Incompatible {
                 op,
                 detail: format!("{} and {} share their storage", a.what, b.what),
             });
         }
     }
-    Ok(bases)
+    Ok(ids)
 }
 
-/// Read locks on the storages of `tensors`, whose addresses are `bases`
+/// Read locks on the storages of `tensors`, identified by `ids`
 /// ([`distinct_storage`]'s), each storage locked once (a thread that takes
 /// a read lock it already holds may panic): the guards, and the index of
 /// each tensor's guard.
 fn read_locks<'a>(
     tensors: &[&'a Tensor],
-    bases: &[u64],
+    ids: &[u64],
 ) -> (Vec<RwLockReadGuard<'a, Storage>>, Vec<usize>) {
     let mut guards = Vec::new();
     let mut first_of: HashMap<u64, usize> = HashMap::new();
     let which = tensors
         .iter()
-        .zip(bases)
-        .map(|(t, base)| {
-            *first_of.entry(*base).or_insert_with(|| {
+        .zip(ids)
+        .map(|(t, id)| {
+            *first_of.entry(*id).or_insert_with(|| {
                 guards.push(t.storage_and_layout().0);
                 guards.len() - 1
             })
@@ -311,24 +304,11 @@ fn read_locks<'a>(
     (guards, which)
 }
 
-/// The address of the first value of a storage's buffer: the same for
-/// every tensor that shares the storage, and for no other non-empty one.
-fn storage_address(op: &'static str, storage: &Storage) -> candle_core::Result<u64> {
-    match storage {
-        Storage::Cpu(CpuStorage::F32(data)) => Ok(data.as_ptr() as u64),
-        #[cfg(feature = "cuda")]
-        Storage::Cuda(s) => {
-            use candle_core::cuda_backend::cudarc::driver::DevicePtr;
-            let stream = s.device.cuda_stream();
-            let slice = s.as_cuda_slice::<f32>()?;
-            let (address, _used) = slice.device_ptr(&stream);
-            Ok(address)
-        }
-        Storage::Cpu(s) => Err(candle_core::Error::UnsupportedDTypeForOp(s.dtype(), op)),
-        _ => Err(candle_core::Error::Msg(format!(
-            "{op}: takes tensors on the CPU or CUDA"
-        ))),
-    }
+/// What identifies a tensor's storage: the address of the storage object
+/// the tensor shares with every view of it (candle's `same_storage`).
+fn storage_id(tensor: &Tensor) -> u64 {
+    let (storage, _) = tensor.storage_and_layout();
+    &*storage as *const Storage as u64
 }
 
 /// The offsets of a tensor's values in its storage, checked to be
