@@ -759,22 +759,29 @@ impl Replicas {
         }
         let images = sums[0];
         let share = step.images as f64 / images;
-        let mut parts = Vec::with_capacity(self.parameters.len() + self.running_stats.len());
-        for (name, var) in &self.parameters {
-            let grad = step
-                .grads
-                .get(var.as_tensor())
-                .ok_or_else(|| TrainError::NoGradient(name.clone()))?;
-            parts.push(grad.flatten_all()?.affine(share, 0.0)?);
-        }
-        for stat in &self.running_stats {
-            parts.push(
-                stat.as_tensor()
-                    .flatten_all()?
-                    .affine(1.0 / world as f64, 0.0)?,
-            );
-        }
-        let summed = group.all_reduce_sum(&Tensor::cat(&parts, 0)?)?;
+        // Each kind scaled once, as one flat tensor, rather than tensor by
+        // tensor: on a GPU two launches instead of one per tensor.
+        let grads = self
+            .parameters
+            .iter()
+            .map(|(name, var)| {
+                let grad = step.grads.get(var.as_tensor());
+                let grad = grad.ok_or_else(|| TrainError::NoGradient(name.clone()))?;
+                Ok(grad.flatten_all()?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stats = self
+            .running_stats
+            .iter()
+            .map(|stat| stat.as_tensor().flatten_all())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let scaled = [(grads, share), (stats, 1.0 / world as f64)]
+            .into_iter()
+            .filter(|(parts, _)| !parts.is_empty())
+            .map(|(parts, scale)| Tensor::cat(&parts, 0)?.affine(scale, 0.0))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let local = Tensor::cat(&scaled, 0)?;
+        let summed = group.all_reduce_sum(&local)?;
         let mut offset = 0;
         let mut next = |var: &Var| -> Result<Tensor> {
             let n = var.elem_count();
