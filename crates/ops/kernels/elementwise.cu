@@ -9,7 +9,7 @@
 // multiply-add: each value is then rounded exactly as the CPU kernels round
 // it, and the GPU's results equal the CPU's bit for bit.
 //
-// Every kernel but the multi-tensor ones (sgd_f32, running_stats_f32) takes its
+// Every kernel but the multi-tensor ones (sgd_f32, running_stats_f32, copy_f32) takes its
 // element count `n` last and runs one thread per element.
 
 #define INDEX_OR_RETURN                                    \
@@ -53,6 +53,17 @@ extern "C" __global__ void sgd_f32(const unsigned long long *table, float moment
         v[i] = velocity;
         w[i] = __fsub_rn(w[i], __fmul_rn(velocity, lr));
     }
+}
+
+// Many tensors set to new values in one launch, one block per chunk of one
+// tensor's values: row blockIdx.x of `table` holds the addresses of the
+// chunk's first value in the tensor and in its new values, then its length.
+extern "C" __global__ void copy_f32(const unsigned long long *table) {
+    const unsigned long long *row = table + 3 * (unsigned long long)blockIdx.x;
+    float *dst = (float *)row[0];
+    const float *src = (const float *)row[1];
+    const unsigned int n = (unsigned int)row[2];
+    for (unsigned int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
 }
 
 // Batch norms' running statistics in one launch, in place, one block per

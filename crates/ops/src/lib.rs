@@ -66,6 +66,7 @@
 
 mod activation;
 mod args;
+mod assign;
 mod batch_norm;
 mod buffer;
 mod conv;
@@ -86,6 +87,7 @@ mod sgd_step;
 mod test_util;
 
 pub use activation::{add_relu, relu};
+pub use assign::set_all;
 pub use batch_norm::{
     batch_norm_add_relu_train, batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train,
     batch_norm_train, update_running_stat, update_running_stats, BatchNormOutput, GroupedBatchNorm,

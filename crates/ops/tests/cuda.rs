@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
     add_relu, batch_norm_eval, batch_norm_train, conv2d, cross_entropy, global_avg_pool,
-    is_channels_last, max_pool_3x3_s2, pad_subsample, relu, to_channels_last, update_running_stats,
-    DeviceSpec, RunningUpdate, SgdParam, SgdStep,
+    is_channels_last, max_pool_3x3_s2, pad_subsample, relu, set_all, to_channels_last,
+    update_running_stats, DeviceSpec, RunningUpdate, SgdParam, SgdStep,
 };
 use resnet_test_support::{random_tensor as random, CONV_CASES};
 
@@ -419,6 +419,30 @@ fn sgd_update_matches_the_cpu() {
             SGD_TOLERANCE,
             &format!("sgd momentum {shape:?}"),
         );
+    }
+}
+
+#[test]
+fn set_all_copies_every_value() {
+    // One launch over variables of less than a block and of several chunks,
+    // their values views of one tensor, as the data-parallel step's are.
+    let sizes = [7usize, 70_001, 16];
+    let dev = gpu();
+    let vars: Vec<Var> = (0..)
+        .zip(sizes)
+        .map(|(k, n)| Var::from_tensor(&random(&[n], 500 + k).to_device(&dev).unwrap()).unwrap())
+        .collect();
+    let flat = random(&[sizes.iter().sum()], 510);
+    let starts = [0, sizes[0], sizes[0] + sizes[1]];
+    let part = |t: &Tensor, k: usize| t.narrow(0, starts[k], sizes[k]).unwrap();
+    let parts: Vec<Tensor> = (0..3).map(|k| part(&flat, k)).collect();
+    let on_gpu = flat.to_device(&dev).unwrap();
+    let gpu_parts: Vec<Tensor> = (0..3).map(|k| part(&on_gpu, k)).collect();
+    let pairs: Vec<_> = vars.iter().zip(&gpu_parts).collect();
+    set_all(&pairs).unwrap();
+    for ((var, want), n) in vars.iter().zip(&parts).zip(sizes) {
+        let got = var.as_tensor().to_device(&Device::Cpu).unwrap();
+        assert_close(&got, want, 0.0, &format!("set_all, {n} values"));
     }
 }
 

@@ -793,9 +793,13 @@ impl Replicas {
             let grad = next(var)?;
             step.grads.insert(var.as_tensor(), grad);
         }
-        for stat in &self.running_stats {
-            stat.set(&next(stat)?)?;
-        }
+        let stats = self
+            .running_stats
+            .iter()
+            .map(&mut next)
+            .collect::<Result<Vec<_>>>()?;
+        let pairs: Vec<_> = self.running_stats.iter().zip(&stats).collect();
+        resnet_ops::set_all(&pairs)?;
         sgd.step(&step.grads)?;
         Ok(StepTotals {
             position: step.position,
