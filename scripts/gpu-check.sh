@@ -540,6 +540,16 @@ profile() {
     "$nsys" stats --report cuda_gpu_kern_sum --format table "$WORK/r20-profile.nsys-rep" |
         head -n 30
     "$nsys" stats --report cuda_api_sum --format table "$WORK/r20-profile.nsys-rep" | head -n 20
+    # Kernel launches per step: every launch call of the run (start-up and
+    # the final evaluation included) over its 40 steps.
+    "$nsys" stats --report cuda_api_sum --format csv "$WORK/r20-profile.nsys-rep" |
+        "$PYTHON" -c '
+import csv, sys
+rows = [r for r in csv.reader(sys.stdin) if len(r) > 8]
+head = rows[0]
+name, calls = head.index("Name"), head.index("Num Calls")
+launches = sum(int(r[calls]) for r in rows[1:] if "LaunchKernel" in r[name])
+print(f"kernel launches: {launches} in 40 steps, {launches / 40:.0f} per step at most")'
     echo "profile: see above (ResNet-20, 40 steps of batch 128)"
 }
 
