@@ -232,7 +232,7 @@ pub fn measure(w: &Workload, runs: usize, data: &Path, peak_gflops: f64) -> Resu
                 )?,
             );
             time(1, runs, || {
-                let loss = candle_nn::loss::cross_entropy(&net.forward_t(&x, true)?, &labels)?;
+                let loss = resnet_ops::cross_entropy(&net.forward_t(&x, true)?, &labels, 0.0)?;
                 sgd.step(&loss.backward()?)?;
                 Ok(())
             })?
