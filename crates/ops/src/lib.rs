@@ -5,9 +5,11 @@
 //! candle lacks or cannot differentiate (candle's max-pool backward only
 //! supports kernel == stride, which rules out the ImageNet stem's 3x3/s2 pool),
 //! and a convolution, a batch norm (alone or with the ReLU after it), the
-//! activations and the SGD update whose CPU passes are fast and use every
-//! core, with CUDA versions of them (cuDNN's convolutions and batch norm, and
-//! this crate's element-wise kernels) behind the `cuda` and `cudnn` features.
+//! activations and the cross-entropy loss whose CPU passes are fast and use
+//! every core, and in-place updates of every tensor of a network in one pass
+//! (the SGD step, the running statistics, [`set_all`]), with CUDA versions of
+//! them (cuDNN's convolutions and batch norm, and this crate's kernels)
+//! behind the `cuda` and `cudnn` features.
 //! For inference, [`InferenceConv`] is a convolution whose bias (a folded
 //! batch norm), residual and ReLU are applied as it writes its output.
 //!
