@@ -466,7 +466,10 @@ channels_last() {
         --out "$WORK/r20-cl-speed" || return 1
     "$PYTHON" scripts/torch_cuda_step.py --arch resnet20 --batch 128 --iterations 300 \
         --channels-last | tee "$WORK/torch-r20-cl.json" || return 1
-    echo "resnet20 channels-last fp32, batch 128 (ours NCHW: $(ours_speed "$WORK/r20-speed/metrics.jsonl")):" \
+    local nchw=""
+    [[ -f $WORK/r20-speed/metrics.jsonl ]] &&
+        nchw=" (ours NCHW: $(ours_speed "$WORK/r20-speed/metrics.jsonl"))"
+    echo "resnet20 channels-last fp32, batch 128$nchw:" \
         "$(ratio "$WORK/r20-cl-speed/metrics.jsonl" "$WORK/torch-r20-cl.json")"
     [[ -d $WORK/folder ]] || "$PYTHON" scripts/torch_cuda_step.py --write-folder "$WORK/folder" ||
         return 1
