@@ -16,10 +16,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// The images as an `f32` tensor `[B, 3, 32, 32]` and the labels as a `u32` tensor `[B]`.
-    ///
-    /// Fails if `images` or `labels` do not hold `batch_size` items.
-    pub fn to_tensors(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    /// The images' dims, `[B, 3, 32, 32]`, checked against what the batch
+    /// holds: fails if `images` or `labels` do not hold `batch_size` items.
+    pub fn dims(&self) -> candle_core::Result<[usize; 4]> {
         let want = self.batch_size * IMAGE_BYTES;
         if self.images.len() != want || self.labels.len() != self.batch_size {
             candle_core::bail!(
@@ -30,7 +29,14 @@ impl Batch {
                 self.labels.len()
             );
         }
-        let images = Tensor::from_slice(&self.images, (self.batch_size, 3, 32, 32), device)?;
+        Ok([self.batch_size, 3, 32, 32])
+    }
+
+    /// The images as an `f32` tensor `[B, 3, 32, 32]` and the labels as a `u32` tensor `[B]`.
+    ///
+    /// Fails if `images` or `labels` do not hold `batch_size` items.
+    pub fn to_tensors(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let images = Tensor::from_slice(&self.images, &self.dims()?, device)?;
         let labels = Tensor::from_slice(&self.labels, self.batch_size, device)?;
         Ok((images, labels))
     }

@@ -85,6 +85,7 @@ mod multi_tensor;
 mod pool;
 mod scratch;
 mod sgd_step;
+mod staging;
 #[cfg(test)]
 mod test_util;
 
@@ -104,3 +105,4 @@ pub use format::{is_channels_last, to_channels_last, to_dtype};
 pub use matmul::matmul;
 pub use pool::{global_avg_pool, max_pool_3x3_s2, pad_subsample};
 pub use sgd_step::{SgdParam, SgdStep};
+pub use staging::HostStaging;

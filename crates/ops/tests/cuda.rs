@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
     add_relu, batch_norm_eval, batch_norm_train, conv2d, cross_entropy, global_avg_pool,
     is_channels_last, max_pool_3x3_s2, pad_subsample, relu, set_all, to_channels_last,
-    update_running_stats, DeviceSpec, RunningUpdate, SgdParam, SgdStep,
+    update_running_stats, DeviceSpec, HostStaging, RunningUpdate, SgdParam, SgdStep,
 };
 use resnet_test_support::{random_tensor as random, CONV_CASES};
 
@@ -420,6 +420,33 @@ fn sgd_update_matches_the_cpu() {
             &format!("sgd momentum {shape:?}"),
         );
     }
+}
+
+#[test]
+fn staged_batches_arrive_whole() {
+    // Batches in turn through the two page-locked buffers, one of another
+    // size (a buffer replaced), each read back after the next is queued.
+    let dev = gpu();
+    let mut staging = HostStaging::default();
+    let sizes = [
+        [4, 3, 32, 32],
+        [4, 3, 32, 32],
+        [3, 3, 32, 32],
+        [4, 3, 32, 32],
+        [4, 3, 32, 32],
+    ];
+    let mut previous: Option<(Tensor, Vec<f32>)> = None;
+    for (k, dims) in sizes.iter().enumerate() {
+        let n: usize = dims.iter().product();
+        let host: Vec<f32> = (0..n).map(|i| (i + 7 * k) as f32).collect();
+        let batch = staging.to_device(&host, dims, &dev).unwrap();
+        if let Some((t, want)) = previous.replace((batch, host)) {
+            let got = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(got, want, "batch {}", k - 1);
+        }
+    }
+    let (t, want) = previous.unwrap();
+    assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
 }
 
 #[test]

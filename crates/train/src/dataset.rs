@@ -22,6 +22,7 @@ use resnet_data::{
 };
 use resnet_eval::{EvalReport, Member};
 use resnet_models::{ResNet, WeightsMetadata};
+use resnet_ops::HostStaging;
 
 use crate::config::{DatasetKind, NormalizationKind, TrainConfig};
 use crate::{Result, TrainError};
@@ -444,6 +445,8 @@ pub(crate) enum TrainLoaders {
 pub(crate) struct TrainBatches {
     loader: TrainLoaders,
     ahead: Option<Result<StepBatch>>,
+    /// Page-locked host buffers for the images' copies to a GPU.
+    staging: HostStaging,
 }
 
 /// One training batch on the device.
@@ -464,6 +467,7 @@ impl TrainBatches {
         Self {
             loader,
             ahead: None,
+            staging: HostStaging::default(),
         }
     }
 
@@ -484,23 +488,26 @@ impl TrainBatches {
         }
     }
 
-    /// The loader's next batch, moved to `device`.
+    /// The loader's next batch, moved to `device` (the images through
+    /// page-locked buffers on a GPU, [`HostStaging`]).
     fn load(&mut self, device: &Device) -> Result<StepBatch> {
-        let (position, (images, labels), size) = match &mut self.loader {
+        let (position, (images, dims), labels) = match &mut self.loader {
             TrainLoaders::Cifar(loader) => {
                 let (position, batch) = loader.next().ok_or(TrainError::LoaderStopped)?;
-                (position, batch.to_tensors(device)?, batch.batch_size)
+                let dims = batch.dims()?;
+                (position, (batch.images, dims), batch.labels)
             }
             TrainLoaders::Folder(loader) => {
                 let (position, batch) = loader.next().ok_or(TrainError::LoaderStopped)??;
-                (position, batch.to_tensors(device)?, batch.batch_size)
+                let dims = batch.dims()?;
+                (position, (batch.images, dims), batch.labels)
             }
         };
         Ok(StepBatch {
             position,
-            images,
-            labels,
-            size,
+            images: self.staging.to_device(&images, &dims, device)?,
+            size: labels.len(),
+            labels: Tensor::from_vec(labels, dims[0], device)?,
         })
     }
 }

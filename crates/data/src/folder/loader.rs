@@ -56,12 +56,11 @@ impl ImageBatch {
         Ok(batch)
     }
 
-    /// The images as an `f32` tensor `[B, 3, H, W]` and the labels as a `u32` tensor `[B]`.
-    ///
-    /// Fails if `images` or `labels` do not hold `batch_size` items.
-    pub fn to_tensors(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
-        let shape = (self.batch_size, 3, self.height, self.width);
-        let want = self.batch_size * 3 * self.height * self.width;
+    /// The images' dims, `[B, 3, H, W]`, checked against what the batch
+    /// holds: fails if `images` or `labels` do not hold `batch_size` items.
+    pub fn dims(&self) -> candle_core::Result<[usize; 4]> {
+        let dims = [self.batch_size, 3, self.height, self.width];
+        let want = dims.iter().product::<usize>();
         if self.images.len() != want || self.labels.len() != self.batch_size {
             candle_core::bail!(
                 "batch of {} images {}x{}: expected {want} floats and {} labels, found {} and {}",
@@ -73,7 +72,14 @@ impl ImageBatch {
                 self.labels.len()
             );
         }
-        let images = Tensor::from_slice(&self.images, shape, device)?;
+        Ok(dims)
+    }
+
+    /// The images as an `f32` tensor `[B, 3, H, W]` and the labels as a `u32` tensor `[B]`.
+    ///
+    /// Fails if `images` or `labels` do not hold `batch_size` items.
+    pub fn to_tensors(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let images = Tensor::from_slice(&self.images, &self.dims()?, device)?;
         let labels = Tensor::from_slice(&self.labels, self.batch_size, device)?;
         Ok((images, labels))
     }
