@@ -2,8 +2,6 @@
 
 use candle_core::{Tensor, Var};
 
-use crate::dispatch::has_native_kernel;
-use crate::error::expect_like;
 use crate::multi_tensor::{self, Kernel, Tensors};
 use crate::OpsError;
 
@@ -19,31 +17,6 @@ const OP: &str = "set_all";
 /// crate's kernels sets them all (on CUDA one launch); otherwise each runs
 /// [`Var::set`].
 pub fn set_all(pairs: &[(&Var, &Tensor)]) -> Result<(), OpsError> {
-    for (i, (var, value)) in pairs.iter().enumerate() {
-        let like = ("variable", var.as_tensor());
-        expect_like(OP, ("value", value), like).map_err(|e| match e {
-            OpsError::Incompatible { op, detail } => OpsError::Incompatible {
-                op,
-                detail: format!("variable {i}: {detail}"),
-            },
-            other => other,
-        })?;
-    }
-    let Some((first, _)) = pairs.first() else {
-        return Ok(());
-    };
-    let device = first.device();
-    let fast = pairs.iter().all(|(var, value)| {
-        [var.as_tensor(), value]
-            .iter()
-            .all(|t| has_native_kernel(t.device(), t.dtype()) && t.device().same_device(device))
-    });
-    if !fast {
-        for (var, value) in pairs {
-            var.set(value)?;
-        }
-        return Ok(());
-    }
     let tensors: Vec<Tensors<1, 1>> = pairs
         .iter()
         .map(|(var, value)| Tensors {
@@ -52,11 +25,17 @@ pub fn set_all(pairs: &[(&Var, &Tensor)]) -> Result<(), OpsError> {
             words: &[],
         })
         .collect();
+    if !multi_tensor::fits_one_pass(OP, "variable", &tensors)? {
+        for (var, value) in pairs {
+            var.set(value)?;
+        }
+        return Ok(());
+    }
     let kernel = Kernel {
         name: "copy_f32",
         scalars: &[],
     };
-    multi_tensor::update(OP, "pair", &tensors, kernel, |_, [var], [value]| {
+    multi_tensor::update(OP, "variable", &tensors, kernel, |_, [var], [value]| {
         var.copy_from_slice(value)
     })
 }

@@ -18,6 +18,8 @@ use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::dispatch::has_native_kernel;
+use crate::error::expect_like;
 use crate::OpsError;
 
 /// The most values of one chunk: a CUDA block's work, a CPU task's.
@@ -83,6 +85,38 @@ pub(crate) struct Tensors<'a, const W: usize, const R: usize> {
     /// The tensor's own values for the kernel (a scale's f32 bits, ...).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) words: &'a [u64],
+}
+
+/// Checks that every operand of each tensor has the shape and dtype of its
+/// first written one (an error names the tensor: `parameter 3: the
+/// gradient is ...`, for `what` `parameter`), and says whether all can take
+/// one pass of [`update`]: f32 with this crate's kernels, on the device of
+/// the first tensor's. None can when there are none.
+pub(crate) fn fits_one_pass<const W: usize, const R: usize>(
+    op: &'static str,
+    what: &str,
+    tensors: &[Tensors<W, R>],
+) -> Result<bool, OpsError> {
+    for (i, t) in tensors.iter().enumerate() {
+        for &other in t.written[1..].iter().chain(&t.read) {
+            expect_like(op, other, t.written[0]).map_err(|e| match e {
+                OpsError::Incompatible { op, detail } => OpsError::Incompatible {
+                    op,
+                    detail: format!("{what} {i}: {detail}"),
+                },
+                other => other,
+            })?;
+        }
+    }
+    let Some(first) = tensors.first() else {
+        return Ok(false);
+    };
+    let device = first.written[0].1.device();
+    Ok(tensors.iter().all(|t| {
+        t.written.iter().chain(&t.read).all(|(_, x)| {
+            has_native_kernel(x.device(), x.dtype()) && x.device().same_device(device)
+        })
+    }))
 }
 
 /// A multi-tensor CUDA kernel of `kernels/elementwise.cu`: its name and the

@@ -11,8 +11,6 @@
 
 use candle_core::{Tensor, Var};
 
-use crate::dispatch::has_native_kernel;
-use crate::error::expect_like;
 use crate::multi_tensor::{self, Kernel, Tensors};
 use crate::OpsError;
 
@@ -70,36 +68,35 @@ impl SgdStep {
     /// parameter runs candle's ops and writes its results with
     /// [`Var::set`].
     pub fn apply_all(&self, params: &[SgdParam]) -> Result<(), OpsError> {
-        for (i, p) in params.iter().enumerate() {
-            let like = ("weight", p.weight.as_tensor());
-            let checks = [
-                expect_like(OP, ("momentum buffer", p.velocity.as_tensor()), like),
-                expect_like(OP, ("gradient", p.grad), like),
-            ];
-            for check in checks {
-                check.map_err(|e| match e {
-                    OpsError::Incompatible { op, detail } => OpsError::Incompatible {
-                        op,
-                        detail: format!("parameter {i}: {detail}"),
-                    },
-                    other => other,
-                })?;
-            }
+        let tensors: Vec<Tensors<2, 1>> = params
+            .iter()
+            .map(|p| Tensors {
+                written: [
+                    ("weight", p.weight.as_tensor()),
+                    ("momentum buffer", p.velocity.as_tensor()),
+                ],
+                read: [("gradient", p.grad)],
+                words: &[],
+            })
+            .collect();
+        if !multi_tensor::fits_one_pass(OP, "parameter", &tensors)? {
+            return params.iter().try_for_each(|p| self.composed(p));
         }
-        let Some(first) = params.first() else {
-            return Ok(());
+        let (lr, momentum, decay) = (
+            self.lr as f32,
+            self.momentum as f32,
+            self.weight_decay as f32,
+        );
+        let kernel = Kernel {
+            name: "sgd_f32",
+            scalars: &[momentum, decay, lr],
         };
-        let device = first.weight.device();
-        let fast = params.iter().all(|p| {
-            [p.weight.as_tensor(), p.velocity.as_tensor(), p.grad]
-                .iter()
-                .all(|t| has_native_kernel(t.device(), t.dtype()) && t.device().same_device(device))
-        });
-        if fast {
-            self.in_one_pass(params)
-        } else {
-            params.iter().try_for_each(|p| self.composed(p))
-        }
+        multi_tensor::update(OP, "parameter", &tensors, kernel, |_, [w, v], [g]| {
+            for ((w, v), g) in w.iter_mut().zip(v).zip(g) {
+                *v = *v * momentum + (*g + *w * decay);
+                *w -= *v * lr;
+            }
+        })
     }
 
     /// The update with candle's ops (none for an empty tensor, which
@@ -121,36 +118,6 @@ impl SgdStep {
         p.weight.set(&w.sub(&v.affine(self.lr, 0.0)?)?)?;
         p.velocity.set(&v)?;
         Ok(())
-    }
-
-    /// The update of f32 tensors on one device, in one pass.
-    fn in_one_pass(&self, params: &[SgdParam]) -> Result<(), OpsError> {
-        let tensors: Vec<Tensors<2, 1>> = params
-            .iter()
-            .map(|p| Tensors {
-                written: [
-                    ("weight", p.weight.as_tensor()),
-                    ("momentum buffer", p.velocity.as_tensor()),
-                ],
-                read: [("gradient", p.grad)],
-                words: &[],
-            })
-            .collect();
-        let (lr, momentum, decay) = (
-            self.lr as f32,
-            self.momentum as f32,
-            self.weight_decay as f32,
-        );
-        let kernel = Kernel {
-            name: "sgd_f32",
-            scalars: &[momentum, decay, lr],
-        };
-        multi_tensor::update(OP, "parameter", &tensors, kernel, |_, [w, v], [g]| {
-            for ((w, v), g) in w.iter_mut().zip(v).zip(g) {
-                *v = *v * momentum + (*g + *w * decay);
-                *w -= *v * lr;
-            }
-        })
     }
 }
 

@@ -2,8 +2,6 @@
 
 use candle_core::{Tensor, Var};
 
-use crate::dispatch::has_native_kernel;
-use crate::error::expect_like;
 use crate::multi_tensor::{self, Kernel, Tensors};
 use crate::OpsError;
 
@@ -51,30 +49,6 @@ pub fn update_running_stat(
 /// network's batch norms at once); otherwise each runs candle's ops and
 /// [`Var::set`]. Both round the same.
 pub fn update_running_stats(updates: &[RunningUpdate], momentum: f64) -> Result<(), OpsError> {
-    for (i, u) in updates.iter().enumerate() {
-        let running = ("running one", u.running.as_tensor());
-        expect_like(OP, ("batch statistic", u.batch), running).map_err(|e| match e {
-            OpsError::Incompatible { op, detail } => OpsError::Incompatible {
-                op,
-                detail: format!("statistic {i}: {detail}"),
-            },
-            other => other,
-        })?;
-    }
-    let Some(first) = updates.first() else {
-        return Ok(());
-    };
-    let device = first.running.device();
-    let fast = updates.iter().all(|u| {
-        [u.running.as_tensor(), u.batch]
-            .iter()
-            .all(|t| has_native_kernel(t.device(), t.dtype()) && t.device().same_device(device))
-    });
-    if !fast {
-        return updates
-            .iter()
-            .try_for_each(|u| composed(u.running, &u.batch.detach(), momentum, u.scale));
-    }
     let scales: Vec<[u64; 1]> = updates
         .iter()
         .map(|u| [u64::from((u.scale as f32).to_bits())])
@@ -88,6 +62,11 @@ pub fn update_running_stats(updates: &[RunningUpdate], momentum: f64) -> Result<
             words: scale,
         })
         .collect();
+    if !multi_tensor::fits_one_pass(OP, "statistic", &tensors)? {
+        return updates
+            .iter()
+            .try_for_each(|u| composed(u.running, &u.batch.detach(), momentum, u.scale));
+    }
     let keep = (1.0 - momentum) as f32;
     let momentum = momentum as f32;
     let kernel = Kernel {
