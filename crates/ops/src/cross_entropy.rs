@@ -50,11 +50,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
     if !fast {
         return composed(logits, labels, smoothing);
     }
-    let op = CrossEntropy {
+    let op = CrossEntropy(Loss {
         rows: n,
         classes: k,
         smoothing: smoothing as f32,
-    };
+    });
     Ok(logits.contiguous()?.apply_op2(&labels.contiguous()?, op)?)
 }
 
@@ -85,35 +85,56 @@ fn row_loss(z: &[f32], label: usize, smoothing: f32) -> (f32, f32, f32) {
     (loss, max, sum_exp)
 }
 
-/// The labels on the CPU, each checked to be below `classes`.
-fn cpu_labels<'a>(
-    op: &'static str,
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    rows: usize,
-    classes: usize,
-) -> candle_core::Result<&'a [u32]> {
-    let CpuStorage::U32(data) = storage else {
-        candle_core::bail!("{op}: expected u32 labels, got {:?}", storage.dtype());
-    };
-    let (start, end) = contiguous_range(op, layout, &[rows])?;
-    let labels = &data[start..end];
-    if let Some((row, label)) = labels
-        .iter()
-        .enumerate()
-        .find(|&(_, &l)| l as usize >= classes)
-    {
-        candle_core::bail!("{op}: label {label} of row {row} is not one of the {classes} classes");
-    }
-    Ok(labels)
-}
-
-/// The forward op: `(logits, labels)` to the mean loss.
-struct CrossEntropy {
+/// What both ops of the loss know: the logits' dims `(rows, classes)` and
+/// the smoothing.
+#[derive(Debug, Clone, Copy)]
+struct Loss {
     rows: usize,
     classes: usize,
     smoothing: f32,
 }
+
+impl Loss {
+    /// The logits and the labels on the CPU, checked to hold the dims and
+    /// each label to be below `classes`.
+    fn cpu_args<'a>(
+        self,
+        op: &'static str,
+        (s1, l1): (&'a CpuStorage, &Layout),
+        (s2, l2): (&'a CpuStorage, &Layout),
+    ) -> candle_core::Result<(&'a [f32], &'a [u32])> {
+        let (n, k) = (self.rows, self.classes);
+        let logits = f32_data(op, s1, l1, &[n, k])?;
+        let CpuStorage::U32(data) = s2 else {
+            candle_core::bail!("{op}: expected u32 labels, got {:?}", s2.dtype());
+        };
+        let (start, end) = contiguous_range(op, l2, &[n])?;
+        let labels = &data[start..end];
+        if let Some((row, label)) = labels.iter().enumerate().find(|&(_, &l)| l as usize >= k) {
+            candle_core::bail!("{op}: label {label} of row {row} is not one of the {k} classes");
+        }
+        Ok((logits, labels))
+    }
+
+    /// The logits and the labels on CUDA, checked to hold the dims.
+    #[cfg(feature = "cuda")]
+    fn cuda_args<'a>(
+        self,
+        op: &'static str,
+        (s1, l1): (&'a candle_core::CudaStorage, &Layout),
+        (s2, l2): (&'a candle_core::CudaStorage, &Layout),
+    ) -> candle_core::Result<(
+        candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>,
+        candle_core::cuda_backend::cudarc::driver::CudaView<'a, u32>,
+    )> {
+        let logits = crate::args::cuda_view::<f32>(op, s1, l1, &[self.rows, self.classes])?;
+        let labels = crate::args::cuda_view::<u32>(op, s2, l2, &[self.rows])?;
+        Ok((logits, labels))
+    }
+}
+
+/// The forward op: `(logits, labels)` to the mean loss.
+struct CrossEntropy(Loss);
 
 impl CustomOp2 for CrossEntropy {
     fn name(&self) -> &'static str {
@@ -127,13 +148,16 @@ impl CustomOp2 for CrossEntropy {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, k) = (self.rows, self.classes);
-        let logits = f32_data(self.name(), s1, l1, &[n, k])?;
-        let labels = cpu_labels(self.name(), s2, l2, n, k)?;
+        let Loss {
+            rows: n,
+            classes: k,
+            smoothing,
+        } = self.0;
+        let (logits, labels) = self.0.cpu_args(self.name(), (s1, l1), (s2, l2))?;
         let rows: Vec<f32> = logits
             .par_chunks(k)
             .zip(labels)
-            .map(|(z, &label)| row_loss(z, label as usize, self.smoothing).0)
+            .map(|(z, &label)| row_loss(z, label as usize, smoothing).0)
             .collect();
         let total = rows.iter().fold(0f32, |s, &v| s + v);
         Ok((CpuStorage::F32(vec![total / n as f32]), Shape::from(())))
@@ -147,11 +171,13 @@ impl CustomOp2 for CrossEntropy {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let (n, k) = (self.rows, self.classes);
-        let logits = crate::args::cuda_view::<f32>(self.name(), s1, l1, &[n, k])?;
-        let labels = crate::args::cuda_view::<u32>(self.name(), s2, l2, &[n])?;
-        let loss =
-            crate::cuda::cross_entropy(&s1.device, (&logits, &labels), (n, k), self.smoothing)?;
+        let Loss {
+            rows: n,
+            classes: k,
+            smoothing,
+        } = self.0;
+        let (logits, labels) = self.0.cuda_args(self.name(), (s1, l1), (s2, l2))?;
+        let loss = crate::cuda::cross_entropy(&s1.device, (&logits, &labels), (n, k), smoothing)?;
         Ok((loss, Shape::from(())))
     }
 
@@ -162,11 +188,7 @@ impl CustomOp2 for CrossEntropy {
         _loss: &Tensor,
         dloss: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = CrossEntropyGrad {
-            rows: self.rows,
-            classes: self.classes,
-            smoothing: self.smoothing,
-        };
+        let grad = CrossEntropyGrad(self.0);
         let dlogits = logits.apply_op3_no_bwd(labels, &dloss.contiguous()?, &grad)?;
         Ok((Some(dlogits), None))
     }
@@ -174,11 +196,7 @@ impl CustomOp2 for CrossEntropy {
 
 /// The backward op: `(logits, labels, dloss)` to the logits' gradient,
 /// `(softmax(z) - target) * dloss / N` row by row.
-struct CrossEntropyGrad {
-    rows: usize,
-    classes: usize,
-    smoothing: f32,
-}
+struct CrossEntropyGrad(Loss);
 
 impl CustomOp3 for CrossEntropyGrad {
     fn name(&self) -> &'static str {
@@ -194,11 +212,10 @@ impl CustomOp3 for CrossEntropyGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, k) = (self.rows, self.classes);
-        let logits = f32_data(self.name(), s1, l1, &[n, k])?;
-        let labels = cpu_labels(self.name(), s2, l2, n, k)?;
+        let (n, k, eps) = (self.0.rows, self.0.classes, self.0.smoothing);
+        let (logits, labels) = self.0.cpu_args(self.name(), (s1, l1), (s2, l2))?;
         let scale = f32_data(self.name(), s3, l3, &[])?[0] / n as f32;
-        let (eps, uniform) = (self.smoothing, self.smoothing / k as f32);
+        let uniform = eps / k as f32;
         let mut out = vec![0f32; n * k];
         out.par_chunks_mut(k)
             .zip(logits.par_chunks(k))
@@ -224,15 +241,14 @@ impl CustomOp3 for CrossEntropyGrad {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let (n, k) = (self.rows, self.classes);
-        let logits = crate::args::cuda_view::<f32>(self.name(), s1, l1, &[n, k])?;
-        let labels = crate::args::cuda_view::<u32>(self.name(), s2, l2, &[n])?;
+        let (n, k) = (self.0.rows, self.0.classes);
+        let (logits, labels) = self.0.cuda_args(self.name(), (s1, l1), (s2, l2))?;
         let dloss = crate::args::cuda_view::<f32>(self.name(), s3, l3, &[])?;
         let grad = crate::cuda::cross_entropy_grad(
             &s1.device,
             (&logits, &labels, &dloss),
             (n, k),
-            self.smoothing,
+            self.0.smoothing,
         )?;
         Ok((grad, Shape::from((n, k))))
     }
