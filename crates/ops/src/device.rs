@@ -66,23 +66,16 @@ fn keep_freed_gpu_memory(device: &Device) -> candle_core::Result<()> {
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
     use candle_core::cuda_backend::WrapErr;
 
-    let Device::Cuda(cuda) = device else {
-        return Ok(());
-    };
     if std::env::var("RESNET_CUDA_MEMORY").is_ok_and(|v| v == "release") {
         return Ok(());
     }
-    let stream = cuda.cuda_stream();
-    let context = stream.context();
-    if !context.has_async_alloc() {
+    let Some(pool) = memory_pool(device)? else {
         return Ok(());
-    }
-    context.bind_to_thread().w()?;
+    };
     let mut threshold = u64::MAX;
-    // SAFETY: the device comes from a live context; the release threshold
+    // SAFETY: the pool is the live device's; the release threshold
     // attribute takes a u64, which `threshold` is.
     unsafe {
-        let pool = result::device::get_mem_pool(context.cu_device()).w()?;
         result::mem_pool::set_attribute(
             pool,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
@@ -98,36 +91,46 @@ fn keep_freed_gpu_memory(_device: &Device) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// The memory pool that candle allocates the tensors of `device` from
+/// (`cuMemAllocAsync` from the device's current pool), with the device's
+/// context bound to this thread: `None` for a device that is not an NVIDIA
+/// GPU or a GPU without such pools.
+#[cfg(feature = "cuda")]
+fn memory_pool(
+    device: &Device,
+) -> candle_core::Result<Option<candle_core::cuda_backend::cudarc::driver::sys::CUmemoryPool>> {
+    use candle_core::cuda_backend::cudarc::driver::result;
+    use candle_core::cuda_backend::WrapErr;
+
+    let Device::Cuda(cuda) = device else {
+        return Ok(None);
+    };
+    let stream = cuda.cuda_stream();
+    let context = stream.context();
+    if !context.has_async_alloc() {
+        return Ok(None);
+    }
+    context.bind_to_thread().w()?;
+    // SAFETY: the device comes from a live context.
+    Ok(Some(
+        unsafe { result::device::get_mem_pool(context.cu_device()) }.w()?,
+    ))
+}
+
 /// The most memory that tensors on `device` have held at once since the
 /// process opened it, in bytes: on an NVIDIA GPU the high-water mark of the
 /// memory pool candle allocates them from (`CU_MEMPOOL_ATTR_USED_MEM_HIGH`),
 /// what `torch.cuda.max_memory_allocated` counts for PyTorch's tensors.
 /// `None` on the CPU, on other devices, or where the GPU has no such pool.
-pub fn peak_device_memory(device: &Device) -> Option<u64> {
-    match device {
-        Device::Cuda(_) => cuda_peak_memory(device),
-        _ => None,
-    }
-}
-
-/// The high-water mark of the memory pool of `device`, a CUDA device.
 #[cfg(feature = "cuda")]
-fn cuda_peak_memory(device: &Device) -> Option<u64> {
+pub fn peak_device_memory(device: &Device) -> Option<u64> {
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
 
-    let Device::Cuda(cuda) = device else {
-        return None;
-    };
-    let stream = cuda.cuda_stream();
-    let context = stream.context();
-    if !context.has_async_alloc() || context.bind_to_thread().is_err() {
-        return None;
-    }
+    let pool = memory_pool(device).ok()??;
     let mut bytes = 0u64;
-    // SAFETY: the device comes from a live context; the attribute is a u64,
-    // which `bytes` is.
+    // SAFETY: the pool is the live device's; the attribute is a u64, which
+    // `bytes` is.
     unsafe {
-        let pool = result::device::get_mem_pool(context.cu_device()).ok()?;
         result::mem_pool::get_attribute(
             pool,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
@@ -138,9 +141,9 @@ fn cuda_peak_memory(device: &Device) -> Option<u64> {
     Some(bytes)
 }
 
-/// Without CUDA no device is a CUDA one.
+/// Without CUDA no device has a GPU memory pool: always `None`.
 #[cfg(not(feature = "cuda"))]
-fn cuda_peak_memory(_device: &Device) -> Option<u64> {
+pub fn peak_device_memory(_device: &Device) -> Option<u64> {
     None
 }
 
