@@ -240,6 +240,12 @@ fn train_errors_are_one_clear_line() {
         ),
         (vec!["train", "--resume"], "holds no run to resume"),
     ];
+    if cfg!(not(feature = "cuda")) {
+        cases.push((
+            vec!["train", "--device", "cuda", "--iterations", "1"],
+            "cannot open device `cuda:0`: this build has no CUDA support",
+        ));
+    }
     if cfg!(not(feature = "nccl")) {
         cases.push((
             vec!["train", "--collective-backend", "nccl", "--iterations", "1"],

@@ -91,12 +91,14 @@ pub fn train_data_parallel(
             return Err(run_exists());
         }
         let dataset = Dataset::open(&config)?;
+        // A device that does not open is refused before the run folder is
+        // written, as are weights that do not fit.
+        let device = open_device(&config, group)?;
         if config.weights.is_some() {
-            // Weights that do not fit are refused before the run folder is written.
             load_initial_weights(&config, &build_model(&config, &Device::Cpu)?)?;
         }
         if !writer {
-            return Ok((config, dataset, None));
+            return Ok((config, dataset, device, None));
         }
         std::fs::create_dir_all(run_dir).map_err(crate::run_dir::io_error(run_dir))?;
         let lock = RunLock::acquire(run_dir)?;
@@ -110,10 +112,10 @@ pub fn train_data_parallel(
             ..RunConfigFile::new(config.clone(), dataset.classes())
         };
         write_json(&config_path, &file)?;
-        Ok((config, dataset, Some(lock)))
+        Ok((config, dataset, device, Some(lock)))
     };
-    let (config, dataset, _lock) = agree(group, setup(), "while setting up the run")?;
-    run(&config, dataset, run_dir, observer, group)
+    let (config, dataset, device, _lock) = agree(group, setup(), "while setting up the run")?;
+    run(&config, dataset, device, run_dir, observer, group)
 }
 
 /// Continues the run in `run_dir` from its last checkpoint with the config
@@ -162,10 +164,13 @@ pub fn resume_data_parallel(
             )));
         }
         let dataset = Dataset::open(&file.config)?;
-        Ok(Ok((file.config, dataset, lock)))
+        let device = open_device(&file.config, group)?;
+        Ok(Ok((file.config, dataset, device, lock)))
     };
     match agree(group, setup(), "while opening the run to resume")? {
-        Ok((config, dataset, _lock)) => run(&config, dataset, run_dir, observer, group),
+        Ok((config, dataset, device, _lock)) => {
+            run(&config, dataset, device, run_dir, observer, group)
+        }
         Err(summary) => Ok(summary),
     }
 }
@@ -363,13 +368,10 @@ struct Prepared {
     metrics: Option<MetricsLog>,
 }
 
-fn prepare(
-    config: &TrainConfig,
-    dataset: Dataset,
-    run_dir: &Path,
-    group: &dyn Collective,
-) -> Result<Prepared> {
-    let writer = group.rank() == 0;
+/// Opens this rank's device for `config` (`--device cuda` is each rank's own
+/// GPU), warning where the config's precision or layout only emulates a
+/// GPU's on the CPU.
+fn open_device(config: &TrainConfig, group: &dyn Collective) -> Result<Device> {
     let device = crate::collective::rank_device(&config.device, group.world_size())?;
     if device != config.device {
         tracing::info!(
@@ -391,6 +393,19 @@ fn prepare(
              values to the NCHW kernels and back, the same training at more cost"
         );
     }
+    Ok(device)
+}
+
+/// Builds the model and optimizer on `device` and restores the run's
+/// checkpoint, if it has one.
+fn prepare(
+    config: &TrainConfig,
+    dataset: Dataset,
+    device: Device,
+    run_dir: &Path,
+    group: &dyn Collective,
+) -> Result<Prepared> {
+    let writer = group.rank() == 0;
     let model = build_model(config, &device)?;
     let mut sgd =
         Sgd::new(model.trainable_parameters(), config.sgd)?.with_update_rule(config.update_rule);
@@ -442,12 +457,13 @@ struct StepTotals {
 fn run(
     config: &TrainConfig,
     dataset: Dataset,
+    device: Device,
     run_dir: &Path,
     observer: &mut dyn TrainObserver,
     group: &dyn Collective,
 ) -> Result<RunSummary> {
     let writer = group.rank() == 0;
-    let prepared = prepare(config, dataset, run_dir, group);
+    let prepared = prepare(config, dataset, device, run_dir, group);
     let Prepared {
         device,
         model,
