@@ -79,7 +79,11 @@
 # GPU_CHECK_BUDGET seconds (default 270), so it ends within 5 minutes.
 # PYTHON (default python3) is the interpreter that has torch. Run with
 # RESNET_CUDA_KERNELS=conv (or none) to leave out our cuDNN batch norm and
-# element-wise kernels (or all our CUDA kernels) everywhere.
+# own kernels (or all our CUDA kernels) everywhere, or with a list of the
+# groups to keep (conv, batch-norm, elementwise, pool, update, loss,
+# staging) or to leave out (-loss,-update). Left unset, a train-match that
+# fails is run again with fewer groups (KERNEL_FALLBACKS), and the stages
+# after it run with the first choice that passes (summary.txt says which).
 set -u
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -104,17 +108,24 @@ export DIST WORK DATA PYTHON REPO LOADER_THREADS NO_COLOR=1
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
 # stage NAME LIMIT FUNCTION: runs FUNCTION (exported) under a time limit of
-# LIMIT seconds or what is left of the budget, logs it, records the outcome.
+# LIMIT seconds or what is left of the budget, logs it, records the outcome,
+# unless GPU_CHECK_ONLY leaves the stage out.
 stage() {
-    local name=$1 limit=$2 fn=$3 left rc start
-    if [[ -n ${GPU_CHECK_ONLY:-} && " $GPU_CHECK_ONLY " != *" $name "* ]]; then
-        note "[not selected] $name"
-        return
+    if [[ -n ${GPU_CHECK_ONLY:-} && " $GPU_CHECK_ONLY " != *" $1 "* ]]; then
+        note "[not selected] $1"
+        return 1
     fi
+    run_stage "$@"
+}
+
+# run_stage NAME LIMIT FUNCTION: the same, selected or not; its status is
+# the stage's (1 where it did not run).
+run_stage() {
+    local name=$1 limit=$2 fn=$3 left rc start
     left=$((BUDGET - SECONDS))
     if ((left < 15)); then
         note "[skipped] $name: out of time"
-        return
+        return 1
     fi
     ((limit > left)) && limit=$left
     echo
@@ -127,6 +138,30 @@ stage() {
         124 | 137) note "[timed out] $name after ${limit} s" ;;
         *) note "[failed] $name (exit $rc, $((SECONDS - start)) s): see $OUT_DIR/$name.log" ;;
     esac
+    return "$rc"
+}
+
+# Where train-match fails with all of our CUDA kernels and RESNET_CUDA_KERNELS
+# is not set, train-match runs again with fewer of them, first leaving out
+# the groups that have never run on a GPU (KERNEL_FALLBACKS, in order), and
+# the stages after it run with the first choice that passes, so that one run
+# still measures what works. ops-tests.log names the ops that failed.
+KERNEL_FALLBACKS=${KERNEL_FALLBACKS:-"-update,-loss,-staging conv,batch-norm,elementwise conv"}
+kernel_fallback() {
+    local choice n=0
+    grep -qE '^\[(failed|timed out)\] train-match ' "$SUMMARY" || return 0
+    [[ -z ${RESNET_CUDA_KERNELS:-} ]] || return 0
+    for choice in $KERNEL_FALLBACKS; do
+        n=$((n + 1))
+        export RESNET_CUDA_KERNELS=$choice
+        if run_stage "train-match-fallback-$n" 60 train_match; then
+            note "[fallback] the stages after train-match run with RESNET_CUDA_KERNELS=$choice:" \
+                "train-match failed with all our CUDA kernels and passed with these"
+            return 0
+        fi
+    done
+    unset RESNET_CUDA_KERNELS
+    note "[fallback] none of RESNET_CUDA_KERNELS=${KERNEL_FALLBACKS// / or } passed train-match"
 }
 
 gpu() {
@@ -568,6 +603,7 @@ stage ops-tests 120 ops_tests
 stage conv-timing 60 conv_timing
 stage weights 90 weights
 stage train-match 60 train_match
+kernel_fallback
 stage nccl-match 45 nccl_match
 stage eval-match 60 eval_match
 stage train-speed 90 train_speed

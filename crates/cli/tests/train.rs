@@ -274,6 +274,26 @@ fn train_errors_are_one_clear_line() {
             "a failed start must leave no run folder behind"
         );
     }
+    // A CUDA setting that names nothing is refused before any GPU is looked
+    // for, in every build.
+    let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(["train", "--device", "cuda", "--iterations", "1", "--out"])
+        .arg(dir.path().join("run"))
+        .arg("--data")
+        .arg(cifar_sample())
+        .env("RESNET_CUDA_KERNELS", "conv,batchnorm")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("RESNET_CUDA_KERNELS=\"conv,batchnorm\"")
+            && err.contains("unknown kernel group `batchnorm`")
+            && err.contains("batch-norm"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!dir.path().join("run").exists());
     let out = Command::new(env!("CARGO_BIN_EXE_resnet"))
         .args(["train", "--iterations", "1", "--out"])
         .arg(dir.path().join("run2"))

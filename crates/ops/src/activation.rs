@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::args::{f32_data, CHUNK};
 use crate::buffer::filled_by;
-use crate::dispatch::has_native_kernel;
+use crate::dispatch::{has_own_kernel, CudaKernel};
 use crate::format::{in_memory_order, Format};
 use crate::OpsError;
 
@@ -28,7 +28,7 @@ use crate::OpsError;
 /// backward; everything else runs candle's `relu`.
 pub fn relu(x: &Tensor) -> Result<Tensor, OpsError> {
     in_memory_order(x, |x| {
-        if has_native_kernel(x.device(), x.dtype()) {
+        if has_own_kernel(CudaKernel::Elementwise, x.device(), x.dtype()) {
             Ok(x.contiguous()?.apply_op1(Relu)?)
         } else {
             Ok(x.relu()?)
@@ -49,7 +49,8 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor, OpsError> {
             detail: format!("shapes {:?} and {:?} differ", a.dims(), b.dims()),
         });
     }
-    let fast = has_native_kernel(a.device(), a.dtype()) && has_native_kernel(b.device(), b.dtype());
+    let fast = has_own_kernel(CudaKernel::Elementwise, a.device(), a.dtype())
+        && has_own_kernel(CudaKernel::Elementwise, b.device(), b.dtype());
     // In `a`'s format: `b` is copied into it if it differs.
     let format = Format::of(a);
     let (a, b) = (format.arg(a)?, format.arg(b)?);

@@ -35,7 +35,7 @@ use std::num::NonZeroUsize;
 
 use candle_core::Tensor;
 
-use crate::dispatch::{has_cuda_kernel, has_kernel, has_native_kernel, CudaKernel};
+use crate::dispatch::{has_cuda_kernel, has_kernel, has_own_kernel, CudaKernel};
 use crate::format::{through_nchw, Format};
 use crate::OpsError;
 
@@ -445,7 +445,7 @@ fn eval(
     let (scale, shift) = composed::fold(weight, bias, running_mean, running_var, eps)?;
     if [x, &scale, &shift]
         .iter()
-        .all(|t| has_native_kernel(t.device(), t.dtype()))
+        .all(|t| has_own_kernel(CudaKernel::Elementwise, t.device(), t.dtype()))
     {
         return eval::run(dims, x, &scale, &shift, relu);
     }

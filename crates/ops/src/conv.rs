@@ -17,7 +17,7 @@
 //! cuDNN's forward, backward-data and backward-filter convolutions there, in
 //! f32 or bf16 (`conv/cuda.rs`). On devices or dtypes without a kernel here it falls back
 //! to candle's own `Tensor::conv2d`; a Metal kernel is added by implementing
-//! `metal_fwd` on the three ops and extending [`has_conv_kernel`].
+//! `metal_fwd` on the three ops and extending [`has_own_kernel`].
 //!
 //! [`InferenceConv`] is the forward pass alone, for eval-mode nets whose
 //! batch norms are folded into their convolutions: a bias, a residual and a
@@ -41,7 +41,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use candle_core::{CudaStorage, Result as CandleResult};
 
 use crate::args::f32_data;
-use crate::dispatch::has_conv_kernel;
+use crate::dispatch::{has_own_kernel, CudaKernel};
 use crate::format::Format;
 use crate::OpsError;
 
@@ -178,7 +178,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         )?;
         return crate::to_dtype(&y, DType::BF16);
     }
-    let fast = has_conv_kernel(x.device(), x.dtype()) && has_conv_kernel(w.device(), w.dtype());
+    let fast = has_own_kernel(CudaKernel::Conv, x.device(), x.dtype())
+        && has_own_kernel(CudaKernel::Conv, w.device(), w.dtype());
     if fast {
         let format = Format::of(x);
         let y = format

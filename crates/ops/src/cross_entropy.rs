@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use crate::args::{contiguous_range, f32_data};
-use crate::dispatch::has_native_kernel;
+use crate::dispatch::{has_own_kernel, CudaKernel};
 use crate::OpsError;
 
 const OP: &str = "cross_entropy";
@@ -45,7 +45,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
     };
     let fast = logits.dtype() == DType::F32
         && labels.dtype() == DType::U32
-        && has_native_kernel(logits.device(), DType::F32)
+        && has_own_kernel(CudaKernel::Loss, logits.device(), DType::F32)
         && logits.device().same_device(labels.device());
     if !fast {
         return composed(logits, labels, smoothing);

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use candle_core::Device;
 
+use crate::dispatch::check_cuda_kernel_choice;
 use crate::{cuda_runtime, OpsError};
 
 /// A device as the user names it: parsed from `cpu`, `cuda`, `cuda:N`,
@@ -35,6 +36,8 @@ impl DeviceSpec {
         let opened = match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(n) => {
+                check_cuda_kernel_choice()?;
+                check_memory_setting(std::env::var("RESNET_CUDA_MEMORY").ok())?;
                 cuda_runtime::check_libraries(&self.to_string(), &cuda_runtime::libraries())?;
                 Device::new_cuda(n).and_then(|device| {
                     keep_freed_gpu_memory(&device)?;
@@ -48,6 +51,22 @@ impl DeviceSpec {
             hint: cuda_runtime::hint(&source.to_string()),
             source: Box::new(source),
         })
+    }
+}
+
+/// Checks the value of `RESNET_CUDA_MEMORY`: unset, empty or `release`
+/// (see `keep_freed_gpu_memory`); any other value is an error, not a silent
+/// default.
+fn check_memory_setting(value: Option<String>) -> Result<(), OpsError> {
+    match value {
+        Some(value) if !value.is_empty() && value != "release" => Err(OpsError::BadSetting {
+            variable: "RESNET_CUDA_MEMORY",
+            value,
+            detail: "expected `release` (freed GPU memory goes back to the driver at each \
+                     synchronisation) or nothing (the pool keeps it)"
+                .into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -206,5 +225,17 @@ mod tests {
             #[cfg(not(feature = "cuda"))]
             assert!(e.to_string().contains("build-cuda.sh"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_memory_setting_takes_release_or_nothing() {
+        for ok in [None, Some(""), Some("release")] {
+            assert!(check_memory_setting(ok.map(String::from)).is_ok(), "{ok:?}");
+        }
+        let err = check_memory_setting(Some("relase".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RESNET_CUDA_MEMORY=\"relase\""), "{err}");
+        assert!(err.contains("expected `release`"), "{err}");
     }
 }

@@ -35,6 +35,17 @@ pub enum OpsError {
         /// How to make it found.
         hint: &'static str,
     },
+    /// An environment variable that this crate reads holds a value it does
+    /// not take.
+    #[error("environment variable {variable}={value:?}: {detail}")]
+    BadSetting {
+        /// The variable, e.g. `RESNET_CUDA_KERNELS`.
+        variable: &'static str,
+        /// The value it holds.
+        value: String,
+        /// What is wrong and what it takes.
+        detail: String,
+    },
     /// An op got a tensor of a rank or shape it does not handle.
     #[error("{op}: expected {expected}, got shape {got:?}")]
     BadShape {

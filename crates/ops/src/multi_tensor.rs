@@ -18,7 +18,7 @@ use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::dispatch::has_native_kernel;
+use crate::dispatch::{has_own_kernel, CudaKernel};
 use crate::error::expect_like;
 use crate::OpsError;
 
@@ -114,7 +114,8 @@ pub(crate) fn fits_one_pass<const W: usize, const R: usize>(
     let device = first.written[0].1.device();
     Ok(tensors.iter().all(|t| {
         t.written.iter().chain(&t.read).all(|(_, x)| {
-            has_native_kernel(x.device(), x.dtype()) && x.device().same_device(device)
+            has_own_kernel(CudaKernel::Update, x.device(), x.dtype())
+                && x.device().same_device(device)
         })
     }))
 }

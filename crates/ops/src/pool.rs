@@ -12,7 +12,7 @@ mod shortcut;
 
 use candle_core::{Tensor, D};
 
-use crate::dispatch::has_native_kernel;
+use crate::dispatch::{has_own_kernel, CudaKernel};
 use crate::format::through_nchw;
 use crate::OpsError;
 
@@ -94,7 +94,7 @@ fn max3_stride2(x: &Tensor, dim: usize) -> Result<Tensor, OpsError> {
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor, OpsError> {
     expect_nchw("max_pool_3x3_s2", x)?;
     through_nchw(x, |x| {
-        if has_native_kernel(x.device(), x.dtype()) {
+        if has_own_kernel(CudaKernel::Pool, x.device(), x.dtype()) {
             return Ok(x.contiguous()?.apply_op1(max::MaxPool)?);
         }
         max3_stride2(&max3_stride2(x, 2)?, 3)
@@ -126,7 +126,7 @@ pub fn pad_subsample(
         });
     }
     through_nchw(x, |x| {
-        if has_native_kernel(x.device(), x.dtype()) {
+        if has_own_kernel(CudaKernel::Pool, x.device(), x.dtype()) {
             let op = shortcut::PadSubsample {
                 stride,
                 pad_before,
@@ -152,7 +152,7 @@ pub fn pad_subsample(
 /// A channels-last `x` is pooled on an NCHW copy.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor, OpsError> {
     expect_nchw("global_avg_pool", x)?;
-    if has_native_kernel(x.device(), x.dtype()) {
+    if has_own_kernel(CudaKernel::Pool, x.device(), x.dtype()) {
         return Ok(x.contiguous()?.apply_op1(average::GlobalAvgPool)?);
     }
     Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)

@@ -13,15 +13,15 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
-use crate::dispatch::has_native_kernel;
+use crate::dispatch::{has_own_kernel, CudaKernel};
 use crate::OpsError;
 
 const OP: &str = "host_staging";
 
 /// Copies f32 batches to a device: on an NVIDIA GPU through two
 /// page-locked host buffers used in turn, each as large as the last batch
-/// it held; elsewhere, or with this crate's CUDA kernels turned off
-/// (`RESNET_CUDA_KERNELS=conv` or `none`), as [`Tensor::from_slice`] does.
+/// it held; elsewhere, or where `RESNET_CUDA_KERNELS` leaves out `staging`,
+/// as [`Tensor::from_slice`] does.
 #[derive(Default)]
 pub struct HostStaging {
     /// A one-value tensor on the last device copied to, which the copy op
@@ -53,7 +53,7 @@ impl HostStaging {
                 detail: format!("{} values cannot fill dims {dims:?}", values.len()),
             });
         }
-        if !has_native_kernel(device, DType::F32) || values.is_empty() {
+        if !has_own_kernel(CudaKernel::Staging, device, DType::F32) || values.is_empty() {
             return Ok(Tensor::from_slice(values, dims, device)?);
         }
         let anchor = match &self.anchor {
