@@ -509,6 +509,25 @@ impl TrainArgs {
         config.weights = Some(path);
         Ok(())
     }
+
+    /// Removes what a run that did not start (no config.json written) left
+    /// in the --out folder it made: the hub weights fetched into it, then the
+    /// folder if that left it empty. A run that started keeps its folder, to
+    /// resume.
+    fn remove_unstarted_run(&self) {
+        if self.out.join(CONFIG_FILE).exists() {
+            return;
+        }
+        let weights = self.out.join(HUB_WEIGHTS_FILE);
+        for removed in [
+            std::fs::remove_file(&weights),
+            std::fs::remove_dir(&self.out),
+        ] {
+            if let Err(e) = removed {
+                tracing::debug!(folder = %self.out.display(), "not removed: {e}");
+            }
+        }
+    }
 }
 
 /// The file of a run folder that holds hub weights a run was started from.
@@ -631,8 +650,13 @@ fn run_in(args: &TrainArgs, host: &dyn Collective) -> Result<()> {
         }
         None => {
             let mut config = args.config()?;
+            let fresh = !args.out.exists();
             args.fetch_hub_weights(&mut config, group.world_size())?;
-            resnet_train::train_data_parallel(&config, &args.out, observer, group)
+            let summary = resnet_train::train_data_parallel(&config, &args.out, observer, group);
+            if summary.is_err() && fresh {
+                args.remove_unstarted_run();
+            }
+            summary
         }
     };
     let summary = match summary {

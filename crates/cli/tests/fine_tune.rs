@@ -238,3 +238,53 @@ fn weights_of_another_net_are_refused_before_a_run_folder_is_written() {
         "{stderr}"
     );
 }
+
+/// Hub weights are fetched into the run folder before the run starts; a
+/// start that then fails (here: no such data folder) takes them and the
+/// folder away again, as every failed start leaves no folder behind.
+#[test]
+fn a_start_that_fails_after_fetching_hub_weights_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    // hf-hub's cache under HF_HOME, so that nothing is downloaded.
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = dir.path().join("hf/hub/models--test--r20");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    let spec = ArchSpec::from_id("resnet20").unwrap();
+    ResNet::new(&spec, 0, &Device::Cpu)
+        .unwrap()
+        .save(&snapshot.join("model.safetensors"))
+        .unwrap();
+    let run = dir.path().join("run");
+    let train = |data: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_resnet"))
+            .args(["train", "--arch", "resnet20", "--weights", "hf:test/r20"])
+            .args(["--iterations", "1", "--eval-every", "0", "--out"])
+            .arg(&run)
+            .arg("--data")
+            .arg(data)
+            .env("HF_HOME", dir.path().join("hf"))
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    let out = train(&dir.path().join("missing"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("missing"),
+        "{stderr}"
+    );
+    assert!(!run.exists(), "a failed start left {}", run.display());
+
+    // The same weights start a run, whose folder keeps them.
+    let sample = resnet_test_support::cifar_sample();
+    let out = train(Path::new(&sample));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run.join("initial-weights.safetensors").is_file());
+}
