@@ -239,6 +239,10 @@ fn train_errors_are_one_clear_line() {
             "batch_size must be at least 1",
         ),
         (vec!["train", "--resume"], "holds no run to resume"),
+        (
+            vec!["train", "--batch-size", "100000", "--iterations", "1"],
+            "expected at most the 5438 images of the split",
+        ),
     ];
     if cfg!(not(feature = "cuda")) {
         cases.push((

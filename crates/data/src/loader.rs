@@ -109,6 +109,29 @@ impl LoaderConfig {
             shard: Shard::WHOLE,
         }
     }
+
+    /// The batches of an epoch over `len` samples: a `batch_size` of 0, or
+    /// one that makes no full batch of them, is an error naming it. A
+    /// [`TrainLoader`] checks this when it is made; a trainer can check it
+    /// before it writes anything.
+    pub fn batches_per_epoch(&self, len: usize) -> Result<u64> {
+        positive("batch_size", self.batch_size)?;
+        let per_epoch = if self.drop_last {
+            len / self.batch_size
+        } else {
+            len.div_ceil(self.batch_size)
+        };
+        if per_epoch == 0 {
+            return Err(DataError::InvalidOption {
+                name: "batch_size",
+                value: self.batch_size.to_string(),
+                expected: format!(
+                    "at most the {len} images of the split (to make at least one full batch)"
+                ),
+            });
+        }
+        Ok(per_epoch as u64)
+    }
 }
 
 /// A generator seeded from `(seed, epoch, index)` and a domain tag.
@@ -187,24 +210,9 @@ pub(crate) struct Schedule {
 impl Schedule {
     /// Checks `config` and `start` against a dataset of `len` samples.
     pub(crate) fn new(len: usize, config: &LoaderConfig, start: LoaderPosition) -> Result<Self> {
-        positive("batch_size", config.batch_size)?;
+        let per_epoch = config.batches_per_epoch(len)?;
         positive("threads", config.threads)?;
         let shard = config.shard.checked()?;
-        let per_epoch = if config.drop_last {
-            len / config.batch_size
-        } else {
-            len.div_ceil(config.batch_size)
-        };
-        if per_epoch == 0 {
-            return Err(DataError::InvalidOption {
-                name: "batch_size",
-                value: config.batch_size.to_string(),
-                expected: format!(
-                    "at most the {len} images of the split (to make at least one full batch)"
-                ),
-            });
-        }
-        let per_epoch = per_epoch as u64;
         if start.batch >= per_epoch {
             return Err(DataError::InvalidOption {
                 name: "start batch",

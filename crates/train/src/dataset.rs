@@ -48,6 +48,18 @@ pub(crate) enum Dataset {
 }
 
 impl Dataset {
+    /// Checks that `config`'s batch makes at least one full batch of the
+    /// training images, as [`RunData::train_loader`] does, before anything
+    /// is written.
+    pub(crate) fn check_batch(&self, config: &TrainConfig) -> Result<()> {
+        let images = match self {
+            Self::Cifar { train, .. } => train.len(),
+            Self::Folder { train, .. } => train.len(),
+        };
+        loader_config(config, Shard::WHOLE).batches_per_epoch(images)?;
+        Ok(())
+    }
+
     /// Opens the data `config` names, checking every image header of an
     /// image folder and that its classes fit the network.
     pub(crate) fn open(config: &TrainConfig) -> Result<Self> {
@@ -227,6 +239,15 @@ fn folder_normalization(
     })
 }
 
+/// The loader options of `config`'s training batches, `shard` of each.
+fn loader_config(config: &TrainConfig, shard: Shard) -> LoaderConfig {
+    LoaderConfig {
+        threads: config.loader_threads,
+        shard,
+        ..LoaderConfig::new(config.batch_size, config.seed)
+    }
+}
+
 /// The training augmentation of an image folder: `image_augment`, or
 /// without `augment` a fixed scale with no flip or colour change.
 fn folder_augment(config: &TrainConfig) -> ImageNetAugment {
@@ -327,11 +348,7 @@ impl RunData {
         start: LoaderPosition,
         shard: Shard,
     ) -> Result<TrainBatches> {
-        let loader_config = LoaderConfig {
-            threads: config.loader_threads,
-            shard,
-            ..LoaderConfig::new(config.batch_size, config.seed)
-        };
+        let loader_config = loader_config(config, shard);
         Ok(TrainBatches::new(match self {
             Self::Cifar { train, norm, .. } => {
                 let augment = if config.augment {

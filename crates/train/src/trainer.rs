@@ -91,12 +91,13 @@ pub fn train_data_parallel(
             return Err(run_exists());
         }
         let dataset = Dataset::open(&config)?;
-        // A device that does not open is refused before the run folder is
-        // written, as are weights that do not fit.
-        let device = open_device(&config, group)?;
+        // Weights that do not fit, a batch larger than the data and a device
+        // that does not open are refused before the run folder is written.
         if config.weights.is_some() {
             load_initial_weights(&config, &build_model(&config, &Device::Cpu)?)?;
         }
+        dataset.check_batch(&config)?;
+        let device = open_device(&config, group)?;
         if !writer {
             return Ok((config, dataset, device, None));
         }
