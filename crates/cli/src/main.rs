@@ -25,12 +25,15 @@ enum Command {
     /// Print an architecture's layer table, parameter count and FLOPs.
     Info(info::InfoArgs),
     /// Evaluate weights on a CIFAR-10 split or an image folder: top-1 and top-5 error.
+    #[command(allow_negative_numbers = true)]
     Eval(eval::EvalArgs),
     /// Classify images with an ImageNet model: top-5 classes with probabilities.
+    #[command(allow_negative_numbers = true)]
     Predict(predict::PredictArgs),
     /// Write weights as torchvision and timm load them: model.safetensors and config.json.
     Export(export::ExportArgs),
     /// Train a net on CIFAR-10 or an image folder (or resume a run) with the paper's recipe.
+    #[command(allow_negative_numbers = true)]
     Train(train::TrainArgs),
     /// Download datasets.
     #[command(subcommand)]

@@ -239,6 +239,11 @@ fn train_errors_are_one_clear_line() {
             "batch_size must be at least 1",
         ),
         (vec!["train", "--resume"], "holds no run to resume"),
+        // A negative number is the flag's value, checked as such.
+        (
+            vec!["train", "--lr", "-1", "--iterations", "1"],
+            "base_lr must be finite and > 0, got -1",
+        ),
         (
             vec!["train", "--batch-size", "100000", "--iterations", "1"],
             "expected at most the 5438 images of the split",
