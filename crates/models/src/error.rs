@@ -63,11 +63,17 @@ pub enum ModelError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A safetensors file that candle could not read or write.
-    #[error("{path}")]
+    /// A safetensors file that could not be read (not one, or damaged) or
+    /// written.
+    #[error(
+        "{path}: {}",
+        if *writing { "could not be written as safetensors" } else { "not a readable safetensors file" }
+    )]
     Safetensors {
         /// The file concerned.
         path: PathBuf,
+        /// Whether it was being written (else read).
+        writing: bool,
         /// What candle reported.
         source: candle_core::Error,
     },

@@ -191,6 +191,7 @@ pub fn save_safetensors(
     safetensors::serialize_to_file(sorted, metadata.map(WeightsMetadata::to_map), tmp.path())
         .map_err(|e| ModelError::Safetensors {
             path: path.to_path_buf(),
+            writing: true,
             source: candle_core::Error::wrap(e),
         })?;
     persist(tmp, path)
@@ -256,6 +257,7 @@ pub fn read_safetensors(
     })?;
     let unreadable = |source| ModelError::Safetensors {
         path: path.to_path_buf(),
+        writing: false,
         source,
     };
     let tensors = candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
@@ -280,6 +282,7 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<Option<WeightsMetadata>,
     use std::io::{ErrorKind, Read};
     let unreadable = |e: SafeTensorError| ModelError::Safetensors {
         path: path.to_path_buf(),
+        writing: false,
         source: candle_core::Error::wrap(e),
     };
     let io = |source: std::io::Error| ModelError::Io {

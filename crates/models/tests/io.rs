@@ -124,8 +124,13 @@ fn the_header_alone_gives_the_metadata_the_whole_file_gives() {
     for (name, content) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
-        let err = read_safetensors_metadata(&path).unwrap_err().to_string();
-        assert!(err.contains(name), "{err}");
+        for err in [
+            read_safetensors_metadata(&path).unwrap_err().to_string(),
+            read_safetensors(&path).unwrap_err().to_string(),
+        ] {
+            assert!(err.contains(name), "{err}");
+            assert!(err.contains("not a readable safetensors file"), "{err}");
+        }
     }
 }
 
@@ -136,6 +141,7 @@ fn loading_a_file_that_is_not_safetensors_names_the_file() {
     std::fs::write(&path, b"not a safetensors file").unwrap();
     let err = model("resnet20", 0).load(&path).unwrap_err().to_string();
     assert!(err.contains("junk.safetensors"), "{err}");
+    assert!(err.contains("not a readable safetensors file"), "{err}");
 }
 
 #[test]
