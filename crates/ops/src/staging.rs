@@ -113,7 +113,7 @@ impl CustomOp1 for Copy<'_> {
 /// The page-locked buffers and their copies (the CUDA-only part).
 #[cfg(feature = "cuda")]
 mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::PinnedHostSlice;
+    use candle_core::cuda_backend::cudarc::driver::{CudaEvent, PinnedHostSlice};
     use candle_core::cuda_backend::{CudaDevice, WrapErr};
     use candle_core::{CudaStorage, Result};
     use rayon::prelude::*;
@@ -121,31 +121,41 @@ mod cuda {
     /// Values per parallel task of the copy into a page-locked buffer.
     const CHUNK: usize = 1 << 18;
 
-    /// Two page-locked buffers, taken in turn.
+    /// Two page-locked buffers, taken in turn, each with an event recorded
+    /// after its last copy.
+    ///
+    /// The events are this type's own: a page-locked buffer's own event,
+    /// which its accessors and its drop wait for, is recorded only when the
+    /// context runs several streams, and candle's device runs one (the
+    /// context's default stream), so waiting for it returns at once even
+    /// while a copy from the buffer is still queued.
     #[derive(Default)]
     pub(super) struct Pinned {
         buffers: [Option<PinnedHostSlice<f32>>; 2],
+        copied: [Option<CudaEvent>; 2],
         next: usize,
     }
 
     impl Pinned {
-        /// `values` on `dev`: written into the next buffer (once its last
-        /// copy has left it) and copied from there on the device's stream.
+        /// `values` on `dev`: written into the next buffer once its last
+        /// copy has left it, and copied from there on the device's stream.
         pub(super) fn copy(&mut self, dev: &CudaDevice, values: &[f32]) -> Result<CudaStorage> {
-            let slot = &mut self.buffers[self.next];
-            self.next = 1 - self.next;
+            let i = self.next;
+            self.next = 1 - i;
+            if let Some(event) = self.copied[i].take() {
+                event.synchronize().w()?;
+            }
+            let slot = &mut self.buffers[i];
+            let stream = dev.cuda_stream();
             if slot.as_ref().is_none_or(|b| b.len() != values.len()) {
-                // Dropping the old buffer waits for its last copy.
                 *slot = None;
-                let context = dev.cuda_stream().context().clone();
                 // SAFETY: every value is written below before the buffer is
                 // read.
-                *slot = Some(unsafe { context.alloc_pinned::<f32>(values.len()) }.w()?);
+                *slot = Some(unsafe { stream.context().alloc_pinned::<f32>(values.len()) }.w()?);
             }
             let Some(buffer) = slot.as_mut() else {
                 candle_core::bail!("host_staging: no page-locked buffer");
             };
-            // Waits for the buffer's last copy to the device.
             let host = buffer.as_mut_slice().w()?;
             host.par_chunks_mut(CHUNK)
                 .zip(values.par_chunks(CHUNK))
@@ -153,7 +163,19 @@ mod cuda {
             // SAFETY: the copy below writes every value.
             let mut device_values = unsafe { dev.alloc::<f32>(values.len()) }?;
             dev.memcpy_htod(&*buffer, &mut device_values)?;
+            self.copied[i] = Some(stream.record_event(None).w()?);
             Ok(CudaStorage::wrap_cuda_slice(device_values, dev.clone()))
+        }
+    }
+
+    impl Drop for Pinned {
+        /// Frees the buffers only once no queued copy reads them.
+        fn drop(&mut self) {
+            for event in self.copied.iter().flatten() {
+                // Nothing to do about a failed wait in a drop: the context
+                // has failed, and freeing the buffers fails too.
+                let _ = event.synchronize();
+            }
         }
     }
 }

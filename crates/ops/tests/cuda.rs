@@ -450,6 +450,36 @@ fn staged_batches_arrive_whole() {
 }
 
 #[test]
+fn a_staging_buffer_is_refilled_only_once_its_copy_has_left_it() {
+    // Work queued ahead keeps the copies waiting on the stream while the
+    // third batch is written into the first one's buffer: written before the
+    // first copy has run, the first batch would arrive with the third's
+    // values.
+    let dev = gpu();
+    let a = Tensor::ones((4096, 4096), DType::F32, &dev).unwrap();
+    let mut busy = a.clone();
+    for _ in 0..8 {
+        busy = busy.matmul(&a).unwrap().affine(1.0 / 4096.0, 0.0).unwrap();
+    }
+    let dims = [8, 3, 224, 224];
+    let n: usize = dims.iter().product();
+    let mut staging = HostStaging::default();
+    let batches: Vec<Tensor> = (0..3)
+        .map(|k| staging.to_device(&vec![k as f32; n], &dims, &dev).unwrap())
+        .collect();
+    for (k, batch) in batches.iter().enumerate() {
+        let got = batch.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let wrong = got.iter().filter(|&&v| v != k as f32).count();
+        assert_eq!(
+            wrong, 0,
+            "batch {k}: {wrong} of {n} values from another batch"
+        );
+    }
+    let busy = busy.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(busy, 4096.0 * 4096.0);
+}
+
+#[test]
 fn set_all_copies_every_value() {
     // One launch over variables of less than a block and of several chunks,
     // their values views of one tensor, as the data-parallel step's are.
