@@ -6,6 +6,7 @@
 //! `scripts/build-cuda.sh`, run by `scripts/gpu-check.sh`.
 #![cfg(feature = "cuda")]
 
+use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -15,7 +16,8 @@ use rand_chacha::ChaCha8Rng;
 use resnet_ops::{
     add_relu, batch_norm_eval, batch_norm_train, conv2d, cross_entropy, global_avg_pool,
     is_channels_last, max_pool_3x3_s2, pad_subsample, relu, set_all, to_channels_last,
-    update_running_stats, DeviceSpec, HostStaging, RunningUpdate, SgdParam, SgdStep,
+    update_running_stats, DeviceSpec, GroupedBatchNorm, HostStaging, RunningUpdate, SgdParam,
+    SgdStep,
 };
 use resnet_test_support::{random_tensor as random, CONV_CASES};
 
@@ -252,6 +254,45 @@ fn channels_last_ops_match_the_cpu() {
             TOLERANCE,
             &format!("channels-last batch norm {shape:?}"),
         );
+    }
+}
+
+#[test]
+fn grouped_batch_norm_matches_the_cpu() {
+    // Groups of 4 of 10 images (the last one of 2), NCHW and channels-last:
+    // one cuDNN call per group, each on its part of the batch, the weight
+    // and bias gradients summed over the groups by cuDNN itself.
+    let bn = GroupedBatchNorm {
+        group: NonZeroUsize::new(4).unwrap(),
+        eps: 1e-5,
+    };
+    for channels_last in [false, true] {
+        let (shape, c) = ([10, 16, 5, 5], 16);
+        let seed = 1200 + u64::from(channels_last);
+        let inputs = [
+            random(&shape, seed),
+            random(&[c], seed + 1),
+            random(&[c], seed + 2),
+        ];
+        let layout = |x: &Tensor| match channels_last {
+            true => to_channels_last(x).unwrap(),
+            false => x.clone(),
+        };
+        let what = format!("grouped batch norm, channels-last {channels_last}");
+        let train = |t: &[Tensor]| bn.train(&layout(&t[0]), &t[1], &t[2]).unwrap().y;
+        check(train, &inputs, seed + 3, TOLERANCE, &what);
+        let relu = |t: &[Tensor]| bn.train_relu(&layout(&t[0]), &t[1], &t[2]).unwrap().y;
+        check(relu, &inputs, seed + 4, TOLERANCE, &format!("{what}, ReLU"));
+        let stats = |d: &Device| {
+            let moved: Vec<Tensor> = inputs.iter().map(|t| t.to_device(d).unwrap()).collect();
+            let out = bn.train(&layout(&moved[0]), &moved[1], &moved[2]).unwrap();
+            assert_eq!(out.mean.dims(), [3, c], "{what}");
+            Tensor::cat(&[out.mean, out.var], 0)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap()
+        };
+        assert_close(&stats(&gpu()), &stats(&Device::Cpu), TOLERANCE, &what);
     }
 }
 
