@@ -28,9 +28,10 @@ use crate::stop::{self, StopOnSignal};
 /// rather than ignored.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Run folder: config, metrics, checkpoints and final weights go here.
-    #[arg(long)]
-    out: PathBuf,
+    /// Run folder: config, metrics, checkpoints and final weights go here (with
+    /// `--resume RUN_DIR`, that folder).
+    #[arg(long, required_unless_present = "resume")]
+    out: Option<PathBuf>,
     /// Continue the run in `--out` (or in the folder given here) from its last checkpoint, as
     /// its config.json says (the flags that set a run's config are refused with it).
     #[arg(long, num_args = 0..=1, value_name = "RUN_DIR", conflicts_with_all = RUN_CONFIG_FLAGS)]
@@ -481,10 +482,11 @@ impl TrainArgs {
                  `resnet export --weights ... --out DIR`, in one process) and pass the local file"
             );
         }
-        if self.out.join(CONFIG_FILE).exists() {
+        let out = self.run_dir()?;
+        if out.join(CONFIG_FILE).exists() {
             bail!(
                 "{} already holds a run; resume it with --resume, or give another --out",
-                self.out.display()
+                out.display()
             );
         }
         let mut spec = ArchSpec::from_id(&config.arch)?;
@@ -501,30 +503,42 @@ impl TrainArgs {
         .with_context(|| format!("--weights {weights}"))?;
         let spec = pretrained.model.spec();
         config.stride_placement = Some(spec.stride_placement);
-        std::fs::create_dir_all(&self.out)
-            .with_context(|| format!("creating {}", self.out.display()))?;
-        let path = std::path::absolute(self.out.join(HUB_WEIGHTS_FILE))?;
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let path = std::path::absolute(out.join(HUB_WEIGHTS_FILE))?;
         pretrained.model.save(&path)?;
         tracing::info!(weights = %weights, file = %path.display(), "fetched the initial weights");
         config.weights = Some(path);
         Ok(())
     }
 
+    /// The run folder: `--resume RUN_DIR`'s, else `--out`'s (which clap
+    /// asks for unless `--resume` is given); two different folders are an
+    /// error.
+    fn run_dir(&self) -> Result<&Path> {
+        let resumed = self.resume.as_ref().and_then(Option::as_deref);
+        match (resumed, self.out.as_deref()) {
+            (Some(dir), Some(out)) if dir != out => bail!(
+                "--resume {} and --out {} name two run folders; give one",
+                dir.display(),
+                out.display()
+            ),
+            (Some(dir), _) | (None, Some(dir)) => Ok(dir),
+            (None, None) => bail!("no run folder: give --out RUN_DIR (or --resume RUN_DIR)"),
+        }
+    }
+
     /// Removes what a run that did not start (no config.json written) left
-    /// in the --out folder it made: the hub weights fetched into it, then the
-    /// folder if that left it empty. A run that started keeps its folder, to
-    /// resume.
-    fn remove_unstarted_run(&self) {
-        if self.out.join(CONFIG_FILE).exists() {
+    /// in the run folder `out` it made: the hub weights fetched into it,
+    /// then the folder if that left it empty. A run that started keeps its
+    /// folder, to resume.
+    fn remove_unstarted_run(out: &Path) {
+        if out.join(CONFIG_FILE).exists() {
             return;
         }
-        let weights = self.out.join(HUB_WEIGHTS_FILE);
-        for removed in [
-            std::fs::remove_file(&weights),
-            std::fs::remove_dir(&self.out),
-        ] {
+        let weights = out.join(HUB_WEIGHTS_FILE);
+        for removed in [std::fs::remove_file(&weights), std::fs::remove_dir(out)] {
             if let Err(e) = removed {
-                tracing::debug!(folder = %self.out.display(), "not removed: {e}");
+                tracing::debug!(folder = %out.display(), "not removed: {e}");
             }
         }
     }
@@ -644,17 +658,16 @@ fn run_in(args: &TrainArgs, host: &dyn Collective) -> Result<()> {
         quiet = StopOnSignal::new(NoObserver, flag);
         &mut quiet
     };
+    let run_dir = args.run_dir()?;
     let summary = match &args.resume {
-        Some(dir) => {
-            resnet_train::resume_data_parallel(dir.as_ref().unwrap_or(&args.out), observer, group)
-        }
+        Some(_) => resnet_train::resume_data_parallel(run_dir, observer, group),
         None => {
             let mut config = args.config()?;
-            let fresh = !args.out.exists();
+            let fresh = !run_dir.exists();
             args.fetch_hub_weights(&mut config, group.world_size())?;
-            let summary = resnet_train::train_data_parallel(&config, &args.out, observer, group);
+            let summary = resnet_train::train_data_parallel(&config, run_dir, observer, group);
             if summary.is_err() && fresh {
-                args.remove_unstarted_run();
+                TrainArgs::remove_unstarted_run(run_dir);
             }
             summary
         }

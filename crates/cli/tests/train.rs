@@ -478,3 +478,52 @@ fn a_corrupt_image_stops_the_start_unless_bad_images_are_skipped() {
     .unwrap();
     assert_eq!(summary["train_images"], 4, "the broken file is left out");
 }
+
+/// `--resume RUN_DIR` needs no `--out`; with both, they must name one
+/// folder; `--resume` alone names none.
+#[test]
+fn resume_takes_its_run_folder_from_either_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = train_command(&run, 2, 0).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resume = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_resnet"))
+            .args(["train", "--resume"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let (run_arg, other) = (run.as_os_str(), dir.path().join("other"));
+    for args in [vec![run_arg], vec![run_arg, "--out".as_ref(), run_arg]] {
+        let out = resume(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("resnet20: 2 iterations"), "{stdout}");
+    }
+    let cases = [
+        (
+            vec![run_arg, "--out".as_ref(), other.as_os_str()],
+            "name two run folders",
+        ),
+        (vec![], "no run folder: give --out RUN_DIR"),
+    ];
+    for (args, needle) in cases {
+        let out = resume(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert!(!other.exists());
+}
