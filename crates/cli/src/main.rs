@@ -61,10 +61,21 @@ fn main() {
     }
 }
 
-/// The error and its causes on one line, `outer: cause: ...`: the library
-/// errors leave their causes to `source()`, so each is printed once.
+/// The error and its causes on one line, `outer: cause: ...`. This
+/// project's errors leave their causes to `source()`; a cause whose text the
+/// line already ends with (an error of another crate that prints its source
+/// too) is left out, so that each is printed once.
 fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}")
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    line
 }
 
 #[cfg(test)]
@@ -86,5 +97,35 @@ mod tests {
             one_line(&err),
             "loading CIFAR-10: reading data/x.bin: disk on fire"
         );
+    }
+
+    /// An error that prints its source in its own text, as the image
+    /// crate's decoding errors do.
+    #[derive(Debug)]
+    struct Decoding(std::io::Error);
+
+    impl std::fmt::Display for Decoding {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "format error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Decoding {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_printed_by_its_error_is_left_out() {
+        let err = Decoding(std::io::Error::other("bad start bytes"));
+        let err = anyhow::Error::new(err).context("decoding cat.jpg");
+        assert_eq!(
+            one_line(&err),
+            "decoding cat.jpg: format error: bad start bytes"
+        );
+        // A cause that only appears inside the line, not at its end, stays.
+        let err = anyhow::Error::msg("disk").context("disk full while writing x");
+        assert_eq!(one_line(&err), "disk full while writing x: disk");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use clap::Args;
 use resnet_data::{load_rgb, ViewConfig};
 use resnet_hub::{classify, imagenet_classes};
@@ -57,7 +57,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     };
 
     for path in &args.images {
-        let image = load_rgb(path).with_context(|| format!("reading image {}", path.display()))?;
+        let image = load_rgb(path)?;
         let top = classify(&model, &device, &image, &config, names.as_deref(), args.top)?;
         if args.json {
             let top: Vec<_> = top

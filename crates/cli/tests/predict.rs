@@ -201,4 +201,21 @@ fn bad_inputs_are_one_clear_error_line() {
             "{args:?}: {err}"
         );
     }
+    // A file that does not decode: named once, its decoder's words once.
+    let corrupt = dir.path().join("corrupt.jpg");
+    std::fs::write(&corrupt, b"not a jpeg").unwrap();
+    let out = resnet(&[
+        "predict",
+        "--arch",
+        "resnet20",
+        "--weights",
+        weights,
+        corrupt.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let err = stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(err.matches("corrupt.jpg").count(), 1, "{err}");
+    let words = err.rsplit(": ").next().unwrap();
+    assert_eq!(err.matches(words).count(), 1, "{err}");
 }
