@@ -99,6 +99,9 @@ fn bad_reproduction_flags_name_the_flag() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--bn-group 48 must divide"), "{stderr}");
+    // One line, as the resnet binary's errors, whatever RUST_BACKTRACE says.
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let out = xtask(&["reproduce", "fig1", "--bn-group", "0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value '0' for '--bn-group"));
     // A flag of the other half of the paper is refused, not ignored.

@@ -218,10 +218,17 @@ fn project_root() -> PathBuf {
 #[global_allocator]
 static GLOBAL: resnet_alloc::MiMalloc = resnet_alloc::MiMalloc;
 
-fn main() -> Result<()> {
+fn main() {
     resnet_term::start();
+    if let Err(err) = run(Cli::parse().task) {
+        resnet_term::exit_with(err.as_ref());
+    }
+}
+
+/// Runs `task` from the workspace root.
+fn run(task: Task) -> Result<()> {
     let root = project_root();
-    match Cli::parse().task {
+    match task {
         Task::Reproduce(args) => reproduce(args, &root),
         Task::Bench { json, only, runs } => bench::run(json, only.as_deref(), runs, &root),
         Task::BenchOne { name, runs } => bench::run_one(&name, runs, &root),

@@ -1,5 +1,6 @@
 //! The terminal side of the workspace's binaries: progress bars that share
-//! the terminal with tracing's log lines, and the logging set-up.
+//! the terminal with tracing's log lines, the logging set-up, and how an
+//! error ends a binary.
 //!
 //! The library crates only emit tracing events; this crate decides how they
 //! look. Log lines are printed through the active bar
@@ -136,4 +137,85 @@ impl TrainObserver for ProgressObserver {
 pub fn start() {
     resnet_alloc::keep_freed_memory();
     init_logging();
+}
+
+/// Ends a binary whose run failed: prints `error: ` and the error with its
+/// causes on one line ([`one_line`]) to stderr, and exits with status 1.
+pub fn exit_with(err: &(dyn std::error::Error + 'static)) -> ! {
+    eprintln!("error: {}", one_line(err));
+    std::process::exit(1)
+}
+
+/// The error and its causes on one line, `outer: cause: ...`. This
+/// workspace's errors leave their causes to `source()`; a cause whose text
+/// the line already ends with (an error of another crate that prints its
+/// source too) is left out, so that each is printed once.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    for cause in std::iter::successors(err.source(), |e| e.source()) {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    /// An error with a message and an optional source, printed as is.
+    #[derive(Debug)]
+    struct Failure {
+        text: String,
+        source: Option<Box<Failure>>,
+    }
+
+    /// `texts[0]` caused by `texts[1]`, caused by ...
+    fn chain(texts: &[&str]) -> Failure {
+        let (first, rest) = texts.split_first().unwrap();
+        Failure {
+            text: first.to_string(),
+            source: (!rest.is_empty()).then(|| Box::new(chain(rest))),
+        }
+    }
+
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+
+    impl std::error::Error for Failure {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn an_error_and_its_causes_are_printed_once_each() {
+        let cases: [(&[&str], &str); 3] = [
+            (
+                &["loading CIFAR-10", "reading data/x.bin", "disk on fire"],
+                "loading CIFAR-10: reading data/x.bin: disk on fire",
+            ),
+            // A cause its error prints already, as the image crate's
+            // decoding errors do, is left out.
+            (
+                &["decoding cat.jpg", "format error: bad start", "bad start"],
+                "decoding cat.jpg: format error: bad start",
+            ),
+            // A cause that appears inside the line, not at its end, stays.
+            (
+                &["disk full while writing x", "disk"],
+                "disk full while writing x: disk",
+            ),
+        ];
+        for (texts, line) in cases {
+            assert_eq!(one_line(&chain(texts)), line);
+        }
+    }
 }
