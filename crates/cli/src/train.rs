@@ -465,10 +465,15 @@ impl TrainArgs {
     }
 
     /// Fetches hub --weights (a registry name or `hf:` file) into the run
-    /// folder as [`HUB_WEIGHTS_FILE`], with their metadata, and points the
-    /// config at it: the run starts, and resumes, from local weights. Refused
-    /// in a run of `world_size` > 1 ranks, where only rank 0 may write.
-    fn fetch_hub_weights(&self, config: &mut TrainConfig, world_size: usize) -> Result<()> {
+    /// folder `out` as [`HUB_WEIGHTS_FILE`], with their metadata, and points
+    /// the config at it: the run starts, and resumes, from local weights.
+    /// Refused in a run of `world_size` > 1 ranks, where only rank 0 may write.
+    fn fetch_hub_weights(
+        &self,
+        config: &mut TrainConfig,
+        out: &Path,
+        world_size: usize,
+    ) -> Result<()> {
         let Some(weights) = &self.weights else {
             return Ok(());
         };
@@ -482,7 +487,6 @@ impl TrainArgs {
                  `resnet export --weights ... --out DIR`, in one process) and pass the local file"
             );
         }
-        let out = self.run_dir()?;
         if out.join(CONFIG_FILE).exists() {
             bail!(
                 "{} already holds a run; resume it with --resume, or give another --out",
@@ -526,26 +530,26 @@ impl TrainArgs {
             (None, None) => bail!("no run folder: give --out RUN_DIR (or --resume RUN_DIR)"),
         }
     }
-
-    /// Removes what a run that did not start (no config.json written) left
-    /// in the run folder `out` it made: the hub weights fetched into it,
-    /// then the folder if that left it empty. A run that started keeps its
-    /// folder, to resume.
-    fn remove_unstarted_run(out: &Path) {
-        if out.join(CONFIG_FILE).exists() {
-            return;
-        }
-        let weights = out.join(HUB_WEIGHTS_FILE);
-        for removed in [std::fs::remove_file(&weights), std::fs::remove_dir(out)] {
-            if let Err(e) = removed {
-                tracing::debug!(folder = %out.display(), "not removed: {e}");
-            }
-        }
-    }
 }
 
 /// The file of a run folder that holds hub weights a run was started from.
 const HUB_WEIGHTS_FILE: &str = "initial-weights.safetensors";
+
+/// Removes what a run that did not start (no config.json written) left in
+/// the run folder `out` it made: the hub weights fetched into it, then the
+/// folder if that left it empty. A run that started keeps its folder, to
+/// resume.
+fn remove_unstarted_run(out: &Path) {
+    if out.join(CONFIG_FILE).exists() {
+        return;
+    }
+    let weights = out.join(HUB_WEIGHTS_FILE);
+    for removed in [std::fs::remove_file(&weights), std::fs::remove_dir(out)] {
+        if let Err(e) = removed {
+            tracing::debug!(folder = %out.display(), "not removed: {e}");
+        }
+    }
+}
 
 /// Sets `config`'s arch (and shortcut and stride placement, unless given) to
 /// those stored in the metadata of the local weights `path`, unless the arch
@@ -664,10 +668,10 @@ fn run_in(args: &TrainArgs, host: &dyn Collective) -> Result<()> {
         None => {
             let mut config = args.config()?;
             let fresh = !run_dir.exists();
-            args.fetch_hub_weights(&mut config, group.world_size())?;
+            args.fetch_hub_weights(&mut config, run_dir, group.world_size())?;
             let summary = resnet_train::train_data_parallel(&config, run_dir, observer, group);
             if summary.is_err() && fresh {
-                TrainArgs::remove_unstarted_run(run_dir);
+                remove_unstarted_run(run_dir);
             }
             summary
         }
