@@ -151,24 +151,27 @@ impl KernelSet {
     }
 }
 
-/// The `RESNET_CUDA_KERNELS` environment variable, read and parsed once.
-fn cuda_kernel_choice() -> &'static Result<KernelSet, String> {
-    static CHOICE: OnceLock<Result<KernelSet, String>> = OnceLock::new();
-    CHOICE
-        .get_or_init(|| KernelSet::parse(&std::env::var("RESNET_CUDA_KERNELS").unwrap_or_default()))
+/// The `RESNET_CUDA_KERNELS` environment variable, read and parsed once: the
+/// groups it leaves on, or the value it holds and what is wrong with it.
+fn cuda_kernel_choice() -> &'static Result<KernelSet, (String, String)> {
+    static CHOICE: OnceLock<Result<KernelSet, (String, String)>> = OnceLock::new();
+    CHOICE.get_or_init(|| {
+        let value = std::env::var("RESNET_CUDA_KERNELS").unwrap_or_default();
+        KernelSet::parse(&value).map_err(|detail| (value, detail))
+    })
 }
 
 /// Checks `RESNET_CUDA_KERNELS`, which opening a CUDA device does: a value
 /// that names no group is an error, not a silent default.
 pub(crate) fn check_cuda_kernel_choice() -> Result<(), OpsError> {
-    cuda_kernel_choice()
-        .as_ref()
-        .map(|_| ())
-        .map_err(|detail| OpsError::BadSetting {
+    match cuda_kernel_choice() {
+        Ok(_) => Ok(()),
+        Err((value, detail)) => Err(OpsError::BadSetting {
             variable: "RESNET_CUDA_KERNELS",
-            value: std::env::var("RESNET_CUDA_KERNELS").unwrap_or_default(),
+            value: value.clone(),
             detail: detail.clone(),
-        })
+        }),
+    }
 }
 
 /// Whether `kernel` runs tensors on `device` of type `dtype`: on CUDA, of a
